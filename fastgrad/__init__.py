@@ -1,0 +1,36 @@
+"""fastgrad: reverse-mode autodiff on the CPU, CS231n lecture 4 made real and fast.
+
+>>> import fastgrad as fg
+>>> x, y, z = (fg.tensor(v, requires_grad=True) for v in (-2.0, 5.0, -4.0))
+>>> f = (x + y) * z
+>>> f.backward()
+>>> x.grad, y.grad, z.grad
+(array(-4., dtype=float32), array(-4., dtype=float32), array(3., dtype=float32))
+"""
+from .autograd import is_grad_enabled, no_grad
+from .functional import (
+    affine,
+    as_tensor,
+    elu,
+    exp,
+    leaky_relu,
+    log,
+    maximum,
+    maxout,
+    relu,
+    sigmoid,
+    softmax_cross_entropy,
+    svm_loss,
+    tanh,
+    tensor,
+)
+from .gradcheck import GradcheckError, gradcheck
+from .tensor import Tensor
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
+    "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
+    "softmax_cross_entropy", "svm_loss",
+]

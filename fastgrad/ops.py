@@ -1,0 +1,506 @@
+"""The op table: one row per primitive, its forward and its backward rule side by side.
+
+A row's forward takes the input arrays (C-contiguous, one dtype) and keyword attributes and returns
+``(output, saved)``; its backward rule takes the upstream gradient ``g`` (C-contiguous, the output's
+shape) followed by ``*saved`` and returns one gradient per input (or None), each of that input's shape.
+Rules save as little as they can: the output when it is enough (relu, sigmoid, tanh, exp), shapes
+instead of arrays when only the shape matters (add, sum).
+
+Rows whose forward takes ``needs`` are told which inputs require a gradient, so that they skip work
+(and saved buffers) for the others, e.g. the input batch of the first layer of a network.
+
+Derived operations (``x - y`` is a primitive; ``x.mean()`` is a primitive too, but a softmax is not)
+live in functional.py and need no row.
+"""
+from __future__ import annotations
+
+import operator
+
+import numpy as np
+
+from . import _kernels as K
+
+TABLE: dict[str, "Op"] = {}
+
+
+class Op:
+    """A row of the op table. `backward` is None until a rule is attached with `@op.defbackward`."""
+
+    __slots__ = ("name", "forward", "backward", "takes_needs")
+
+    def __init__(self, name, forward, takes_needs=False):
+        self.name = name
+        self.forward = forward
+        self.backward = None
+        self.takes_needs = takes_needs
+
+    def defbackward(self, rule):
+        self.backward = rule
+        return rule
+
+    def __repr__(self):
+        return f"<op {self.name}>"
+
+
+def primitive(name, takes_needs=False):
+    """Register the decorated forward as the row `name` of the op table."""
+
+    def register(forward):
+        op = Op(name, forward, takes_needs)
+        TABLE[name] = op
+        return op
+
+    return register
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def broadcast_shape(op: str, a: tuple, b: tuple) -> tuple:
+    """The NumPy broadcast of shapes a and b, or a ValueError naming the op and both shapes."""
+    try:
+        return np.broadcast_shapes(a, b)
+    except ValueError:
+        raise ValueError(f"{op}: shapes {a} and {b} cannot be broadcast together") from None
+
+
+def unbroadcast(g: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum `g` over the axes that broadcasting added or stretched, so it has `shape` again."""
+    if g.shape == shape:
+        return g
+    lead = g.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        lead + i for i, n in enumerate(shape) if n == 1 and g.shape[lead + i] != 1
+    )
+    return g.sum(axis=axes).reshape(shape)
+
+
+def normalize_axis(axis, ndim: int, op: str) -> tuple:
+    """`axis` (None, int or tuple of ints) as a sorted tuple of non-negative axes."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        a = operator.index(a)
+        if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
+            raise ValueError(f"{op}: axis {a} is out of range for a {ndim}-d tensor")
+        out.append(a % ndim if ndim else 0)
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def _expand(g: np.ndarray, shape: tuple, axes: tuple, keepdims: bool) -> np.ndarray:
+    """Broadcast a reduction's gradient `g` back over the reduced `axes` of `shape`."""
+    if not keepdims:
+        g = g.reshape([1 if i in axes else n for i, n in enumerate(shape)])
+    return np.broadcast_to(g, shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# arithmetic: add distributes, mul swaps and scales
+
+
+@primitive("add")
+def add(a, b):
+    broadcast_shape("add", a.shape, b.shape)
+    return a + b, (a.shape, b.shape)
+
+
+@add.defbackward
+def add_backward(g, a_shape, b_shape):
+    return unbroadcast(g, a_shape), unbroadcast(g, b_shape)
+
+
+@primitive("sub")
+def sub(a, b):
+    broadcast_shape("sub", a.shape, b.shape)
+    return a - b, (a.shape, b.shape)
+
+
+@sub.defbackward
+def sub_backward(g, a_shape, b_shape):
+    return unbroadcast(g, a_shape), unbroadcast(-g, b_shape)
+
+
+@primitive("mul")
+def mul(a, b):
+    broadcast_shape("mul", a.shape, b.shape)
+    return a * b, (a, b)
+
+
+@mul.defbackward
+def mul_backward(g, a, b):
+    return unbroadcast(g * b, a.shape), unbroadcast(g * a, b.shape)
+
+
+@primitive("div")
+def div(a, b):
+    broadcast_shape("div", a.shape, b.shape)
+    return a / b, (a, b)
+
+
+@div.defbackward
+def div_backward(g, a, b):
+    ga = g / b
+    return unbroadcast(ga, a.shape), unbroadcast(-ga * a / b, b.shape)
+
+
+@primitive("neg")
+def neg(x):
+    return -x, ()
+
+
+@neg.defbackward
+def neg_backward(g):
+    return (-g,)
+
+
+@primitive("pow")
+def pow_(x, exponent):
+    return x**exponent, (x, exponent)
+
+
+@pow_.defbackward
+def pow_backward(g, x, exponent):
+    return (g * (exponent * x ** (exponent - 1)),)
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise gates
+
+
+@primitive("exp")
+def exp(x):
+    y = np.exp(x)
+    return y, (y,)
+
+
+@exp.defbackward
+def exp_backward(g, y):
+    return (g * y,)
+
+
+@primitive("log")
+def log(x):
+    return np.log(x), (x,)
+
+
+@log.defbackward
+def log_backward(g, x):
+    return (g / x,)
+
+
+@primitive("maximum")
+def maximum(a, b):
+    """Elementwise max; the gradient goes to `a` where a >= b (ties to the first argument)."""
+    broadcast_shape("maximum", a.shape, b.shape)
+    return np.maximum(a, b), (a >= b, a.shape, b.shape)
+
+
+@maximum.defbackward
+def maximum_backward(g, a_wins, a_shape, b_shape):
+    ga = np.where(a_wins, g, 0).astype(g.dtype, copy=False)
+    return unbroadcast(ga, a_shape), unbroadcast(g - ga, b_shape)
+
+
+@primitive("relu")
+def relu(x):
+    y = K.relu_forward(x)
+    return y, (y,)
+
+
+@relu.defbackward
+def relu_backward(g, y):
+    return (K.relu_backward(g, y),)
+
+
+@primitive("leaky_relu")
+def leaky_relu(x, negative_slope):
+    return np.where(x > 0, x, x * negative_slope).astype(x.dtype, copy=False), (x, negative_slope)
+
+
+@leaky_relu.defbackward
+def leaky_relu_backward(g, x, negative_slope):
+    return (np.where(x > 0, g, g * negative_slope).astype(g.dtype, copy=False),)
+
+
+@primitive("elu")
+def elu(x, alpha):
+    neg_part = alpha * np.expm1(np.minimum(x, 0))
+    return np.where(x > 0, x, neg_part).astype(x.dtype, copy=False), (x, neg_part, alpha)
+
+
+@elu.defbackward
+def elu_backward(g, x, neg_part, alpha):
+    return (np.where(x > 0, g, g * (neg_part + alpha)).astype(g.dtype, copy=False),)
+
+
+@primitive("sigmoid")
+def sigmoid(x):
+    y = K.sigmoid_forward(x)
+    return y, (y,)
+
+
+@sigmoid.defbackward
+def sigmoid_backward(g, y):
+    return (K.sigmoid_backward(g, y),)
+
+
+@primitive("tanh")
+def tanh(x):
+    y = np.tanh(x)
+    return y, (y,)
+
+
+@tanh.defbackward
+def tanh_backward(g, y):
+    return (g * (1 - y * y),)
+
+
+# ---------------------------------------------------------------------------------------------
+# linear algebra
+
+
+@primitive("matmul", takes_needs=True)
+def matmul(a, b, needs=(True, True)):
+    """2-D @ 2-D, 2-D @ 1-D (the lecture's W·x), 1-D @ 2-D and 1-D @ 1-D."""
+    if not (1 <= a.ndim <= 2 and 1 <= b.ndim <= 2):
+        raise ValueError(f"matmul: operands must be 1-D or 2-D, got shapes {a.shape} and {b.shape}")
+    if a.shape[-1] != b.shape[0]:
+        raise ValueError(
+            f"matmul: shapes {a.shape} and {b.shape} are not aligned "
+            f"({a.shape[-1]} != {b.shape[0]})"
+        )
+    return a @ b, (a if needs[1] else None, b if needs[0] else None, a.ndim, b.ndim)
+
+
+@matmul.defbackward
+def matmul_backward(g, a, b, a_ndim, b_ndim):
+    ga = gb = None
+    if b is not None:
+        if b_ndim == 1:  # (n, k) @ (k,) or (k,) @ (k,)
+            ga = np.multiply.outer(g, b) if a_ndim == 2 else g * b
+        else:  # (n, k) @ (k, m) or (k,) @ (k, m)
+            ga = g @ b.T
+    if a is not None:
+        if a_ndim == 1:
+            gb = np.multiply.outer(a, g) if b_ndim == 2 else g * a
+        else:
+            gb = a.T @ g
+    return ga, gb
+
+
+@primitive("affine", takes_needs=True)
+def affine(x, W, b, needs=(True, True, True)):
+    """out = x @ W + b with x (N, D), W (D, M), b (M,)."""
+    if x.ndim != 2 or W.ndim != 2 or b.ndim != 1 or x.shape[1] != W.shape[0] or b.shape[0] != W.shape[1]:
+        raise ValueError(
+            f"affine: expected x (N, D), W (D, M), b (M,), got x {x.shape}, W {W.shape}, b {b.shape}"
+        )
+    out = x @ W
+    out += b
+    return out, (x if needs[1] else None, W if needs[0] else None)
+
+
+@affine.defbackward
+def affine_backward(g, x, W):
+    return (
+        g @ W.T if W is not None else None,
+        x.T @ g if x is not None else None,
+        g.sum(axis=0),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions
+
+
+@primitive("sum")
+def sum_(x, axis=None, keepdims=False):
+    axes = normalize_axis(axis, x.ndim, "sum")
+    return np.sum(x, axis=axes, keepdims=keepdims), (x.shape, axes, keepdims)
+
+
+@sum_.defbackward
+def sum_backward(g, shape, axes, keepdims):
+    return (_expand(g, shape, axes, keepdims),)
+
+
+@primitive("mean")
+def mean(x, axis=None, keepdims=False):
+    axes = normalize_axis(axis, x.ndim, "mean")
+    count = int(np.prod([x.shape[a] for a in axes]))
+    return np.mean(x, axis=axes, keepdims=keepdims), (x.shape, axes, keepdims, count)
+
+
+@mean.defbackward
+def mean_backward(g, shape, axes, keepdims, count):
+    return (_expand(g / count, shape, axes, keepdims),)
+
+
+def _argmax_last(x: np.ndarray, axes: tuple):
+    """Move `axes` of x to the end, flatten them, and take the first argmax: (moved view, index)."""
+    kept = [i for i in range(x.ndim) if i not in axes]
+    moved = x.transpose(kept + list(axes)).reshape([x.shape[i] for i in kept] + [-1])
+    if moved.shape[-1] == 0:
+        raise ValueError(f"max: cannot reduce an empty axis of a tensor of shape {x.shape}")
+    return moved, np.argmax(moved, axis=-1)
+
+
+@primitive("max")
+def max_(x, axis=None, keepdims=False):
+    """Max over `axis`; the gradient is routed to the first maximal entry."""
+    axes = normalize_axis(axis, x.ndim, "max")
+    moved, idx = _argmax_last(x, axes)
+    out = np.take_along_axis(moved, idx[..., None], axis=-1)[..., 0]
+    if keepdims:
+        out = out.reshape([1 if i in axes else n for i, n in enumerate(x.shape)])
+    return out, (x.shape, axes, idx, moved.shape[-1])
+
+
+@max_.defbackward
+def max_backward(g, shape, axes, idx, width):
+    kept = [i for i in range(len(shape)) if i not in axes]
+    gm = np.zeros(idx.shape + (width,), dtype=g.dtype)
+    np.put_along_axis(gm, idx[..., None], g.reshape(idx.shape)[..., None], axis=-1)
+    gm = gm.reshape([shape[i] for i in kept] + [shape[i] for i in axes])
+    return (gm.transpose(np.argsort(kept + list(axes))),)
+
+
+@primitive("maxout")
+def maxout(z, pieces):
+    """(N, H * pieces) -> (N, H): max over consecutive groups of `pieces` columns."""
+    if z.ndim != 2 or pieces < 1 or z.shape[1] % pieces:
+        raise ValueError(
+            f"maxout: expected z of shape (N, H * pieces) with pieces={pieces}, got {z.shape}"
+        )
+    grouped = z.reshape(z.shape[0], -1, pieces)
+    idx = np.argmax(grouped, axis=-1)
+    return np.take_along_axis(grouped, idx[..., None], axis=-1)[..., 0], (idx, pieces)
+
+
+@maxout.defbackward
+def maxout_backward(g, idx, pieces):
+    gz = np.zeros(idx.shape + (pieces,), dtype=g.dtype)
+    np.put_along_axis(gz, idx[..., None], g[..., None], axis=-1)
+    return (gz.reshape(idx.shape[0], -1),)
+
+
+# ---------------------------------------------------------------------------------------------
+# shape
+
+
+@primitive("reshape")
+def reshape(x, shape):
+    try:
+        return x.reshape(shape), (x.shape,)
+    except ValueError:
+        raise ValueError(f"reshape: cannot reshape a tensor of shape {x.shape} into {shape}") from None
+
+
+@reshape.defbackward
+def reshape_backward(g, shape):
+    return (g.reshape(shape),)
+
+
+@primitive("transpose")
+def transpose(x, axes=None):
+    axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(axes)
+    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+        raise ValueError(f"transpose: axes {axes} are not a permutation for shape {x.shape}")
+    return np.asarray(x.transpose(axes), order="C"), (np.argsort(axes),)
+
+
+@transpose.defbackward
+def transpose_backward(g, inverse):
+    return (g.transpose(inverse),)
+
+
+def _is_basic(index) -> bool:
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
+
+
+@primitive("getitem")
+def getitem(x, index):
+    try:
+        out = x[index]
+    except IndexError as e:
+        raise IndexError(f"getitem: {e} (tensor of shape {x.shape})") from None
+    return np.asarray(out, order="C"), (x.shape, index)
+
+
+@getitem.defbackward
+def getitem_backward(g, shape, index):
+    gx = np.zeros(shape, dtype=g.dtype)
+    if _is_basic(index):
+        gx[index] = g
+    else:  # integer arrays may repeat an entry: scatter-add
+        np.add.at(gx, index, g)
+    return (gx,)
+
+
+# ---------------------------------------------------------------------------------------------
+# losses (mean over the batch)
+
+
+def check_labels(op: str, scores: np.ndarray, labels: np.ndarray) -> None:
+    """scores must be (N, C) with N > 0, labels N integers in [0, C)."""
+    if scores.ndim != 2:
+        raise ValueError(f"{op}: scores must be 2-D (N, C), got shape {scores.shape}")
+    n, c = scores.shape
+    if labels.shape != (n,):
+        raise ValueError(f"{op}: labels must have shape ({n},) for scores {scores.shape}, got {labels.shape}")
+    if n == 0:
+        raise ValueError(f"{op}: empty batch (scores shape {scores.shape}); the mean loss is undefined")
+    if labels.dtype.kind not in "iu":
+        raise ValueError(f"{op}: labels must be integers, got dtype {labels.dtype}")
+    lo, hi = labels.min(), labels.max()
+    if lo < 0 or hi >= c:
+        bad = lo if lo < 0 else hi
+        raise ValueError(f"{op}: label {bad} is out of range for {c} classes")
+
+
+@primitive("softmax_cross_entropy")
+def softmax_cross_entropy(scores, labels):
+    """-mean_i log softmax(scores_i)[labels_i], through a stable log-sum-exp."""
+    check_labels("softmax_cross_entropy", scores, labels)
+    n = scores.shape[0]
+    shifted = scores - scores.max(axis=1, keepdims=True)
+    log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    log_probs = shifted - log_z
+    loss = -log_probs[np.arange(n), labels].mean()
+    return np.asarray(loss, dtype=scores.dtype), (log_probs, labels)
+
+
+@softmax_cross_entropy.defbackward
+def softmax_cross_entropy_backward(g, log_probs, labels):
+    n = log_probs.shape[0]
+    d = np.exp(log_probs)
+    d[np.arange(n), labels] -= 1
+    d *= g / n
+    return (d,)
+
+
+@primitive("svm_loss")
+def svm_loss(scores, labels, delta=1.0):
+    """mean_i sum_{j != y_i} max(0, s_ij - s_iy_i + delta): CS231n's multiclass hinge loss."""
+    check_labels("svm_loss", scores, labels)
+    n = scores.shape[0]
+    rows = np.arange(n)
+    margins = scores - scores[rows, labels][:, None] + delta
+    margins[rows, labels] = 0
+    np.maximum(margins, 0, out=margins)
+    return np.asarray(margins.sum() / n, dtype=scores.dtype), (margins > 0, labels)
+
+
+@svm_loss.defbackward
+def svm_loss_backward(g, active, labels):
+    n = active.shape[0]
+    d = active.astype(g.dtype)
+    d[np.arange(n), labels] = -active.sum(axis=1)
+    d *= g / n
+    return (d,)

@@ -1,0 +1,265 @@
+"""Tensor: a C-contiguous float32/float64 array, its gradient, and the node that produced it."""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from . import ops
+from .autograd import Node, is_grad_enabled, run_backward
+
+_DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
+
+
+def resolve_dtype(dtype) -> np.dtype:
+    """float32 for None; float32 or float64 as asked; TypeError for anything else."""
+    if dtype is None:
+        return np.dtype(np.float32)
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt not in _DTYPES:
+        raise TypeError(f"fastgrad tensors are float32 or float64, not {dtype!r}")
+    return dt
+
+
+def to_array(data, dtype=None) -> np.ndarray:
+    """`data` (array-like, number, Tensor) as a fresh C-contiguous array of the resolved dtype."""
+    if isinstance(data, Tensor):
+        data = data.data
+    dt = resolve_dtype(dtype)
+    try:
+        return np.array(data, dtype=dt, order="C")
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"cannot make a {dt} tensor from {type(data).__name__}: {e}") from None
+
+
+class Tensor:
+    """An n-dimensional array that records the ops applied to it, for reverse-mode autodiff.
+
+    Create one with `fastgrad.tensor(data, dtype=None, requires_grad=False, name=None)`.
+    `data` is always a C-contiguous float32 or float64 ndarray; `grad` is None until a backward
+    pass reaches this tensor, then an array of the same shape and dtype.
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "_node", "name", "__weakref__")
+    __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
+
+    def __init__(self, data, dtype=None, requires_grad=False, name=None):
+        self.data = to_array(data, dtype)
+        self.grad = None
+        self.requires_grad = bool(requires_grad)
+        self._node = None
+        self.name = name
+
+    @classmethod
+    def _wrap(cls, data: np.ndarray, requires_grad: bool = False) -> "Tensor":
+        """A tensor around `data` as it is (already contiguous, float32/float64): no copy."""
+        t = cls.__new__(cls)
+        t.data = data
+        t.grad = None
+        t.requires_grad = requires_grad
+        t._node = None
+        t.name = None
+        return t
+
+    # --- array facts -------------------------------------------------------------------------
+    shape = property(lambda self: self.data.shape)
+    ndim = property(lambda self: self.data.ndim)
+    dtype = property(lambda self: self.data.dtype)
+    size = property(lambda self: self.data.size)
+
+    @property
+    def is_leaf(self) -> bool:
+        """True for tensors made by the user (or under no_grad), False for recorded op outputs."""
+        return self._node is None
+
+    def __len__(self):
+        if self.ndim == 0:
+            raise TypeError("len() of a 0-d tensor")
+        return self.data.shape[0]
+
+    def __repr__(self):
+        body = np.array2string(self.data, separator=", ", prefix="tensor(")
+        extra = ", dtype=float64" if self.dtype == np.float64 else ""
+        if self._node is not None:
+            extra += f", grad_fn={self._node.op.name}"
+        elif self.requires_grad:
+            extra += ", requires_grad=True"
+        return f"tensor({body}{extra})"
+
+    def numpy(self) -> np.ndarray:
+        """The data array (shared, not copied)."""
+        return self.data
+
+    def item(self) -> float:
+        """The value of a one-element tensor as a Python float."""
+        if self.data.size != 1:
+            raise ValueError(f"item() needs a one-element tensor, got shape {self.shape}")
+        return self.data.item()
+
+    def detach(self) -> "Tensor":
+        """A tensor sharing this one's data, cut from the graph (a leaf not requiring grad)."""
+        return Tensor._wrap(self.data)
+
+    # --- backward ----------------------------------------------------------------------------
+    def backward(self, gradient=None, retain_graph: bool = False, keep_grads: bool = False) -> None:
+        """Accumulate d(self)/d(leaf) into `leaf.grad` for every leaf that requires grad.
+
+        gradient: the upstream gradient, of self's shape; may be omitted for a one-element tensor.
+        retain_graph: keep the saved buffers so that backward can run through this graph again.
+        keep_grads: also keep every inner node's gradient (for `fastgrad.viz` drawings).
+        """
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() on a tensor that does not require grad: create the leaves with "
+                "requires_grad=True (and not inside no_grad())"
+            )
+        if gradient is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() of a non-scalar tensor of shape {self.shape} needs a gradient "
+                    "argument of that shape"
+                )
+            g = np.ones(self.shape, dtype=self.dtype)
+        else:
+            g = to_array(gradient, self.dtype)
+            if g.shape != self.shape:
+                raise ValueError(
+                    f"backward: gradient has shape {g.shape} but the tensor has shape {self.shape}"
+                )
+        if self._node is None:
+            self.grad = g if self.grad is None else self.grad + g
+        else:
+            run_backward(self, g, retain_graph, keep_grads)
+
+    # --- operators ---------------------------------------------------------------------------
+    def __add__(self, other):
+        return apply(ops.add, self, coerce(other, self))
+
+    def __radd__(self, other):
+        return apply(ops.add, coerce(other, self), self)
+
+    def __sub__(self, other):
+        return apply(ops.sub, self, coerce(other, self))
+
+    def __rsub__(self, other):
+        return apply(ops.sub, coerce(other, self), self)
+
+    def __mul__(self, other):
+        return apply(ops.mul, self, coerce(other, self))
+
+    def __rmul__(self, other):
+        return apply(ops.mul, coerce(other, self), self)
+
+    def __truediv__(self, other):
+        return apply(ops.div, self, coerce(other, self))
+
+    def __rtruediv__(self, other):
+        return apply(ops.div, coerce(other, self), self)
+
+    def __matmul__(self, other):
+        return apply(ops.matmul, self, coerce(other, self))
+
+    def __rmatmul__(self, other):
+        return apply(ops.matmul, coerce(other, self), self)
+
+    def __neg__(self):
+        return apply(ops.neg, self)
+
+    def __pos__(self):
+        return self
+
+    def __pow__(self, exponent):
+        if isinstance(exponent, Tensor) or not isinstance(exponent, numbers.Real):
+            raise TypeError(f"pow: the exponent must be a Python number, got {type(exponent).__name__}")
+        return apply(ops.pow_, self, exponent=exponent)
+
+    def __getitem__(self, index):
+        return apply(ops.getitem, self, index=_plain_index(index))
+
+    # --- methods -----------------------------------------------------------------------------
+    def sum(self, axis=None, keepdims=False):
+        return apply(ops.sum_, self, axis=axis, keepdims=keepdims)
+
+    def mean(self, axis=None, keepdims=False):
+        return apply(ops.mean, self, axis=axis, keepdims=keepdims)
+
+    def max(self, axis=None, keepdims=False):
+        return apply(ops.max_, self, axis=axis, keepdims=keepdims)
+
+    def exp(self):
+        return apply(ops.exp, self)
+
+    def log(self):
+        return apply(ops.log, self)
+
+    def relu(self):
+        return apply(ops.relu, self)
+
+    def sigmoid(self):
+        return apply(ops.sigmoid, self)
+
+    def tanh(self):
+        return apply(ops.tanh, self)
+
+    def reshape(self, *shape):
+        if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
+            shape = tuple(shape[0])
+        return apply(ops.reshape, self, shape=shape)
+
+    def transpose(self, *axes):
+        if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
+            axes = tuple(axes[0])
+        return apply(ops.transpose, self, axes=axes or None)
+
+    @property
+    def T(self):
+        return apply(ops.transpose, self)
+
+
+def _plain_index(index):
+    """Tensors inside an index become integer arrays (they index; they are not differentiated)."""
+    if isinstance(index, tuple):
+        return tuple(_plain_index(i) for i in index)
+    if isinstance(index, Tensor):
+        return index.data.astype(np.intp)
+    if isinstance(index, list):
+        return np.asarray(index)
+    return index
+
+
+def coerce(value, like: Tensor) -> Tensor:
+    """`value` as a tensor of `like`'s dtype: Python numbers and arrays become constants.
+
+    Two tensors of different dtypes raise TypeError: fastgrad never upcasts silently.
+    """
+    if isinstance(value, Tensor):
+        if value.data.dtype != like.data.dtype:
+            raise TypeError(
+                f"cannot combine a {like.dtype} tensor with a {value.dtype} tensor; convert one "
+                "explicitly, e.g. fastgrad.tensor(x.data, dtype='float64')"
+            )
+        return value
+    if isinstance(value, (numbers.Number, np.ndarray, list, tuple)):
+        return Tensor._wrap(to_array(value, like.data.dtype))
+    raise TypeError(f"cannot combine a tensor with {type(value).__name__}")
+
+
+def apply(op: ops.Op, *inputs: Tensor, **attrs) -> Tensor:
+    """Run `op` forward on the inputs' data and, when a gradient is wanted, record its node."""
+    dtype = inputs[0].data.dtype
+    for t in inputs[1:]:
+        if t.data.dtype != dtype:
+            raise TypeError(f"{op.name}: inputs mix {dtype} and {t.data.dtype}; convert one explicitly")
+    requires_grad = is_grad_enabled() and any(t.requires_grad for t in inputs)
+    if op.takes_needs:
+        attrs["needs"] = tuple(requires_grad and t.requires_grad for t in inputs)
+    out, saved = op.forward(*(t.data for t in inputs), **attrs)
+    if type(out) is not np.ndarray:  # NumPy returns scalars from 0-d arithmetic
+        out = np.asarray(out)
+    result = Tensor._wrap(out, requires_grad)
+    if requires_grad:
+        result._node = Node(op, inputs, saved)
+    return result
