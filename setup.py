@@ -20,14 +20,16 @@ directives = {
     "cdivision": True,
 }
 
+common = dict(
+    include_dirs=["csrc", np.get_include()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=["-O3"],
+)
+
 extensions = [
-    Extension(
-        "fastgrad._kernels",
-        sources=["fastgrad/_kernels.pyx", *CSRC],
-        include_dirs=["csrc", np.get_include()],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=["-O3"],
-    )
+    Extension("fastgrad._kernels", sources=["fastgrad/_kernels.pyx", *CSRC], **common),
+    # BLAS (scipy.linalg.cython_blas) products and the fused affine passes
+    Extension("fastgrad._linalg", sources=["fastgrad/_linalg.pyx", "csrc/affine.c"], **common),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -19,6 +19,7 @@ import operator
 import numpy as np
 
 from . import _kernels as K
+from . import _linalg as L
 
 TABLE: dict[str, "Op"] = {}
 
@@ -266,7 +267,7 @@ def tanh_backward(g, y):
 
 @primitive("matmul", takes_needs=True)
 def matmul(a, b, needs=(True, True)):
-    """2-D @ 2-D, 2-D @ 1-D (the lecture's W·x), 1-D @ 2-D and 1-D @ 1-D."""
+    """2-D @ 2-D (through sgemm/dgemm), 2-D @ 1-D (the lecture's W·x), 1-D @ 2-D and 1-D @ 1-D."""
     if not (1 <= a.ndim <= 2 and 1 <= b.ndim <= 2):
         raise ValueError(f"matmul: operands must be 1-D or 2-D, got shapes {a.shape} and {b.shape}")
     if a.shape[-1] != b.shape[0]:
@@ -274,7 +275,8 @@ def matmul(a, b, needs=(True, True)):
             f"matmul: shapes {a.shape} and {b.shape} are not aligned "
             f"({a.shape[-1]} != {b.shape[0]})"
         )
-    return a @ b, (a if needs[1] else None, b if needs[0] else None, a.ndim, b.ndim)
+    out = L.matmul(a, b) if a.ndim == b.ndim == 2 else a @ b
+    return out, (a if needs[1] else None, b if needs[0] else None, a.ndim, b.ndim)
 
 
 @matmul.defbackward
@@ -283,35 +285,39 @@ def matmul_backward(g, a, b, a_ndim, b_ndim):
     if b is not None:
         if b_ndim == 1:  # (n, k) @ (k,) or (k,) @ (k,)
             ga = np.multiply.outer(g, b) if a_ndim == 2 else g * b
-        else:  # (n, k) @ (k, m) or (k,) @ (k, m)
+        elif a_ndim == 2:  # (n, k) @ (k, m): ga = g b^T, a flag to BLAS, not a copy
+            ga = L.matmul(g, b, trans_b=True)
+        else:  # (k,) @ (k, m)
             ga = g @ b.T
     if a is not None:
         if a_ndim == 1:
             gb = np.multiply.outer(a, g) if b_ndim == 2 else g * a
+        elif b_ndim == 2:  # gb = a^T g
+            gb = L.matmul(a, g, trans_a=True)
         else:
             gb = a.T @ g
     return ga, gb
 
 
 @primitive("affine", takes_needs=True)
-def affine(x, W, b, needs=(True, True, True)):
-    """out = x @ W + b with x (N, D), W (D, M), b (M,)."""
+def affine(x, W, b, activation=None, param=0.0, needs=(True, True, True)):
+    """y = act(x @ W + b) with x (N, D), W (D, M), b (M,): one sgemm/dgemm, then one pass that adds
+    b and applies the activation (None, relu, leaky_relu, sigmoid, tanh, elu; `param` is the
+    leaky slope or the elu alpha, >= 0). act'(z) follows from y, so y is all the activation saves.
+    """
     if x.ndim != 2 or W.ndim != 2 or b.ndim != 1 or x.shape[1] != W.shape[0] or b.shape[0] != W.shape[1]:
         raise ValueError(
             f"affine: expected x (N, D), W (D, M), b (M,), got x {x.shape}, W {W.shape}, b {b.shape}"
         )
-    out = x @ W
-    out += b
-    return out, (x if needs[1] else None, W if needs[0] else None)
+    y = L.affine_forward(x, W, b, activation, param)
+    saved_y = y if activation is not None else None
+    return y, (saved_y, x if needs[1] else None, W if needs[0] else None, activation, param, needs[2])
 
 
 @affine.defbackward
-def affine_backward(g, x, W):
-    return (
-        g @ W.T if W is not None else None,
-        x.T @ g if x is not None else None,
-        g.sum(axis=0),
-    )
+def affine_backward(g, y, x, W, activation, param, needs_b):
+    """dz = g act'(z) and db = sum_i dz in one pass; dx = dz W^T and dW = x^T dz through BLAS."""
+    return L.affine_backward(g, y, x, W, activation, param, needs_b)
 
 
 # ---------------------------------------------------------------------------------------------

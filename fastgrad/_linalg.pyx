@@ -1,0 +1,262 @@
+"""Matrix products through BLAS, and the fully connected layer built on them.
+
+BLAS comes from `scipy.linalg.cython_blas` (sgemm for float32, dgemm for float64) and is called with
+the GIL released. BLAS is column-major while fastgrad's buffers are row-major; a row-major matrix read
+as column-major is its transpose, so a row-major product C = op(A) op(B) is computed as the
+column-major product C^T = op(B)^T op(A)^T: the operands are swapped, the transpose flags are passed
+through, and no operand is ever copied. An F-contiguous operand (e.g. `W.T` of a C-contiguous NumPy
+array) is the row-major buffer of its transpose, so it costs a flipped flag, not a copy.
+
+Every function validates its arguments (ndarray, float32/float64, one dtype, 2-D, contiguous, matching
+shapes) before any `nogil` code. Nothing here is differentiable: ops.py decides what is computed.
+"""
+cimport numpy as cnp
+from libc.limits cimport INT_MAX
+from scipy.linalg.cython_blas cimport dgemm, sgemm
+
+import numpy as np
+
+cnp.import_array()
+
+cdef extern from "affine.h" nogil:
+    void fg_bias_act_forward_f32(float *z, const float *b, Py_ssize_t n, Py_ssize_t m, int act,
+                                 float param)
+    void fg_bias_act_forward_f64(double *z, const double *b, Py_ssize_t n, Py_ssize_t m, int act,
+                                 double param)
+    void fg_act_backward_colsum_f32(const float *dy, const float *y, float *dz, float *db,
+                                    Py_ssize_t n, Py_ssize_t m, int act, float param)
+    void fg_act_backward_colsum_f64(const double *dy, const double *y, double *dz, double *db,
+                                    Py_ssize_t n, Py_ssize_t m, int act, double param)
+
+ctypedef fused floating:
+    float
+    double
+
+#: Activation name -> code of csrc/affine.h. `param` is leaky_relu's slope or elu's alpha.
+ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4, "elu": 5}
+cdef enum:
+    ACT_NONE = 0
+    ACT_LEAKY_RELU = 2
+    ACT_ELU = 5
+
+
+cdef struct Matrix:
+    # A validated 2-D operand: the row-major buffer `data` of shape (rows, cols) if not `trans`,
+    # of shape (cols, rows) if `trans` (an F-contiguous array: the buffer holds its transpose).
+    void *data
+    Py_ssize_t rows
+    Py_ssize_t cols
+    bint trans
+
+
+cdef int _dtype(object a, str op, str arg) except -1:
+    """The type number of ndarray `a` if it is float32/float64, else TypeError."""
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        raise TypeError(f"{op}: {arg} must be float32 or float64, got {a.dtype}")
+    return t
+
+
+cdef int _same_dtype(int t, object a, str op, str arg, object first) except -1:
+    if _dtype(a, op, arg) != t:
+        raise TypeError(f"{op}: {arg} is {a.dtype} but the other operands are {first.dtype}")
+    return 0
+
+
+cdef Matrix _matrix(object a, str op, str arg) except *:
+    """`a` (already dtype-checked) as a BLAS operand: 2-D, C- or F-contiguous, sizes that fit an int."""
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef Matrix mat
+    if arr.ndim != 2:
+        raise ValueError(f"{op}: {arg} must be 2-D, got shape {a.shape}")
+    if cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        mat.trans = False
+    elif cnp.PyArray_IS_F_CONTIGUOUS(arr):
+        mat.trans = True
+    else:
+        raise ValueError(f"{op}: {arg} of shape {a.shape} must be C- or F-contiguous")
+    mat.rows = arr.shape[0]
+    mat.cols = arr.shape[1]
+    if mat.rows > INT_MAX or mat.cols > INT_MAX:
+        raise ValueError(f"{op}: {arg} of shape {a.shape} is too large for BLAS (int sizes)")
+    mat.data = cnp.PyArray_DATA(arr)
+    return mat
+
+
+cdef cnp.ndarray _contiguous(object a, int t, tuple shape, str op, str arg, object first):
+    """`a` checked to be a C-contiguous array of dtype number `t` and shape `shape`."""
+    _same_dtype(t, a, op, arg, first)
+    if a.shape != shape:
+        raise ValueError(f"{op}: {arg} must have shape {shape}, got {a.shape}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
+        raise ValueError(f"{op}: {arg} of shape {a.shape} must be C-contiguous")
+    return <cnp.ndarray>a
+
+
+cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const floating *B,
+                floating *C) noexcept nogil:
+    """Row-major C (m, n) := op(A) op(B), op(A) of shape (m, k), op(B) of shape (k, n); m, n, k > 0.
+
+    op(X) is X or X^T as the flag says; A and B are row-major buffers. Computed as the column-major
+    C^T = op(B)^T op(A)^T: B is passed first, each with its own flag and leading dimension.
+    """
+    cdef char *flag_b = b"T" if tb else b"N"
+    cdef char *flag_a = b"T" if ta else b"N"
+    cdef int ldb = k if tb else n
+    cdef int lda = m if ta else k
+    cdef floating one = 1
+    cdef floating zero = 0
+    if floating is float:
+        sgemm(flag_b, flag_a, &n, &m, &k, &one, <float *>B, &ldb, <float *>A, &lda, &zero, C, &n)
+    else:
+        dgemm(flag_b, flag_a, &n, &m, &k, &one, <double *>B, &ldb, <double *>A, &lda, &zero, C, &n)
+
+
+cdef cnp.ndarray _product(Matrix a, bint ta, Matrix b, bint tb, int t, str op, object a_shape,
+                          object b_shape):
+    """op(a) @ op(b) as a new C-contiguous array (zeros when the inner size is 0)."""
+    cdef Py_ssize_t m = a.cols if ta else a.rows
+    cdef Py_ssize_t k = a.rows if ta else a.cols
+    cdef Py_ssize_t kb = b.cols if tb else b.rows
+    cdef Py_ssize_t n = b.rows if tb else b.cols
+    if k != kb:
+        raise ValueError(
+            f"{op}: shapes {a_shape}{'.T' if ta else ''} and {b_shape}{'.T' if tb else ''} are not "
+            f"aligned ({k} != {kb})")
+    cdef cnp.npy_intp dims[2]
+    dims[0] = m
+    dims[1] = n
+    if m == 0 or n == 0 or k == 0:
+        return cnp.PyArray_ZEROS(2, dims, t, 0)
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, dims, t, 0)
+    cdef void *pc = cnp.PyArray_DATA(out)
+    # an F-contiguous operand's buffer holds its transpose: flip its flag
+    ta = ta != a.trans
+    tb = tb != b.trans
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _gemm(ta, tb, <int>m, <int>n, <int>k, <const float *>a.data, <const float *>b.data,
+                  <float *>pc)
+        else:
+            _gemm(ta, tb, <int>m, <int>n, <int>k, <const double *>a.data, <const double *>b.data,
+                  <double *>pc)
+    return out
+
+
+def matmul(a, b, bint trans_a=False, bint trans_b=False):
+    """op(a) @ op(b) through sgemm/dgemm, op(X) = X.T where its flag is set, else X.
+
+    a, b: 2-D float32 or float64 arrays of one dtype, C- or F-contiguous (F costs no copy).
+    Returns a new C-contiguous (m, n) array.
+
+    >>> matmul(np.ones((2, 3)), np.ones((2, 4)), trans_a=True).shape
+    (3, 4)
+    """
+    cdef int t = _dtype(a, "matmul", "a")
+    _same_dtype(t, b, "matmul", "b", a)
+    return _product(_matrix(a, "matmul", "a"), trans_a, _matrix(b, "matmul", "b"), trans_b, t,
+                    "matmul", a.shape, b.shape)
+
+
+cdef int _activation_code(object activation, double param) except -1:
+    code = ACTIVATIONS.get(activation)
+    if code is None:
+        raise ValueError(
+            f"affine: unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}")
+    if (code == ACT_LEAKY_RELU or code == ACT_ELU) and not param >= 0:
+        raise ValueError(
+            f"affine: fused {activation} needs a parameter >= 0 (got {param}), so that its "
+            "gradient follows from the output; apply it as a separate op instead")
+    return code
+
+
+def affine_forward(x, W, b, activation=None, double param=0.0):
+    """y = act(x @ W + b): one sgemm/dgemm into the output, then one pass adding b and applying act.
+
+    x: (N, D), W: (D, M) (C- or F-contiguous), b: (M,) contiguous, one float dtype.
+    activation: None, "relu", "leaky_relu", "sigmoid", "tanh" or "elu"; param: the slope or alpha
+    (>= 0). Returns y, a new C-contiguous (N, M) array; act'(z) can be computed from y alone.
+
+    >>> affine_forward(np.ones((2, 3)), np.ones((3, 4)), np.full(4, -5.0), "relu")
+    array([[0., 0., 0., 0.],
+           [0., 0., 0., 0.]])
+    """
+    cdef int act = _activation_code(activation, param)
+    cdef int t = _dtype(x, "affine", "x")
+    _same_dtype(t, W, "affine", "W", x)
+    _same_dtype(t, b, "affine", "b", x)
+    cdef Matrix xm = _matrix(x, "affine", "x")
+    cdef Matrix wm = _matrix(W, "affine", "W")
+    if xm.cols != wm.rows or b.ndim != 1 or b.shape[0] != wm.cols:
+        raise ValueError(
+            f"affine: expected x (N, D), W (D, M), b (M,), got x {x.shape}, W {W.shape}, b {b.shape}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>b):
+        raise ValueError(f"affine: b of shape {b.shape} must be contiguous")
+    cdef cnp.ndarray y = _product(xm, False, wm, False, t, "affine", x.shape, W.shape)
+    cdef Py_ssize_t n = xm.rows, m = wm.cols
+    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *pb = cnp.PyArray_DATA(<cnp.ndarray>b)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_bias_act_forward_f32(<float *>py, <const float *>pb, n, m, act, <float>param)
+        else:
+            fg_bias_act_forward_f64(<double *>py, <const double *>pb, n, m, act, param)
+    return y
+
+
+def affine_backward(dy, y, x, W, activation=None, double param=0.0, bint need_db=True):
+    """Gradients of y = act(x @ W + b): (dx, dW, db), each None where not asked for.
+
+    One pass computes dz = dy * act'(z) from the saved output y (skipped when activation is None:
+    dz = dy) and, in the same pass, db = sum_i dz[i]; then dx = dz @ W^T and dW = x^T @ dz are
+    sgemm/dgemm calls with transpose flags (no transposed copies).
+    dy, y: (N, M) C-contiguous (y may be None when activation is None); x: (N, D) or None when dW is
+    not needed; W: (D, M) or None when dx is not needed.
+    """
+    cdef int act = _activation_code(activation, param)
+    cdef int t = _dtype(dy, "affine_backward", "dy")
+    if dy.ndim != 2:
+        raise ValueError(f"affine_backward: dy must be 2-D, got shape {dy.shape}")
+    cdef tuple shape = dy.shape
+    _contiguous(dy, t, shape, "affine_backward", "dy", dy)
+    cdef Py_ssize_t n = shape[0], m = shape[1]
+    cdef Matrix xm, wm
+    if x is not None:
+        _same_dtype(t, x, "affine_backward", "x", dy)
+        xm = _matrix(x, "affine_backward", "x")
+        if xm.rows != n:
+            raise ValueError(f"affine_backward: x {x.shape} and dy {dy.shape} differ in N")
+    if W is not None:
+        _same_dtype(t, W, "affine_backward", "W", dy)
+        wm = _matrix(W, "affine_backward", "W")
+        if wm.cols != m:
+            raise ValueError(f"affine_backward: W {W.shape} and dy {dy.shape} differ in M")
+    cdef cnp.ndarray dz = <cnp.ndarray>dy  # activation None: dz is dy itself
+    cdef cnp.ndarray db = None
+    cdef void *pdz = NULL
+    cdef void *pdb = NULL
+    cdef void *py = NULL
+    cdef void *pdy = cnp.PyArray_DATA(dz)
+    if need_db:
+        db = cnp.PyArray_EMPTY(1, &cnp.PyArray_DIMS(dz)[1], t, 0)
+        pdb = cnp.PyArray_DATA(db)
+    if act != ACT_NONE:
+        py = cnp.PyArray_DATA(_contiguous(y, t, shape, "affine_backward", "y", dy))
+        dz = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(dz), t, 0)
+        pdz = cnp.PyArray_DATA(dz)
+    if act != ACT_NONE or need_db:
+        with nogil:
+            if t == cnp.NPY_FLOAT32:
+                fg_act_backward_colsum_f32(<const float *>pdy, <const float *>py, <float *>pdz,
+                                           <float *>pdb, n, m, act, <float>param)
+            else:
+                fg_act_backward_colsum_f64(<const double *>pdy, <const double *>py, <double *>pdz,
+                                           <double *>pdb, n, m, act, param)
+    cdef Matrix dzm = _matrix(dz, "affine_backward", "dz")
+    dx = _product(dzm, False, wm, True, t, "affine_backward", shape, W.shape) \
+        if W is not None else None
+    dW = _product(xm, True, dzm, False, t, "affine_backward", x.shape, shape) \
+        if x is not None else None
+    return dx, dW, db
