@@ -4,26 +4,34 @@ Every differentiable op that runs while gradients are enabled creates a `Node` h
 op table, its input tensors, what the forward saved for backward, and a sequence number. Only the
 output tensor points at its node, so a graph that is never backpropagated is freed with its tensors.
 
-`backward` collects the nodes reachable from the root (iteratively: a 100k-node chain is fine), and
-visits them in descending sequence order, which is a reverse topological order because an op's inputs
-always exist before it runs. Each node's upstream gradient is complete when it is visited, since every
-consumer of its output was created (and so is visited) after it.
+`backward` visits the nodes that receive a gradient from the root (iteratively, through a heap: a
+100k-node chain is fine) in descending sequence order, which is a reverse topological order because an
+op's inputs always exist before it runs. Each node's upstream gradient is complete when it is visited:
+every consumer of its output was created after it, and every node on a path from the root to such a
+consumer has a larger sequence number still, so it was visited first.
 """
 from __future__ import annotations
 
 import itertools
 import threading
 from contextlib import contextmanager
+from heapq import heappop, heappush
 
 import numpy as np
 
 _sequence = itertools.count()
-_state = threading.local()
+
+
+class _GradMode(threading.local):
+    enabled = True  # each thread starts with gradients on (a class default: no failed lookup)
+
+
+_state = _GradMode()
 
 
 def is_grad_enabled() -> bool:
     """Whether ops record nodes on this thread (False inside `no_grad()`)."""
-    return getattr(_state, "enabled", True)
+    return _state.enabled
 
 
 @contextmanager
@@ -61,25 +69,15 @@ class Node:
         return f"<Node {self.op.name} #{self.seq}>"
 
 
-def graph_nodes(root_node: Node) -> list[Node]:
-    """Every node reachable from `root_node`, in descending sequence order (the backward order)."""
-    seen = {id(root_node)}
-    stack = [root_node]
-    nodes = []
-    while stack:
-        node = stack.pop()
-        nodes.append(node)
-        for t in node.inputs:
-            parent = t._node
-            if parent is not None and id(parent) not in seen:
-                seen.add(id(parent))
-                stack.append(parent)
-    nodes.sort(key=lambda n: n.seq, reverse=True)
-    return nodes
+def _memory_owner(a):
+    """The array whose buffer `a` lives in: `a` itself unless it is a view of another array.
 
-
-def _shares(a: np.ndarray, others) -> bool:
-    return any(o is not None and np.may_share_memory(a, o) for o in others)
+    Two arrays that NumPy allocated can only overlap if they have the same owner, which is cheaper
+    to ask than `np.may_share_memory` (and errs on the safe side for disjoint views).
+    """
+    while isinstance(a.base, np.ndarray):
+        a = a.base
+    return a
 
 
 def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: bool) -> None:
@@ -89,12 +87,14 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
     a view of its upstream gradient or of a sibling's; such borrowed buffers are copied before anyone
     accumulates into them or stores them, so no two gradients ever alias.
     """
-    # pending[id(node)] = [gradient of node's output, whether we own that buffer exclusively]
-    pending = {id(root._node): [gradient, False]}
-    for node in graph_nodes(root._node):
-        entry = pending.pop(id(node), None)
-        if entry is None:  # no path from this node to the root carried a gradient
-            continue
+    # pending[node] = [gradient of node's output, whether we own that buffer exclusively]; every
+    # pending node is also on the heap, keyed by its negated sequence number (unique: no ties)
+    root_node = root._node
+    pending = {root_node: [gradient, False]}
+    heap = [(-root_node.seq, root_node)]
+    while heap:
+        node = heappop(heap)[1]
+        entry = pending.pop(node)
         if node.released:
             raise RuntimeError(
                 f"backward through the graph a second time (at op '{node.op.name}'): its saved "
@@ -113,21 +113,24 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
         if not retain_graph:
             node.saved = None
             node.released = True
-        handed = []  # buffers already given to an input: a second holder must copy
+        # ids of the owners of buffers already given to an input: a second holder must copy
+        handed = set()
         if not g_owned or keep_grads:  # node.grad keeps g: nobody may write into it
-            handed.append(g)
+            handed.add(id(_memory_owner(g)))
         for t, gi in zip(node.inputs, grads):
             if gi is None or not t.requires_grad:
                 continue
-            owned = not _shares(gi, handed)
-            handed.append(gi)
+            owner = id(_memory_owner(gi))
+            owned = owner not in handed
+            handed.add(owner)
             parent = t._node
             if parent is None:
                 _accumulate_leaf(t, gi, owned)
             else:
-                slot = pending.get(id(parent))
+                slot = pending.get(parent)
                 if slot is None:
-                    pending[id(parent)] = [gi, owned]
+                    pending[parent] = [gi, owned]
+                    heappush(heap, (-parent.seq, parent))
                 elif slot[1]:
                     slot[0] += gi
                 else:

@@ -60,6 +60,8 @@ def primitive(name, takes_needs=False):
 
 def broadcast_shape(op: str, a: tuple, b: tuple) -> tuple:
     """The NumPy broadcast of shapes a and b, or a ValueError naming the op and both shapes."""
+    if a == b:  # the common case, without NumPy's general (and slow) machinery
+        return a
     try:
         return np.broadcast_shapes(a, b)
     except ValueError:

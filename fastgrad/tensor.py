@@ -249,14 +249,18 @@ def coerce(value, like: Tensor) -> Tensor:
 
 def apply(op: ops.Op, *inputs: Tensor, **attrs) -> Tensor:
     """Run `op` forward on the inputs' data and, when a gradient is wanted, record its node."""
-    dtype = inputs[0].data.dtype
-    for t in inputs[1:]:
+    # plain loops, no generator expressions: this runs once per op and dominates small graphs
+    arrays = [t.data for t in inputs]
+    dtype = arrays[0].dtype
+    requires_grad = False
+    for t in inputs:
         if t.data.dtype != dtype:
             raise TypeError(f"{op.name}: inputs mix {dtype} and {t.data.dtype}; convert one explicitly")
-    requires_grad = is_grad_enabled() and any(t.requires_grad for t in inputs)
+        requires_grad = requires_grad or t.requires_grad
+    requires_grad = requires_grad and is_grad_enabled()
     if op.takes_needs:
-        attrs["needs"] = tuple(requires_grad and t.requires_grad for t in inputs)
-    out, saved = op.forward(*(t.data for t in inputs), **attrs)
+        attrs["needs"] = tuple([requires_grad and t.requires_grad for t in inputs])
+    out, saved = op.forward(*arrays, **attrs)
     if type(out) is not np.ndarray:  # NumPy returns scalars from 0-d arithmetic
         out = np.asarray(out)
     result = Tensor._wrap(out, requires_grad)
