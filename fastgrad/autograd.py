@@ -121,7 +121,8 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
             if gi is None or not t.requires_grad:
                 continue
             owner = id(_memory_owner(gi))
-            owned = owner not in handed
+            # read-only buffers (np.broadcast_to from sum/mean) can never be accumulated into
+            owned = owner not in handed and gi.flags.writeable
             handed.add(owner)
             parent = t._node
             if parent is None:

@@ -96,8 +96,8 @@ def affine(x, W, b, activation=None, negative_slope=0.01, alpha=1.0) -> Tensor:
     tensor([[1.5, 0. ]])
     """
     x = as_tensor(x) if not isinstance(W, Tensor) else coerce(x, W)
-    param = negative_slope if activation == "leaky_relu" else alpha if activation == "elu" else 0.0
-    return apply(ops.affine, x, coerce(W, x), coerce(b, x), activation=activation, param=float(param))
+    return apply(ops.affine, x, coerce(W, x), coerce(b, x), activation=activation,
+                 negative_slope=float(negative_slope), alpha=float(alpha))
 
 
 def _labels(labels) -> np.ndarray:

@@ -302,15 +302,16 @@ def matmul_backward(g, a, b, a_ndim, b_ndim):
 
 
 @primitive("affine", takes_needs=True)
-def affine(x, W, b, activation=None, param=0.0, needs=(True, True, True)):
+def affine(x, W, b, activation=None, negative_slope=0.01, alpha=1.0, needs=(True, True, True)):
     """y = act(x @ W + b) with x (N, D), W (D, M), b (M,): one sgemm/dgemm, then one pass that adds
-    b and applies the activation (None, relu, leaky_relu, sigmoid, tanh, elu; `param` is the
-    leaky slope or the elu alpha, >= 0). act'(z) follows from y, so y is all the activation saves.
+    b and applies the activation (None, relu, leaky_relu, sigmoid, tanh or elu, with the slope and
+    alpha of fg.leaky_relu and fg.elu, both >= 0). act'(z) follows from y, so y is all it saves.
     """
     if x.ndim != 2 or W.ndim != 2 or b.ndim != 1 or x.shape[1] != W.shape[0] or b.shape[0] != W.shape[1]:
         raise ValueError(
             f"affine: expected x (N, D), W (D, M), b (M,), got x {x.shape}, W {W.shape}, b {b.shape}"
         )
+    param = negative_slope if activation == "leaky_relu" else alpha if activation == "elu" else 0.0
     y = L.affine_forward(x, W, b, activation, param)
     saved_y = y if activation is not None else None
     return y, (saved_y, x if needs[1] else None, W if needs[0] else None, activation, param, needs[2])
