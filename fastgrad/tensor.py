@@ -242,6 +242,8 @@ def coerce(value, like: Tensor) -> Tensor:
                 "explicitly, e.g. fastgrad.tensor(x.data, dtype='float64')"
             )
         return value
+    if type(value) is int or type(value) is float:  # the common constant, by the shortest path
+        return Tensor._wrap(np.array(value, dtype=like.data.dtype))
     if isinstance(value, (numbers.Number, np.ndarray, list, tuple)):
         return Tensor._wrap(to_array(value, like.data.dtype))
     raise TypeError(f"cannot combine a tensor with {type(value).__name__}")
