@@ -79,7 +79,8 @@ def local_jacobians(node, out_shape, dtype) -> list:
     for k in range(size):
         e = np.zeros(size, dtype=dtype)
         e[k] = 1
-        rows.append([None if g is None else np.array(g) for g in node.op.backward(e.reshape(out_shape), *node.saved)])
+        grads = node.op.backward(e.reshape(out_shape), *node.saved)
+        rows.append([None if g is None else np.array(g) for g in grads])
     jacobians = []
     for i, t in enumerate(node.inputs):
         if not t.requires_grad or rows[0][i] is None:
@@ -97,11 +98,16 @@ def _full(a) -> str:
     return "[" + ", ".join(_full(r) for r in a) + "]"
 
 
-def walkthrough(f, leaves, write=print) -> None:
-    """Backpropagate from `f` and print every node in backprop order; then the leaves' gradients."""
+def walkthrough(f, leaves) -> None:
+    """Backpropagate from `f` and print every node in backprop order; then the leaves' gradients.
+
+    f: the scalar output of a graph not yet backpropagated; leaves: the named leaves to report.
+
+    >>> walkthrough(*add_mul())      # prints "f = mul: value -12, upstream 1", ..., "dz = 3"
+    """
     f.backward(retain_graph=True, keep_grads=True)
-    outputs = node_outputs(f)
     nodes = graph_nodes(f._node)  # descending creation order: the order backprop visits them
+    outputs = node_outputs(f, nodes)
     names = {}
     for position, node in enumerate(reversed(nodes), 1):
         out = outputs[id(node)]
@@ -112,25 +118,26 @@ def walkthrough(f, leaves, write=print) -> None:
             return names[id(t._node)]
         return t.name if t.name is not None else f"const {_full(t.data)}"
 
-    write(f"forward: f = {_full(f.data)}")
-    write("backward, in the order backprop visits the nodes:")
-    write("  (downstream = local * upstream; for arrays sum_k upstream[k] * local[k, ...], local the Jacobian)")
+    print(f"forward: f = {_full(f.data)}")
+    print("backward, in the order backprop visits the nodes:")
+    print("  (downstream = local * upstream; for arrays sum_k upstream[k] * local[k, ...], local the "
+          "Jacobian)")
     for node in nodes:
         out = outputs[id(node)]
         upstream = node.grad
-        write(f"  {names[id(node)]} = {node.op.name}: value {_full(out.data)}, upstream {_full(upstream)}")
+        print(f"  {names[id(node)]} = {node.op.name}: value {_full(out.data)}, upstream {_full(upstream)}")
         for t, jac in zip(node.inputs, local_jacobians(node, out.shape, out.dtype)):
             if jac is None:
-                write(f"    to {name_of(t)}: constant, no gradient")
+                print(f"    to {name_of(t)}: constant, no gradient")
                 continue
             downstream = np.tensordot(upstream, jac, axes=out.ndim)
-            write(
+            print(
                 f"    to {name_of(t)}: local {_full(jac)} * upstream {_full(upstream)} "
                 f"= downstream {_full(downstream)}"
             )
-    write("gradients of f:")
+    print("gradients of f:")
     for t in leaves:
-        write(f"  d{t.name} = {_full(t.grad)}")
+        print(f"  d{t.name} = {_full(t.grad)}")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -143,7 +150,9 @@ def main(argv=None) -> int:
         prog="python -m fastgrad.lecture",
         description="Walk through CS231n lecture 4's backprop examples node by node and draw their graphs.",
     )
-    parser.add_argument("--out", default="lecture_graphs", help="folder for the drawings (default: %(default)s)")
+    parser.add_argument(
+        "--out", default="lecture_graphs", help="folder for the drawings (default: %(default)s)"
+    )
     parser.add_argument("--format", default="svg", choices=["svg", "png", "dot"], help="drawing format")
     args = parser.parse_args(argv)
     out = Path(args.out)

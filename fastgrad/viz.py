@@ -65,14 +65,16 @@ def format_array(a) -> str:
     return f"{a.shape} min {_number(stats[0])} mean {_number(stats[1])} max {_number(stats[2])}"
 
 
-def node_outputs(root) -> dict:
+def node_outputs(root, nodes=None) -> dict:
     """{id(node): output tensor} for every node of the graph behind `root`.
 
     Nodes do not hold their output (that would make a cycle): the root's node outputs `root`, and
-    every other node's output is an input of some later node.
+    every other node's output is an input of some later node. `nodes`: the graph's nodes, if known.
     """
-    output = {} if root._node is None else {id(root._node): root}
-    for node in graph_nodes(root._node) if root._node is not None else ():
+    if root._node is None:
+        return {}
+    output = {id(root._node): root}
+    for node in graph_nodes(root._node) if nodes is None else nodes:
         for t in node.inputs:
             if t._node is not None:
                 output[id(t._node)] = t
@@ -89,7 +91,7 @@ def _collect(root):
     if root._node is None:
         return [(id(root), *_leaf_facts(root))], []
     nodes = graph_nodes(root._node)[::-1]  # ascending sequence: the order the ops ran
-    output = node_outputs(root)
+    output = node_outputs(root, nodes)
     items, edges, seen = [], [], set()
     for node in nodes:
         for t in node.inputs:
@@ -159,9 +161,7 @@ def to_dot(tensor, rankdir: str = "LR") -> str:
     if with_grads:
         title = f"green: forward value    red: gradient of {root_title} with respect to the node"
     else:
-        title = (
-            "values only: no gradients kept (run backward(keep_grads=True) to draw them)"
-        )
+        title = "values only: no gradients kept (run backward(keep_grads=True) to draw them)"
     ids = {key: f"n{i}" for i, (key, *_) in enumerate(items)}
     lines = [
         "digraph fastgrad {",
@@ -171,9 +171,9 @@ def to_dot(tensor, rankdir: str = "LR") -> str:
         '  edge [color="#555555", arrowsize=0.7];',
     ]
     root_key = id(tensor._node) if tensor._node is not None else id(tensor)
-    for key, kind, title_, value, grad in items:
+    for key, kind, node_title, value, grad in items:
         extra = ", penwidth=2" if key == root_key else ""
-        label = _label(kind, title_, value, grad, with_grads)
+        label = _label(kind, node_title, value, grad, with_grads)
         lines.append(f"  {ids[key]} [label={label}, {_STYLE[kind]}{extra}];")
     lines.extend(f"  {ids[a]} -> {ids[b]};" for a, b in edges)
     lines.append("}")
@@ -230,7 +230,6 @@ def draw(tensor, path, rankdir: str = "LR", timeout: float | None = 60) -> Path:
             "file instead, or pass a larger timeout"
         ) from None
     if done.returncode != 0:
-        raise RuntimeError(
-            f"draw: Graphviz dot failed (exit {done.returncode}): {done.stderr.decode(errors='replace').strip()}"
-        )
+        reason = done.stderr.decode(errors="replace").strip()
+        raise RuntimeError(f"draw: Graphviz dot failed (exit {done.returncode}): {reason}")
     return path
