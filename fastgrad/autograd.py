@@ -69,6 +69,23 @@ class Node:
         return f"<Node {self.op.name} #{self.seq}>"
 
 
+def graph_nodes(root_node: Node) -> list[Node]:
+    """Every node reachable from `root_node`, in descending sequence order (the order backward runs)."""
+    seen = {root_node}
+    stack = [root_node]
+    nodes = []
+    while stack:
+        node = stack.pop()
+        nodes.append(node)
+        for t in node.inputs:
+            parent = t._node
+            if parent is not None and parent not in seen:
+                seen.add(parent)
+                stack.append(parent)
+    nodes.sort(key=lambda n: n.seq, reverse=True)
+    return nodes
+
+
 def _memory_owner(a):
     """The array whose buffer `a` lives in: `a` itself unless it is a view of another array.
 
