@@ -68,6 +68,8 @@ def machine_lines(threads: int) -> list[str]:
         f"fastgrad {fg.__version__}"
         + (f", torch {cases.torch.__version__}" if cases.torch is not None else ", torch not installed"),
     ]
+    if hasattr(os, "getloadavg"):  # other work on the machine skews every number below
+        lines.append("- load average before the run: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     if hasattr(fg, "get_num_threads"):
         lines.append(f"- fastgrad kernel threads: {fg.get_num_threads()}")
     for pool in threadpool_info():
