@@ -344,7 +344,8 @@ def mean_backward(g, shape, axes, keepdims, count):
 def _argmax_last(x: np.ndarray, axes: tuple):
     """Move `axes` of x to the end, flatten them, and take the first argmax: (moved view, index)."""
     kept = [i for i in range(x.ndim) if i not in axes]
-    moved = x.transpose(kept + list(axes)).reshape([x.shape[i] for i in kept] + [-1])
+    width = int(np.prod([x.shape[i] for i in axes]))  # not -1: ambiguous when a kept axis is empty
+    moved = x.transpose(kept + list(axes)).reshape([x.shape[i] for i in kept] + [width])
     if moved.shape[-1] == 0:
         raise ValueError(f"max: cannot reduce an empty axis of a tensor of shape {x.shape}")
     return moved, np.argmax(moved, axis=-1)
