@@ -378,7 +378,7 @@ def maxout(z, pieces):
         raise ValueError(
             f"maxout: expected z of shape (N, H * pieces) with pieces={pieces}, got {z.shape}"
         )
-    grouped = z.reshape(z.shape[0], -1, pieces)
+    grouped = z.reshape(z.shape[0], z.shape[1] // pieces, pieces)  # not -1: ambiguous for N = 0
     idx = np.argmax(grouped, axis=-1)
     return np.take_along_axis(grouped, idx[..., None], axis=-1)[..., 0], (idx, pieces)
 
@@ -387,7 +387,7 @@ def maxout(z, pieces):
 def maxout_backward(g, idx, pieces):
     gz = np.zeros(idx.shape + (pieces,), dtype=g.dtype)
     np.put_along_axis(gz, idx[..., None], g[..., None], axis=-1)
-    return (gz.reshape(idx.shape[0], -1),)
+    return (gz.reshape(idx.shape[0], idx.shape[1] * pieces),)
 
 
 # ---------------------------------------------------------------------------------------------
