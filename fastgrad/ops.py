@@ -410,8 +410,11 @@ def reshape_backward(g, shape):
 @primitive("transpose")
 def transpose(x, axes=None):
     axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(axes)
-    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)) or any(
+        not -x.ndim <= a < x.ndim for a in axes
+    ):
         raise ValueError(f"transpose: axes {axes} are not a permutation for shape {x.shape}")
+    axes = tuple(a % x.ndim for a in axes)  # argsort below needs non-negative axes
     return np.asarray(x.transpose(axes), order="C"), (np.argsort(axes),)
 
 
