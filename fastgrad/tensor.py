@@ -174,6 +174,8 @@ class Tensor:
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor) or not isinstance(exponent, numbers.Real):
             raise TypeError(f"pow: the exponent must be a Python number, got {type(exponent).__name__}")
+        # a Python int or float: a NumPy scalar (np.float64(2)) would upcast float32 data to float64
+        exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
         return apply(ops.pow_, self, exponent=exponent)
 
     def __getitem__(self, index):
