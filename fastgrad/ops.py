@@ -165,6 +165,8 @@ def pow_(x, exponent):
 
 @pow_.defbackward
 def pow_backward(g, x, exponent):
+    if exponent == 0:  # d/dx x**0 = 0 everywhere, also at x = 0 where x**-1 is inf
+        return (np.zeros_like(g),)
     return (g * (exponent * x ** (exponent - 1)),)
 
 
