@@ -119,7 +119,8 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
         for t, gi in zip(node.inputs, grads):
             if gi is None or not t.requires_grad:
                 continue
-            owned = not _shares(gi, handed)
+            # read-only buffers (np.broadcast_to from sum/mean) can never be accumulated into
+            owned = gi.flags.writeable and not _shares(gi, handed)
             handed.append(gi)
             parent = t._node
             if parent is None:
