@@ -30,9 +30,15 @@ def to_array(data, dtype=None) -> np.ndarray:
         data = data.data
     dt = resolve_dtype(dtype)
     try:
-        return np.array(data, dtype=dt, order="C")
+        arr = np.asarray(data)
     except (TypeError, ValueError) as e:
         raise TypeError(f"cannot make a {dt} tensor from {type(data).__name__}: {e}") from None
+    if arr.dtype.kind not in "biuf":  # NumPy would parse strings and turn None into nan
+        raise TypeError(
+            f"cannot make a {dt} tensor from {type(data).__name__} of {arr.dtype} values: "
+            "expected numbers (bool, int or float)"
+        )
+    return np.array(arr, dtype=dt, order="C")
 
 
 class Tensor:
