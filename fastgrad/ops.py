@@ -335,6 +335,8 @@ def sum_backward(g, shape, axes, keepdims):
 def mean(x, axis=None, keepdims=False):
     axes = normalize_axis(axis, x.ndim, "mean")
     count = int(np.prod([x.shape[a] for a in axes]))
+    if count == 0:
+        raise ValueError(f"mean: cannot average over an empty axis of a tensor of shape {x.shape}")
     return np.mean(x, axis=axes, keepdims=keepdims), (x.shape, axes, keepdims, count)
 
 
