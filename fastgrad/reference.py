@@ -284,10 +284,14 @@ def max_forward(x, axis=None, keepdims=False):
     axes = _axes(axis, x.ndim)
     kept = [a for a in range(x.ndim) if a not in axes]
     # (kept..., reduced...) -> (K, R): one row per output entry, the reduced entries in C order
-    rows = np.moveaxis(x, axes, range(len(kept), x.ndim)).reshape(-1, int(np.prod([x.shape[a] for a in axes])))
+    width = int(np.prod([x.shape[a] for a in axes]))
+    rows = np.moveaxis(x, axes, range(len(kept), x.ndim)).reshape(-1, width)
     first = rows.argmax(axis=1)
     out = rows[np.arange(rows.shape[0]), first]
-    out_shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape)) if keepdims else tuple(x.shape[a] for a in kept)
+    if keepdims:
+        out_shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
+    else:
+        out_shape = tuple(x.shape[a] for a in kept)
     return out.reshape(out_shape), (x.shape, axes, first, rows.shape)
 
 

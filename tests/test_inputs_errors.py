@@ -43,7 +43,7 @@ def test_tensor_copies_its_input():
 
 @pytest.mark.parametrize(
     "make",
-    [lambda a: a.T, lambda a: a[:, ::2], lambda a: a[::-1], lambda a: np.asfortranarray(a), lambda a: a[1:, 1:3]],
+    [lambda a: a.T, lambda a: a[:, ::2], lambda a: a[::-1], np.asfortranarray, lambda a: a[1:, 1:3]],
     ids=["transposed", "strided", "reversed", "fortran", "sliced"],
 )
 def test_non_contiguous_arrays_become_c_contiguous(make):
@@ -77,6 +77,15 @@ def test_numpy_arrays_and_numbers_on_both_sides():
         np.testing.assert_allclose(y.data, expected[key], rtol=1e-6, err_msg=key)
     (a @ x).sum().backward()  # d/dx sum(a @ x) = a^T 1
     np.testing.assert_allclose(x.grad, a.T @ np.ones((2, 2)), rtol=1e-6)
+
+
+def test_numpy_scalars_take_the_tensor_dtype():
+    x = fg.tensor([1.0, 2.0], requires_grad=True)
+    for y in (np.float64(2) * x, x - np.float64(1), np.int64(1) + x, x ** np.float64(2), x ** np.int64(3)):
+        assert y.dtype == np.float32
+    (x ** np.float64(2)).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0])
 
 
 def test_functional_api_accepts_arrays_and_lists():

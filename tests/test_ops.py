@@ -151,14 +151,16 @@ MATMUL_SHAPES = [
 def matmul_samples(rng):
     out = [Sample((rng.normal(size=sa), rng.normal(size=sb)), label=f"{sa}@{sb}") for sa, sb in MATMUL_SHAPES]
     for needs in ((False, True), (True, False)):
-        out.append(Sample((rng.normal(size=(5, 3)), rng.normal(size=(3, 2))), needs=needs, label=f"needs{needs}"))
+        arrays = (rng.normal(size=(5, 3)), rng.normal(size=(3, 2)))
+        out.append(Sample(arrays, needs=needs, label=f"needs{needs}"))
     return out
 
 
 def affine_samples(rng):
     out = []
     for n, d, m in ((3, 4, 5), (1, 1, 1), (0, 4, 3), (5, 3, 7)):
-        out.append(Sample((rng.normal(size=(n, d)), rng.normal(size=(d, m)), rng.normal(size=m)), label=f"{n}x{d}x{m}"))
+        arrays = (rng.normal(size=(n, d)), rng.normal(size=(d, m)), rng.normal(size=m))
+        out.append(Sample(arrays, label=f"{n}x{d}x{m}"))
     for needs in ((False, True, True), (True, False, False)):
         arrays = (rng.normal(size=(4, 3)), rng.normal(size=(3, 2)), rng.normal(size=2))
         out.append(Sample(arrays, needs=needs, label=f"needs{needs}"))
@@ -199,12 +201,17 @@ def maxout_samples(rng):
 
 
 def reshape_samples(rng):
-    cases = [((), (1, 1)), ((1,), ()), ((3, 4), (2, 6)), ((3, 4), (4, -1)), ((2, 3, 4), (6, 4)), ((0, 3), (3, 0))]
+    cases = [
+        ((), (1, 1)), ((1,), ()), ((3, 4), (2, 6)), ((3, 4), (4, -1)), ((2, 3, 4), (6, 4)), ((0, 3), (3, 0)),
+    ]
     return [Sample((rng.normal(size=s),), {"shape": t}, label=f"{s}->{t}") for s, t in cases]
 
 
 def transpose_samples(rng):
-    cases = [((), None), ((1,), None), ((3, 4), None), ((2, 3, 4), (1, 2, 0)), ((2, 3, 4), (-1, 0, 1)), ((0, 3), None)]
+    cases = [
+        ((), None), ((1,), None), ((3, 4), None), ((0, 3), None),
+        ((2, 3, 4), (1, 2, 0)), ((2, 3, 4), (-1, 0, 1)),  # negative axes
+    ]
     return [Sample((rng.normal(size=s),), {"axes": a}, label=f"{s}-{a}") for s, a in cases]
 
 
@@ -230,7 +237,8 @@ def getitem_samples(rng):
 def softmax_samples(rng):
     out = []
     for n, c in ((1, 1), (1, 3), (4, 5), (7, 3)):
-        out.append(Sample((rng.normal(size=(n, c)) * 2,), {"labels": rng.integers(0, c, size=n)}, label=f"{n}x{c}"))
+        labels = rng.integers(0, c, size=n)
+        out.append(Sample((rng.normal(size=(n, c)) * 2,), {"labels": labels}, label=f"{n}x{c}"))
     return out
 
 
