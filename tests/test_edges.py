@@ -9,17 +9,18 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
+from fastgrad import reference
 
 DTYPES = ["float32", "float64"]
 
 
 @contextmanager
-def strict_floats():
-    """Any overflow, invalid operation or division by zero, and any warning, is an error.
+def strict_floats(under="raise"):
+    """Any floating-point exception (overflow, invalid, divide, underflow) and any warning is an error.
 
-    Underflow (e**-20000 -> 0) is the correct result of a stable formula, so it stays allowed.
+    The softmax loss passes under="ignore": e**-20000 -> 0 is the correct result of a stable formula.
     """
-    with np.errstate(over="raise", invalid="raise", divide="raise"), warnings.catch_warnings():
+    with np.errstate(all="raise", under=under), warnings.catch_warnings():
         warnings.simplefilter("error")
         yield
 
@@ -121,18 +122,29 @@ def test_saturating_gates_at_1000(fn, dtype):
     assert np.all(np.isfinite(y)) and np.all(np.isfinite(g))
     np.testing.assert_allclose(y, [low, low, mid, 1.0, 1.0], atol=1e-30)
     np.testing.assert_allclose(g, [0.0, 0.0, mid_grad, 0.0, 0.0], atol=1e-30)
+    forward, backward = reference.REFERENCE[fn.__name__]  # the reference is just as safe
+    with strict_floats():
+        ref_y, cache = forward(np.array([-1000.0, -100.0, 0.0, 100.0, 1000.0], dtype=dtype))
+        (ref_g,) = backward(np.ones(5, dtype=dtype), cache)
+    np.testing.assert_allclose(ref_y, y, atol=1e-30)
+    np.testing.assert_allclose(ref_g, g, atol=1e-30)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_softmax_loss_with_huge_logits(dtype):
     scores = fg.tensor([[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0]], dtype=dtype, requires_grad=True)
-    with strict_floats():
+    with strict_floats(under="ignore"):
         loss = fg.softmax_cross_entropy(scores, [0, 0])
         loss.backward()
     # row 0 is right with certainty (log-prob 0); row 1 puts its label 2e4 below the max
     assert np.isfinite(loss.item())
     assert loss.item() == pytest.approx(1e4, rel=1e-6)
     np.testing.assert_allclose(scores.grad, [[0, 0, 0], [-0.5, 0.5, 0]], atol=1e-7)
+    with strict_floats(under="ignore"):
+        ref_loss, cache = reference.softmax_cross_entropy_forward(scores.data, np.array([0, 0]))
+        (ref_grad,) = reference.softmax_cross_entropy_backward(np.ones((), dtype=dtype), cache)
+    assert ref_loss == pytest.approx(1e4, rel=1e-6)
+    np.testing.assert_allclose(ref_grad, scores.grad, atol=1e-7)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
