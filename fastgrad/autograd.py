@@ -119,6 +119,11 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
         for t, gi in zip(node.inputs, grads):
             if gi is None or not t.requires_grad:
                 continue
+            if gi.shape != t.data.shape or gi.dtype != t.data.dtype:
+                raise RuntimeError(
+                    f"the backward rule of op '{node.op.name}' returned a {gi.dtype} gradient of shape "
+                    f"{gi.shape} for an input of shape {t.data.shape} and dtype {t.data.dtype}"
+                )
             # read-only buffers (np.broadcast_to from sum/mean) can never be accumulated into
             owned = gi.flags.writeable and not _shares(gi, handed)
             handed.append(gi)

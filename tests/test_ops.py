@@ -349,3 +349,18 @@ def test_missing_backward_rule_names_the_op():
     np.testing.assert_array_equal(y.data, [2.0, 4.0])
     with pytest.raises(NotImplementedError, match="double_without_rule"):
         y.sum().backward()
+
+
+@pytest.mark.parametrize(
+    "rule, wrong",
+    [(lambda g, shape: (g,), "shape (2, 3)"),  # forgot to sum the broadcast back to (3,)
+     (lambda g, shape: (np.ones(shape),), "float64 gradient")],  # wrong dtype for a float32 input
+)
+def test_a_rule_returning_a_wrong_gradient_is_caught(rule, wrong):
+    tile = ops.Op("tile_rows", lambda x: (np.tile(x, (2, 1)), (x.shape,)))  # not registered in TABLE
+    tile.defbackward(rule)
+    x = fg.tensor([1.0, 2.0, 3.0], requires_grad=True)
+    y = apply(tile, x) * 1.0
+    with pytest.raises(RuntimeError, match=f"tile_rows.*{wrong}.*input of shape \\(3,\\)"):
+        y.sum().backward()
+    assert x.grad is None
