@@ -309,7 +309,7 @@ def test_against_reference(info, sample, dtype):
 
     arrays = [t.data.copy() for t in inputs]
     expected, cache = forward(*arrays, **sample.attrs)
-    assert out.shape == np.shape(expected)
+    assert out.shape == np.shape(expected) and np.result_type(expected) == dtype  # the reference keeps dtype
     np.testing.assert_allclose(out.data, expected, **TOL[dtype])
 
     rng = np.random.default_rng(zlib.crc32(sample.label.encode()))
@@ -322,6 +322,7 @@ def test_against_reference(info, sample, dtype):
             assert t.grad is None
             continue
         assert t.grad.shape == t.shape and t.grad.dtype == dtype, f"input {i}"
+        assert np.shape(g) == t.shape and np.result_type(g) == dtype, f"reference gradient of input {i}"
         np.testing.assert_allclose(t.grad, g, **TOL[dtype], err_msg=f"gradient of input {i}")
 
 
