@@ -172,6 +172,11 @@ def test_other_shape_errors_name_the_op():
         x.reshape(4)
     with pytest.raises(ValueError, match=esc("sum", "axis 2", "2-d")):
         x.sum(axis=2)
+    for reduce in ("sum", "mean", "max"):
+        with pytest.raises(ValueError, match=esc(reduce, "axis 0", "0-d")):
+            getattr(fg.tensor(2.0), reduce)(axis=0)
+        with pytest.raises(ValueError, match=esc(reduce, "repeated axis")):
+            getattr(x, reduce)(axis=(1, -1))
     with pytest.raises(ValueError, match=esc("transpose", "(2, 3)")):
         x.transpose(0, 0)
     with pytest.raises(ValueError, match=esc("max", "empty", "(0, 3)")):
