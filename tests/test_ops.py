@@ -13,6 +13,9 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import fastgrad as fg
 from fastgrad import ops, reference
@@ -365,3 +368,31 @@ def test_a_rule_returning_a_wrong_gradient_is_caught(rule, wrong):
     with pytest.raises(RuntimeError, match=f"tile_rows.*{wrong}.*input of shape \\(3,\\)"):
         y.sum().backward()
     assert x.grad is None
+
+
+BINARY = ["add", "sub", "mul", "div", "maximum"]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes=hnp.mutually_broadcastable_shapes(num_shapes=2, min_dims=0, max_dims=4, min_side=0, max_side=3),
+    seed=st.integers(0, 2**32 - 1),
+    op=st.sampled_from(BINARY),
+)
+def test_binary_ops_broadcast_any_shapes(shapes, seed, op):
+    """Random broadcast-compatible shapes (empty axes included) against reference.py in float64."""
+    rng = np.random.default_rng(seed)
+    (sa, sb), out_shape = shapes.input_shapes, shapes.result_shape
+    a, b = rng.normal(size=sa), away(rng, sb)
+    ta = fg.tensor(a, dtype="float64", requires_grad=True)
+    tb = fg.tensor(b, dtype="float64", requires_grad=True)
+    out = OPS[op].call(ta, tb)
+    forward, backward = reference.REFERENCE[op]
+    expected, cache = forward(a, b)
+    assert out.shape == out_shape
+    np.testing.assert_allclose(out.data, expected, **TOL["float64"])
+    dout = rng.normal(size=out_shape)
+    out.backward(dout)
+    ga, gb = backward(dout, cache)
+    np.testing.assert_allclose(ta.grad, ga, **TOL["float64"])
+    np.testing.assert_allclose(tb.grad, gb, **TOL["float64"])
