@@ -89,18 +89,20 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
     a view of its upstream gradient or of a sibling's; such borrowed buffers are copied before anyone
     accumulates into them or stores them, so no two gradients ever alias.
     """
-    # pending[id(node)] = [gradient of node's output, whether we own that buffer exclusively]
-    pending = {id(root._node): [gradient, False]}
-    for node in graph_nodes(root._node):
-        entry = pending.pop(id(node), None)
-        if entry is None:  # no path from this node to the root carried a gradient
-            continue
+    nodes = graph_nodes(root._node)
+    for node in nodes:  # check before touching any .grad, so that a failed call changes nothing
         if node.released:
             raise RuntimeError(
                 f"backward through the graph a second time (at op '{node.op.name}'): its saved "
                 "buffers were freed by the first backward(); pass retain_graph=True to the first "
                 "call to backpropagate twice"
             )
+    # pending[id(node)] = [gradient of node's output, whether we own that buffer exclusively]
+    pending = {id(root._node): [gradient, False]}
+    for node in nodes:
+        entry = pending.pop(id(node), None)
+        if entry is None:  # no path from this node to the root carried a gradient
+            continue
         g, g_owned = entry
         if type(g) is not np.ndarray or not g.flags.c_contiguous:  # rules take contiguous arrays
             g, g_owned = np.asarray(g, order="C"), True

@@ -117,12 +117,15 @@ def test_retain_graph_accumulates_then_releases():
         y.backward()
 
 
-def test_backward_through_a_released_subgraph_raises():
+def test_backward_through_a_released_subgraph_raises_and_changes_nothing():
     x = leaf(2.0)
     h = x.exp()
     h.backward()
-    with pytest.raises(RuntimeError, match="exp"):  # names the op where it stopped
-        (h * 3).backward()
+    assert x.grad == pytest.approx(np.exp(2.0))
+    z = h * 3 + x  # the new part would reach x before the released exp node
+    with pytest.raises(RuntimeError, match="'exp'"):  # names the op where it stopped
+        z.backward()
+    assert x.grad == pytest.approx(np.exp(2.0))  # nothing was accumulated by the failed call
 
 
 # --- no_grad, detach, leaves --------------------------------------------------------------------------
