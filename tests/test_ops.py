@@ -7,6 +7,7 @@ redrawn when they land near one), so that central differences are valid.
 """
 from __future__ import annotations
 
+import inspect
 import zlib
 from dataclasses import dataclass, field
 from typing import Callable
@@ -335,6 +336,18 @@ def test_every_row_is_covered():
     for name, op in ops.TABLE.items():
         assert op.backward is not None, name
         assert OPS[name].samples(np.random.default_rng(0)), name
+
+
+@pytest.mark.parametrize("name", sorted(ops.TABLE))
+def test_reference_takes_the_op_tables_arguments(name):
+    """As many array inputs, then the same keyword attributes (benchmarks call both the same way)."""
+
+    def names(fn):
+        return [p for p in inspect.signature(fn).parameters if p != "needs"]
+
+    n_arrays = len(OPS[name].samples(np.random.default_rng(0))[0].arrays)
+    engine, ref = names(ops.TABLE[name].forward), names(reference.REFERENCE[name][0])
+    assert len(engine) == len(ref) and engine[n_arrays:] == ref[n_arrays:]
 
 
 def test_reference_is_independent_of_the_engine():
