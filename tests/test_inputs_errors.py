@@ -154,9 +154,10 @@ def test_loss_shape_errors(loss):
 
 
 @pytest.mark.parametrize("loss", [fg.softmax_cross_entropy, fg.svm_loss])
-@pytest.mark.parametrize("labels, bad", [([0, 3], "label 3"), ([-1, 0], "label -1"), ([0, 7], "label 7")])
+@pytest.mark.parametrize("labels, bad", [([0, 3], 3), ([-1, 0], -1), ([0, 7], 7)])
 def test_labels_out_of_range(loss, labels, bad):
-    with pytest.raises(ValueError, match=esc(loss.__name__, bad, "out of range", "3 classes")):
+    # the op, the offending value and what was wrong with it
+    with pytest.raises(ValueError, match=rf"{loss.__name__}.*(?<![\d-]){bad}(?!\d).*out of range"):
         loss(np.zeros((2, 3)), labels)
 
 
