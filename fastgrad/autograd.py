@@ -87,22 +87,24 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
 
     Gradients add up where a value is used more than once. A buffer a backward rule hands back may be
     a view of its upstream gradient or of a sibling's; such borrowed buffers are copied before anyone
-    accumulates into them or stores them, so no two gradients ever alias.
+    accumulates into them or stores them, so no two gradients ever alias. Leaf gradients are gathered
+    during the walk and written to `.grad` only when it has finished, so a backward that fails
+    (a released graph, a missing rule) leaves every `.grad` as it was.
     """
-    nodes = graph_nodes(root._node)
-    for node in nodes:  # check before touching any .grad, so that a failed call changes nothing
+    # pending[id(node)] = [gradient of node's output, whether we own that buffer exclusively];
+    # leaf_grads[id(leaf)] likewise for leaves, whose tensors are kept in `leaves`
+    pending = {id(root._node): [gradient, False]}
+    leaf_grads, leaves = {}, {}
+    for node in graph_nodes(root._node):
+        entry = pending.pop(id(node), None)
+        if entry is None:  # no path from this node to the root carried a gradient
+            continue
         if node.released:
             raise RuntimeError(
                 f"backward through the graph a second time (at op '{node.op.name}'): its saved "
                 "buffers were freed by the first backward(); pass retain_graph=True to the first "
                 "call to backpropagate twice"
             )
-    # pending[id(node)] = [gradient of node's output, whether we own that buffer exclusively]
-    pending = {id(root._node): [gradient, False]}
-    for node in nodes:
-        entry = pending.pop(id(node), None)
-        if entry is None:  # no path from this node to the root carried a gradient
-            continue
         g, g_owned = entry
         if type(g) is not np.ndarray or not g.flags.c_contiguous:  # rules take contiguous arrays
             g, g_owned = np.asarray(g, order="C"), True
@@ -129,18 +131,25 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
             # read-only buffers (np.broadcast_to from sum/mean) can never be accumulated into
             owned = gi.flags.writeable and not _shares(gi, handed)
             handed.append(gi)
-            parent = t._node
-            if parent is None:
-                _accumulate_leaf(t, gi, owned)
+            if t._node is None:
+                leaves[id(t)] = t
+                _add_to(leaf_grads, id(t), gi, owned)
             else:
-                slot = pending.get(id(parent))
-                if slot is None:
-                    pending[id(parent)] = [gi, owned]
-                elif slot[1]:
-                    slot[0] += gi
-                else:
-                    slot[0] = slot[0] + gi
-                    slot[1] = True
+                _add_to(pending, id(t._node), gi, owned)
+    for key, (gi, owned) in leaf_grads.items():
+        _accumulate_leaf(leaves[key], gi, owned)
+
+
+def _add_to(slots: dict, key, gi, owned: bool) -> None:
+    """slots[key] = [buffer, owned] += gi, copying a borrowed buffer before writing into it."""
+    slot = slots.get(key)
+    if slot is None:
+        slots[key] = [gi, owned]
+    elif slot[1]:
+        slot[0] += gi
+    else:
+        slot[0] = slot[0] + gi
+        slot[1] = True
 
 
 def _accumulate_leaf(t, gi: np.ndarray, owned: bool) -> None:

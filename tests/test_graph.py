@@ -128,6 +128,18 @@ def test_backward_through_a_released_subgraph_raises_and_changes_nothing():
     assert x.grad == pytest.approx(np.exp(2.0))  # nothing was accumulated by the failed call
 
 
+def test_a_backward_failing_deep_in_the_graph_changes_no_grad():
+    from fastgrad import ops
+    from fastgrad.tensor import apply
+
+    no_rule = ops.Op("double_without_rule", lambda x: (x * 2, ()))  # not registered in TABLE
+    x, w = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    y = (apply(no_rule, x) * w).sum() + (w * w).sum()  # w's gradients arrive before the failure
+    with pytest.raises(NotImplementedError, match="double_without_rule"):
+        y.backward()
+    assert x.grad is None and w.grad is None
+
+
 # --- no_grad, detach, leaves --------------------------------------------------------------------------
 
 
