@@ -222,15 +222,26 @@ def matmul_backward(dout, cache):
     return (d2 @ b2.T).reshape(a.shape), (a2.T @ d2).reshape(b.shape)
 
 
-def affine_forward(x, W, b):
-    """out = x @ W + b with x (N, D), W (D, M), b (M,) -> (N, M)."""
-    return np.dot(x, W) + b, (x, W)
+def affine_forward(x, W, b, activation=None, negative_slope=0.01, alpha=1.0):
+    """out = act(x @ W + b) with x (N, D), W (D, M), b (M,) -> (N, M).
+
+    activation: None, "relu", "leaky_relu" (with negative_slope), "sigmoid", "tanh" or "elu" (with
+    alpha), each as its own reference gate above.
+    """
+    z = np.dot(x, W) + b
+    if activation is None:
+        return z, (x, W, None)
+    attrs = {"leaky_relu": {"negative_slope": negative_slope}, "elu": {"alpha": alpha}}.get(activation, {})
+    gate_forward, gate_backward = REFERENCE[activation]
+    out, gate_cache = gate_forward(z, **attrs)
+    return out, (x, W, (gate_backward, gate_cache))
 
 
 def affine_backward(dout, cache):
-    """dout (N, M) -> dx (N, D) = dout W^T, dW (D, M) = x^T dout, db (M,) = sum_n dout."""
-    x, W = cache
-    return np.dot(dout, W.T), np.dot(x.T, dout), np.sum(dout, axis=0)
+    """dout (N, M) -> dz = dout act'(z); dx (N, D) = dz W^T, dW (D, M) = x^T dz, db (M,) = sum_n dz."""
+    x, W, gate = cache
+    dz = dout if gate is None else gate[0](dout, gate[1])[0]
+    return np.dot(dz, W.T), np.dot(x.T, dz), np.sum(dz, axis=0)
 
 
 # ---------------------------------------------------------------------------------------------

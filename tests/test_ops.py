@@ -168,6 +168,16 @@ def affine_samples(rng):
     for needs in ((False, True, True), (True, False, False)):
         arrays = (rng.normal(size=(4, 3)), rng.normal(size=(3, 2)), rng.normal(size=2))
         out.append(Sample(arrays, needs=needs, label=f"needs{needs}"))
+    if "activation" in inspect.signature(ops.TABLE["affine"].forward).parameters:  # fused activations
+        for attrs in (
+            {"activation": "relu"}, {"activation": "leaky_relu", "negative_slope": 0.2},
+            {"activation": "sigmoid"}, {"activation": "tanh"}, {"activation": "elu", "alpha": 0.5},
+        ):
+            while True:  # keep x @ W + b off the kink at 0
+                arrays = (rng.normal(size=(5, 3)), rng.normal(size=(3, 4)), rng.normal(size=4))
+                if np.all(np.abs(arrays[0] @ arrays[1] + arrays[2]) > 0.05):
+                    break
+            out.append(Sample(arrays, attrs, label=attrs["activation"]))
     return out
 
 
@@ -340,14 +350,17 @@ def test_every_row_is_covered():
 
 @pytest.mark.parametrize("name", sorted(ops.TABLE))
 def test_reference_takes_the_op_tables_arguments(name):
-    """As many array inputs, then the same keyword attributes (benchmarks call both the same way)."""
+    """As many array inputs, and every keyword attribute of the row (benchmarks call both alike)."""
 
     def names(fn):
         return [p for p in inspect.signature(fn).parameters if p != "needs"]
 
     n_arrays = len(OPS[name].samples(np.random.default_rng(0))[0].arrays)
-    engine, ref = names(ops.TABLE[name].forward), names(reference.REFERENCE[name][0])
-    assert len(engine) == len(ref) and engine[n_arrays:] == ref[n_arrays:]
+    engine = names(ops.TABLE[name].forward)
+    ref = inspect.signature(reference.REFERENCE[name][0]).parameters
+    assert len(ref) >= len(engine) and set(engine[n_arrays:]) <= set(list(ref)[n_arrays:])
+    extras = set(list(ref)[n_arrays:]) - set(engine)
+    assert all(ref[p].default is not inspect.Parameter.empty for p in extras)  # callable like the row
 
 
 def test_reference_is_independent_of_the_engine():
@@ -409,3 +422,30 @@ def test_binary_ops_broadcast_any_shapes(shapes, seed, op):
     ga, gb = backward(dout, cache)
     np.testing.assert_allclose(ta.grad, ga, **TOL["float64"])
     np.testing.assert_allclose(tb.grad, gb, **TOL["float64"])
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "leaky_relu", "sigmoid", "tanh", "elu"])
+def test_reference_affine_activations_match_finite_differences(activation):
+    """The reference's fused affine (used by benchmarks and by the table once the row takes it)."""
+    rng = np.random.default_rng(7)
+    while True:  # keep x @ W + b off the kink at 0
+        x, W, b = rng.normal(size=(4, 3)), rng.normal(size=(3, 5)), rng.normal(size=5)
+        if np.all(np.abs(x @ W + b) > 0.05):
+            break
+    attrs = {"activation": activation, "negative_slope": 0.2, "alpha": 0.5}
+    forward, backward = reference.REFERENCE["affine"]
+    out, cache = forward(x, W, b, **attrs)
+    dout = rng.normal(size=out.shape)
+    grads = backward(dout, cache)
+    eps = 1e-6
+    for arr, grad in zip((x, W, b), grads):
+        numeric = np.zeros_like(arr)
+        for k in np.ndindex(arr.shape):
+            orig = arr[k]
+            arr[k] = orig + eps
+            plus = np.sum(forward(x, W, b, **attrs)[0] * dout)
+            arr[k] = orig - eps
+            minus = np.sum(forward(x, W, b, **attrs)[0] * dout)
+            arr[k] = orig
+            numeric[k] = (plus - minus) / (2 * eps)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
