@@ -449,3 +449,34 @@ def test_reference_affine_activations_match_finite_differences(activation):
             arr[k] = orig
             numeric[k] = (plus - minus) / (2 * eps)
         np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    shape=hnp.array_shapes(min_dims=0, max_dims=4, min_side=0, max_side=3),
+    data=st.data(),
+    op=st.sampled_from(["sum", "mean", "max"]),
+)
+def test_reductions_over_any_axes(shape, data, op):
+    """Random shapes, axis subsets (as None, an int or a tuple, negative or not) and keepdims."""
+    ndim = len(shape)
+    axes = data.draw(st.lists(st.integers(0, max(ndim - 1, 0)), unique=True, max_size=ndim), label="axes")
+    axes = [a - ndim if data.draw(st.booleans(), label="negative") else a for a in axes]
+    spellings = [None, tuple(axes)] + ([axes[0]] if len(axes) == 1 else [])
+    axis = data.draw(st.sampled_from(spellings), label="axis")
+    keepdims = data.draw(st.booleans(), label="keepdims")
+    reduced = range(ndim) if axis is None else [a % ndim for a in np.atleast_1d(axis)]
+    if op != "sum" and any(shape[a] == 0 for a in reduced):
+        return  # mean and max of nothing are errors (tested elsewhere)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    x = distinct(rng, shape)  # no ties for max
+    t = fg.tensor(x, dtype="float64", requires_grad=True)
+    out = OPS[op].call(t, axis=axis, keepdims=keepdims)
+    forward, backward = reference.REFERENCE[op]
+    expected, cache = forward(x, axis=axis, keepdims=keepdims)
+    numpy_reduction = {"sum": np.sum, "mean": np.mean, "max": np.amax}[op]
+    assert out.shape == np.shape(expected) == numpy_reduction(x, axis=axis, keepdims=keepdims).shape
+    np.testing.assert_allclose(out.data, expected, **TOL["float64"])
+    dout = rng.normal(size=out.shape)
+    out.backward(dout)
+    np.testing.assert_allclose(t.grad, backward(dout, cache)[0], **TOL["float64"])
