@@ -70,7 +70,7 @@ class Node:
 
 
 def graph_nodes(root_node: Node) -> list[Node]:
-    """Every node reachable from `root_node`, in descending sequence order (the order backward runs)."""
+    """Every node reachable from `root_node`, in descending sequence order (the backward order)."""
     seen = {root_node}
     stack = [root_node]
     nodes = []
@@ -102,13 +102,17 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
 
     Gradients add up where a value is used more than once. A buffer a backward rule hands back may be
     a view of its upstream gradient or of a sibling's; such borrowed buffers are copied before anyone
-    accumulates into them or stores them, so no two gradients ever alias.
+    accumulates into them or stores them, so no two gradients ever alias. Leaf gradients are gathered
+    during the walk and written to `.grad` only when it has finished, so a backward that fails
+    (a released graph, a missing rule) leaves every `.grad` as it was.
     """
     # pending[node] = [gradient of node's output, whether we own that buffer exclusively]; every
-    # pending node is also on the heap, keyed by its negated sequence number (unique: no ties)
+    # pending node is also on the heap, keyed by its negated sequence number (unique: no ties).
+    # leaf_grads[id(leaf)] likewise for leaves, whose tensors are kept in `leaves`
     root_node = root._node
     pending = {root_node: [gradient, False]}
     heap = [(-root_node.seq, root_node)]
+    leaf_grads, leaves = {}, {}
     while heap:
         node = heappop(heap)[1]
         entry = pending.pop(node)
@@ -137,23 +141,37 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
         for t, gi in zip(node.inputs, grads):
             if gi is None or not t.requires_grad:
                 continue
-            owner = id(_memory_owner(gi))
+            if gi.shape != t.data.shape or gi.dtype != t.data.dtype:
+                raise RuntimeError(
+                    f"the backward rule of op '{node.op.name}' returned a {gi.dtype} gradient of shape "
+                    f"{gi.shape} for an input of shape {t.data.shape} and dtype {t.data.dtype}"
+                )
             # read-only buffers (np.broadcast_to from sum/mean) can never be accumulated into
-            owned = owner not in handed and gi.flags.writeable
+            owner = id(_memory_owner(gi))
+            owned = gi.flags.writeable and owner not in handed
             handed.add(owner)
             parent = t._node
             if parent is None:
-                _accumulate_leaf(t, gi, owned)
+                leaves[id(t)] = t
+                _add_to(leaf_grads, id(t), gi, owned)
             else:
-                slot = pending.get(parent)
-                if slot is None:
-                    pending[parent] = [gi, owned]
+                if parent not in pending:
                     heappush(heap, (-parent.seq, parent))
-                elif slot[1]:
-                    slot[0] += gi
-                else:
-                    slot[0] = slot[0] + gi
-                    slot[1] = True
+                _add_to(pending, parent, gi, owned)
+    for key, (gi, owned) in leaf_grads.items():
+        _accumulate_leaf(leaves[key], gi, owned)
+
+
+def _add_to(slots: dict, key, gi, owned: bool) -> None:
+    """slots[key] = [buffer, owned] += gi, copying a borrowed buffer before writing into it."""
+    slot = slots.get(key)
+    if slot is None:
+        slots[key] = [gi, owned]
+    elif slot[1]:
+        slot[0] += gi
+    else:
+        slot[0] = slot[0] + gi
+        slot[1] = True
 
 
 def _accumulate_leaf(t, gi: np.ndarray, owned: bool) -> None:
