@@ -168,16 +168,15 @@ def affine_samples(rng):
     for needs in ((False, True, True), (True, False, False)):
         arrays = (rng.normal(size=(4, 3)), rng.normal(size=(3, 2)), rng.normal(size=2))
         out.append(Sample(arrays, needs=needs, label=f"needs{needs}"))
-    if "activation" in inspect.signature(ops.TABLE["affine"].forward).parameters:  # fused activations
-        for attrs in (
-            {"activation": "relu"}, {"activation": "leaky_relu", "negative_slope": 0.2},
-            {"activation": "sigmoid"}, {"activation": "tanh"}, {"activation": "elu", "alpha": 0.5},
-        ):
-            while True:  # keep x @ W + b off the kink at 0
-                arrays = (rng.normal(size=(5, 3)), rng.normal(size=(3, 4)), rng.normal(size=4))
-                if np.all(np.abs(arrays[0] @ arrays[1] + arrays[2]) > 0.05):
-                    break
-            out.append(Sample(arrays, attrs, label=attrs["activation"]))
+    for attrs in (  # fused activations
+        {"activation": "relu"}, {"activation": "leaky_relu", "negative_slope": 0.2},
+        {"activation": "sigmoid"}, {"activation": "tanh"}, {"activation": "elu", "alpha": 0.5},
+    ):
+        while True:  # keep x @ W + b off the kink at 0
+            arrays = (rng.normal(size=(5, 3)), rng.normal(size=(3, 4)), rng.normal(size=4))
+            if np.all(np.abs(arrays[0] @ arrays[1] + arrays[2]) > 0.05):
+                break
+        out.append(Sample(arrays, attrs, label=attrs["activation"]))
     return out
 
 
@@ -426,7 +425,7 @@ def test_binary_ops_broadcast_any_shapes(shapes, seed, op):
 
 @pytest.mark.parametrize("activation", [None, "relu", "leaky_relu", "sigmoid", "tanh", "elu"])
 def test_reference_affine_activations_match_finite_differences(activation):
-    """The reference's fused affine (used by benchmarks and by the table once the row takes it)."""
+    """The reference's fused affine, which the benchmarks and the affine row's samples compare against."""
     rng = np.random.default_rng(7)
     while True:  # keep x @ W + b off the kink at 0
         x, W, b = rng.normal(size=(4, 3)), rng.normal(size=(3, 5)), rng.normal(size=5)
