@@ -142,12 +142,13 @@ class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles dicts, lists and NumPy arrays only: a downloaded pickle cannot run code."""
 
     _ALLOWED = {
-        ("numpy", "ndarray"), ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),  # protocol-2 bytes
     }
 
     def find_class(self, module, name):
+        if module.startswith("numpy.core."):  # pickles written by NumPy 1 (the CIFAR batches)
+            module = "numpy._core." + module[len("numpy.core."):]
         if (module, name) not in self._ALLOWED:
             raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
         return super().find_class(module, name)
