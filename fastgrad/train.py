@@ -185,6 +185,7 @@ def plot_history(history: History, path) -> bool:
     ax2.plot(epochs, history.train_acc, "o-", label="train")
     ax2.plot(epochs, history.val_acc, "o-", label="val")
     ax2.set(xlabel="epoch", ylabel="accuracy", title="accuracy")
+    ax2.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax2.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
