@@ -81,15 +81,16 @@ _MNIST_FILES = {
 }
 
 
-def _find(data_dir: Path, name: str, dataset: str, alternatives=()) -> Path:
-    """The first existing file among `name` (and `name`.gz) under data_dir (or its subfolders given)."""
-    tried = []
-    for folder in (data_dir, *(data_dir / a for a in alternatives)):
-        for candidate in (folder / name, folder / (name + ".gz")):
+def _find(data_dir: Path, name: str, dataset: str, gz: bool = False, subfolder: str | None = None) -> Path:
+    """`name` (or `name`.gz when gz) in data_dir or data_dir/subfolder; DataError naming it if absent."""
+    folders = [data_dir] + ([data_dir / subfolder] if subfolder else [])
+    for folder in folders:
+        for candidate in (folder / name, folder / (name + ".gz")) if gz else (folder / name,):
             if candidate.is_file():
                 return candidate
-            tried.append(candidate)
-    raise DataError(f"{dataset}: missing file {tried[0]} (or {tried[1].name})")
+    also = f" or {name}.gz" if gz else ""
+    where = f" (also looked in {folders[1]})" if subfolder else ""
+    raise DataError(f"{dataset}: missing file {data_dir / name}{also}{where}")
 
 
 def read_idx(path) -> np.ndarray:
@@ -126,7 +127,7 @@ def mnist(data_dir) -> dict[str, np.ndarray]:
     t10k-labels-idx1-ubyte (each optionally with .gz), from http://yann.lecun.com/exdb/mnist/ or a mirror.
     """
     data_dir = Path(data_dir)
-    out = {k: read_idx(_find(data_dir, name, "mnist")) for k, name in _MNIST_FILES.items()}
+    out = {k: read_idx(_find(data_dir, name, "mnist", gz=True)) for k, name in _MNIST_FILES.items()}
     for part in ("train", "test"):
         X, y = out[f"X_{part}"], out[f"y_{part}"]
         if X.ndim != 3 or y.ndim != 1 or len(X) != len(y):
@@ -181,14 +182,10 @@ def cifar10(data_dir) -> dict[str, np.ndarray]:
     """
     data_dir = Path(data_dir)
 
-    def find(name):
-        path = _find(data_dir, name, "cifar10", alternatives=("cifar-10-batches-py",))
-        if path.suffix == ".gz":  # only the plain batches exist for CIFAR
-            raise DataError(f"cifar10: missing file {data_dir / name}")
-        return path
-
-    train = [_cifar_batch(find(f"data_batch_{i}")) for i in range(1, 6)]
-    X_test, y_test = _cifar_batch(find("test_batch"))
+    paths = [_find(data_dir, name, "cifar10", subfolder="cifar-10-batches-py")
+             for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]]
+    train = [_cifar_batch(path) for path in paths[:5]]
+    X_test, y_test = _cifar_batch(paths[5])
     return {
         "X_train": np.concatenate([X for X, _ in train]).astype(np.float32),
         "y_train": np.concatenate([y for _, y in train]).astype(np.int64),
