@@ -199,9 +199,13 @@ def _rng(rng, seed):
     return rng if rng is not None else np.random.default_rng(seed)
 
 
+def _is_count(n) -> bool:
+    return isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+
+
 def _check_features(layer: str, **sizes):
     for name, n in sizes.items():
-        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        if not _is_count(n):
             raise ValueError(f"{layer}: {name} must be a positive integer, got {n!r}")
 
 
@@ -389,20 +393,19 @@ class MLP(Module):
 
     def __init__(self, sizes, activation="relu", pieces=2, init=None, rng=None, seed=None, dtype=None):
         super().__init__()
-        sizes = [int(s) if isinstance(s, (int, np.integer)) and not isinstance(s, bool) else s for s in sizes]
-        if len(sizes) < 2 or any(not isinstance(s, int) or s < 1 for s in sizes):
+        sizes = list(sizes)
+        if len(sizes) < 2 or not all(_is_count(s) for s in sizes):
             raise ValueError(f"MLP: sizes must be at least two positive integers [D, ..., C], got {sizes}")
         if activation not in ACTIVATIONS:
             raise ValueError(f"MLP: unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         _check_features("MLP", pieces=pieces)
-        self.sizes, self.activation, self.pieces = list(sizes), activation, int(pieces)
+        self.sizes, self.activation, self.pieces = [int(s) for s in sizes], activation, int(pieces)
         rng = _rng(rng, seed)
-        hidden_init = ACTIVATIONS[activation][1] if init is None else init
         for k in range(1, len(sizes)):
             last = k == len(sizes) - 1
-            width = sizes[k] if last or activation != "maxout" else sizes[k] * self.pieces
-            W = init_weight(sizes[k - 1], width, ("he" if init is None else init) if last else hidden_init,
-                            rng, dtype)
+            width = self.sizes[k] * (self.pieces if activation == "maxout" and not last else 1)
+            how = init if init is not None else "he" if last else ACTIVATIONS[activation][1]
+            W = init_weight(self.sizes[k - 1], width, how, rng, dtype)
             setattr(self, f"W{k}", Tensor(W, dtype=W.dtype, requires_grad=True, name=f"W{k}"))
             setattr(self, f"b{k}", Tensor(np.zeros(width), dtype=W.dtype, requires_grad=True, name=f"b{k}"))
 
