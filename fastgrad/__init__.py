@@ -31,7 +31,6 @@ from . import data, nn, optim
 
 __version__ = "0.1.0"
 
-
 __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
