@@ -84,9 +84,9 @@ def normalize_axis(axis, ndim: int, op: str) -> tuple:
     out = []
     for a in axes:
         a = operator.index(a)
-        if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
+        if not -ndim <= a < ndim:  # a 0-d tensor has no axis at all, as in NumPy
             raise ValueError(f"{op}: axis {a} is out of range for a {ndim}-d tensor")
-        out.append(a % ndim if ndim else 0)
+        out.append(a % ndim)
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis}")
     return tuple(sorted(out))
@@ -165,6 +165,8 @@ def pow_(x, exponent):
 
 @pow_.defbackward
 def pow_backward(g, x, exponent):
+    if exponent == 0:  # d/dx x**0 = 0 everywhere, also at x = 0 where x**-1 is inf
+        return (np.zeros_like(g),)
     return (g * (exponent * x ** (exponent - 1)),)
 
 
@@ -333,6 +335,8 @@ def sum_backward(g, shape, axes, keepdims):
 def mean(x, axis=None, keepdims=False):
     axes = normalize_axis(axis, x.ndim, "mean")
     count = int(np.prod([x.shape[a] for a in axes]))
+    if count == 0:
+        raise ValueError(f"mean: cannot average over an empty axis of a tensor of shape {x.shape}")
     return np.mean(x, axis=axes, keepdims=keepdims), (x.shape, axes, keepdims, count)
 
 
@@ -344,7 +348,8 @@ def mean_backward(g, shape, axes, keepdims, count):
 def _argmax_last(x: np.ndarray, axes: tuple):
     """Move `axes` of x to the end, flatten them, and take the first argmax: (moved view, index)."""
     kept = [i for i in range(x.ndim) if i not in axes]
-    moved = x.transpose(kept + list(axes)).reshape([x.shape[i] for i in kept] + [-1])
+    width = int(np.prod([x.shape[i] for i in axes]))  # not -1: ambiguous when a kept axis is empty
+    moved = x.transpose(kept + list(axes)).reshape([x.shape[i] for i in kept] + [width])
     if moved.shape[-1] == 0:
         raise ValueError(f"max: cannot reduce an empty axis of a tensor of shape {x.shape}")
     return moved, np.argmax(moved, axis=-1)
@@ -377,7 +382,7 @@ def maxout(z, pieces):
         raise ValueError(
             f"maxout: expected z of shape (N, H * pieces) with pieces={pieces}, got {z.shape}"
         )
-    grouped = z.reshape(z.shape[0], -1, pieces)
+    grouped = z.reshape(z.shape[0], z.shape[1] // pieces, pieces)  # not -1: ambiguous for N = 0
     idx = np.argmax(grouped, axis=-1)
     return np.take_along_axis(grouped, idx[..., None], axis=-1)[..., 0], (idx, pieces)
 
@@ -386,7 +391,7 @@ def maxout(z, pieces):
 def maxout_backward(g, idx, pieces):
     gz = np.zeros(idx.shape + (pieces,), dtype=g.dtype)
     np.put_along_axis(gz, idx[..., None], g[..., None], axis=-1)
-    return (gz.reshape(idx.shape[0], -1),)
+    return (gz.reshape(idx.shape[0], idx.shape[1] * pieces),)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,8 +414,11 @@ def reshape_backward(g, shape):
 @primitive("transpose")
 def transpose(x, axes=None):
     axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(axes)
-    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)) or any(
+        not -x.ndim <= a < x.ndim for a in axes
+    ):
         raise ValueError(f"transpose: axes {axes} are not a permutation for shape {x.shape}")
+    axes = tuple(a % x.ndim for a in axes)  # argsort below needs non-negative axes
     return np.asarray(x.transpose(axes), order="C"), (np.argsort(axes),)
 
 
