@@ -318,7 +318,7 @@ def neuron_case() -> Case:
 
 
 # ---------------------------------------------------------------------------------------------
-# one SGD step of a ReLU MLP (hook for fastgrad.nn: this uses only the functional API)
+# one SGD step of a ReLU MLP: the functional API, fg.nn + fg.optim, plain NumPy and torch
 
 
 LR = 1e-2
@@ -382,6 +382,25 @@ def torch_step(params, X, y):
     return loss.detach()
 
 
+def nn_contender(sizes, start, X, y):
+    """The same step through fg.nn.MLP and fg.optim.SGD, from the same initial weights."""
+    model = fg.nn.MLP(sizes, activation="relu", seed=0)
+    params = model.parameters()  # W1, b1, W2, b2, ...: the order of init_mlp
+    for p, w in zip(params, start):
+        p.data[...] = w
+    opt = fg.optim.SGD(params, lr=LR)
+    Xt = fg.tensor(X)
+
+    def run():
+        opt.zero_grad()
+        loss = fg.softmax_cross_entropy(model(Xt), y)
+        loss.backward()
+        opt.step()
+        return (loss.data, *(p.data for p in params))
+
+    return run
+
+
 def training_case(sizes, batch) -> Case:
     """One step per call, each contender on its own copy of the same initial weights.
 
@@ -399,6 +418,7 @@ def training_case(sizes, batch) -> Case:
     contenders = {
         "fastgrad": contender([fg.tensor(p, requires_grad=True) for p in start], fastgrad_step,
                               fg.tensor(X), y, lambda p: p.data),
+        "fastgrad nn": nn_contender(sizes, start, X, y),
         "numpy": contender([p.copy() for p in start], numpy_step, X, y, lambda p: p),
     }
     if torch is not None:
