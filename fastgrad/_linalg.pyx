@@ -233,6 +233,8 @@ def affine_backward(dy, y, x, W, activation=None, double param=0.0, bint need_db
         wm = _matrix(W, "affine_backward", "W")
         if wm.cols != m:
             raise ValueError(f"affine_backward: W {W.shape} and dy {dy.shape} differ in M")
+    if x is not None and W is not None and xm.cols != wm.rows:
+        raise ValueError(f"affine_backward: x {x.shape} and W {W.shape} differ in D")
     cdef cnp.ndarray dz = <cnp.ndarray>dy  # activation None: dz is dy itself
     cdef cnp.ndarray db = None
     cdef void *pdz = NULL

@@ -241,6 +241,8 @@ def test_blas_bindings_validate_before_nogil():
         _linalg.affine_backward(np.ones((2, 3)), np.ones((3, 2)), None, None, "relu")
     with pytest.raises(ValueError, match=r"affine_backward: W \(3, 4\) and dy \(2, 3\)"):
         _linalg.affine_backward(np.ones((2, 3)), None, None, np.ones((3, 4)))
+    with pytest.raises(ValueError, match=r"affine_backward: x \(2, 5\) and W \(4, 3\) differ in D"):
+        _linalg.affine_backward(np.ones((2, 3)), None, np.ones((2, 5)), np.ones((4, 3)))
 
 
 def test_blas_from_two_threads_at_once():
