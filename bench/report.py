@@ -7,7 +7,7 @@
 Method: every thread pool (both OpenBLAS builds, OpenMP, fastgrad's kernels, torch) is pinned to
 --threads (default: OMP_NUM_THREADS if set, else the CPUs this process may run on); each case first
 checks that its contenders' results agree, warms them up and calibrates a repeat count, then times
-them interleaved (one batch of calls per contender per round, the order rotating), and reports
+them interleaved (one batch of calls per contender per round, in a shuffled order), and reports
 medians over the rounds. Ratios are median / median of the case's baseline.
 
 OpenBLAS tuning variables (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE, ...) are left as the environment
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -98,17 +99,26 @@ def calibrate(fn, target: float) -> int:
         number = max(number * 2, int(number * target / max(elapsed, 1e-9)))
 
 
-def measure(case: cases.Case, rounds: int, target: float) -> dict[str, list[float]]:
-    """Seconds per call of every contender in each round, timed interleaved in rotating order."""
+def measure(case: cases.Case, rounds: int, target: float, pause: float) -> dict[str, list[float]]:
+    """Seconds per call of every contender in each round, timed interleaved in a shuffled order.
+
+    `pause` seconds of sleep before each batch let the worker threads of the previous contender's
+    pool (OpenBLAS, OpenMP, torch) stop spinning, so that they do not steal the cores from the next.
+    """
     case.check()
     labels = list(case.contenders)
     for fn in case.contenders.values():  # warm up caches, allocators, lazy imports
         fn()
-    numbers = {label: calibrate(case.contenders[label], target) for label in labels}
+    numbers = {}
+    for label in labels:
+        time.sleep(pause)
+        numbers[label] = calibrate(case.contenders[label], target)
     times = {label: [] for label in labels}
-    for r in range(rounds):
-        for label in labels[r % len(labels):] + labels[: r % len(labels)]:
+    order = random.Random(0)  # a fresh order each round: no contender always runs after the same one
+    for _ in range(rounds):
+        for label in order.sample(labels, len(labels)):
             fn, number = case.contenders[label], numbers[label]
+            time.sleep(pause)
             t0 = time.perf_counter()
             for _ in range(number):
                 fn()
@@ -159,17 +169,21 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     parser.add_argument("--threads", type=int, default=default_threads(), help="threads for every pool")
+    parser.add_argument("--pause", type=float, default=None,
+                        help="seconds of rest before each timed batch (default 0.12 with threads > 1, "
+                        "to let other pools' spinning workers sleep; 0 with one thread)")
     args = parser.parse_args(argv)
-    rounds, target = (5, 0.01) if args.quick else (21, 0.05)
+    rounds, target = (5, 0.01) if args.quick else (11, 0.05)
+    pause = args.pause if args.pause is not None else (0.12 if args.threads > 1 else 0.0)
 
     limiter = pin_threads(args.threads)  # noqa: F841  (the limits last while it lives)
     print("## fastgrad benchmarks (float32)\n")
     print("\n".join(machine_lines(args.threads)))
-    print(f"- {rounds} interleaved rounds of ~{target * 1e3:.0f} ms per contender; times are medians, "
-          "ratios medians of same-round ratios\n")
+    print(f"- {rounds} interleaved rounds of ~{target * 1e3:.0f} ms per contender, {pause:g} s rest before "
+          "each; times are medians, ratios medians of same-round ratios\n")
     groups: dict[str, list] = {}
     for case in all_cases():
-        groups.setdefault(case.group, []).append((case, measure(case, rounds, target)))
+        groups.setdefault(case.group, []).append((case, measure(case, rounds, target, pause)))
         print(f"  measured {case.name}", file=sys.stderr)
     for group, rows in groups.items():
         print("\n".join(table(group, rows)))
