@@ -7,8 +7,10 @@
 Method: every thread pool (both OpenBLAS builds, OpenMP, fastgrad's kernels, torch) is pinned to
 --threads (default: OMP_NUM_THREADS if set, else the CPUs this process may run on); each case first
 checks that its contenders' results agree, warms them up and calibrates a repeat count, then times
-them interleaved (one batch of calls per contender per round, in a shuffled order), and reports
-medians over the rounds. Ratios are median / median of the case's baseline.
+them interleaved (one batch of calls per contender per round, in a shuffled order, after a short
+rest when multi-threaded so that the previous pool's workers stop spinning), and reports medians
+over the rounds. A ratio is the median over the rounds of a contender's time over the case
+baseline's time in the same round.
 
 OpenBLAS tuning variables (OPENBLAS_CORETYPE, OPENBLAS_L2_SIZE, ...) are left as the environment
 has them; to measure without them, unset them in the shell, e.g.
