@@ -47,6 +47,12 @@ LAYERS = {
 }
 LOSS_SIZES = {"64x100": (64, 100), "mnist": (128, 10), "cifar": (256, 10), "1M": (1000, 1000)}
 
+# the report's tables, one per group of cases
+ACTIVATIONS_GROUP = "activations, forward+backward"
+ROUTING = "max routing, forward+backward"
+LOSSES = "losses, forward+backward"
+LAYER = "affine layer, forward+backward"
+
 
 @dataclass
 class Case:
@@ -154,7 +160,7 @@ ACTIVATIONS = {  # op-table name -> (attrs, torch function)
 }
 
 
-def activation_case(name, size, group="activations"):
+def activation_case(name, size, group=ACTIVATIONS_GROUP):
     rng = _rng(1)
     shape = SIZES[size]
     attrs, torch_fn = ACTIVATIONS[name]
@@ -165,21 +171,21 @@ def activation_case(name, size, group="activations"):
 def maximum_case(size):
     rng = _rng(2)
     shape = SIZES[size]
-    return primitive_case("routing", "maximum", (_normal(rng, shape), _normal(rng, shape)),
+    return primitive_case(ROUTING, "maximum", (_normal(rng, shape), _normal(rng, shape)),
                           _normal(rng, shape), lambda a, b: torch.maximum(a, b), label=size)
 
 
 def max_case(size):
     rng = _rng(3)
     n, c = SIZES[size]
-    return primitive_case("routing", "max", (_normal(rng, (n, c)),), _normal(rng, (n,)),
+    return primitive_case(ROUTING, "max", (_normal(rng, (n, c)),), _normal(rng, (n,)),
                           lambda x: x.max(dim=1).values, label=f"axis=1 {size}", axis=1)
 
 
 def maxout_case(size, pieces=2):
     rng = _rng(4)
     n, c = SIZES[size]
-    return primitive_case("routing", "maxout", (_normal(rng, (n, c)),), _normal(rng, (n, c // pieces)),
+    return primitive_case(ROUTING, "maxout", (_normal(rng, (n, c)),), _normal(rng, (n, c // pieces)),
                           lambda z: z.view(n, -1, pieces).max(dim=2).values,
                           label=f"pieces={pieces} {size}", pieces=pieces)
 
@@ -192,7 +198,7 @@ def _scores(n, c, seed):
 def softmax_ce_case(n, c, label=None):
     s, y = _scores(n, c, 5)
     ty = torch.from_numpy(y) if torch is not None else None
-    return primitive_case("losses", "softmax_cross_entropy", (s,), np.asarray(1.0, DTYPE),
+    return primitive_case(LOSSES, "softmax_cross_entropy", (s,), np.asarray(1.0, DTYPE),
                           lambda t: F.cross_entropy(t, ty), label=label or f"{n}x{c}", labels=y)
 
 
@@ -200,7 +206,7 @@ def svm_case(n, c, label=None):
     s, y = _scores(n, c, 6)
     ty = torch.from_numpy(y) if torch is not None else None
     # torch's multi_margin_loss averages over the C classes as well: scale it back for the check
-    return primitive_case("losses", "svm_loss", (s,), np.asarray(1.0, DTYPE),
+    return primitive_case(LOSSES, "svm_loss", (s,), np.asarray(1.0, DTYPE),
                           lambda t: F.multi_margin_loss(t, ty, margin=1.0) * c,
                           label=label or f"{n}x{c}", labels=y, delta=1.0)
 
@@ -219,14 +225,14 @@ def affine_case(size, activation=None):
         act = torch.relu if activation == "relu" else (lambda z: z)
         torch_fn = lambda x, W, b: act(torch.addmm(b, x, W))  # noqa: E731
     attrs = {} if activation is None else {"activation": activation}
-    case = primitive_case("affine", "affine", (x, W, b), g, torch_fn, **attrs)
+    case = primitive_case(LAYER, "affine", (x, W, b), g, torch_fn, **attrs)
     case.name = f"affine{'+' + activation if activation else ''} {size}"
     return case
 
 
 def matmul_case(size):
     x, W, _, g = _layer(size)
-    return primitive_case("affine", "matmul", (x, W), g, lambda a, b: a @ b, label=size)
+    return primitive_case(LAYER, "matmul", (x, W), g, lambda a, b: a @ b, label=size)
 
 
 def affine_relu_forward_case(size):
@@ -248,8 +254,8 @@ def affine_relu_forward_case(size):
 
         contenders["torch"] = torch_forward
     n, d, m = LAYERS[size]
-    return Case("affine+relu forward", f"affine+relu forward {size} ({n}x{d} -> {m})", contenders,
-                baseline="sgemm", adapt={"sgemm": lambda r: (np.maximum(r[0] + b, 0),)})
+    return Case("affine+ReLU forward against a bare sgemm", f"affine+relu forward {size} ({n}x{d} -> {m})",
+                contenders, baseline="sgemm", adapt={"sgemm": lambda r: (np.maximum(r[0] + b, 0),)})
 
 
 def kernel_cases() -> list[tuple[str, Callable[[], Case]]]:
@@ -312,7 +318,7 @@ def neuron_case() -> Case:
         ddot = (1 - f) * f
         return f, x0 * ddot, x1 * ddot, ddot, w0 * ddot, w1 * ddot
 
-    return Case("tensor overhead", "sigmoid neuron (0-d tensors) fwd+bwd",
+    return Case("Tensor overhead", "sigmoid neuron (0-d tensors) fwd+bwd",
                 {"fastgrad gates": gates, "fastgrad fused sigmoid": fused, "numpy by hand": numpy_by_hand},
                 baseline="numpy by hand", rtol=1e-5, atol=1e-6)
 
@@ -426,5 +432,5 @@ def training_case(sizes, batch) -> Case:
                                         torch_step, torch.from_numpy(X), torch.from_numpy(y),
                                         lambda p: p.detach())
     arch = "-".join(map(str, sizes))
-    return Case("training step", f"SGD step {arch} MLP, batch {batch}", contenders, baseline="numpy",
+    return Case("one training step", f"SGD step {arch} MLP, batch {batch}", contenders, baseline="numpy",
                 rtol=1e-4, atol=1e-5)

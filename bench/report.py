@@ -76,11 +76,9 @@ def machine_lines(threads: int) -> list[str]:
     if hasattr(fg, "get_num_threads"):
         lines.append(f"- fastgrad kernel threads: {fg.get_num_threads()}")
     for pool in threadpool_info():
-        lines.append(
-            f"- {pool['user_api']}: {pool['internal_api']} {pool.get('version') or ''} "
-            f"{pool.get('architecture') or ''}, {pool['num_threads']} threads "
-            f"({os.path.basename(pool['filepath'])})"
-        )
+        kind = " ".join(str(x) for x in (pool["internal_api"], pool.get("version"), pool.get("architecture")) if x)
+        lines.append(f"- {pool['user_api']}: {kind}, {pool['num_threads']} threads "
+                     f"({os.path.basename(pool['filepath'])})")
     return lines
 
 
