@@ -1,0 +1,149 @@
+#include "routing.h"
+
+#include "common.h"
+
+/* Columns of the (o, w, i) view are reduced in strips of FG_STRIP: the strip's running maxima and
+ * indices (the outputs themselves) stay in L1 while the w rows stream past. */
+#define FG_STRIP 512
+/* Rows are scanned FG_LANES at a time with one running maximum per lane, which vectorizes. */
+#define FG_LANES 16
+
+/* `v` replaces the running max `b`: larger, or the first NaN (NaN wins, as in numpy.max). */
+#define FG_TAKES(v, b) ((v) > (b) || ((v) != (v) && (b) == (b)))
+
+#define FG_DEFINE_ROUTING(T, S)                                                                \
+    /* The first k with x[k] = max x (or the first NaN), for n >= 1. */                        \
+    static inline ptrdiff_t fg_argmax_##S(const T *restrict x__w, ptrdiff_t w)                 \
+    {                                                                                          \
+        T lane[FG_LANES];                                                                      \
+        int nan = 0;                                                                           \
+        for (int l = 0; l < FG_LANES; l++)                                                     \
+            lane[l] = x__w[0];                                                                 \
+        ptrdiff_t k = 0;                                                                       \
+        for (; k + FG_LANES <= w; k += FG_LANES)                                               \
+            for (int l = 0; l < FG_LANES; l++) {                                               \
+                T v = x__w[k + l], b = lane[l];                                                \
+                lane[l] = v > b ? v : b;                                                       \
+                nan |= v != v;                                                                 \
+            }                                                                                  \
+        T best = lane[0];                                                                      \
+        for (int l = 1; l < FG_LANES; l++)                                                     \
+            best = lane[l] > best ? lane[l] : best;                                            \
+        for (; k < w; k++) {                                                                   \
+            T v = x__w[k];                                                                     \
+            best = v > best ? v : best;                                                        \
+            nan |= v != v;                                                                     \
+        }                                                                                      \
+        for (k = 0; k < w; k++)                                                                \
+            if (nan ? x__w[k] != x__w[k] : x__w[k] == best)                                    \
+                return k;                                                                      \
+        return 0; /* not reached */                                                            \
+    }                                                                                          \
+                                                                                               \
+    FG_TARGETS void fg_max_forward_##S(const T *restrict x__owi, ptrdiff_t o, ptrdiff_t w,     \
+                                       ptrdiff_t i, T *restrict y__oi,                         \
+                                       ptrdiff_t *restrict idx__oi)                            \
+    {                                                                                          \
+        if (i == 1) {                                                                          \
+            FG_OMP_FOR(o > 1 && o * w > FG_OMP_MIN_CHEAP)                                      \
+            for (ptrdiff_t r = 0; r < o; r++) {                                                \
+                ptrdiff_t k = fg_argmax_##S(x__owi + r * w, w);                                \
+                y__oi[r] = x__owi[r * w + k];                                                  \
+                idx__oi[r] = k;                                                                \
+            }                                                                                  \
+            return;                                                                            \
+        }                                                                                      \
+        ptrdiff_t strips = (i + FG_STRIP - 1) / FG_STRIP;                                      \
+        FG_OMP_FOR(o * strips > 1 && o * w * i > FG_OMP_MIN_CHEAP)                             \
+        for (ptrdiff_t t = 0; t < o * strips; t++) {                                           \
+            ptrdiff_t r = t / strips, lo = (t % strips) * FG_STRIP;                            \
+            ptrdiff_t hi = lo + FG_STRIP < i ? lo + FG_STRIP : i;                              \
+            const T *x = x__owi + r * w * i;                                                   \
+            T *restrict y = y__oi + r * i;                                                     \
+            ptrdiff_t *restrict idx = idx__oi + r * i;                                         \
+            for (ptrdiff_t j = lo; j < hi; j++) {                                              \
+                y[j] = x[j];                                                                   \
+                idx[j] = 0;                                                                    \
+            }                                                                                  \
+            for (ptrdiff_t k = 1; k < w; k++)                                                  \
+                for (ptrdiff_t j = lo; j < hi; j++) {                                          \
+                    T v = x[k * i + j], b = y[j];                                              \
+                    ptrdiff_t c = idx[j];                                                      \
+                    int take = FG_TAKES(v, b);                                                 \
+                    y[j] = take ? v : b;                                                       \
+                    idx[j] = take ? k : c;                                                     \
+                }                                                                              \
+        }                                                                                      \
+    }                                                                                          \
+                                                                                               \
+    FG_TARGETS void fg_max_backward_##S(const T *restrict dy__oi,                              \
+                                        const ptrdiff_t *restrict idx__oi, ptrdiff_t o,        \
+                                        ptrdiff_t w, ptrdiff_t i, T *restrict dx__owi)         \
+    {                                                                                          \
+        if (i == 1) {                                                                          \
+            FG_OMP_FOR(o > 1 && o * w > FG_OMP_MIN_CHEAP)                                      \
+            for (ptrdiff_t r = 0; r < o; r++) {                                                \
+                T *restrict dx = dx__owi + r * w;                                              \
+                for (ptrdiff_t k = 0; k < w; k++)                                              \
+                    dx[k] = (T)0;                                                              \
+                dx[idx__oi[r]] = dy__oi[r];                                                    \
+            }                                                                                  \
+            return;                                                                            \
+        }                                                                                      \
+        /* one row (r, k) of i entries at a time: every entry of dx is written once */         \
+        FG_OMP_FOR(o * w > 1 && o * w * i > FG_OMP_MIN_CHEAP)                                  \
+        for (ptrdiff_t rk = 0; rk < o * w; rk++) {                                             \
+            ptrdiff_t r = rk / w, k = rk % w;                                                  \
+            const T *dy = dy__oi + r * i;                                                      \
+            const ptrdiff_t *idx = idx__oi + r * i;                                            \
+            T *restrict dx = dx__owi + rk * i;                                                 \
+            for (ptrdiff_t j = 0; j < i; j++) {                                                \
+                T g = dy[j];                                                                   \
+                dx[j] = idx[j] == k ? g : (T)0;                                                \
+            }                                                                                  \
+        }                                                                                      \
+    }                                                                                          \
+                                                                                               \
+    FG_TARGETS void fg_maxout_forward_##S(const T *restrict z__nhp, ptrdiff_t n, ptrdiff_t h,  \
+                                          ptrdiff_t p, T *restrict y__nh,                      \
+                                          ptrdiff_t *restrict idx__nh)                         \
+    {                                                                                          \
+        FG_OMP_FOR(n > 1 && n * h * p > FG_OMP_MIN_CHEAP)                                      \
+        for (ptrdiff_t r = 0; r < n; r++) {                                                    \
+            const T *z = z__nhp + r * h * p;                                                   \
+            T *restrict y = y__nh + r * h;                                                     \
+            ptrdiff_t *restrict idx = idx__nh + r * h;                                         \
+            for (ptrdiff_t u = 0; u < h; u++) {                                                \
+                y[u] = z[u * p];                                                               \
+                idx[u] = 0;                                                                    \
+            }                                                                                  \
+            for (ptrdiff_t k = 1; k < p; k++) /* piece by piece: strided, but vectorizes */   \
+                for (ptrdiff_t u = 0; u < h; u++) {                                            \
+                    T v = z[u * p + k], b = y[u];                                              \
+                    ptrdiff_t c = idx[u];                                                      \
+                    int take = FG_TAKES(v, b);                                                 \
+                    y[u] = take ? v : b;                                                       \
+                    idx[u] = take ? k : c;                                                     \
+                }                                                                              \
+        }                                                                                      \
+    }                                                                                          \
+                                                                                               \
+    FG_TARGETS void fg_maxout_backward_##S(const T *restrict dy__nh,                           \
+                                           const ptrdiff_t *restrict idx__nh, ptrdiff_t n,     \
+                                           ptrdiff_t h, ptrdiff_t p, T *restrict dz__nhp)      \
+    {                                                                                          \
+        FG_OMP_FOR(n > 1 && n * h * p > FG_OMP_MIN_CHEAP)                                      \
+        for (ptrdiff_t r = 0; r < n; r++) {                                                    \
+            const T *dy = dy__nh + r * h;                                                      \
+            const ptrdiff_t *idx = idx__nh + r * h;                                            \
+            T *restrict dz = dz__nhp + r * h * p;                                              \
+            for (ptrdiff_t u = 0; u < h; u++)                                                  \
+                for (ptrdiff_t k = 0; k < p; k++) {                                            \
+                    T g = dy[u];                                                               \
+                    dz[u * p + k] = idx[u] == k ? g : (T)0;                                    \
+                }                                                                              \
+        }                                                                                      \
+    }
+
+FG_DEFINE_ROUTING(float, f32)
+FG_DEFINE_ROUTING(double, f64)
