@@ -7,9 +7,22 @@
  * alone: starting the team costs more than it saves. Without OpenMP (the build falls back when
  * the compiler lacks -fopenmp) FG_OMP_FOR expands to nothing and every kernel is serial.
  *
- * Thresholds, measured on the 2-core AMD EPYC (Zen 4, KVM) this was built on, float32, median of
- * interleaved runs, 1 vs 2 threads (see docs/ARCHITECTURE.md):
- *   FG_OMP_MIN_CHEAP  elements of a memory-bound pass (relu, masks, routing, backward rules);
+ * Thresholds, measured on the 2-core AMD EPYC (Zen 4, KVM) this was built on: float32, kernels
+ * built with both thresholds 0, time with 2 threads / time with 1 thread, median of 31
+ * interleaved rounds (min in brackets), by input size:
+ *                   8k           16k          32k          64k          128k         1M
+ *   relu forward    1.76 (1.22)  1.25 (1.04)  1.08 (0.94)  0.83 (0.76)  0.68 (0.71)  0.62 (0.85)
+ *   relu backward   1.53 (1.23)  1.24 (1.14)  0.75 (0.74)  0.69 (0.66)  0.63 (0.60)  0.58 (1.03)
+ *   max, last axis  1.02 (0.79)  0.92 (0.72)  0.83 (0.60)  0.62 (0.56)  0.62 (0.52)  0.65 (0.55)
+ *   svm, C = 100    0.88 (0.77)  0.80 (0.67)  0.73 (0.62)  0.64 (0.59)  0.64 (0.60)  0.58 (0.59)
+ *   sigmoid fwd     1.10 (1.00)  0.78 (0.74)  0.70 (0.63)  0.62 (0.60)  0.56 (0.53)  0.54 (0.54)
+ *   tanh forward    1.04 (1.07)  0.87 (0.79)  0.70 (0.66)  0.63 (0.60)  0.56 (0.54)  0.54 (0.53)
+ *   softmax, C=100  0.80 (0.78)  0.75 (0.68)  0.65 (0.65)  0.64 (0.60)  0.61 (0.56)  0.54 (0.54)
+ * so a second thread pays from about 32k elements for memory-bound passes and 16k for exp
+ * passes; the thresholds sit one step above, since the machine is shared and a second thread
+ * that has to wait for a busy core costs far more than it saves (medians of 2 to 30 times the
+ * serial time were seen under load, which no threshold avoids: use fg.set_num_threads(1)).
+ *   FG_OMP_MIN_CHEAP  elements of a memory-bound pass (relu, masks, routing, svm, backward rules);
  *   FG_OMP_MIN_EXP    elements of a pass that evaluates exp/expm1 per element (sigmoid, tanh, elu,
  *                     the softmax loss; for the losses the count is N*C).
  */
@@ -18,8 +31,12 @@
 
 #include <stddef.h>
 
-#define FG_OMP_MIN_CHEAP 200000
-#define FG_OMP_MIN_EXP 50000
+#ifndef FG_OMP_MIN_CHEAP /* overridable (-D) only to re-measure */
+#define FG_OMP_MIN_CHEAP 65536
+#endif
+#ifndef FG_OMP_MIN_EXP
+#define FG_OMP_MIN_EXP 32768
+#endif
 
 /* The number of threads a parallel kernel uses; >= 1. Set from Python (fg.set_num_threads). */
 extern int fg_num_threads;

@@ -9,25 +9,29 @@
  * One template, instantiated for float and double. EXP_NEG, EXPM1_NEG: exp and expm1 of
  * arguments <= 0 (fgmath.h); ABS, COPYSIGN: fabsf/copysignf or fabs/copysign. */
 #define FG_DEFINE_ELEMENTWISE(T, S, EXP_NEG, EXPM1_NEG, ABS, COPYSIGN)                         \
-    FG_TARGETS void fg_relu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)            \
+    FG_TARGETS                                                                                 \
+    void fg_relu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)            \
     {                                                                                          \
         FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
-        for (ptrdiff_t i = 0; i < n; i++)                                                      \
-            y__n[i] = x__n[i] > (T)0 ? x__n[i] : (T)0;                                         \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
+            T x = x__n[i];                                                                     \
+            y__n[i] = (x > (T)0 || x != x) ? x : (T)0; /* NaN stays NaN */                     \
+        }                                                                                      \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_relu_backward_##S(const T *restrict dy__n, const T *restrict y__n,                 \
+    FG_TARGETS                                                                                 \
+    void fg_relu_backward_##S(const T *restrict dy__n, const T *restrict y__n,                 \
                               T *restrict dx__n, ptrdiff_t n)                                  \
     {                                                                                          \
         FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
-        for (ptrdiff_t i = 0; i < n; i++)                                                      \
-        {                                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T dy = dy__n[i];                                                                   \
             dx__n[i] = y__n[i] > (T)0 ? dy : (T)0;                                             \
         }                                                                                      \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_leaky_relu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n,      \
+    FG_TARGETS                                                                                 \
+    void fg_leaky_relu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n,      \
                                    T slope)                                                    \
     {                                                                                          \
         FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
@@ -35,18 +39,19 @@
             y__n[i] = x__n[i] > (T)0 ? x__n[i] : slope * x__n[i];                              \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_leaky_relu_backward_##S(const T *restrict dy__n, const T *restrict x__n,           \
+    FG_TARGETS                                                                                 \
+    void fg_leaky_relu_backward_##S(const T *restrict dy__n, const T *restrict x__n,           \
                                     T *restrict dx__n, ptrdiff_t n, T slope)                   \
     {                                                                                          \
         FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
-        for (ptrdiff_t i = 0; i < n; i++)                                                      \
-        {                                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T dy = dy__n[i];                                                                   \
             dx__n[i] = x__n[i] > (T)0 ? dy : slope * dy;                                       \
         }                                                                                      \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_elu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n, T alpha)    \
+    FG_TARGETS                                                                                 \
+    void fg_elu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n, T alpha)    \
     {                                                                                          \
         FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
@@ -56,19 +61,20 @@
         }                                                                                      \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_elu_backward_##S(const T *restrict dy__n, const T *restrict x__n,                  \
+    FG_TARGETS                                                                                 \
+    void fg_elu_backward_##S(const T *restrict dy__n, const T *restrict x__n,                  \
                              const T *restrict y__n, T *restrict dx__n, ptrdiff_t n, T alpha)  \
     {                                                                                          \
         FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
-        for (ptrdiff_t i = 0; i < n; i++)                                                      \
-        {                                                                                      \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T y = y__n[i];                                                                     \
             T slope = x__n[i] > (T)0 ? (T)1 : y + alpha;                                       \
             dx__n[i] = dy__n[i] * slope;                                                       \
         }                                                                                      \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_sigmoid_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)         \
+    FG_TARGETS                                                                                 \
+    void fg_sigmoid_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)         \
     {                                                                                          \
         /* e = exp(-|x|) <= 1; sigma(x) = 1/(1+e) for x >= 0 and e/(1+e) below */              \
         FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
@@ -79,7 +85,8 @@
         }                                                                                      \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_sigmoid_backward_##S(const T *restrict dy__n, const T *restrict y__n,              \
+    FG_TARGETS                                                                                 \
+    void fg_sigmoid_backward_##S(const T *restrict dy__n, const T *restrict y__n,              \
                                  T *restrict dx__n, ptrdiff_t n)                               \
     {                                                                                          \
         FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
@@ -87,7 +94,8 @@
             dx__n[i] = dy__n[i] * y__n[i] * ((T)1 - y__n[i]);                                  \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_tanh_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)            \
+    FG_TARGETS                                                                                 \
+    void fg_tanh_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)            \
     {                                                                                          \
         /* m = expm1(-2|x|) in (-1, 0]; tanh|x| = -m / (2 + m), exact near 0 too */            \
         FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
@@ -97,7 +105,8 @@
         }                                                                                      \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_tanh_backward_##S(const T *restrict dy__n, const T *restrict y__n,                 \
+    FG_TARGETS                                                                                 \
+    void fg_tanh_backward_##S(const T *restrict dy__n, const T *restrict y__n,                 \
                               T *restrict dx__n, ptrdiff_t n)                                  \
     {                                                                                          \
         FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
@@ -105,7 +114,8 @@
             dx__n[i] = dy__n[i] * ((T)1 - y__n[i] * y__n[i]);                                  \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_maximum_forward_##S(const T *restrict a__n, const T *restrict b__n,                \
+    FG_TARGETS                                                                                 \
+    void fg_maximum_forward_##S(const T *restrict a__n, const T *restrict b__n,                \
                                 T *restrict y__n, ptrdiff_t n)                                 \
     {                                                                                          \
         FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
@@ -115,7 +125,8 @@
         }                                                                                      \
     }                                                                                          \
                                                                                                \
-    FG_TARGETS void fg_maximum_backward_##S(const T *restrict dy__n, const T *restrict a__n,              \
+    FG_TARGETS                                                                                 \
+    void fg_maximum_backward_##S(const T *restrict dy__n, const T *restrict a__n,              \
                                  const T *restrict b__n, T *restrict da__n,                    \
                                  T *restrict db__n, ptrdiff_t n)                               \
     {                                                                                          \

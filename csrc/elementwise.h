@@ -10,7 +10,7 @@
 #include <stddef.h>
 
 #define FG_DECLARE_ELEMENTWISE(T, S)                                                           \
-    /* y = max(x, 0) */                                                                        \
+    /* y = max(x, 0), NaN for NaN */                                                   \
     void fg_relu_forward_##S(const T *x__n, T *y__n, ptrdiff_t n);                             \
     /* dx = dy * [y > 0]  (ReLU'(0) = 0; y is the saved output) */                             \
     void fg_relu_backward_##S(const T *dy__n, const T *y__n, T *dx__n, ptrdiff_t n);           \

@@ -15,6 +15,8 @@ cdef extern from "common.h" nogil:
     int fg_get_num_threads()
     int fg_default_num_threads()
     int fg_openmp_enabled()
+    enum: FG_OMP_MIN_CHEAP
+    enum: FG_OMP_MIN_EXP
 
 cdef extern from "elementwise.h" nogil:
     void fg_relu_forward_f32(const float *x, float *y, Py_ssize_t n)
@@ -100,6 +102,11 @@ def get_num_threads():
 def default_num_threads():
     """OpenMP's default team size (OMP_NUM_THREADS, else the core count); 1 without OpenMP."""
     return fg_default_num_threads()
+
+
+def parallel_thresholds():
+    """{"cheap": n, "exp": n}: kernels split over threads only when their size exceeds n."""
+    return {"cheap": FG_OMP_MIN_CHEAP, "exp": FG_OMP_MIN_EXP}
 
 
 def openmp_enabled():
