@@ -63,13 +63,13 @@
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_elu_backward_##S(const T *restrict dy__n, const T *restrict x__n,                  \
-                             const T *restrict y__n, T *restrict dx__n, ptrdiff_t n, T alpha)  \
+                             T *restrict dx__n, ptrdiff_t n, T alpha)                          \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
-            T y = y__n[i];                                                                     \
-            T slope = x__n[i] > (T)0 ? (T)1 : y + alpha;                                       \
-            dx__n[i] = dy__n[i] * slope;                                                       \
+            T x = x__n[i];                                                                     \
+            T slope = alpha * EXP_NEG(x > (T)0 ? (T)0 : x);                                    \
+            dx__n[i] = dy__n[i] * (x > (T)0 ? (T)1 : slope);                                   \
         }                                                                                      \
     }                                                                                          \
                                                                                                \

@@ -21,9 +21,9 @@
                                     T slope);                                                  \
     /* y = x if x > 0 else alpha * (exp(x) - 1) */                                             \
     void fg_elu_forward_##S(const T *x__n, T *y__n, ptrdiff_t n, T alpha);                     \
-    /* dx = dy if x > 0 else dy * (y + alpha)  (= dy * alpha * exp(x); alpha at 0) */          \
-    void fg_elu_backward_##S(const T *dy__n, const T *x__n, const T *y__n, T *dx__n,           \
-                             ptrdiff_t n, T alpha);                                            \
+    /* dx = dy if x > 0 else dy * alpha * exp(x)  (alpha at 0; from the input, not from       \
+     * y + alpha, which loses the small exp(x) to cancellation in float) */                    \
+    void fg_elu_backward_##S(const T *dy__n, const T *x__n, T *dx__n, ptrdiff_t n, T alpha);   \
     /* y = 1 / (1 + exp(-x)), without overflow for any x */                                    \
     void fg_sigmoid_forward_##S(const T *x__n, T *y__n, ptrdiff_t n);                          \
     /* dx = dy * y * (1 - y)  (y is the saved output) */                                       \

@@ -31,10 +31,10 @@ cdef extern from "elementwise.h" nogil:
                                     double slope)
     void fg_elu_forward_f32(const float *x, float *y, Py_ssize_t n, float alpha)
     void fg_elu_forward_f64(const double *x, double *y, Py_ssize_t n, double alpha)
-    void fg_elu_backward_f32(const float *dy, const float *x, const float *y, float *dx,
-                             Py_ssize_t n, float alpha)
-    void fg_elu_backward_f64(const double *dy, const double *x, const double *y, double *dx,
-                             Py_ssize_t n, double alpha)
+    void fg_elu_backward_f32(const float *dy, const float *x, float *dx, Py_ssize_t n,
+                             float alpha)
+    void fg_elu_backward_f64(const double *dy, const double *x, double *dx, Py_ssize_t n,
+                             double alpha)
     void fg_sigmoid_forward_f32(const float *x, float *y, Py_ssize_t n)
     void fg_sigmoid_forward_f64(const double *x, double *y, Py_ssize_t n)
     void fg_sigmoid_backward_f32(const float *dy, const float *y, float *dx, Py_ssize_t n)
@@ -310,23 +310,20 @@ def elu_forward(x, double alpha):
     return y
 
 
-def elu_backward(dy, x, y, double alpha):
-    """dx = dy where x > 0, else dy * (y + alpha), from the input x and the saved output y."""
+def elu_backward(dy, x, double alpha):
+    """dx = dy where x > 0, else dy * alpha * exp(x), from the input x."""
     cdef int t = _check_same(dy, x, "elu_backward", "dy", "x")
-    _check_same(dy, y, "elu_backward", "dy", "y")
     cdef cnp.ndarray dx = _empty_like(<cnp.ndarray>dy, t)
     cdef Py_ssize_t n = dx.size
     cdef void *pg = _data(<cnp.ndarray>dy)
     cdef void *px = _data(<cnp.ndarray>x)
-    cdef void *py = _data(<cnp.ndarray>y)
     cdef void *pd = _data(dx)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fg_elu_backward_f32(<const float *>pg, <const float *>px, <const float *>py,
-                                <float *>pd, n, <float>alpha)
+            fg_elu_backward_f32(<const float *>pg, <const float *>px, <float *>pd, n,
+                                <float>alpha)
         else:
-            fg_elu_backward_f64(<const double *>pg, <const double *>px, <const double *>py,
-                                <double *>pd, n, alpha)
+            fg_elu_backward_f64(<const double *>pg, <const double *>px, <double *>pd, n, alpha)
     return dx
 
 

@@ -239,14 +239,13 @@ def leaky_relu_backward(g, x, negative_slope):
 
 @primitive("elu")
 def elu(x, alpha):
-    y = K.elu_forward(x, alpha)
-    return y, (x, y, alpha)
+    # backward recomputes alpha e^x from the input: y + alpha would lose it to cancellation
+    return K.elu_forward(x, alpha), (x, alpha)
 
 
 @elu.defbackward
-def elu_backward(g, x, y, alpha):
-    # d/dx alpha (e^x - 1) = alpha e^x = y + alpha: no second exp
-    return (K.elu_backward(g, x, y, alpha),)
+def elu_backward(g, x, alpha):
+    return (K.elu_backward(g, x, alpha),)
 
 
 @primitive("sigmoid")
