@@ -2,8 +2,9 @@
 
 Sources, include dirs, compiler flags, OpenMP and Cython directives live here and only here.
 OpenMP is used when the compiler accepts -fopenmp (checked by compiling and linking a test
-program); otherwise the kernels build serial. Set FASTGRAD_BOUNDSCHECK=1 to rebuild with Cython
-bounds and wraparound checks on (debugging), FASTGRAD_NO_OPENMP=1 to build serial kernels.
+program); otherwise the kernels build serial, keeping only the vectorizing `omp simd` loops when
+the compiler accepts -fopenmp-simd. Set FASTGRAD_BOUNDSCHECK=1 to rebuild with Cython bounds and
+wraparound checks on (debugging), FASTGRAD_NO_OPENMP=1 to build serial kernels.
 """
 import os
 import tempfile
@@ -19,29 +20,36 @@ CSRC = ["csrc/threads.c", "csrc/elementwise.c", "csrc/routing.c", "csrc/losses.c
 
 # -fno-trapping-math lets GCC turn `c ? a * b : a` into a vector select (we never read FP flags).
 CFLAGS = ["-O3", "-fno-trapping-math"]
-OPENMP_FLAGS = ["-fopenmp"]
+OPENMP = {"compile": ["-fopenmp"], "link": ["-fopenmp"], "macros": []}
+SIMD_ONLY = {"compile": ["-fopenmp-simd"], "link": [], "macros": [("FG_OPENMP_SIMD", "1")]}
+SERIAL = {"compile": [], "link": [], "macros": []}
+OMP_TEST = "#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n"
+SIMD_TEST = "int main(void) {\n#pragma omp simd\nfor (int i = 0; i < 4; i++) {}\nreturn 0; }\n"
 
 
-def accepts_openmp() -> bool:
-    """Whether the C compiler setuptools will use compiles and links an OpenMP program."""
-    if os.environ.get("FASTGRAD_NO_OPENMP", "0") == "1":
-        return False
+def compiles(source: str, flags: dict) -> bool:
+    """Whether the C compiler setuptools will use compiles and links `source` with `flags`."""
     cc = new_compiler()
     customize_compiler(cc)
     with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "omp_test.c")
+        src = os.path.join(tmp, "test.c")
         with open(src, "w") as f:
-            f.write("#include <omp.h>\nint main(void) { return omp_get_max_threads() < 1; }\n")
+            f.write(source)
         try:
-            objs = cc.compile([src], output_dir=tmp, extra_postargs=OPENMP_FLAGS)
-            cc.link_executable(objs, os.path.join(tmp, "omp_test"), extra_postargs=OPENMP_FLAGS)
+            objs = cc.compile([src], output_dir=tmp, extra_postargs=flags["compile"] + ["-Werror"])
+            cc.link_executable(objs, os.path.join(tmp, "test"), extra_postargs=flags["link"])
         except (CompileError, LinkError):
             return False
     return True
 
 
-openmp = accepts_openmp()
-print(f"fastgrad: building the C kernels {'with OpenMP' if openmp else 'serial (no OpenMP)'}")
+if os.environ.get("FASTGRAD_NO_OPENMP", "0") != "1" and compiles(OMP_TEST, OPENMP):
+    parallel, mode = OPENMP, "with OpenMP"
+elif compiles(SIMD_TEST, SIMD_ONLY):
+    parallel, mode = SIMD_ONLY, "serial (no OpenMP threads; omp simd loops)"
+else:
+    parallel, mode = SERIAL, "serial (no OpenMP)"
+print(f"fastgrad: building the C kernels {mode}")
 
 boundscheck = os.environ.get("FASTGRAD_BOUNDSCHECK", "0") == "1"
 directives = {
@@ -58,9 +66,9 @@ extensions = [
         sources=["fastgrad/_kernels.pyx", *CSRC],
         include_dirs=["csrc", np.get_include()],
         depends=[os.path.join("csrc", f) for f in os.listdir("csrc") if f.endswith(".h")],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
-        extra_compile_args=CFLAGS + (OPENMP_FLAGS if openmp else []),
-        extra_link_args=OPENMP_FLAGS if openmp else [],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"), *parallel["macros"]],
+        extra_compile_args=CFLAGS + parallel["compile"],
+        extra_link_args=parallel["link"],
     )
 ]
 

@@ -68,4 +68,28 @@ int fg_openmp_enabled(void);
 #define FG_OMP_FOR(cond)
 #endif
 
+/* FG_SIMD(clauses) placed right before a for loop: `omp simd` with those clauses, e.g.
+ * FG_SIMD(reduction(max : m)). GCC does not vectorize a float reduction (sum, max) without
+ * leave to reorder it, which this gives for that loop alone; the order is then fixed by the
+ * compiled code, so results are still reproducible. Active with -fopenmp or -fopenmp-simd
+ * (setup.py defines FG_OPENMP_SIMD for the latter); otherwise the loop is scalar. */
+#if defined(_OPENMP) || defined(FG_OPENMP_SIMD)
+#define FG_SIMD(clauses) _Pragma(FG_STR(omp simd clauses))
+#else
+#define FG_SIMD(clauses)
+#endif
+
+/* Rows shorter than this take plain loops: an omp simd reduction over a handful of entries runs
+ * in its scalar epilogue, which is 2-4x slower than a plain loop (softmax over 10 classes:
+ * 23 us vs 10 us for 256 rows). */
+#define FG_SIMD_MIN_ROW 32
+
+/* Row helpers called from FG_TARGETS kernels must be inlined into each clone, or they run as
+ * baseline code. */
+#if defined(__GNUC__)
+#define FG_INLINE static inline __attribute__((always_inline))
+#else
+#define FG_INLINE static inline
+#endif
+
 #endif

@@ -5,9 +5,8 @@
 #include "common.h"
 #include "fgmath.h"
 
-/* Row reductions keep FG_LANES partial results (one per vector lane) and fold them in a fixed
- * order at the end: they vectorize without -ffast-math and do not depend on the thread count. */
-#define FG_LANES 16
+/* Row reductions are FG_SIMD loops (common.h): vectorized, in an order fixed by the compiled code,
+ * so the results do not depend on the thread count. */
 
 static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
 {
@@ -18,51 +17,43 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
 }
 
 #define FG_DEFINE_LOSSES(T, S, EXP_NEG)                                                        \
-    static inline T fg_row_max_##S(const T *restrict s__c, ptrdiff_t c)                        \
+    FG_INLINE T fg_row_max_##S(const T *restrict s__c, ptrdiff_t c)                            \
     {                                                                                          \
-        T lane[FG_LANES];                                                                      \
-        for (int l = 0; l < FG_LANES; l++)                                                     \
-            lane[l] = s__c[0];                                                                 \
-        ptrdiff_t k = 0;                                                                       \
-        for (; k + FG_LANES <= c; k += FG_LANES)                                               \
-            for (int l = 0; l < FG_LANES; l++) {                                               \
-                T v = s__c[k + l], b = lane[l];                                                \
-                lane[l] = v > b ? v : b;                                                       \
-            }                                                                                  \
-        T m = lane[0];                                                                         \
-        for (int l = 1; l < FG_LANES; l++)                                                     \
-            m = lane[l] > m ? lane[l] : m;                                                     \
-        for (; k < c; k++)                                                                     \
-            m = s__c[k] > m ? s__c[k] : m;                                                     \
+        T m = s__c[0];                                                                         \
+        if (c < FG_SIMD_MIN_ROW) {                                                             \
+            for (ptrdiff_t k = 1; k < c; k++)                                                  \
+                m = s__c[k] > m ? s__c[k] : m;                                                 \
+        } else {                                                                               \
+            FG_SIMD(reduction(max : m))                                                        \
+            for (ptrdiff_t k = 0; k < c; k++)                                                  \
+                m = s__c[k] > m ? s__c[k] : m;                                                 \
+        }                                                                                      \
         return m;                                                                              \
     }                                                                                          \
                                                                                                \
     /* sum_k exp(s[k] - m), storing each term in e__c unless it is NULL */                     \
-    static inline double fg_row_expsum_##S(const T *restrict s__c, ptrdiff_t c, T m,           \
-                                           T *restrict e__c)                                   \
+    FG_INLINE double fg_row_expsum_##S(const T *restrict s__c, ptrdiff_t c, T m,               \
+                                       T *restrict e__c)                                       \
     {                                                                                          \
-        T lane[FG_LANES] = {0};                                                                \
-        ptrdiff_t k = 0;                                                                       \
-        if (e__c) {                                                                            \
-            for (; k + FG_LANES <= c; k += FG_LANES)                                           \
-                for (int l = 0; l < FG_LANES; l++) {                                           \
-                    T e = EXP_NEG(s__c[k + l] - m);                                            \
-                    e__c[k + l] = e;                                                           \
-                    lane[l] += e;                                                              \
-                }                                                                              \
+        T sum = 0;                                                                             \
+        if (e__c) { /* a vectorized pass that stores, then the sum over the stored terms */    \
+            for (ptrdiff_t k = 0; k < c; k++)                                                  \
+                e__c[k] = EXP_NEG(s__c[k] - m);                                                \
+            if (c < FG_SIMD_MIN_ROW) {                                                         \
+                for (ptrdiff_t k = 0; k < c; k++)                                              \
+                    sum += e__c[k];                                                            \
+            } else {                                                                           \
+                FG_SIMD(reduction(+ : sum))                                                    \
+                for (ptrdiff_t k = 0; k < c; k++)                                              \
+                    sum += e__c[k];                                                            \
+            }                                                                                  \
+        } else if (c < FG_SIMD_MIN_ROW) {                                                      \
+            for (ptrdiff_t k = 0; k < c; k++)                                                  \
+                sum += EXP_NEG(s__c[k] - m);                                                   \
         } else {                                                                               \
-            for (; k + FG_LANES <= c; k += FG_LANES)                                           \
-                for (int l = 0; l < FG_LANES; l++)                                             \
-                    lane[l] += EXP_NEG(s__c[k + l] - m);                                       \
-        }                                                                                      \
-        double sum = 0.0;                                                                      \
-        for (int l = 0; l < FG_LANES; l++)                                                     \
-            sum += lane[l];                                                                    \
-        for (; k < c; k++) {                                                                   \
-            T e = EXP_NEG(s__c[k] - m);                                                        \
-            if (e__c)                                                                          \
-                e__c[k] = e;                                                                   \
-            sum += e;                                                                          \
+            FG_SIMD(reduction(+ : sum))                                                        \
+            for (ptrdiff_t k = 0; k < c; k++)                                                  \
+                sum += EXP_NEG(s__c[k] - m);                                                   \
         }                                                                                      \
         return sum;                                                                            \
     }                                                                                          \
@@ -91,6 +82,44 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
         return fg_sum_in_order(loss__n, n) / (double)n;                                        \
     }                                                                                          \
                                                                                                \
+    /* Over s[lo:hi] (not holding the label): the sum of positive margins s[k] - sy + delta,   \
+     * their count in *count, and g[k] = [margin > 0] / n unless g is NULL. */                 \
+    FG_INLINE T fg_svm_range_##S(const T *restrict s, ptrdiff_t lo, ptrdiff_t hi, T sy,        \
+                                 T delta, T inv_n, T *restrict g, ptrdiff_t *count)            \
+    {                                                                                          \
+        T loss = 0;                                                                            \
+        int active = 0;                                                                        \
+        if (hi - lo < FG_SIMD_MIN_ROW) {                                                       \
+            for (ptrdiff_t k = lo; k < hi; k++) {                                              \
+                T margin = s[k] - sy + delta;                                                  \
+                int on = margin > (T)0;                                                        \
+                loss += on ? margin : (T)0;                                                    \
+                active += on;                                                                  \
+                if (g)                                                                         \
+                    g[k] = on ? inv_n : (T)0;                                                  \
+            }                                                                                  \
+        } else if (g) {                                                                        \
+            FG_SIMD(reduction(+ : loss, active))                                               \
+            for (ptrdiff_t k = lo; k < hi; k++) {                                              \
+                T margin = s[k] - sy + delta;                                                  \
+                int on = margin > (T)0;                                                        \
+                loss += on ? margin : (T)0;                                                    \
+                active += on;                                                                  \
+                g[k] = on ? inv_n : (T)0;                                                      \
+            }                                                                                  \
+        } else {                                                                               \
+            FG_SIMD(reduction(+ : loss, active))                                               \
+            for (ptrdiff_t k = lo; k < hi; k++) {                                              \
+                T margin = s[k] - sy + delta;                                                  \
+                int on = margin > (T)0;                                                        \
+                loss += on ? margin : (T)0;                                                    \
+                active += on;                                                                  \
+            }                                                                                  \
+        }                                                                                      \
+        *count += active;                                                                      \
+        return loss;                                                                           \
+    }                                                                                          \
+                                                                                               \
     FG_TARGETS double fg_svm_##S(const T *restrict scores__nc,                                 \
                                  const ptrdiff_t *restrict labels__n, ptrdiff_t n,             \
                                  ptrdiff_t c, T delta, T *restrict grad__nc,                   \
@@ -100,33 +129,13 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
         FG_OMP_FOR(n > 1 && n * c > FG_OMP_MIN_CHEAP)                                          \
         for (ptrdiff_t r = 0; r < n; r++) {                                                    \
             const T *s = scores__nc + r * c;                                                   \
-            ptrdiff_t y = labels__n[r];                                                        \
-            T sy = s[y];                                                                       \
-            T lane[FG_LANES] = {0};                                                            \
-            ptrdiff_t count = 0;                                                               \
-            ptrdiff_t k = 0;                                                                   \
-            for (; k + FG_LANES <= c; k += FG_LANES)                                           \
-                for (int l = 0; l < FG_LANES; l++) {                                           \
-                    T margin = s[k + l] - sy + delta;                                          \
-                    int active = margin > (T)0 && k + l != y;                                  \
-                    lane[l] += active ? margin : (T)0;                                         \
-                    count += active;                                                           \
-                    if (grad__nc)                                                              \
-                        grad__nc[r * c + k + l] = active ? inv_n : (T)0;                       \
-                }                                                                              \
-            double loss = 0.0;                                                                 \
-            for (int l = 0; l < FG_LANES; l++)                                                 \
-                loss += lane[l];                                                               \
-            for (; k < c; k++) {                                                               \
-                T margin = s[k] - sy + delta;                                                  \
-                int active = margin > (T)0 && k != y;                                          \
-                loss += active ? margin : (T)0;                                                \
-                count += active;                                                               \
-                if (grad__nc)                                                                  \
-                    grad__nc[r * c + k] = active ? inv_n : (T)0;                               \
-            }                                                                                  \
-            if (grad__nc)                                                                      \
-                grad__nc[r * c + y] = -(T)count * inv_n;                                       \
+            T *restrict g = grad__nc ? grad__nc + r * c : NULL;                                \
+            ptrdiff_t y = labels__n[r], count = 0;                                             \
+            /* the classes before and after the label: no per-entry test of k != y */          \
+            double loss = fg_svm_range_##S(s, 0, y, s[y], delta, inv_n, g, &count);            \
+            loss += fg_svm_range_##S(s, y + 1, c, s[y], delta, inv_n, g, &count);              \
+            if (g)                                                                             \
+                g[y] = -(T)count * inv_n;                                                      \
             loss__n[r] = loss;                                                                 \
         }                                                                                      \
         return fg_sum_in_order(loss__n, n) / (double)n;                                        \

@@ -5,39 +5,48 @@
 /* Columns of the (o, w, i) view are reduced in strips of FG_STRIP: the strip's running maxima and
  * indices (the outputs themselves) stay in L1 while the w rows stream past. */
 #define FG_STRIP 512
-/* Rows are scanned FG_LANES at a time with one running maximum per lane, which vectorizes. */
-#define FG_LANES 16
+/* A row's first maximum is found in two vectorized passes: its max (and whether it holds a NaN),
+ * then the first block of FG_BLOCK entries that contains it. */
+#define FG_BLOCK 16
 
 /* `v` replaces the running max `b`: larger, or the first NaN (NaN wins, as in numpy.max). */
 #define FG_TAKES(v, b) ((v) > (b) || ((v) != (v) && (b) == (b)))
 
 #define FG_DEFINE_ROUTING(T, S)                                                                \
-    /* The first k with x[k] = max x (or the first NaN), for n >= 1. */                        \
-    static inline ptrdiff_t fg_argmax_##S(const T *restrict x__w, ptrdiff_t w)                 \
+    /* The first k with x[k] = max x, or the first NaN, for w >= 1. */                         \
+    FG_INLINE ptrdiff_t fg_argmax_##S(const T *restrict x__w, ptrdiff_t w)                     \
     {                                                                                          \
-        T lane[FG_LANES];                                                                      \
+        if (w < FG_SIMD_MIN_ROW) {                                                             \
+            ptrdiff_t best = 0;                                                                \
+            for (ptrdiff_t k = 1; k < w; k++)                                                  \
+                best = FG_TAKES(x__w[k], x__w[best]) ? k : best;                               \
+            return best;                                                                       \
+        }                                                                                      \
+        T m = x__w[0];                                                                         \
         int nan = 0;                                                                           \
-        for (int l = 0; l < FG_LANES; l++)                                                     \
-            lane[l] = x__w[0];                                                                 \
-        ptrdiff_t k = 0;                                                                       \
-        for (; k + FG_LANES <= w; k += FG_LANES)                                               \
-            for (int l = 0; l < FG_LANES; l++) {                                               \
-                T v = x__w[k + l], b = lane[l];                                                \
-                lane[l] = v > b ? v : b;                                                       \
-                nan |= v != v;                                                                 \
-            }                                                                                  \
-        T best = lane[0];                                                                      \
-        for (int l = 1; l < FG_LANES; l++)                                                     \
-            best = lane[l] > best ? lane[l] : best;                                            \
-        for (; k < w; k++) {                                                                   \
+        FG_SIMD(reduction(max : m) reduction(| : nan))                                         \
+        for (ptrdiff_t k = 0; k < w; k++) {                                                    \
             T v = x__w[k];                                                                     \
-            best = v > best ? v : best;                                                        \
+            m = v > m ? v : m;                                                                 \
             nan |= v != v;                                                                     \
         }                                                                                      \
-        for (k = 0; k < w; k++)                                                                \
-            if (nan ? x__w[k] != x__w[k] : x__w[k] == best)                                    \
-                return k;                                                                      \
-        return 0; /* not reached */                                                            \
+        ptrdiff_t k = 0;                                                                       \
+        if (nan) {                                                                             \
+            while (x__w[k] == x__w[k])                                                         \
+                k++;                                                                           \
+            return k;                                                                          \
+        }                                                                                      \
+        for (; k + FG_BLOCK <= w; k += FG_BLOCK) {                                             \
+            int hit = 0;                                                                       \
+            FG_SIMD(reduction(| : hit))                                                        \
+            for (int l = 0; l < FG_BLOCK; l++)                                                 \
+                hit |= x__w[k + l] == m;                                                       \
+            if (hit)                                                                           \
+                break;                                                                         \
+        }                                                                                      \
+        while (x__w[k] != m) /* m is in x[k:], so this stops within the block or tail */       \
+            k++;                                                                               \
+        return k;                                                                              \
     }                                                                                          \
                                                                                                \
     FG_TARGETS void fg_max_forward_##S(const T *restrict x__owi, ptrdiff_t o, ptrdiff_t w,     \
@@ -133,16 +142,9 @@
                                            ptrdiff_t h, ptrdiff_t p, T *restrict dz__nhp)      \
     {                                                                                          \
         FG_OMP_FOR(n > 1 && n * h * p > FG_OMP_MIN_CHEAP)                                      \
-        for (ptrdiff_t r = 0; r < n; r++) {                                                    \
-            const T *dy = dy__nh + r * h;                                                      \
-            const ptrdiff_t *idx = idx__nh + r * h;                                            \
-            T *restrict dz = dz__nhp + r * h * p;                                              \
+        for (ptrdiff_t r = 0; r < n; r++)                                                      \
             for (ptrdiff_t u = 0; u < h; u++)                                                  \
-                for (ptrdiff_t k = 0; k < p; k++) {                                            \
-                    T g = dy[u];                                                               \
-                    dz[u * p + k] = idx[u] == k ? g : (T)0;                                    \
-                }                                                                              \
-        }                                                                                      \
+                dz__nhp[(r * h + u) * p + idx__nh[r * h + u]] = dy__nh[r * h + u];             \
     }
 
 FG_DEFINE_ROUTING(float, f32)

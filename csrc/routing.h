@@ -21,7 +21,7 @@
     /* z viewed as (n, h, p): y[n, h] = max_k z[n, h, k], idx[n, h] = the first such k */      \
     void fg_maxout_forward_##S(const T *z__nhp, ptrdiff_t n, ptrdiff_t h, ptrdiff_t p,         \
                                T *y__nh, ptrdiff_t *idx__nh);                                  \
-    /* dz[n, h, k] = dy[n, h] if k == idx[n, h] else 0 */                                      \
+    /* dz[n, h, idx[n, h]] = dy[n, h]; dz must hold zeros (e.g. from calloc) */              \
     void fg_maxout_backward_##S(const T *dy__nh, const ptrdiff_t *idx__nh, ptrdiff_t n,        \
                                 ptrdiff_t h, ptrdiff_t p, T *dz__nhp);
 

@@ -424,7 +424,7 @@ def maxout_backward(dy, idx, Py_ssize_t pieces):
                          f"{dy.shape} and pieces={pieces}")
     _check_index(idx, "maxout_backward", "idx", dy.shape, pieces)
     cdef Py_ssize_t n = dy.shape[0], h = dy.shape[1]
-    cdef cnp.ndarray dz = np.empty((n, h * pieces), dtype=dy.dtype)
+    cdef cnp.ndarray dz = np.zeros((n, h * pieces), dtype=dy.dtype)  # the kernel only scatters
     cdef void *pg = _data(<cnp.ndarray>dy)
     cdef const Py_ssize_t *pi = <const Py_ssize_t *>_data(<cnp.ndarray>idx)
     cdef void *pd = _data(dz)
