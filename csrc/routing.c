@@ -89,28 +89,10 @@
                                         const ptrdiff_t *restrict idx__oi, ptrdiff_t o,        \
                                         ptrdiff_t w, ptrdiff_t i, T *restrict dx__owi)         \
     {                                                                                          \
-        if (i == 1) {                                                                          \
-            FG_OMP_FOR(o > 1 && o * w > FG_OMP_MIN_CHEAP)                                      \
-            for (ptrdiff_t r = 0; r < o; r++) {                                                \
-                T *restrict dx = dx__owi + r * w;                                              \
-                for (ptrdiff_t k = 0; k < w; k++)                                              \
-                    dx[k] = (T)0;                                                              \
-                dx[idx__oi[r]] = dy__oi[r];                                                    \
-            }                                                                                  \
-            return;                                                                            \
-        }                                                                                      \
-        /* one row (r, k) of i entries at a time: every entry of dx is written once */         \
-        FG_OMP_FOR(o * w > 1 && o * w * i > FG_OMP_MIN_CHEAP)                                  \
-        for (ptrdiff_t rk = 0; rk < o * w; rk++) {                                             \
-            ptrdiff_t r = rk / w, k = rk % w;                                                  \
-            const T *dy = dy__oi + r * i;                                                      \
-            const ptrdiff_t *idx = idx__oi + r * i;                                            \
-            T *restrict dx = dx__owi + rk * i;                                                 \
-            for (ptrdiff_t j = 0; j < i; j++) {                                                \
-                T g = dy[j];                                                                   \
-                dx[j] = idx[j] == k ? g : (T)0;                                                \
-            }                                                                                  \
-        }                                                                                      \
+        FG_OMP_FOR(o > 1 && o * i > FG_OMP_MIN_CHEAP)                                          \
+        for (ptrdiff_t r = 0; r < o; r++)                                                      \
+            for (ptrdiff_t j = 0; j < i; j++)                                                  \
+                dx__owi[(r * w + idx__oi[r * i + j]) * i + j] = dy__oi[r * i + j];             \
     }                                                                                          \
                                                                                                \
     FG_TARGETS void fg_maxout_forward_##S(const T *restrict z__nhp, ptrdiff_t n, ptrdiff_t h,  \

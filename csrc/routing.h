@@ -15,7 +15,7 @@
      * o = 1 is a reduction over the leading axes, i = 1 one over the trailing axes. */       \
     void fg_max_forward_##S(const T *x__owi, ptrdiff_t o, ptrdiff_t w, ptrdiff_t i, T *y__oi,  \
                             ptrdiff_t *idx__oi);                                               \
-    /* dx[o, k, i] = dy[o, i] if k == idx[o, i] else 0 */                                      \
+    /* dx[o, idx[o, i], i] = dy[o, i]; dx must hold zeros (e.g. from calloc) */              \
     void fg_max_backward_##S(const T *dy__oi, const ptrdiff_t *idx__oi, ptrdiff_t o,           \
                              ptrdiff_t w, ptrdiff_t i, T *dx__owi);                            \
     /* z viewed as (n, h, p): y[n, h] = max_k z[n, h, k], idx[n, h] = the first such k */      \

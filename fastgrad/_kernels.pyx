@@ -378,7 +378,7 @@ def max_backward(dy, idx, tuple shape, Py_ssize_t start, Py_ssize_t stop):
         raise ValueError(f"max_backward: dy has shape {dy.shape}, expected {out_shape} for a "
                          f"reduction of {shape} over axes [{start}, {stop})")
     _check_index(idx, "max_backward", "idx", out_shape, cw)
-    cdef cnp.ndarray dx = np.empty(shape, dtype=dy.dtype)
+    cdef cnp.ndarray dx = np.zeros(shape, dtype=dy.dtype)  # the kernel only scatters
     cdef void *pg = _data(<cnp.ndarray>dy)
     cdef const Py_ssize_t *pi = <const Py_ssize_t *>_data(<cnp.ndarray>idx)
     cdef void *pd = _data(dx)
