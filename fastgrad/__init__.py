@@ -7,6 +7,7 @@
 >>> x.grad, y.grad, z.grad
 (array(-4., dtype=float32), array(-4., dtype=float32), array(3., dtype=float32))
 """
+from . import viz
 from .autograd import is_grad_enabled, no_grad
 from .functional import (
     affine,
@@ -33,5 +34,5 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
-    "softmax_cross_entropy", "svm_loss", "set_num_threads", "get_num_threads",
+    "softmax_cross_entropy", "svm_loss", "viz", "set_num_threads", "get_num_threads",
 ]

@@ -87,10 +87,14 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
 
     Gradients add up where a value is used more than once. A buffer a backward rule hands back may be
     a view of its upstream gradient or of a sibling's; such borrowed buffers are copied before anyone
-    accumulates into them or stores them, so no two gradients ever alias.
+    accumulates into them or stores them, so no two gradients ever alias. Leaf gradients are gathered
+    during the walk and written to `.grad` only when it has finished, so a backward that fails
+    (a released graph, a missing rule) leaves every `.grad` as it was.
     """
-    # pending[id(node)] = [gradient of node's output, whether we own that buffer exclusively]
+    # pending[id(node)] = [gradient of node's output, whether we own that buffer exclusively];
+    # leaf_grads[id(leaf)] likewise for leaves, whose tensors are kept in `leaves`
     pending = {id(root._node): [gradient, False]}
+    leaf_grads, leaves = {}, {}
     for node in graph_nodes(root._node):
         entry = pending.pop(id(node), None)
         if entry is None:  # no path from this node to the root carried a gradient
@@ -119,20 +123,33 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
         for t, gi in zip(node.inputs, grads):
             if gi is None or not t.requires_grad:
                 continue
-            owned = not _shares(gi, handed)
+            if gi.shape != t.data.shape or gi.dtype != t.data.dtype:
+                raise RuntimeError(
+                    f"the backward rule of op '{node.op.name}' returned a {gi.dtype} gradient of shape "
+                    f"{gi.shape} for an input of shape {t.data.shape} and dtype {t.data.dtype}"
+                )
+            # read-only buffers (np.broadcast_to from sum/mean) can never be accumulated into
+            owned = gi.flags.writeable and not _shares(gi, handed)
             handed.append(gi)
-            parent = t._node
-            if parent is None:
-                _accumulate_leaf(t, gi, owned)
+            if t._node is None:
+                leaves[id(t)] = t
+                _add_to(leaf_grads, id(t), gi, owned)
             else:
-                slot = pending.get(id(parent))
-                if slot is None:
-                    pending[id(parent)] = [gi, owned]
-                elif slot[1]:
-                    slot[0] += gi
-                else:
-                    slot[0] = slot[0] + gi
-                    slot[1] = True
+                _add_to(pending, id(t._node), gi, owned)
+    for key, (gi, owned) in leaf_grads.items():
+        _accumulate_leaf(leaves[key], gi, owned)
+
+
+def _add_to(slots: dict, key, gi, owned: bool) -> None:
+    """slots[key] = [buffer, owned] += gi, copying a borrowed buffer before writing into it."""
+    slot = slots.get(key)
+    if slot is None:
+        slots[key] = [gi, owned]
+    elif slot[1]:
+        slot[0] += gi
+    else:
+        slot[0] = slot[0] + gi
+        slot[1] = True
 
 
 def _accumulate_leaf(t, gi: np.ndarray, owned: bool) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .autograd import no_grad
 from .tensor import Tensor
 
 
@@ -27,7 +28,9 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
     """
     inputs = list(inputs)
     args = [
-        Tensor(t.data, dtype=np.float64, requires_grad=t.requires_grad) if isinstance(t, Tensor) else t
+        Tensor(t.data, dtype=np.float64, requires_grad=t.requires_grad, name=t.name)
+        if isinstance(t, Tensor)
+        else t
         for t in inputs
     ]
     checked = [i for i, t in enumerate(args) if isinstance(t, Tensor) and t.requires_grad]
@@ -39,7 +42,8 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
     out.backward(v)
 
     def f() -> float:
-        return float(np.sum(fn(*args).data * v))
+        with no_grad():  # the perturbed evaluations need no graph
+            return float(np.sum(fn(*args).data * v))
 
     for i in checked:
         x = args[i]
@@ -57,10 +61,12 @@ def gradcheck(fn, inputs, eps=1e-6, atol=1e-5, rtol=1e-3, seed=0) -> bool:
         bad = np.abs(analytic - numeric) - (atol + rtol * np.abs(numeric))
         if bad.size and bad.max() > 0:
             k = np.unravel_index(np.argmax(bad), bad.shape)
-            name = f" ({x.name})" if getattr(inputs[i], "name", None) else ""
+            name = f" '{x.name}'" if x.name else ""
+            a, n = float(analytic[k]), float(numeric[k])
             raise GradcheckError(
-                f"gradcheck: input {i}{name} of shape {x.shape}: at index {tuple(map(int, k))} the "
-                f"analytic gradient is {analytic[k]!r} but the numeric one is {numeric[k]!r} "
-                f"(atol={atol}, rtol={rtol})"
+                f"gradcheck: input {i}{name} of shape {x.shape}: worst element at index "
+                f"{tuple(map(int, k))}: analytic gradient {a:.8g} but numeric {n:.8g} "
+                f"(|difference| {abs(a - n):.3g} > atol + rtol * |numeric| = {atol + rtol * abs(n):.3g}; "
+                f"{int((bad > 0).sum())} of {bad.size} elements fail)"
             )
     return True

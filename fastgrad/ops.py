@@ -84,9 +84,9 @@ def normalize_axis(axis, ndim: int, op: str) -> tuple:
     out = []
     for a in axes:
         a = operator.index(a)
-        if not -ndim <= a < max(ndim, 1) or (ndim == 0 and a not in (0, -1)):
+        if not -ndim <= a < ndim:  # a 0-d tensor has no axis at all, as in NumPy
             raise ValueError(f"{op}: axis {a} is out of range for a {ndim}-d tensor")
-        out.append(a % ndim if ndim else 0)
+        out.append(a % ndim)
     if len(set(out)) != len(out):
         raise ValueError(f"{op}: repeated axis in {axis}")
     return tuple(sorted(out))
@@ -165,6 +165,8 @@ def pow_(x, exponent):
 
 @pow_.defbackward
 def pow_backward(g, x, exponent):
+    if exponent == 0:  # d/dx x**0 = 0 everywhere, also at x = 0 where x**-1 is inf
+        return (np.zeros_like(g),)
     return (g * (exponent * x ** (exponent - 1)),)
 
 
@@ -343,6 +345,8 @@ def sum_backward(g, shape, axes, keepdims):
 def mean(x, axis=None, keepdims=False):
     axes = normalize_axis(axis, x.ndim, "mean")
     count = int(np.prod([x.shape[a] for a in axes]))
+    if count == 0:
+        raise ValueError(f"mean: cannot average over an empty axis of a tensor of shape {x.shape}")
     return np.mean(x, axis=axes, keepdims=keepdims), (x.shape, axes, keepdims, count)
 
 
@@ -422,8 +426,11 @@ def reshape_backward(g, shape):
 @primitive("transpose")
 def transpose(x, axes=None):
     axes = tuple(reversed(range(x.ndim))) if axes is None else tuple(axes)
-    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)):
+    if sorted(a % max(x.ndim, 1) for a in axes) != list(range(x.ndim)) or any(
+        not -x.ndim <= a < x.ndim for a in axes
+    ):
         raise ValueError(f"transpose: axes {axes} are not a permutation for shape {x.shape}")
+    axes = tuple(a % x.ndim for a in axes)  # argsort below needs non-negative axes
     return np.asarray(x.transpose(axes), order="C"), (np.argsort(axes),)
 
 

@@ -30,9 +30,15 @@ def to_array(data, dtype=None) -> np.ndarray:
         data = data.data
     dt = resolve_dtype(dtype)
     try:
-        return np.array(data, dtype=dt, order="C")
+        arr = np.asarray(data)
     except (TypeError, ValueError) as e:
         raise TypeError(f"cannot make a {dt} tensor from {type(data).__name__}: {e}") from None
+    if arr.dtype.kind not in "biuf":  # NumPy would parse strings and turn None into nan
+        raise TypeError(
+            f"cannot make a {dt} tensor from {type(data).__name__} of {arr.dtype} values: "
+            "expected numbers (bool, int or float)"
+        )
+    return np.array(arr, dtype=dt, order="C")
 
 
 class Tensor:
@@ -174,6 +180,8 @@ class Tensor:
     def __pow__(self, exponent):
         if isinstance(exponent, Tensor) or not isinstance(exponent, numbers.Real):
             raise TypeError(f"pow: the exponent must be a Python number, got {type(exponent).__name__}")
+        # a Python int or float: a NumPy scalar (np.float64(2)) would upcast float32 data to float64
+        exponent = int(exponent) if isinstance(exponent, numbers.Integral) else float(exponent)
         return apply(ops.pow_, self, exponent=exponent)
 
     def __getitem__(self, index):

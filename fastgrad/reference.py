@@ -1,0 +1,427 @@
+"""The plain-NumPy reference of every primitive: forward and backward, CS231n layer style.
+
+Written independently of the op table and the C kernels (this module imports neither), so that
+tests and benchmarks can hold the engine against it. Every primitive `name` has
+
+    out, cache = name_forward(*arrays, **attrs)
+    grads = name_backward(dout, cache)        # a tuple: one gradient per array input
+
+with the same keyword attributes as the op table's rows. Gradients have the shape of their input
+(broadcasting is summed back) and the dtype of `dout`. `REFERENCE` maps each name to its pair.
+
+The documented conventions hold here too: ReLU'(0) = 0; Leaky ReLU'(0) = negative_slope;
+ELU'(0) = alpha; `maximum(a, b)` routes the gradient to `a` where a >= b; `max(axis)` and `maxout`
+route it to the first maximal entry; the sigmoid never overflows (it is computed as
+(1 + tanh(x / 2)) / 2); the softmax loss uses a log-sum-exp shifted by the row max.
+
+>>> out, cache = affine_forward(np.ones((2, 3)), np.ones((3, 4)), np.zeros(4))
+>>> dx, dW, db = affine_backward(np.ones((2, 4)), cache)
+>>> out.shape, dx.shape, dW.shape, db.shape
+((2, 4), (2, 3), (3, 4), (4,))
+"""
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["REFERENCE"]
+
+
+def _reduce_to(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Sum a gradient of the broadcast shape back down to an input of `shape`."""
+    grad = np.asarray(grad)
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and grad.shape[axis] != 1:
+            grad = grad.sum(axis=axis, keepdims=True)
+    return grad.reshape(shape)
+
+
+# ---------------------------------------------------------------------------------------------
+# arithmetic
+
+
+def add_forward(a, b):
+    """out = a + b, broadcasting. a, b: any broadcast-compatible shapes."""
+    return a + b, (np.shape(a), np.shape(b))
+
+
+def add_backward(dout, cache):
+    """da = dout, db = dout, each summed to its input's shape."""
+    a_shape, b_shape = cache
+    return _reduce_to(dout, a_shape), _reduce_to(dout, b_shape)
+
+
+def sub_forward(a, b):
+    """out = a - b, broadcasting."""
+    return a - b, (np.shape(a), np.shape(b))
+
+
+def sub_backward(dout, cache):
+    """da = dout, db = -dout, each summed to its input's shape."""
+    a_shape, b_shape = cache
+    return _reduce_to(dout, a_shape), _reduce_to(-dout, b_shape)
+
+
+def mul_forward(a, b):
+    """out = a * b, broadcasting."""
+    return a * b, (a, b)
+
+
+def mul_backward(dout, cache):
+    """da = dout * b, db = dout * a, each summed to its input's shape."""
+    a, b = cache
+    return _reduce_to(dout * b, np.shape(a)), _reduce_to(dout * a, np.shape(b))
+
+
+def div_forward(a, b):
+    """out = a / b, broadcasting."""
+    return a / b, (a, b)
+
+
+def div_backward(dout, cache):
+    """da = dout / b, db = -dout * a / b**2, each summed to its input's shape."""
+    a, b = cache
+    return _reduce_to(dout / b, np.shape(a)), _reduce_to(-dout * a / (b * b), np.shape(b))
+
+
+def neg_forward(x):
+    """out = -x."""
+    return -x, None
+
+
+def neg_backward(dout, cache):
+    """dx = -dout."""
+    return (-dout,)
+
+
+def pow_forward(x, exponent=2):
+    """out = x ** exponent for a Python-number exponent."""
+    return np.power(x, exponent), (x, exponent)
+
+
+def pow_backward(dout, cache):
+    """dx = dout * exponent * x ** (exponent - 1)."""
+    x, exponent = cache
+    return (dout * exponent * np.power(x, exponent - 1),)
+
+
+# ---------------------------------------------------------------------------------------------
+# elementwise gates
+
+
+def exp_forward(x):
+    """out = e ** x."""
+    out = np.exp(x)
+    return out, out
+
+
+def exp_backward(dout, cache):
+    """dx = dout * e ** x."""
+    return (dout * cache,)
+
+
+def log_forward(x):
+    """out = ln x (x > 0)."""
+    return np.log(x), x
+
+
+def log_backward(dout, cache):
+    """dx = dout / x."""
+    return (dout / cache,)
+
+
+def maximum_forward(a, b):
+    """out = max(a, b) elementwise, broadcasting; ties go to `a`."""
+    a_b, b_b = np.broadcast_arrays(a, b)
+    first = a_b >= b_b
+    return np.where(first, a_b, b_b), (first, np.shape(a), np.shape(b))
+
+
+def maximum_backward(dout, cache):
+    """da = dout where a >= b, db = dout where a < b, each summed to its input's shape."""
+    first, a_shape, b_shape = cache
+    zero = np.zeros_like(dout)
+    return _reduce_to(np.where(first, dout, zero), a_shape), _reduce_to(np.where(first, zero, dout), b_shape)
+
+
+def relu_forward(x):
+    """out = max(0, x)."""
+    return np.where(x > 0, x, np.zeros_like(x)), x
+
+
+def relu_backward(dout, cache):
+    """dx = dout where x > 0, else 0 (ReLU'(0) = 0)."""
+    return (dout * (cache > 0),)
+
+
+def leaky_relu_forward(x, negative_slope=0.01):
+    """out = x where x > 0, else negative_slope * x."""
+    slope = np.where(x > 0, 1.0, negative_slope).astype(np.result_type(x), copy=False)
+    return x * slope, slope
+
+
+def leaky_relu_backward(dout, cache):
+    """dx = dout where x > 0, else negative_slope * dout (the slope at 0 is negative_slope)."""
+    return (dout * cache,)
+
+
+def elu_forward(x, alpha=1.0):
+    """out = x where x > 0, else alpha * (e ** x - 1)."""
+    negative = x <= 0
+    safe = np.where(negative, x, np.zeros_like(x))  # e ** x only where it is used
+    out = np.where(negative, alpha * np.expm1(safe), x)
+    return out, (negative, safe, alpha)
+
+
+def elu_backward(dout, cache):
+    """dx = dout where x > 0, else dout * alpha * e ** x (alpha at 0)."""
+    negative, safe, alpha = cache
+    local = np.where(negative, alpha * np.exp(safe), 1.0)
+    return ((dout * local).astype(dout.dtype, copy=False),)
+
+
+def sigmoid_forward(x):
+    """out = 1 / (1 + e ** -x), computed as (1 + tanh(x / 2)) / 2 so no input overflows."""
+    out = 0.5 * np.tanh(0.5 * x) + 0.5
+    return out, out
+
+
+def sigmoid_backward(dout, cache):
+    """dx = dout * s * (1 - s) with s the saved output."""
+    s = cache
+    return (dout * s * (1 - s),)
+
+
+def tanh_forward(x):
+    """out = tanh(x)."""
+    out = np.tanh(x)
+    return out, out
+
+
+def tanh_backward(dout, cache):
+    """dx = dout * (1 - tanh(x) ** 2)."""
+    return (dout * (1 - cache * cache),)
+
+
+# ---------------------------------------------------------------------------------------------
+# linear algebra
+
+
+def matmul_forward(a, b):
+    """out = a @ b for a (N, K) or (K,), b (K, M) or (K,): (N, M), (N,), (M,) or ()."""
+    return np.matmul(a, b), (a, b)
+
+
+def matmul_backward(dout, cache):
+    """da = dout @ b.T, db = a.T @ dout, with vectors treated as a row (a) or a column (b)."""
+    a, b = cache
+    a2 = a.reshape(1, -1) if a.ndim == 1 else a  # (N, K)
+    b2 = b.reshape(-1, 1) if b.ndim == 1 else b  # (K, M)
+    d2 = np.reshape(dout, (a2.shape[0], b2.shape[1]))  # (N, M)
+    return (d2 @ b2.T).reshape(a.shape), (a2.T @ d2).reshape(b.shape)
+
+
+def affine_forward(x, W, b, activation=None, negative_slope=0.01, alpha=1.0):
+    """out = act(x @ W + b) with x (N, D), W (D, M), b (M,) -> (N, M).
+
+    activation: None, "relu", "leaky_relu" (with negative_slope), "sigmoid", "tanh" or "elu" (with
+    alpha), each as its own reference gate above.
+    """
+    z = np.dot(x, W) + b
+    if activation is None:
+        return z, (x, W, None)
+    attrs = {"leaky_relu": {"negative_slope": negative_slope}, "elu": {"alpha": alpha}}.get(activation, {})
+    gate_forward, gate_backward = REFERENCE[activation]
+    out, gate_cache = gate_forward(z, **attrs)
+    return out, (x, W, (gate_backward, gate_cache))
+
+
+def affine_backward(dout, cache):
+    """dout (N, M) -> dz = dout act'(z); dx (N, D) = dz W^T, dW (D, M) = x^T dz, db (M,) = sum_n dz."""
+    x, W, gate = cache
+    dz = dout if gate is None else gate[0](dout, gate[1])[0]
+    return np.dot(dz, W.T), np.dot(x.T, dz), np.sum(dz, axis=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# reductions
+
+
+def _axes(axis, ndim: int) -> tuple:
+    if axis is None:
+        return tuple(range(ndim))
+    if np.ndim(axis) == 0:
+        axis = (axis,)
+    return tuple(sorted(int(a) % ndim for a in axis)) if ndim else ()
+
+
+def _unreduce(dout, axes: tuple, keepdims: bool) -> np.ndarray:
+    """dout of a reduction over `axes`, with the reduced axes restored as size 1."""
+    if keepdims:
+        return np.asarray(dout)
+    return np.expand_dims(dout, axes)
+
+
+def sum_forward(x, axis=None, keepdims=False):
+    """out = sum of x over `axis` (None: all), keeping reduced axes as 1 when keepdims."""
+    axes = _axes(axis, x.ndim)
+    return np.asarray(np.sum(x, axis=axes, keepdims=keepdims)), (x.shape, axes, keepdims)
+
+
+def sum_backward(dout, cache):
+    """dx = dout copied along the reduced axes."""
+    shape, axes, keepdims = cache
+    return (np.broadcast_to(_unreduce(dout, axes, keepdims), shape).copy(),)
+
+
+def mean_forward(x, axis=None, keepdims=False):
+    """out = mean of x over `axis`; the reduced axes must not be empty."""
+    axes = _axes(axis, x.ndim)
+    count = 1
+    for a in axes:
+        count *= x.shape[a]
+    return np.asarray(np.sum(x, axis=axes, keepdims=keepdims) / count), (x.shape, axes, keepdims, count)
+
+
+def mean_backward(dout, cache):
+    """dx = dout / count copied along the reduced axes (count = number of reduced entries)."""
+    shape, axes, keepdims, count = cache
+    return (np.broadcast_to(_unreduce(dout, axes, keepdims) / count, shape).copy(),)
+
+
+def max_forward(x, axis=None, keepdims=False):
+    """out = max of x over `axis`; the gradient will go to the first maximal entry (C order)."""
+    axes = _axes(axis, x.ndim)
+    kept = [a for a in range(x.ndim) if a not in axes]
+    # (kept..., reduced...) -> (K, R): one row per output entry, the reduced entries in C order
+    width = int(np.prod([x.shape[a] for a in axes]))
+    rows = np.moveaxis(x, axes, range(len(kept), x.ndim)).reshape(-1, width)
+    first = rows.argmax(axis=1)
+    out = rows[np.arange(rows.shape[0]), first]
+    if keepdims:
+        out_shape = tuple(1 if a in axes else n for a, n in enumerate(x.shape))
+    else:
+        out_shape = tuple(x.shape[a] for a in kept)
+    return out.reshape(out_shape), (x.shape, axes, first, rows.shape)
+
+
+def max_backward(dout, cache):
+    """dx = dout at the first maximal entry of each reduced group, 0 elsewhere."""
+    shape, axes, first, rows_shape = cache
+    drows = np.zeros(rows_shape, dtype=dout.dtype)
+    drows[np.arange(rows_shape[0]), first] = np.reshape(dout, -1)
+    kept = [a for a in range(len(shape)) if a not in axes]
+    moved_shape = [shape[a] for a in kept] + [shape[a] for a in axes]
+    return (np.moveaxis(drows.reshape(moved_shape), range(len(kept), len(shape)), axes),)
+
+
+def maxout_forward(z, pieces=2):
+    """z (N, H * pieces) -> out (N, H): out[n, h] = max_p z[n, h * pieces + p]."""
+    n, width = z.shape
+    groups = z.reshape(n, width // pieces, pieces)
+    first = groups.argmax(axis=2)  # (N, H), first maximal piece
+    out = np.take_along_axis(groups, first[:, :, None], axis=2)[:, :, 0]
+    return out, (z.shape, first, pieces)
+
+
+def maxout_backward(dout, cache):
+    """dout (N, H) -> dz (N, H * pieces): dout at the first maximal piece of each group."""
+    shape, first, pieces = cache
+    onehot = first[:, :, None] == np.arange(pieces)  # (N, H, pieces)
+    return ((onehot * dout[:, :, None]).astype(dout.dtype).reshape(shape),)
+
+
+# ---------------------------------------------------------------------------------------------
+# shape
+
+
+def reshape_forward(x, shape):
+    """out = x with a new shape of the same size (one entry may be -1)."""
+    return np.reshape(x, shape), x.shape
+
+
+def reshape_backward(dout, cache):
+    """dx = dout reshaped to x's shape."""
+    return (np.reshape(dout, cache),)
+
+
+def transpose_forward(x, axes=None):
+    """out = x with its axes permuted (reversed when axes is None)."""
+    axes = tuple(range(x.ndim))[::-1] if axes is None else tuple(a % x.ndim for a in axes)
+    return np.transpose(x, axes), axes
+
+
+def transpose_backward(dout, cache):
+    """dx = dout permuted back: axis axes[i] of x is axis i of out."""
+    axes = cache
+    inverse = [0] * len(axes)
+    for i, a in enumerate(axes):
+        inverse[a] = i
+    return (np.transpose(dout, inverse),)
+
+
+def getitem_forward(x, index):
+    """out = x[index] for basic (ints, slices, ...) and advanced (integer arrays) indices."""
+    return np.asarray(x[index]), (x.shape, index)
+
+
+def getitem_backward(dout, cache):
+    """dx = zeros of x's shape with dout scatter-added at `index` (repeated entries add up)."""
+    shape, index = cache
+    # Differentiate by linearity: route every position of x through the same index and add dout
+    # into the positions it picked, one picked element at a time.
+    positions = np.arange(int(np.prod(shape)), dtype=np.intp).reshape(shape)[index]
+    dx = np.zeros(int(np.prod(shape)), dtype=dout.dtype)
+    np.add.at(dx, np.reshape(positions, -1), np.reshape(dout, -1))
+    return (dx.reshape(shape),)
+
+
+# ---------------------------------------------------------------------------------------------
+# losses
+
+
+def softmax_cross_entropy_forward(scores, labels):
+    """loss = -(1/N) sum_i log softmax(scores_i)[y_i]; scores (N, C), labels (N,) ints in [0, C)."""
+    n = scores.shape[0]
+    shifted = scores - np.max(scores, axis=1, keepdims=True)
+    log_probs = shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+    loss = -np.sum(log_probs[np.arange(n), labels]) / n
+    return np.asarray(loss, dtype=scores.dtype), (np.exp(log_probs), labels)
+
+
+def softmax_cross_entropy_backward(dout, cache):
+    """dscores (N, C) = dout * (softmax(scores) - onehot(labels)) / N."""
+    probs, labels = cache
+    n, c = probs.shape
+    onehot = labels[:, None] == np.arange(c)
+    return ((dout * (probs - onehot) / n).astype(np.result_type(dout), copy=False),)
+
+
+def svm_loss_forward(scores, labels, delta=1.0):
+    """loss = (1/N) sum_i sum_{j != y_i} max(0, s_ij - s_iy_i + delta); scores (N, C), labels (N,)."""
+    n, c = scores.shape
+    correct = scores[np.arange(n), labels][:, None]
+    other = labels[:, None] != np.arange(c)
+    margins = np.where(other, np.maximum(scores - correct + delta, 0), 0)
+    return np.asarray(np.sum(margins) / n, dtype=scores.dtype), (margins > 0, other)
+
+
+def svm_loss_backward(dout, cache):
+    """dscores[i, j] = dout / N * (1[margin_ij > 0] for j != y_i, -#positive margins for j = y_i)."""
+    positive, other = cache
+    n = positive.shape[0]
+    count = positive.sum(axis=1, keepdims=True)
+    local = np.where(other, positive, -count)
+    return ((dout * local / n).astype(np.result_type(dout), copy=False),)
+
+
+REFERENCE = {
+    name: (globals()[f"{name}_forward"], globals()[f"{name}_backward"])
+    for name in (
+        "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "maximum", "relu", "leaky_relu",
+        "elu", "sigmoid", "tanh", "matmul", "affine", "sum", "mean", "max", "maxout", "reshape",
+        "transpose", "getitem", "softmax_cross_entropy", "svm_loss",
+    )
+}
+"""name -> (forward, backward) for every primitive of the op table."""
