@@ -44,6 +44,8 @@ void fg_set_num_threads(int n);
 int fg_get_num_threads(void);
 /* OpenMP's default team size (respects OMP_NUM_THREADS); 1 without OpenMP. */
 int fg_default_num_threads(void);
+/* Validation helper: the first k with idx[k] outside [0, stop), or -1 if there is none. */
+ptrdiff_t fg_first_out_of_range(const ptrdiff_t *idx__n, ptrdiff_t n, ptrdiff_t stop);
 /* 1 when the kernels were compiled with OpenMP, else 0 (and they are serial). */
 int fg_openmp_enabled(void);
 

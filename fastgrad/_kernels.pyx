@@ -15,6 +15,7 @@ cdef extern from "common.h" nogil:
     int fg_get_num_threads()
     int fg_default_num_threads()
     int fg_openmp_enabled()
+    Py_ssize_t fg_first_out_of_range(const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t stop)
     enum: FG_OMP_MIN_CHEAP
     enum: FG_OMP_MIN_EXP
 
@@ -117,6 +118,14 @@ def openmp_enabled():
 # ------------------------------------------------------------------------------------------------
 # validation: everything is checked here, with the GIL, before any kernel runs
 
+cdef cnp.ndarray _empty_like(cnp.ndarray a, int t):
+    return cnp.PyArray_EMPTY(a.ndim, a.shape, t, 0)
+
+
+cdef inline void *_data(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DATA(a)
+
+
 cdef int _check(object a, str op, str arg) except -1:
     """Raise unless `a` is a C-contiguous float32/float64 ndarray; return its type number."""
     if not isinstance(a, cnp.ndarray):
@@ -151,21 +160,11 @@ cdef int _check_index(object a, str op, str arg, tuple shape, Py_ssize_t stop) e
         raise ValueError(f"{op}: {arg} must be C-contiguous")
     if a.shape != shape:
         raise ValueError(f"{op}: {arg} has shape {a.shape}, expected {shape}")
-    cdef const cnp.npy_intp[::1] flat = (<cnp.ndarray>a).reshape(-1)
-    cdef Py_ssize_t k
-    for k in range(flat.shape[0]):
-        if flat[k] < 0 or flat[k] >= stop:
-            raise ValueError(f"{op}: {arg} value {flat[k]} at position {k} is out of range "
-                             f"[0, {stop})")
+    cdef const Py_ssize_t *p = <const Py_ssize_t *>_data(<cnp.ndarray>a)
+    cdef Py_ssize_t k = fg_first_out_of_range(p, a.size, stop)
+    if k >= 0:
+        raise ValueError(f"{op}: {arg} value {p[k]} at position {k} is out of range [0, {stop})")
     return 0
-
-
-cdef cnp.ndarray _empty_like(cnp.ndarray a, int t):
-    return cnp.PyArray_EMPTY(a.ndim, a.shape, t, 0)
-
-
-cdef inline void *_data(cnp.ndarray a) noexcept:
-    return cnp.PyArray_DATA(a)
 
 
 # ------------------------------------------------------------------------------------------------
