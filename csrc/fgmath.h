@@ -2,8 +2,8 @@
  *
  * Every transcendental a kernel needs is one of these: sigmoid uses exp(-|x|), tanh uses
  * expm1(-2|x|), ELU uses expm1(min(x, 0)) and the softmax exp(s - max s). Arguments are <= 0, so
- * nothing overflows. float uses the Cephes expf reduction and polynomial (within 2 ulp of the
- * correctly rounded result); double calls libm, whose results are the reference for gradchecks.
+ * nothing overflows. float uses the Cephes expf reduction and polynomial (under 1 ulp from the exact
+ * value over [-104, 0], subnormal results included); double calls libm, for tight gradchecks.
  * NaN in gives NaN out; -inf gives exp = 0 and expm1 = -1.
  */
 #ifndef FASTGRAD_FGMATH_H

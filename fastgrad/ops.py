@@ -371,7 +371,7 @@ def _reduced_range(x: np.ndarray, axes: tuple):
 
 @primitive("max")
 def max_(x, axis=None, keepdims=False):
-    """Max over `axis`; the gradient is routed to the first maximal entry (idx, saved)."""
+    """Max over `axis`; saves the index of the first maximal entry, where backward routes g."""
     axes = normalize_axis(axis, x.ndim, "max")
     if any(x.shape[a] == 0 for a in axes):
         raise ValueError(f"max: cannot reduce an empty axis of a tensor of shape {x.shape}")

@@ -35,7 +35,8 @@ def close(got, want, dtype):
 # since sigmoid and tanh differentiate from their saved output, as they promise to.
 
 def _sigmoid(x):
-    return np.where(x >= 0, 1 / (1 + np.exp(-np.abs(x))), np.exp(-np.abs(x)) / (1 + np.exp(-np.abs(x))))
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 GATES = {
@@ -372,8 +373,8 @@ def big_calls():
         "max_first": lambda: K.max_backward(K.max_forward(m, 0, 1)[0], K.max_forward(m, 0, 1)[1],
                                             m.shape, 0, 1),
         "maxout": lambda: K.maxout_backward(*K.maxout_forward(m, 5), 5),
-        "softmax": lambda: np.append(K.softmax_cross_entropy(s, y)[1], K.softmax_cross_entropy(s, y)[0]),
-        "svm": lambda: np.append(K.svm_loss(s, y, 1.0)[1], K.svm_loss(s, y, 1.0)[0]),
+        "softmax": lambda: np.append(*K.softmax_cross_entropy(s, y)[::-1]),
+        "svm": lambda: np.append(*K.svm_loss(s, y, 1.0)[::-1]),
     }
 
 
