@@ -5,6 +5,7 @@ Every kernel is compared with an independent NumPy computation in float64 on awk
 and the validation each binding does before releasing the GIL. Also: kernels from two Python
 threads at once, and results that do not depend on the thread count.
 """
+import os
 import threading
 
 import numpy as np
@@ -417,3 +418,29 @@ def test_kernels_from_two_python_threads(restore_threads):
     for t in threads:
         t.join()
     assert not failures
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_kernels_work_in_a_forked_child(restore_threads):
+    """GNU OpenMP's pool is unusable after fork: the child must run the kernels serially."""
+    fg.set_num_threads(2)
+    n = 2 * max(K.parallel_thresholds().values())
+    x = data(n, np.float32, 17)
+    want = K.sigmoid_forward(x)  # starts the parent's thread pool
+    pid = os.fork()
+    if pid == 0:  # child: report through the exit code only
+        code = 1
+        try:
+            fg.set_num_threads(2)  # asking again must not bring the pool back
+            code = 0 if np.array_equal(K.sigmoid_forward(x), want) else 2
+        finally:
+            os._exit(code)
+    for _ in range(200):  # up to 20 s; a hang shows as a timeout, not a stuck test run
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        threading.Event().wait(0.1)
+    os.kill(pid, 9)
+    os.waitpid(pid, 0)
+    pytest.fail("a kernel hung in a forked child")
