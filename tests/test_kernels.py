@@ -187,6 +187,21 @@ def test_max_nan_wins_like_numpy(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_max_of_infinite_rows(dtype):
+    """Rows long enough for the vectorized path, all -inf but (row 1) one finite entry."""
+    x = np.full((3, 40), -np.inf, dtype=dtype)
+    x[1, 33] = -np.finfo(dtype).max
+    y, idx = K.max_forward(x, 1, 2)
+    np.testing.assert_array_equal(idx, [0, 33, 0])
+    np.testing.assert_array_equal(y, x.max(axis=1))
+    s = np.full((3, 40), -np.inf, dtype=dtype)
+    s[:, 7] = 0  # all probability on class 7
+    loss, grad = K.softmax_cross_entropy(s, np.array([7, 7, 7]))
+    assert loss == 0.0
+    np.testing.assert_array_equal(grad, np.zeros_like(s))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n, h, p", [(0, 3, 2), (1, 1, 1), (7, 5, 2), (3, 1025, 3), (1025, 2, 5)])
 def test_maxout_matches_numpy(n, h, p, dtype):
     z = np.round(data((n, h * p), dtype, 6))  # rounded: ties within a group
