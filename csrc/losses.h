@@ -4,7 +4,8 @@
  * (the caller checks), n >= 1, c >= 1. The per-example losses go to loss__n (n doubles, scratch
  * the caller provides) and the mean loss is returned, summed in a fixed order so that it does not
  * depend on the thread count. grad__nc may be NULL: then only the loss is computed.
- * Float (_f32) and double (_f64); accumulation is in double.
+ * Float (_f32) and double (_f64); row sums are vectorized in the scores' type, the per-example
+ * losses and their total are double.
  */
 #ifndef FASTGRAD_LOSSES_H
 #define FASTGRAD_LOSSES_H
