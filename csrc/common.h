@@ -19,7 +19,9 @@
  *   tanh forward    1.04 (1.07)  0.87 (0.79)  0.70 (0.66)  0.63 (0.60)  0.56 (0.54)  0.54 (0.53)
  *   softmax, C=100  0.80 (0.78)  0.75 (0.68)  0.65 (0.65)  0.64 (0.60)  0.61 (0.56)  0.54 (0.54)
  * so a second thread pays from about 32k elements for memory-bound passes and 16k for exp
- * passes; the thresholds sit one step above, since the machine is shared and a second thread
+ * passes. A later, quieter run (after the omp simd rewrite of max and svm) put the crossovers
+ * lower: relu 16k (0.74), max and svm 8-16k (0.80, 0.74 at 8k), sigmoid/tanh/softmax 4k (0.8).
+ * The thresholds sit one step above the first run, since the machine is shared and a second thread
  * that has to wait for a busy core costs far more than it saves (medians of 2 to 30 times the
  * serial time were seen under load, which no threshold avoids: use fg.set_num_threads(1)).
  *   FG_OMP_MIN_CHEAP  elements of a memory-bound pass (relu, masks, routing, svm, backward rules);
