@@ -28,11 +28,22 @@ from .functional import (
 from .gradcheck import GradcheckError, gradcheck
 from .tensor import Tensor
 from .threads import get_num_threads, set_num_threads
+from . import data, nn, optim
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
-    "softmax_cross_entropy", "svm_loss", "viz", "set_num_threads", "get_num_threads",
+    "softmax_cross_entropy", "svm_loss", "viz", "nn", "optim", "data", "set_num_threads",
+    "get_num_threads",
 ]
+
+
+def __getattr__(name):
+    """`fastgrad.train` is imported on first use, so that `python -m fastgrad.train` runs it only once."""
+    if name == "train":
+        import importlib
+
+        return importlib.import_module(".train", __name__)
+    raise AttributeError(f"module 'fastgrad' has no attribute {name!r}")

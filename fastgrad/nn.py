@@ -1,0 +1,470 @@
+"""Layers and networks: Module, Linear, the activations, Maxout, Sequential and MLP.
+
+Batches are row-major as in CS231n: an input x has shape (N, D), a Linear layer's weight has shape
+(D, M) and its bias (M,), and the layer computes x @ W + b of shape (N, M).
+
+>>> import numpy as np, fastgrad as fg
+>>> model = fg.nn.MLP([64, 100, 10], activation="relu", seed=0)
+>>> [name for name, _ in model.named_parameters()]
+['W1', 'b1', 'W2', 'b2']
+>>> scores = model(np.zeros((5, 64)))           # (5, 10)
+>>> loss = fg.softmax_cross_entropy(scores, [0, 1, 2, 3, 4]) + model.l2(1e-3)
+>>> loss.backward()                              # fills W1.grad, b1.grad, ...
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import OrderedDict
+from pathlib import Path
+
+import numpy as np
+
+from . import functional as F
+from .tensor import Tensor, resolve_dtype
+
+__all__ = [
+    "Module", "Linear", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU", "Maxout", "Sequential", "MLP",
+    "ACTIVATIONS", "affine_activation", "init_weight", "save", "load",
+]
+
+
+class Module:
+    """Base class of layers and networks.
+
+    Tensors with `requires_grad=True` and Modules assigned as attributes are registered, in assignment
+    order, which fixes the order of `parameters()` and the keys of `state_dict()`. Subclasses define
+    `forward`; calling a module calls `forward`.
+
+    >>> class Affine(Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.W = fastgrad.tensor(np.ones((3, 2)), requires_grad=True)
+    ...     def forward(self, x):
+    ...         return x @ self.W
+    >>> [n for n, _ in Affine().named_parameters()]
+    ['W']
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_children", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    def __setattr__(self, name, value):
+        children = self.__dict__.get("_children")
+        if children is None:
+            raise RuntimeError(f"{type(self).__name__}.__init__ must call super().__init__() first")
+        if (isinstance(value, Tensor) and value.requires_grad) or isinstance(value, Module):
+            children[name] = value
+        else:
+            children.pop(name, None)
+        object.__setattr__(self, name, value)
+
+    def __delattr__(self, name):
+        self._children.pop(name, None)
+        object.__delattr__(self, name)
+
+    def forward(self, *args, **kwargs):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward()")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # --- parameters --------------------------------------------------------------------------
+    def named_parameters(self, prefix: str = ""):
+        """Yield (name, tensor) for every parameter, submodules' as "child.name", in a fixed order."""
+        for name, child in self._children.items():
+            if isinstance(child, Module):
+                yield from child.named_parameters(prefix + name + ".")
+            else:
+                yield prefix + name, child
+
+    def parameters(self) -> list[Tensor]:
+        """The parameter tensors, in the order of `named_parameters()`."""
+        return [p for _, p in self.named_parameters()]
+
+    def weights(self) -> list[Tensor]:
+        """The parameters that L2 regularisation applies to: those with 2 or more dims (not biases)."""
+        return [p for p in self.parameters() if p.ndim >= 2]
+
+    def zero_grad(self) -> None:
+        """Forget every parameter's gradient (set it to None; the next backward stores a fresh one)."""
+        for p in self.parameters():
+            p.grad = None
+
+    def l2(self, reg: float) -> Tensor:
+        """The L2 penalty 0.5 * reg * sum of W**2 over the weights (biases excluded), as in CS231n.
+
+        Returns a 0-d tensor to add to the data loss; its gradient w.r.t. each weight W is reg * W.
+        """
+        if reg < 0:
+            raise ValueError(f"l2: reg must be >= 0, got {reg}")
+        weights = self.weights()
+        if not weights:
+            raise ValueError(f"l2: {type(self).__name__} has no weights to regularise")
+        total = (weights[0] * weights[0]).sum()
+        for W in weights[1:]:
+            total = total + (W * W).sum()
+        return total * (0.5 * reg)
+
+    # --- modes -------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "Module":
+        """Set training mode on this module and its submodules (returns self)."""
+        object.__setattr__(self, "training", bool(mode))
+        for child in self._children.values():
+            if isinstance(child, Module):
+                child.train(mode)
+        return self
+
+    def eval(self) -> "Module":
+        """Set evaluation mode (same as train(False)); returns self."""
+        return self.train(False)
+
+    # --- state -------------------------------------------------------------------------------
+    def state_dict(self) -> "OrderedDict[str, np.ndarray]":
+        """A copy of every parameter's data, keyed by its name, in parameter order."""
+        return OrderedDict((name, p.data.copy()) for name, p in self.named_parameters())
+
+    def load_state_dict(self, state) -> None:
+        """Copy arrays from `state` (name -> array) into the parameters, in place.
+
+        Keys must match exactly and every shape must agree; otherwise ValueError names the missing,
+        unexpected or mismatched entries and nothing is changed. Values are cast to each parameter's
+        dtype. Optimizers holding the parameters keep working, since the buffers are reused.
+        """
+        params = OrderedDict(self.named_parameters())
+        missing = [k for k in params if k not in state]
+        unexpected = [k for k in state if k not in params]
+        if missing or unexpected:
+            raise ValueError(
+                f"load_state_dict: {type(self).__name__} state mismatch: missing keys {missing}, "
+                f"unexpected keys {unexpected}"
+            )
+        arrays = {}
+        for name, p in params.items():
+            a = np.asarray(state[name])
+            if a.shape != p.shape:
+                raise ValueError(
+                    f"load_state_dict: '{name}' has shape {a.shape} in the state but {p.shape} in "
+                    f"the {type(self).__name__}"
+                )
+            if not np.issubdtype(a.dtype, np.number):
+                raise ValueError(f"load_state_dict: '{name}' holds non-numeric data ({a.dtype})")
+            arrays[name] = a
+        for name, p in params.items():
+            np.copyto(p.data, arrays[name], casting="unsafe")
+
+    def __repr__(self):
+        inner = [f"  ({n}): {repr(c).replace(chr(10), chr(10) + '  ')}"
+                 for n, c in self._children.items() if isinstance(c, Module)]
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        return head + (")" if not inner else "\n" + "\n".join(inner) + "\n)")
+
+    def extra_repr(self) -> str:
+        return ""
+
+
+# ---------------------------------------------------------------------------------------------
+# initialisation
+
+
+def init_weight(fan_in: int, fan_out: int, init="he", rng=None, dtype=None) -> np.ndarray:
+    """A (fan_in, fan_out) weight matrix drawn from a zero-mean normal distribution.
+
+    init: "he" (std sqrt(2 / fan_in), for ReLU-family units), "xavier" (Glorot: std
+    sqrt(2 / (fan_in + fan_out)), for sigmoid/tanh units), or a number used as the std itself
+    (CS231n's `weight_scale`). rng: a numpy Generator (default: a fresh unseeded one).
+
+    >>> init_weight(4, 3, "he", np.random.default_rng(0)).shape
+    (4, 3)
+    """
+    if isinstance(init, str):
+        if init == "he":
+            std = math.sqrt(2.0 / fan_in)
+        elif init == "xavier":
+            std = math.sqrt(2.0 / (fan_in + fan_out))
+        else:
+            raise ValueError(f"unknown init {init!r}: use 'he', 'xavier' or a number (the std)")
+    else:
+        std = float(init)
+        if not std >= 0:
+            raise ValueError(f"init std must be >= 0, got {init}")
+    rng = np.random.default_rng() if rng is None else rng
+    return (rng.standard_normal((fan_in, fan_out)) * std).astype(resolve_dtype(dtype))
+
+
+def _rng(rng, seed):
+    if rng is not None and seed is not None:
+        raise ValueError("give rng or seed, not both")
+    return rng if rng is not None else np.random.default_rng(seed)
+
+
+def _is_count(n) -> bool:
+    return isinstance(n, (int, np.integer)) and not isinstance(n, bool) and n >= 1
+
+
+def _check_features(layer: str, **sizes):
+    for name, n in sizes.items():
+        if not _is_count(n):
+            raise ValueError(f"{layer}: {name} must be a positive integer, got {n!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# layers
+
+
+class Linear(Module):
+    """A fully connected layer: x (N, in_features) -> x @ weight + bias (N, out_features).
+
+    weight has shape (in_features, out_features), bias (out_features,) and starts at zero.
+    init: "he" (default), "xavier" or a std (see `init_weight`); rng/seed make it reproducible;
+    dtype: float32 (default) or float64.
+
+    >>> layer = Linear(3, 2, seed=0)
+    >>> layer(np.ones((4, 3))).shape
+    (4, 2)
+    """
+
+    def __init__(self, in_features, out_features, bias=True, init="he", rng=None, seed=None, dtype=None):
+        super().__init__()
+        _check_features("Linear", in_features=in_features, out_features=out_features)
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        W = init_weight(in_features, out_features, init, _rng(rng, seed), dtype)
+        self.weight = Tensor(W, dtype=W.dtype, requires_grad=True, name="weight")
+        self.bias = Tensor(np.zeros(out_features), dtype=W.dtype, requires_grad=True, name="bias") if bias else None
+
+    def forward(self, x):
+        x = _input(x, self.weight)
+        if self.bias is None:
+            return x @ self.weight
+        return F.affine(x, self.weight, self.bias)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, bias={self.bias is not None}"
+
+
+class Maxout(Module):
+    """Maxout units (Goodfellow et al. 2013): x (N, in) -> (N, out), each the max of `pieces` affine maps.
+
+    weight has shape (in_features, out_features * pieces), bias (out_features * pieces,); unit j takes
+    the max over columns j*pieces ... j*pieces + pieces - 1 of x @ weight + bias.
+
+    >>> Maxout(3, 2, pieces=2, seed=0)(np.ones((4, 3))).shape
+    (4, 2)
+    """
+
+    def __init__(self, in_features, out_features, pieces=2, init="he", rng=None, seed=None, dtype=None):
+        super().__init__()
+        _check_features("Maxout", in_features=in_features, out_features=out_features, pieces=pieces)
+        self.in_features, self.out_features, self.pieces = int(in_features), int(out_features), int(pieces)
+        W = init_weight(in_features, out_features * pieces, init, _rng(rng, seed), dtype)
+        self.weight = Tensor(W, dtype=W.dtype, requires_grad=True, name="weight")
+        self.bias = Tensor(np.zeros(out_features * pieces), dtype=W.dtype, requires_grad=True, name="bias")
+
+    def forward(self, x):
+        return affine_activation(_input(x, self.weight), self.weight, self.bias, "maxout", pieces=self.pieces)
+
+    def extra_repr(self):
+        return f"{self.in_features}, {self.out_features}, pieces={self.pieces}"
+
+
+class ReLU(Module):
+    """max(0, x) elementwise (ReLU'(0) = 0)."""
+
+    def forward(self, x):
+        return F.relu(x)
+
+
+class Sigmoid(Module):
+    """1 / (1 + exp(-x)) elementwise."""
+
+    def forward(self, x):
+        return F.sigmoid(x)
+
+
+class Tanh(Module):
+    """tanh(x) elementwise."""
+
+    def forward(self, x):
+        return F.tanh(x)
+
+
+class LeakyReLU(Module):
+    """x where x > 0, else negative_slope * x."""
+
+    def __init__(self, negative_slope=0.01):
+        super().__init__()
+        self.negative_slope = float(negative_slope)
+
+    def forward(self, x):
+        return F.leaky_relu(x, self.negative_slope)
+
+    def extra_repr(self):
+        return f"negative_slope={self.negative_slope}"
+
+
+class ELU(Module):
+    """x where x > 0, else alpha * (exp(x) - 1)."""
+
+    def __init__(self, alpha=1.0):
+        super().__init__()
+        self.alpha = float(alpha)
+
+    def forward(self, x):
+        return F.elu(x, self.alpha)
+
+    def extra_repr(self):
+        return f"alpha={self.alpha}"
+
+
+class Sequential(Module):
+    """Layers applied in order; parameters are named "<index>.<name>".
+
+    >>> net = Sequential(Linear(4, 8, seed=0), ReLU(), Linear(8, 3, seed=1))
+    >>> [n for n, _ in net.named_parameters()]
+    ['0.weight', '0.bias', '2.weight', '2.bias']
+    """
+
+    def __init__(self, *layers):
+        super().__init__()
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Sequential: layer {i} is a {type(layer).__name__}, not a Module")
+            setattr(self, str(i), layer)
+        self.layers = list(layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+
+# ---------------------------------------------------------------------------------------------
+# the multilayer perceptron
+
+#: activation name -> (function of the pre-activation, default weight init)
+ACTIVATIONS = {
+    "relu": (F.relu, "he"),
+    "leaky_relu": (F.leaky_relu, "he"),
+    "elu": (F.elu, "he"),
+    "maxout": (F.maxout, "he"),
+    "sigmoid": (F.sigmoid, "xavier"),
+    "tanh": (F.tanh, "xavier"),
+}
+
+
+def affine_activation(x, W, b, activation: str, pieces: int = 2) -> Tensor:
+    """act(x @ W + b) for x (N, D), W (D, M), b (M,); "maxout" gives (N, M // pieces).
+
+    The one place where a hidden layer's affine map meets its activation, so that a fused
+    affine+activation op can replace the two calls here.
+    """
+    act = ACTIVATIONS[activation][0]
+    z = F.affine(x, W, b)
+    return act(z, pieces) if activation == "maxout" else act(z)
+
+
+def _input(x, like: Tensor) -> Tensor:
+    """A batch as a constant tensor of the parameters' dtype (arrays of another dtype are converted)."""
+    if isinstance(x, Tensor):
+        return x
+    return Tensor._wrap(np.ascontiguousarray(x, dtype=like.dtype))
+
+
+class MLP(Module):
+    """A fully connected network: sizes [D, H1, ..., C] gives len(sizes) - 1 affine layers.
+
+    Every hidden layer computes h = act(h @ W + b); the last layer gives class scores (N, C) with no
+    activation. Parameters are W1, b1, W2, b2, ... with Wk of shape (sizes[k-1], sizes[k]) (times
+    `pieces` columns for maxout) and bk zeros. activation: one of `ACTIVATIONS` ("relu", "leaky_relu",
+    "elu", "maxout", "sigmoid", "tanh"). init defaults to He for the ReLU family and maxout, Xavier
+    for sigmoid/tanh, and He for the output layer in both cases; seed/rng make it reproducible.
+
+    >>> net = MLP([2, 100, 3], activation="tanh", seed=0)
+    >>> [(n, p.shape) for n, p in net.named_parameters()]
+    [('W1', (2, 100)), ('b1', (100,)), ('W2', (100, 3)), ('b2', (3,))]
+    """
+
+    def __init__(self, sizes, activation="relu", pieces=2, init=None, rng=None, seed=None, dtype=None):
+        super().__init__()
+        sizes = list(sizes)
+        if len(sizes) < 2 or not all(_is_count(s) for s in sizes):
+            raise ValueError(f"MLP: sizes must be at least two positive integers [D, ..., C], got {sizes}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"MLP: unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+        _check_features("MLP", pieces=pieces)
+        self.sizes, self.activation, self.pieces = [int(s) for s in sizes], activation, int(pieces)
+        rng = _rng(rng, seed)
+        for k in range(1, len(sizes)):
+            last = k == len(sizes) - 1
+            width = self.sizes[k] * (self.pieces if activation == "maxout" and not last else 1)
+            how = init if init is not None else "he" if last else ACTIVATIONS[activation][1]
+            W = init_weight(self.sizes[k - 1], width, how, rng, dtype)
+            setattr(self, f"W{k}", Tensor(W, dtype=W.dtype, requires_grad=True, name=f"W{k}"))
+            setattr(self, f"b{k}", Tensor(np.zeros(width), dtype=W.dtype, requires_grad=True, name=f"b{k}"))
+
+    @property
+    def config(self) -> dict:
+        """What `load` needs to rebuild this network: sizes, activation, pieces, dtype."""
+        return {"sizes": self.sizes, "activation": self.activation, "pieces": self.pieces,
+                "dtype": str(self.W1.dtype)}
+
+    def forward(self, x):
+        """Class scores (N, C) for a batch x (N, D)."""
+        n = len(self.sizes) - 1
+        h = _input(x, self.W1)
+        for k in range(1, n):
+            h = affine_activation(h, getattr(self, f"W{k}"), getattr(self, f"b{k}"), self.activation, self.pieces)
+        return F.affine(h, getattr(self, f"W{n}"), getattr(self, f"b{n}"))
+
+    def extra_repr(self):
+        return f"{self.sizes}, activation={self.activation!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# files
+
+_CONFIG_KEY = "__config__"
+
+
+def save(model: Module, path) -> Path:
+    """Write `model`'s parameters (and an MLP's config) to one .npz file; returns the path.
+
+    >>> save(MLP([4, 8, 3], seed=0), "model.npz")      # doctest: +SKIP
+    """
+    path = Path(path)
+    state = model.state_dict()
+    if _CONFIG_KEY in state:
+        raise ValueError(f"save: a parameter may not be called {_CONFIG_KEY!r}")
+    if isinstance(model, MLP):
+        state[_CONFIG_KEY] = np.array(json.dumps(model.config))
+    with open(path, "wb") as f:
+        np.savez(f, **state)
+    return path
+
+
+def load(path, model: Module | None = None) -> Module:
+    """Read a .npz written by `save`: into `model` (checked by `load_state_dict`), or, without one,
+    into a new MLP built from the saved config. Returns the model.
+
+    >>> model = load("model.npz")                       # doctest: +SKIP
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"load: no such file: {path}")
+    with np.load(path, allow_pickle=False) as archive:
+        state = {k: archive[k] for k in archive.files}
+    config = state.pop(_CONFIG_KEY, None)
+    if model is None:
+        if config is None:
+            raise ValueError(f"load: {path} holds no MLP config; pass the model to load into")
+        c = json.loads(str(config))
+        model = MLP(c["sizes"], activation=c["activation"], pieces=c["pieces"], dtype=c["dtype"], seed=0)
+    model.load_state_dict(state)
+    return model
