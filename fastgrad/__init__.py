@@ -27,6 +27,7 @@ from .functional import (
 )
 from .gradcheck import GradcheckError, gradcheck
 from .tensor import Tensor
+from .threads import get_num_threads, set_num_threads
 from . import data, nn, optim
 
 __version__ = "0.1.0"
@@ -34,7 +35,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
-    "softmax_cross_entropy", "svm_loss", "viz", "nn", "optim", "data",
+    "softmax_cross_entropy", "svm_loss", "viz", "nn", "optim", "data", "set_num_threads",
+    "get_num_threads",
 ]
 
 

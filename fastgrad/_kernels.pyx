@@ -1,28 +1,129 @@
 """Cython bindings of the C kernels in csrc/.
 
-Each binding validates its arguments (ndarray, dtype float32/float64, C-contiguous, matching shapes),
-allocates the output, and calls the C kernel with the GIL released. Nothing here is differentiable:
-the op table in ops.py decides what is computed and what is saved.
+Each binding validates its arguments (ndarray, dtype float32/float64, C-contiguous, matching shapes,
+index and label ranges), allocates the outputs, and only then calls the C kernel with the GIL
+released: no C kernel ever sees a buffer it could read or write out of bounds. Nothing here is
+differentiable: the op table in ops.py decides what is computed and what is saved.
 """
 cimport numpy as cnp
 import numpy as np
 
 cnp.import_array()
 
+cdef extern from "common.h" nogil:
+    void fg_set_num_threads(int n)
+    int fg_get_num_threads()
+    int fg_default_num_threads()
+    int fg_openmp_enabled()
+    Py_ssize_t fg_first_out_of_range(const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t stop)
+    enum: FG_OMP_MIN_CHEAP
+    enum: FG_OMP_MIN_EXP
+
 cdef extern from "elementwise.h" nogil:
     void fg_relu_forward_f32(const float *x, float *y, Py_ssize_t n)
     void fg_relu_forward_f64(const double *x, double *y, Py_ssize_t n)
     void fg_relu_backward_f32(const float *dy, const float *y, float *dx, Py_ssize_t n)
     void fg_relu_backward_f64(const double *dy, const double *y, double *dx, Py_ssize_t n)
+    void fg_leaky_relu_forward_f32(const float *x, float *y, Py_ssize_t n, float slope)
+    void fg_leaky_relu_forward_f64(const double *x, double *y, Py_ssize_t n, double slope)
+    void fg_leaky_relu_backward_f32(const float *dy, const float *x, float *dx, Py_ssize_t n,
+                                    float slope)
+    void fg_leaky_relu_backward_f64(const double *dy, const double *x, double *dx, Py_ssize_t n,
+                                    double slope)
+    void fg_elu_forward_f32(const float *x, float *y, Py_ssize_t n, float alpha)
+    void fg_elu_forward_f64(const double *x, double *y, Py_ssize_t n, double alpha)
+    void fg_elu_backward_f32(const float *dy, const float *x, float *dx, Py_ssize_t n,
+                             float alpha)
+    void fg_elu_backward_f64(const double *dy, const double *x, double *dx, Py_ssize_t n,
+                             double alpha)
     void fg_sigmoid_forward_f32(const float *x, float *y, Py_ssize_t n)
     void fg_sigmoid_forward_f64(const double *x, double *y, Py_ssize_t n)
     void fg_sigmoid_backward_f32(const float *dy, const float *y, float *dx, Py_ssize_t n)
     void fg_sigmoid_backward_f64(const double *dy, const double *y, double *dx, Py_ssize_t n)
+    void fg_tanh_forward_f32(const float *x, float *y, Py_ssize_t n)
+    void fg_tanh_forward_f64(const double *x, double *y, Py_ssize_t n)
+    void fg_tanh_backward_f32(const float *dy, const float *y, float *dx, Py_ssize_t n)
+    void fg_tanh_backward_f64(const double *dy, const double *y, double *dx, Py_ssize_t n)
+    void fg_maximum_forward_f32(const float *a, const float *b, float *y, Py_ssize_t n)
+    void fg_maximum_forward_f64(const double *a, const double *b, double *y, Py_ssize_t n)
+    void fg_maximum_backward_f32(const float *dy, const float *a, const float *b, float *da,
+                                 float *db, Py_ssize_t n)
+    void fg_maximum_backward_f64(const double *dy, const double *a, const double *b, double *da,
+                                 double *db, Py_ssize_t n)
+
+cdef extern from "routing.h" nogil:
+    void fg_max_forward_f32(const float *x, Py_ssize_t o, Py_ssize_t w, Py_ssize_t i, float *y,
+                            Py_ssize_t *idx)
+    void fg_max_forward_f64(const double *x, Py_ssize_t o, Py_ssize_t w, Py_ssize_t i, double *y,
+                            Py_ssize_t *idx)
+    void fg_max_backward_f32(const float *dy, const Py_ssize_t *idx, Py_ssize_t o, Py_ssize_t w,
+                             Py_ssize_t i, float *dx)
+    void fg_max_backward_f64(const double *dy, const Py_ssize_t *idx, Py_ssize_t o, Py_ssize_t w,
+                             Py_ssize_t i, double *dx)
+    void fg_maxout_forward_f32(const float *z, Py_ssize_t n, Py_ssize_t h, Py_ssize_t p, float *y,
+                               Py_ssize_t *idx)
+    void fg_maxout_forward_f64(const double *z, Py_ssize_t n, Py_ssize_t h, Py_ssize_t p,
+                               double *y, Py_ssize_t *idx)
+    void fg_maxout_backward_f32(const float *dy, const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t h,
+                                Py_ssize_t p, float *dz)
+    void fg_maxout_backward_f64(const double *dy, const Py_ssize_t *idx, Py_ssize_t n,
+                                Py_ssize_t h, Py_ssize_t p, double *dz)
+
+cdef extern from "losses.h" nogil:
+    double fg_softmax_ce_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n,
+                             Py_ssize_t c, float *grad, double *loss)
+    double fg_softmax_ce_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n,
+                             Py_ssize_t c, double *grad, double *loss)
+    double fg_svm_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                      float delta, float *grad, double *loss)
+    double fg_svm_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                      double delta, double *grad, double *loss)
 
 ctypedef void (*unary_f32)(const float *, float *, Py_ssize_t) noexcept nogil
 ctypedef void (*unary_f64)(const double *, double *, Py_ssize_t) noexcept nogil
 ctypedef void (*binary_f32)(const float *, const float *, float *, Py_ssize_t) noexcept nogil
 ctypedef void (*binary_f64)(const double *, const double *, double *, Py_ssize_t) noexcept nogil
+
+
+# ------------------------------------------------------------------------------------------------
+# threads
+
+def set_num_threads(int n):
+    """Use `n` >= 1 OpenMP threads in the kernels that are large enough to split."""
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    fg_set_num_threads(n)
+
+
+def get_num_threads():
+    """The number of threads the kernels use for large inputs."""
+    return fg_get_num_threads()
+
+
+def default_num_threads():
+    """OpenMP's default team size (OMP_NUM_THREADS, else the core count); 1 without OpenMP."""
+    return fg_default_num_threads()
+
+
+def parallel_thresholds():
+    """{"cheap": n, "exp": n}: kernels split over threads only when their size exceeds n."""
+    return {"cheap": FG_OMP_MIN_CHEAP, "exp": FG_OMP_MIN_EXP}
+
+
+def openmp_enabled():
+    """Whether the kernels were compiled with OpenMP (else they always run on one thread)."""
+    return bool(fg_openmp_enabled())
+
+
+# ------------------------------------------------------------------------------------------------
+# validation: everything is checked here, with the GIL, before any kernel runs
+
+cdef cnp.ndarray _empty_like(cnp.ndarray a, int t):
+    return cnp.PyArray_EMPTY(a.ndim, a.shape, t, 0)
+
+
+cdef inline void *_data(cnp.ndarray a) noexcept:
+    return cnp.PyArray_DATA(a)
 
 
 cdef int _check(object a, str op, str arg) except -1:
@@ -49,13 +150,33 @@ cdef int _check_same(object a, object b, str op, str arg_a, str arg_b) except -1
     return ta
 
 
+cdef int _check_index(object a, str op, str arg, tuple shape, Py_ssize_t stop) except -1:
+    """Raise unless `a` is a C-contiguous intp ndarray of `shape` with values in [0, stop)."""
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
+    if not cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(<cnp.ndarray>a), cnp.NPY_INTP):
+        raise TypeError(f"{op}: {arg} must be {np.dtype(np.intp)} (numpy.intp), got {a.dtype}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
+        raise ValueError(f"{op}: {arg} must be C-contiguous")
+    if a.shape != shape:
+        raise ValueError(f"{op}: {arg} has shape {a.shape}, expected {shape}")
+    cdef const Py_ssize_t *p = <const Py_ssize_t *>_data(<cnp.ndarray>a)
+    cdef Py_ssize_t k = fg_first_out_of_range(p, a.size, stop)
+    if k >= 0:
+        raise ValueError(f"{op}: {arg} value {p[k]} at position {k} is out of range [0, {stop})")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------
+# elementwise gates
+
 cdef cnp.ndarray _unary(object x, unary_f32 f32, unary_f64 f64, str op):
     cdef int t = _check(x, op, "x")
     cdef cnp.ndarray xa = <cnp.ndarray>x
-    cdef cnp.ndarray y = cnp.PyArray_EMPTY(xa.ndim, xa.shape, t, 0)
+    cdef cnp.ndarray y = _empty_like(xa, t)
     cdef Py_ssize_t n = xa.size
-    cdef void *px = cnp.PyArray_DATA(xa)
-    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *px = _data(xa)
+    cdef void *py = _data(y)
     with nogil:
         if t == cnp.NPY_FLOAT32:
             f32(<const float *>px, <float *>py, n)
@@ -68,12 +189,11 @@ cdef cnp.ndarray _binary(object a, object b, binary_f32 f32, binary_f64 f64, str
                          str arg_b):
     cdef int t = _check_same(a, b, op, arg_a, arg_b)
     cdef cnp.ndarray aa = <cnp.ndarray>a
-    cdef cnp.ndarray ba = <cnp.ndarray>b
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(aa.ndim, aa.shape, t, 0)
+    cdef cnp.ndarray out = _empty_like(aa, t)
     cdef Py_ssize_t n = aa.size
-    cdef void *pa = cnp.PyArray_DATA(aa)
-    cdef void *pb = cnp.PyArray_DATA(ba)
-    cdef void *po = cnp.PyArray_DATA(out)
+    cdef void *pa = _data(aa)
+    cdef void *pb = _data(<cnp.ndarray>b)
+    cdef void *po = _data(out)
     with nogil:
         if t == cnp.NPY_FLOAT32:
             f32(<const float *>pa, <const float *>pb, <float *>po, n)
@@ -93,7 +213,7 @@ def relu_backward(dy, y):
 
 
 def sigmoid_forward(x):
-    """y = 1 / (1 + exp(-x)), finite for every finite x."""
+    """y = 1 / (1 + exp(-x)), finite for every x."""
     return _unary(x, fg_sigmoid_forward_f32, fg_sigmoid_forward_f64, "sigmoid_forward")
 
 
@@ -101,3 +221,265 @@ def sigmoid_backward(dy, y):
     """dx = dy * y * (1 - y), from the saved output y."""
     return _binary(dy, y, fg_sigmoid_backward_f32, fg_sigmoid_backward_f64, "sigmoid_backward",
                    "dy", "y")
+
+
+def tanh_forward(x):
+    """y = tanh(x)."""
+    return _unary(x, fg_tanh_forward_f32, fg_tanh_forward_f64, "tanh_forward")
+
+
+def tanh_backward(dy, y):
+    """dx = dy * (1 - y**2), from the saved output y."""
+    return _binary(dy, y, fg_tanh_backward_f32, fg_tanh_backward_f64, "tanh_backward", "dy", "y")
+
+
+def maximum_forward(a, b):
+    """y = max(a, b) elementwise, a and b of one shape (NaN if either is NaN)."""
+    return _binary(a, b, fg_maximum_forward_f32, fg_maximum_forward_f64, "maximum_forward", "a",
+                   "b")
+
+
+def maximum_backward(dy, a, b):
+    """(da, db): dy routed to a where a >= b, to b elsewhere."""
+    cdef int t = _check_same(dy, a, "maximum_backward", "dy", "a")
+    _check_same(dy, b, "maximum_backward", "dy", "b")
+    cdef cnp.ndarray da = _empty_like(<cnp.ndarray>dy, t)
+    cdef cnp.ndarray db = _empty_like(<cnp.ndarray>dy, t)
+    cdef Py_ssize_t n = da.size
+    cdef void *pg = _data(<cnp.ndarray>dy)
+    cdef void *pa = _data(<cnp.ndarray>a)
+    cdef void *pb = _data(<cnp.ndarray>b)
+    cdef void *pda = _data(da)
+    cdef void *pdb = _data(db)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_maximum_backward_f32(<const float *>pg, <const float *>pa, <const float *>pb,
+                                    <float *>pda, <float *>pdb, n)
+        else:
+            fg_maximum_backward_f64(<const double *>pg, <const double *>pa, <const double *>pb,
+                                    <double *>pda, <double *>pdb, n)
+    return da, db
+
+
+def leaky_relu_forward(x, double negative_slope):
+    """y = x where x > 0, else negative_slope * x."""
+    cdef int t = _check(x, "leaky_relu_forward", "x")
+    cdef cnp.ndarray y = _empty_like(<cnp.ndarray>x, t)
+    cdef Py_ssize_t n = y.size
+    cdef void *px = _data(<cnp.ndarray>x)
+    cdef void *py = _data(y)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_leaky_relu_forward_f32(<const float *>px, <float *>py, n, <float>negative_slope)
+        else:
+            fg_leaky_relu_forward_f64(<const double *>px, <double *>py, n, negative_slope)
+    return y
+
+
+def leaky_relu_backward(dy, x, double negative_slope):
+    """dx = dy where x > 0, else negative_slope * dy (the slope at 0 is negative_slope)."""
+    cdef int t = _check_same(dy, x, "leaky_relu_backward", "dy", "x")
+    cdef cnp.ndarray dx = _empty_like(<cnp.ndarray>dy, t)
+    cdef Py_ssize_t n = dx.size
+    cdef void *pg = _data(<cnp.ndarray>dy)
+    cdef void *px = _data(<cnp.ndarray>x)
+    cdef void *pd = _data(dx)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_leaky_relu_backward_f32(<const float *>pg, <const float *>px, <float *>pd, n,
+                                       <float>negative_slope)
+        else:
+            fg_leaky_relu_backward_f64(<const double *>pg, <const double *>px, <double *>pd, n,
+                                       negative_slope)
+    return dx
+
+
+def elu_forward(x, double alpha):
+    """y = x where x > 0, else alpha * (exp(x) - 1)."""
+    cdef int t = _check(x, "elu_forward", "x")
+    cdef cnp.ndarray y = _empty_like(<cnp.ndarray>x, t)
+    cdef Py_ssize_t n = y.size
+    cdef void *px = _data(<cnp.ndarray>x)
+    cdef void *py = _data(y)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_elu_forward_f32(<const float *>px, <float *>py, n, <float>alpha)
+        else:
+            fg_elu_forward_f64(<const double *>px, <double *>py, n, alpha)
+    return y
+
+
+def elu_backward(dy, x, double alpha):
+    """dx = dy where x > 0, else dy * alpha * exp(x), from the input x."""
+    cdef int t = _check_same(dy, x, "elu_backward", "dy", "x")
+    cdef cnp.ndarray dx = _empty_like(<cnp.ndarray>dy, t)
+    cdef Py_ssize_t n = dx.size
+    cdef void *pg = _data(<cnp.ndarray>dy)
+    cdef void *px = _data(<cnp.ndarray>x)
+    cdef void *pd = _data(dx)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_elu_backward_f32(<const float *>pg, <const float *>px, <float *>pd, n,
+                                <float>alpha)
+        else:
+            fg_elu_backward_f64(<const double *>pg, <const double *>px, <double *>pd, n, alpha)
+    return dx
+
+
+# ------------------------------------------------------------------------------------------------
+# max routing
+
+cdef tuple _split(tuple shape, Py_ssize_t start, Py_ssize_t stop, str op):
+    """(outer, width, inner) of `shape` reduced over its axes [start, stop)."""
+    if not 0 <= start < stop <= len(shape):
+        raise ValueError(f"{op}: axes [{start}, {stop}) are not a non-empty range of the "
+                         f"axes of shape {shape}")
+    cdef Py_ssize_t o = 1, w = 1, i = 1, k
+    for k in range(start):
+        o *= shape[k]
+    for k in range(start, stop):
+        w *= shape[k]
+    for k in range(stop, len(shape)):
+        i *= shape[k]
+    if w == 0:
+        raise ValueError(f"{op}: cannot reduce over empty axes of shape {shape}")
+    return o, w, i
+
+
+def max_forward(x, Py_ssize_t start, Py_ssize_t stop):
+    """Max of x over its consecutive axes [start, stop), and the flat index of the first maximal
+    entry within those axes: (y, idx), both of shape x.shape[:start] + x.shape[stop:]."""
+    cdef int t = _check(x, "max_forward", "x")
+    cdef tuple shape = x.shape
+    o, w, i = _split(shape, start, stop, "max_forward")
+    cdef Py_ssize_t co = o, cw = w, ci = i
+    out_shape = shape[:start] + shape[stop:]
+    cdef cnp.ndarray y = np.empty(out_shape, dtype=x.dtype)
+    cdef cnp.ndarray idx = np.empty(out_shape, dtype=np.intp)
+    cdef void *px = _data(<cnp.ndarray>x)
+    cdef void *py = _data(y)
+    cdef Py_ssize_t *pi = <Py_ssize_t *>_data(idx)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_max_forward_f32(<const float *>px, co, cw, ci, <float *>py, pi)
+        else:
+            fg_max_forward_f64(<const double *>px, co, cw, ci, <double *>py, pi)
+    return y, idx
+
+
+def max_backward(dy, idx, tuple shape, Py_ssize_t start, Py_ssize_t stop):
+    """dx of `shape`: dy scattered to the entries idx (from max_forward) names, zeros elsewhere."""
+    cdef int t = _check(dy, "max_backward", "dy")
+    o, w, i = _split(shape, start, stop, "max_backward")
+    cdef Py_ssize_t co = o, cw = w, ci = i
+    out_shape = shape[:start] + shape[stop:]
+    if dy.shape != out_shape:
+        raise ValueError(f"max_backward: dy has shape {dy.shape}, expected {out_shape} for a "
+                         f"reduction of {shape} over axes [{start}, {stop})")
+    _check_index(idx, "max_backward", "idx", out_shape, cw)
+    cdef cnp.ndarray dx = np.zeros(shape, dtype=dy.dtype)  # the kernel only scatters
+    cdef void *pg = _data(<cnp.ndarray>dy)
+    cdef const Py_ssize_t *pi = <const Py_ssize_t *>_data(<cnp.ndarray>idx)
+    cdef void *pd = _data(dx)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_max_backward_f32(<const float *>pg, pi, co, cw, ci, <float *>pd)
+        else:
+            fg_max_backward_f64(<const double *>pg, pi, co, cw, ci, <double *>pd)
+    return dx
+
+
+cdef tuple _maxout_shape(tuple zshape, Py_ssize_t pieces, str op):
+    if len(zshape) != 2 or pieces < 1 or zshape[1] % pieces:
+        raise ValueError(f"{op}: expected z of shape (N, H * pieces) with pieces={pieces}, "
+                         f"got {zshape}")
+    return (zshape[0], zshape[1] // pieces)
+
+
+def maxout_forward(z, Py_ssize_t pieces):
+    """z (N, H * pieces) -> (y, idx) of shape (N, H): max of each run of `pieces` columns, and
+    the position of the first maximal one within its run."""
+    cdef int t = _check(z, "maxout_forward", "z")
+    cdef tuple out_shape = _maxout_shape(z.shape, pieces, "maxout_forward")
+    cdef Py_ssize_t n = out_shape[0], h = out_shape[1]
+    cdef cnp.ndarray y = np.empty(out_shape, dtype=z.dtype)
+    cdef cnp.ndarray idx = np.empty(out_shape, dtype=np.intp)
+    cdef void *pz = _data(<cnp.ndarray>z)
+    cdef void *py = _data(y)
+    cdef Py_ssize_t *pi = <Py_ssize_t *>_data(idx)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_maxout_forward_f32(<const float *>pz, n, h, pieces, <float *>py, pi)
+        else:
+            fg_maxout_forward_f64(<const double *>pz, n, h, pieces, <double *>py, pi)
+    return y, idx
+
+
+def maxout_backward(dy, idx, Py_ssize_t pieces):
+    """dz (N, H * pieces): dy (N, H) routed to the column idx names in each run, zeros elsewhere."""
+    cdef int t = _check(dy, "maxout_backward", "dy")
+    if dy.ndim != 2 or pieces < 1:
+        raise ValueError(f"maxout_backward: expected dy of shape (N, H) and pieces >= 1, got "
+                         f"{dy.shape} and pieces={pieces}")
+    _check_index(idx, "maxout_backward", "idx", dy.shape, pieces)
+    cdef Py_ssize_t n = dy.shape[0], h = dy.shape[1]
+    cdef cnp.ndarray dz = np.zeros((n, h * pieces), dtype=dy.dtype)  # the kernel only scatters
+    cdef void *pg = _data(<cnp.ndarray>dy)
+    cdef const Py_ssize_t *pi = <const Py_ssize_t *>_data(<cnp.ndarray>idx)
+    cdef void *pd = _data(dz)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            fg_maxout_backward_f32(<const float *>pg, pi, n, h, pieces, <float *>pd)
+        else:
+            fg_maxout_backward_f64(<const double *>pg, pi, n, h, pieces, <double *>pd)
+    return dz
+
+
+# ------------------------------------------------------------------------------------------------
+# losses
+
+cdef int _check_scores(object scores, object labels, str op) except -1:
+    """scores (N, C) with N, C >= 1; labels N intp values in [0, C). Returns the scores' type."""
+    cdef int t = _check(scores, op, "scores")
+    if scores.ndim != 2 or scores.shape[0] == 0 or scores.shape[1] == 0:
+        raise ValueError(f"{op}: scores must be (N, C) with N, C >= 1, got shape {scores.shape}")
+    _check_index(labels, op, "labels", (scores.shape[0],), scores.shape[1])
+    return t
+
+
+def softmax_cross_entropy(scores, labels, bint want_grad=True):
+    """(loss, grad): the mean cross-entropy of softmax(scores) (N, C) against labels (N,), and its
+    gradient (softmax(scores) - onehot(labels)) / N (None unless want_grad)."""
+    cdef int t = _check_scores(scores, labels, "softmax_cross_entropy")
+    cdef Py_ssize_t n = scores.shape[0], c = scores.shape[1]
+    cdef cnp.ndarray grad = np.empty((n, c), dtype=scores.dtype) if want_grad else None
+    cdef double[::1] loss_n = np.empty(n, dtype=np.float64)
+    cdef void *ps = _data(<cnp.ndarray>scores)
+    cdef const Py_ssize_t *pl = <const Py_ssize_t *>_data(<cnp.ndarray>labels)
+    cdef void *pg = _data(grad) if want_grad else NULL
+    cdef double loss
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            loss = fg_softmax_ce_f32(<const float *>ps, pl, n, c, <float *>pg, &loss_n[0])
+        else:
+            loss = fg_softmax_ce_f64(<const double *>ps, pl, n, c, <double *>pg, &loss_n[0])
+    return loss, grad
+
+
+def svm_loss(scores, labels, double delta, bint want_grad=True):
+    """(loss, grad): the mean multiclass hinge loss of scores (N, C) against labels (N,), and its
+    gradient (None unless want_grad)."""
+    cdef int t = _check_scores(scores, labels, "svm_loss")
+    cdef Py_ssize_t n = scores.shape[0], c = scores.shape[1]
+    cdef cnp.ndarray grad = np.empty((n, c), dtype=scores.dtype) if want_grad else None
+    cdef double[::1] loss_n = np.empty(n, dtype=np.float64)
+    cdef void *ps = _data(<cnp.ndarray>scores)
+    cdef const Py_ssize_t *pl = <const Py_ssize_t *>_data(<cnp.ndarray>labels)
+    cdef void *pg = _data(grad) if want_grad else NULL
+    cdef double loss
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            loss = fg_svm_f32(<const float *>ps, pl, n, c, <float>delta, <float *>pg, &loss_n[0])
+        else:
+            loss = fg_svm_f64(<const double *>ps, pl, n, c, delta, <double *>pg, &loss_n[0])
+    return loss, grad

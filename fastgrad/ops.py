@@ -200,13 +200,22 @@ def log_backward(g, x):
 
 @primitive("maximum")
 def maximum(a, b):
-    """Elementwise max; the gradient goes to `a` where a >= b (ties to the first argument)."""
+    """Elementwise max; the gradient goes to `a` where a >= b (ties to the first argument).
+
+    Operands of one shape run in C and save nothing new (the inputs decide the routing);
+    broadcasting operands take the NumPy path and save the mask.
+    """
+    if a.shape == b.shape:
+        return K.maximum_forward(a, b), (a, b)
     broadcast_shape("maximum", a.shape, b.shape)
     return np.maximum(a, b), (a >= b, a.shape, b.shape)
 
 
 @maximum.defbackward
-def maximum_backward(g, a_wins, a_shape, b_shape):
+def maximum_backward(g, *saved):
+    if len(saved) == 2:  # same shapes: (a, b)
+        return K.maximum_backward(g, *saved)
+    a_wins, a_shape, b_shape = saved
     ga = np.where(a_wins, g, 0).astype(g.dtype, copy=False)
     return unbroadcast(ga, a_shape), unbroadcast(g - ga, b_shape)
 
@@ -224,23 +233,24 @@ def relu_backward(g, y):
 
 @primitive("leaky_relu")
 def leaky_relu(x, negative_slope):
-    return np.where(x > 0, x, x * negative_slope).astype(x.dtype, copy=False), (x, negative_slope)
+    # saves the input (alive anyway as the node's input), which decides the slope for any sign
+    return K.leaky_relu_forward(x, negative_slope), (x, negative_slope)
 
 
 @leaky_relu.defbackward
 def leaky_relu_backward(g, x, negative_slope):
-    return (np.where(x > 0, g, g * negative_slope).astype(g.dtype, copy=False),)
+    return (K.leaky_relu_backward(g, x, negative_slope),)
 
 
 @primitive("elu")
 def elu(x, alpha):
-    neg_part = alpha * np.expm1(np.minimum(x, 0))
-    return np.where(x > 0, x, neg_part).astype(x.dtype, copy=False), (x, neg_part, alpha)
+    # backward recomputes alpha e^x from the input: y + alpha would lose it to cancellation
+    return K.elu_forward(x, alpha), (x, alpha)
 
 
 @elu.defbackward
-def elu_backward(g, x, neg_part, alpha):
-    return (np.where(x > 0, g, g * (neg_part + alpha)).astype(g.dtype, copy=False),)
+def elu_backward(g, x, alpha):
+    return (K.elu_backward(g, x, alpha),)
 
 
 @primitive("sigmoid")
@@ -256,13 +266,13 @@ def sigmoid_backward(g, y):
 
 @primitive("tanh")
 def tanh(x):
-    y = np.tanh(x)
+    y = K.tanh_forward(x)
     return y, (y,)
 
 
 @tanh.defbackward
 def tanh_backward(g, y):
-    return (g * (1 - y * y),)
+    return (K.tanh_backward(g, y),)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -354,34 +364,39 @@ def mean_backward(g, shape, axes, keepdims, count):
     return (_expand(g / count, shape, axes, keepdims),)
 
 
-def _argmax_last(x: np.ndarray, axes: tuple):
-    """Move `axes` of x to the end, flatten them, and take the first argmax: (moved view, index)."""
-    kept = [i for i in range(x.ndim) if i not in axes]
-    width = int(np.prod([x.shape[i] for i in axes]))  # not -1: ambiguous when a kept axis is empty
-    moved = x.transpose(kept + list(axes)).reshape([x.shape[i] for i in kept] + [width])
-    if moved.shape[-1] == 0:
-        raise ValueError(f"max: cannot reduce an empty axis of a tensor of shape {x.shape}")
-    return moved, np.argmax(moved, axis=-1)
+def _reduced_range(x: np.ndarray, axes: tuple):
+    """x laid out so that the reduced `axes` are one consecutive range: (x', start, stop, perm).
+
+    Consecutive axes (the last, the first, all of them) use x as it is; others are moved to the
+    end by one transposing copy (perm, undone in backward); no axes at all reduce a unit axis.
+    """
+    if not axes:
+        return x.reshape(x.shape + (1,)), x.ndim, x.ndim + 1, None
+    if axes == tuple(range(axes[0], axes[-1] + 1)):
+        return x, axes[0], axes[-1] + 1, None
+    perm = [i for i in range(x.ndim) if i not in axes] + list(axes)
+    return np.ascontiguousarray(x.transpose(perm)), x.ndim - len(axes), x.ndim, perm
 
 
 @primitive("max")
 def max_(x, axis=None, keepdims=False):
-    """Max over `axis`; the gradient is routed to the first maximal entry."""
+    """Max over `axis`; saves the index of the first maximal entry, where backward routes g."""
     axes = normalize_axis(axis, x.ndim, "max")
-    moved, idx = _argmax_last(x, axes)
-    out = np.take_along_axis(moved, idx[..., None], axis=-1)[..., 0]
+    if any(x.shape[a] == 0 for a in axes):
+        raise ValueError(f"max: cannot reduce an empty axis of a tensor of shape {x.shape}")
+    xr, start, stop, perm = _reduced_range(x, axes)
+    out, idx = K.max_forward(xr, start, stop)
     if keepdims:
         out = out.reshape([1 if i in axes else n for i, n in enumerate(x.shape)])
-    return out, (x.shape, axes, idx, moved.shape[-1])
+    return out, (idx, xr.shape, start, stop, perm, x.shape)
 
 
 @max_.defbackward
-def max_backward(g, shape, axes, idx, width):
-    kept = [i for i in range(len(shape)) if i not in axes]
-    gm = np.zeros(idx.shape + (width,), dtype=g.dtype)
-    np.put_along_axis(gm, idx[..., None], g.reshape(idx.shape)[..., None], axis=-1)
-    gm = gm.reshape([shape[i] for i in kept] + [shape[i] for i in axes])
-    return (gm.transpose(np.argsort(kept + list(axes))),)
+def max_backward(g, idx, layout, start, stop, perm, shape):
+    gx = K.max_backward(g.reshape(idx.shape), idx, layout, start, stop)
+    if perm is not None:
+        gx = gx.transpose(np.argsort(perm))
+    return (gx.reshape(shape),)
 
 
 @primitive("maxout")
@@ -391,16 +406,13 @@ def maxout(z, pieces):
         raise ValueError(
             f"maxout: expected z of shape (N, H * pieces) with pieces={pieces}, got {z.shape}"
         )
-    grouped = z.reshape(z.shape[0], z.shape[1] // pieces, pieces)  # not -1: ambiguous for N = 0
-    idx = np.argmax(grouped, axis=-1)
-    return np.take_along_axis(grouped, idx[..., None], axis=-1)[..., 0], (idx, pieces)
+    out, idx = K.maxout_forward(z, pieces)
+    return out, (idx, pieces)
 
 
 @maxout.defbackward
 def maxout_backward(g, idx, pieces):
-    gz = np.zeros(idx.shape + (pieces,), dtype=g.dtype)
-    np.put_along_axis(gz, idx[..., None], g[..., None], axis=-1)
-    return (gz.reshape(idx.shape[0], idx.shape[1] * pieces),)
+    return (K.maxout_backward(g, idx, pieces),)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -464,8 +476,11 @@ def getitem_backward(g, shape, index):
 # losses (mean over the batch)
 
 
-def check_labels(op: str, scores: np.ndarray, labels: np.ndarray) -> None:
-    """scores must be (N, C) with N > 0, labels N integers in [0, C)."""
+def check_labels(op: str, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """scores must be (N, C) with N > 0, labels N integers; returns them as intp.
+
+    The kernels check the range [0, C) (a ValueError naming the op) before they run.
+    """
     if scores.ndim != 2:
         raise ValueError(f"{op}: scores must be 2-D (N, C), got shape {scores.shape}")
     n, c = scores.shape
@@ -475,49 +490,42 @@ def check_labels(op: str, scores: np.ndarray, labels: np.ndarray) -> None:
         raise ValueError(f"{op}: empty batch (scores shape {scores.shape}); the mean loss is undefined")
     if labels.dtype.kind not in "iu":
         raise ValueError(f"{op}: labels must be integers, got dtype {labels.dtype}")
-    lo, hi = labels.min(), labels.max()
-    if lo < 0 or hi >= c:
-        bad = lo if lo < 0 else hi
-        raise ValueError(f"{op}: label {bad} is out of range for {c} classes")
+    if labels.dtype.kind == "u" and labels.max() >= c:  # would wrap around in intp
+        raise ValueError(f"{op}: label {labels.max()} is out of range for {c} classes")
+    return np.ascontiguousarray(labels, dtype=np.intp)
 
 
-@primitive("softmax_cross_entropy")
-def softmax_cross_entropy(scores, labels):
-    """-mean_i log softmax(scores_i)[labels_i], through a stable log-sum-exp."""
-    check_labels("softmax_cross_entropy", scores, labels)
-    n = scores.shape[0]
-    shifted = scores - scores.max(axis=1, keepdims=True)
-    log_z = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    log_probs = shifted - log_z
-    loss = -log_probs[np.arange(n), labels].mean()
-    return np.asarray(loss, dtype=scores.dtype), (log_probs, labels)
+# Both losses compute the gradient of the mean loss in the same C pass as the loss (when the
+# scores need one) and save it; backward only scales it by the upstream scalar g.
+
+
+@primitive("softmax_cross_entropy", takes_needs=True)
+def softmax_cross_entropy(scores, labels, needs=(True,)):
+    """-mean_i log softmax(scores_i)[labels_i], through a stable log-sum-exp.
+
+    Saved: d loss / d scores = (softmax(scores) - onehot(labels)) / N.
+    """
+    labels = check_labels("softmax_cross_entropy", scores, labels)
+    loss, grad = K.softmax_cross_entropy(scores, labels, needs[0])
+    return np.asarray(loss, dtype=scores.dtype), (grad,)
 
 
 @softmax_cross_entropy.defbackward
-def softmax_cross_entropy_backward(g, log_probs, labels):
-    n = log_probs.shape[0]
-    d = np.exp(log_probs)
-    d[np.arange(n), labels] -= 1
-    d *= g / n
-    return (d,)
+def softmax_cross_entropy_backward(g, grad):
+    return (grad * g,)
 
 
-@primitive("svm_loss")
-def svm_loss(scores, labels, delta=1.0):
-    """mean_i sum_{j != y_i} max(0, s_ij - s_iy_i + delta): CS231n's multiclass hinge loss."""
-    check_labels("svm_loss", scores, labels)
-    n = scores.shape[0]
-    rows = np.arange(n)
-    margins = scores - scores[rows, labels][:, None] + delta
-    margins[rows, labels] = 0
-    np.maximum(margins, 0, out=margins)
-    return np.asarray(margins.sum() / n, dtype=scores.dtype), (margins > 0, labels)
+@primitive("svm_loss", takes_needs=True)
+def svm_loss(scores, labels, delta=1.0, needs=(True,)):
+    """mean_i sum_{j != y_i} max(0, s_ij - s_iy_i + delta): CS231n's multiclass hinge loss.
+
+    Saved: d loss / d scores = ([margin > 0] - onehot(labels) * count(margins > 0)) / N.
+    """
+    labels = check_labels("svm_loss", scores, labels)
+    loss, grad = K.svm_loss(scores, labels, delta, needs[0])
+    return np.asarray(loss, dtype=scores.dtype), (grad,)
 
 
 @svm_loss.defbackward
-def svm_loss_backward(g, active, labels):
-    n = active.shape[0]
-    d = active.astype(g.dtype)
-    d[np.arange(n), labels] = -active.sum(axis=1)
-    d *= g / n
-    return (d,)
+def svm_loss_backward(g, grad):
+    return (grad * g,)
