@@ -5,7 +5,7 @@
     python bench/report.py --threads 1  # pin every pool to one thread
 
 Method: every thread pool (both OpenBLAS builds, OpenMP, fastgrad's kernels, torch) is pinned to
---threads (default: OMP_NUM_THREADS if set, else the CPUs this process may run on); each case first
+--threads (default: fastgrad's default, OMP_NUM_THREADS if set, else all cores); each case first
 checks that its contenders' results agree, warms them up and calibrates a repeat count, then times
 them interleaved (one batch of calls per contender per round, in a shuffled order, after a short
 rest when multi-threaded so that the previous pool's workers stop spinning), and reports medians
@@ -36,16 +36,9 @@ import cases  # noqa: E402  (bench/cases.py, next to this script)
 import fastgrad as fg  # noqa: E402
 
 
-def default_threads() -> int:
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        return int(os.environ["OMP_NUM_THREADS"])
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def pin_threads(n: int):
     """Pin every pool to n threads; returns the threadpoolctl limiter (keep it alive)."""
-    if hasattr(fg, "set_num_threads"):
-        fg.set_num_threads(n)
+    fg.set_num_threads(n)
     if cases.torch is not None:
         cases.torch.set_num_threads(n)
     return threadpool_limits(limits=n)
@@ -73,8 +66,7 @@ def machine_lines(threads: int) -> list[str]:
     ]
     if hasattr(os, "getloadavg"):  # other work on the machine skews every number below
         lines.append("- load average before the run: " + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
-    if hasattr(fg, "get_num_threads"):
-        lines.append(f"- fastgrad kernel threads: {fg.get_num_threads()}")
+    lines.append(f"- fastgrad kernel threads: {fg.get_num_threads()}")
     for pool in threadpool_info():
         kind = " ".join(str(x) for x in (pool["internal_api"], pool.get("version"), pool.get("architecture")) if x)
         lines.append(f"- {pool['user_api']}: {kind}, {pool['num_threads']} threads "
@@ -168,7 +160,8 @@ def all_cases() -> list[cases.Case]:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
-    parser.add_argument("--threads", type=int, default=default_threads(), help="threads for every pool")
+    parser.add_argument("--threads", type=int, default=fg.get_num_threads(),
+                        help="threads for every pool (default: fastgrad's, i.e. OMP_NUM_THREADS or all cores)")
     parser.add_argument("--pause", type=float, default=None,
                         help="seconds of rest before each timed batch (default 0.12 with threads > 1, "
                         "to let other pools' spinning workers sleep; 0 with one thread)")
