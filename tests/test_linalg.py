@@ -76,6 +76,22 @@ def test_affine_gradcheck_float64(activation):
     assert fg.gradcheck(fn, [x, W, b])
 
 
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_fused_affine_equals_the_separate_ops(activation):
+    # the same layer through fg.affine(..., activation) and through @, + and the gate's own op
+    gate = {None: lambda z: z, "relu": fg.relu, "sigmoid": fg.sigmoid, "tanh": fg.tanh,
+            "leaky_relu": lambda z: fg.leaky_relu(z, SLOPE), "elu": lambda z: fg.elu(z, ALPHA)}[activation]
+    x0, W0, b0, g0 = random_layer((9, 6, 5), "float64", seed=2)
+    results = []
+    for fused in (True, False):
+        x, W, b = (fg.tensor(a, dtype="float64", requires_grad=True) for a in (x0, W0, b0))
+        y = fg.affine(x, W, b, activation, negative_slope=SLOPE, alpha=ALPHA) if fused else gate(x @ W + b)
+        y.backward(g0)
+        results.append([y.data, x.grad, W.grad, b.grad])
+    for fused, separate in zip(*results):
+        np.testing.assert_allclose(fused, separate, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("activation, slope_at_zero", [
     ("relu", 0.0), ("leaky_relu", SLOPE), ("elu", ALPHA), ("sigmoid", 0.25), ("tanh", 1.0),
 ])
