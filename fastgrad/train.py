@@ -29,6 +29,7 @@ from . import data as D
 from . import functional as F
 from . import nn, optim
 from .autograd import no_grad
+from .threads import get_num_threads, set_num_threads
 
 __all__ = ["History", "fit", "accuracy", "make_optimizer", "OPTIMIZERS", "LOSSES", "main"]
 
@@ -257,18 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _thread_limit(n):
-    """fastgrad.set_num_threads(n) when available, else a threadpoolctl limit on BLAS."""
-    import fastgrad
-
+@contextlib.contextmanager
+def _threads(n):
+    """Use n threads (kernels and BLAS, `fastgrad.set_num_threads`) inside; restore the count after."""
     if n is None:
-        return contextlib.nullcontext()
-    if hasattr(fastgrad, "set_num_threads"):
-        fastgrad.set_num_threads(n)
-        return contextlib.nullcontext()
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=n)
+        yield
+        return
+    previous = get_num_threads()
+    set_num_threads(n)
+    try:
+        yield
+    finally:
+        set_num_threads(previous)
 
 
 def run(args) -> int:
@@ -290,7 +291,7 @@ def run(args) -> int:
     print(f"MLP {sizes} {args.activation}, {args.optimizer} lr={lr:g}, batch {args.batch_size}, "
           f"{args.epochs} epochs, reg {args.reg:g}, seed {args.seed}")
     sys.stdout.flush()
-    with _thread_limit(args.threads):
+    with _threads(args.threads):
         try:
             history = fit(model, splits, optimizer=args.optimizer, lr=lr, epochs=args.epochs,
                           batch_size=args.batch_size, reg=args.reg, loss=args.loss, seed=args.seed,

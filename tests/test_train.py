@@ -180,10 +180,14 @@ def test_module_entry_point_reports_mistakes_without_a_traceback():
     assert result.stderr.strip() == "fastgrad-train: error: argument --lr: must be positive, got 0"
 
 
-def test_threads_flag_and_other_datasets_run(tmp_path, capsys):
+def test_threads_flag_and_other_datasets_run(tmp_path, capsys, monkeypatch):
+    before = fg.get_num_threads()
+    calls = []
+    monkeypatch.setattr(train, "set_num_threads", lambda n: (calls.append(n), fg.set_num_threads(n)))
     status, out, err = run_cli(capsys, "--dataset", "spiral", "--threads", "1", "--hidden", "20",
                                "--activation", "tanh", "--optimizer", "rmsprop", "--loss", "svm",
                                "--epochs", "2", "--no-progress", "--out", str(tmp_path))
     assert status == 0, err
     assert "spiral: 210 train / 30 val / 60 test, 2 features, 3 classes" in out
     assert nn.load(tmp_path / "model.npz").config["activation"] == "tanh"
+    assert calls == [1, before] and fg.get_num_threads() == before  # set for the run, then restored
