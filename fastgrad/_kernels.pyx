@@ -83,6 +83,12 @@ ctypedef void (*unary_f32)(const float *, float *, Py_ssize_t) noexcept nogil
 ctypedef void (*unary_f64)(const double *, double *, Py_ssize_t) noexcept nogil
 ctypedef void (*binary_f32)(const float *, const float *, float *, Py_ssize_t) noexcept nogil
 ctypedef void (*binary_f64)(const double *, const double *, double *, Py_ssize_t) noexcept nogil
+# the same with one scalar parameter (a slope, an alpha) after the size
+ctypedef void (*unary_p_f32)(const float *, float *, Py_ssize_t, float) noexcept nogil
+ctypedef void (*unary_p_f64)(const double *, double *, Py_ssize_t, double) noexcept nogil
+ctypedef void (*binary_p_f32)(const float *, const float *, float *, Py_ssize_t, float) noexcept nogil
+ctypedef void (*binary_p_f64)(const double *, const double *, double *, Py_ssize_t,
+                              double) noexcept nogil
 
 
 # ------------------------------------------------------------------------------------------------
@@ -261,69 +267,56 @@ def maximum_backward(dy, a, b):
     return da, db
 
 
-def leaky_relu_forward(x, double negative_slope):
-    """y = x where x > 0, else negative_slope * x."""
-    cdef int t = _check(x, "leaky_relu_forward", "x")
+cdef cnp.ndarray _unary_p(object x, double p, unary_p_f32 f32, unary_p_f64 f64, str op):
+    cdef int t = _check(x, op, "x")
     cdef cnp.ndarray y = _empty_like(<cnp.ndarray>x, t)
     cdef Py_ssize_t n = y.size
     cdef void *px = _data(<cnp.ndarray>x)
     cdef void *py = _data(y)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fg_leaky_relu_forward_f32(<const float *>px, <float *>py, n, <float>negative_slope)
+            f32(<const float *>px, <float *>py, n, <float>p)
         else:
-            fg_leaky_relu_forward_f64(<const double *>px, <double *>py, n, negative_slope)
+            f64(<const double *>px, <double *>py, n, p)
     return y
+
+
+cdef cnp.ndarray _binary_p(object dy, object x, double p, binary_p_f32 f32, binary_p_f64 f64,
+                           str op):
+    cdef int t = _check_same(dy, x, op, "dy", "x")
+    cdef cnp.ndarray dx = _empty_like(<cnp.ndarray>dy, t)
+    cdef Py_ssize_t n = dx.size
+    cdef void *pg = _data(<cnp.ndarray>dy)
+    cdef void *px = _data(<cnp.ndarray>x)
+    cdef void *pd = _data(dx)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            f32(<const float *>pg, <const float *>px, <float *>pd, n, <float>p)
+        else:
+            f64(<const double *>pg, <const double *>px, <double *>pd, n, p)
+    return dx
+
+
+def leaky_relu_forward(x, double negative_slope):
+    """y = x where x > 0, else negative_slope * x."""
+    return _unary_p(x, negative_slope, fg_leaky_relu_forward_f32, fg_leaky_relu_forward_f64,
+                    "leaky_relu_forward")
 
 
 def leaky_relu_backward(dy, x, double negative_slope):
     """dx = dy where x > 0, else negative_slope * dy (the slope at 0 is negative_slope)."""
-    cdef int t = _check_same(dy, x, "leaky_relu_backward", "dy", "x")
-    cdef cnp.ndarray dx = _empty_like(<cnp.ndarray>dy, t)
-    cdef Py_ssize_t n = dx.size
-    cdef void *pg = _data(<cnp.ndarray>dy)
-    cdef void *px = _data(<cnp.ndarray>x)
-    cdef void *pd = _data(dx)
-    with nogil:
-        if t == cnp.NPY_FLOAT32:
-            fg_leaky_relu_backward_f32(<const float *>pg, <const float *>px, <float *>pd, n,
-                                       <float>negative_slope)
-        else:
-            fg_leaky_relu_backward_f64(<const double *>pg, <const double *>px, <double *>pd, n,
-                                       negative_slope)
-    return dx
+    return _binary_p(dy, x, negative_slope, fg_leaky_relu_backward_f32,
+                     fg_leaky_relu_backward_f64, "leaky_relu_backward")
 
 
 def elu_forward(x, double alpha):
     """y = x where x > 0, else alpha * (exp(x) - 1)."""
-    cdef int t = _check(x, "elu_forward", "x")
-    cdef cnp.ndarray y = _empty_like(<cnp.ndarray>x, t)
-    cdef Py_ssize_t n = y.size
-    cdef void *px = _data(<cnp.ndarray>x)
-    cdef void *py = _data(y)
-    with nogil:
-        if t == cnp.NPY_FLOAT32:
-            fg_elu_forward_f32(<const float *>px, <float *>py, n, <float>alpha)
-        else:
-            fg_elu_forward_f64(<const double *>px, <double *>py, n, alpha)
-    return y
+    return _unary_p(x, alpha, fg_elu_forward_f32, fg_elu_forward_f64, "elu_forward")
 
 
 def elu_backward(dy, x, double alpha):
     """dx = dy where x > 0, else dy * alpha * exp(x), from the input x."""
-    cdef int t = _check_same(dy, x, "elu_backward", "dy", "x")
-    cdef cnp.ndarray dx = _empty_like(<cnp.ndarray>dy, t)
-    cdef Py_ssize_t n = dx.size
-    cdef void *pg = _data(<cnp.ndarray>dy)
-    cdef void *px = _data(<cnp.ndarray>x)
-    cdef void *pd = _data(dx)
-    with nogil:
-        if t == cnp.NPY_FLOAT32:
-            fg_elu_backward_f32(<const float *>pg, <const float *>px, <float *>pd, n,
-                                <float>alpha)
-        else:
-            fg_elu_backward_f64(<const double *>pg, <const double *>px, <double *>pd, n, alpha)
-    return dx
+    return _binary_p(dy, x, alpha, fg_elu_backward_f32, fg_elu_backward_f64, "elu_backward")
 
 
 # ------------------------------------------------------------------------------------------------
