@@ -106,25 +106,23 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
     during the walk and written to `.grad` only when it has finished, so a backward that fails
     (a released graph, a missing rule) leaves every `.grad` as it was.
     """
-    # pending[node] = [gradient of node's output, whether we own that buffer exclusively]; every
-    # pending node is also on the heap, keyed by its negated sequence number (unique: no ties).
-    # leaf_grads[id(leaf)] likewise for leaves, whose tensors are kept in `leaves`
+    # pending[key] = [gradient, whether we own that buffer exclusively], where key is a node (the
+    # gradient of its output; the node is also on the heap, keyed by its negated sequence number:
+    # unique, no ties) or a leaf tensor (its gradient, stored in `.grad` once the walk is over)
     root_node = root._node
     pending = {root_node: [gradient, False]}
     heap = [(-root_node.seq, root_node)]
-    leaf_grads, leaves = {}, {}
     while heap:
         node = heappop(heap)[1]
-        entry = pending.pop(node)
+        g, g_owned = pending.pop(node)
         if node.released:
             raise RuntimeError(
                 f"backward through the graph a second time (at op '{node.op.name}'): its saved "
                 "buffers were freed by the first backward(); pass retain_graph=True to the first "
                 "call to backpropagate twice"
             )
-        g, g_owned = entry
         if type(g) is not np.ndarray or not g.flags.c_contiguous:  # rules take contiguous arrays
-            g, g_owned = np.asarray(g, order="C"), True
+            g, g_owned = np.array(g, order="C"), True  # NumPy scalars too (0-d arithmetic)
         if keep_grads:
             node.grad = g
         rule = node.op.backward
@@ -135,43 +133,33 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
             node.saved = None
             node.released = True
         # ids of the owners of buffers already given to an input: a second holder must copy
-        handed = set()
-        if not g_owned or keep_grads:  # node.grad keeps g: nobody may write into it
-            handed.add(id(_memory_owner(g)))
+        handed = set() if g_owned and not keep_grads else {id(_memory_owner(g))}  # node.grad keeps g
         for t, gi in zip(node.inputs, grads):
             if gi is None or not t.requires_grad:
                 continue
-            if gi.shape != t.data.shape or gi.dtype != t.data.dtype:
+            data = t.data
+            if gi.shape != data.shape or gi.dtype != data.dtype:
                 raise RuntimeError(
                     f"the backward rule of op '{node.op.name}' returned a {gi.dtype} gradient of shape "
-                    f"{gi.shape} for an input of shape {t.data.shape} and dtype {t.data.dtype}"
+                    f"{gi.shape} for an input of shape {data.shape} and dtype {data.dtype}"
                 )
+            owner = id(gi if gi.base is None else _memory_owner(gi))
             # read-only buffers (np.broadcast_to from sum/mean) can never be accumulated into
-            owner = id(_memory_owner(gi))
             owned = gi.flags.writeable and owner not in handed
             handed.add(owner)
-            parent = t._node
-            if parent is None:
-                leaves[id(t)] = t
-                _add_to(leaf_grads, id(t), gi, owned)
-            else:
-                if parent not in pending:
-                    heappush(heap, (-parent.seq, parent))
-                _add_to(pending, parent, gi, owned)
-    for key, (gi, owned) in leaf_grads.items():
-        _accumulate_leaf(leaves[key], gi, owned)
-
-
-def _add_to(slots: dict, key, gi, owned: bool) -> None:
-    """slots[key] = [buffer, owned] += gi, copying a borrowed buffer before writing into it."""
-    slot = slots.get(key)
-    if slot is None:
-        slots[key] = [gi, owned]
-    elif slot[1]:
-        slot[0] += gi
-    else:
-        slot[0] = slot[0] + gi
-        slot[1] = True
+            key = t._node or t
+            slot = pending.get(key)
+            if slot is None:
+                pending[key] = [gi, owned]
+                if key is not t:
+                    heappush(heap, (-key.seq, key))
+            elif slot[1]:
+                slot[0] += gi
+            else:  # a borrowed buffer: add into a new one
+                slot[0] = slot[0] + gi
+                slot[1] = True
+    for t, (gi, owned) in pending.items():  # only leaves are left
+        _accumulate_leaf(t, gi, owned)
 
 
 def _accumulate_leaf(t, gi: np.ndarray, owned: bool) -> None:
