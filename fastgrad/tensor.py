@@ -259,20 +259,23 @@ def coerce(value, like: Tensor) -> Tensor:
 
 def apply(op: ops.Op, *inputs: Tensor, **attrs) -> Tensor:
     """Run `op` forward on the inputs' data and, when a gradient is wanted, record its node."""
-    # plain loops, no generator expressions: this runs once per op and dominates small graphs
-    arrays = [t.data for t in inputs]
-    dtype = arrays[0].dtype
+    # one plain loop, no comprehension: this runs once per op and dominates small graphs
+    arrays = []
     requires_grad = False
+    dtype = inputs[0].data.dtype
     for t in inputs:
-        if t.data.dtype != dtype:
-            raise TypeError(f"{op.name}: inputs mix {dtype} and {t.data.dtype}; convert one explicitly")
-        requires_grad = requires_grad or t.requires_grad
+        data = t.data
+        if data.dtype != dtype:
+            raise TypeError(f"{op.name}: inputs mix {dtype} and {data.dtype}; convert one explicitly")
+        arrays.append(data)
+        if t.requires_grad:
+            requires_grad = True
     requires_grad = requires_grad and is_grad_enabled()
     if op.takes_needs:
         attrs["needs"] = tuple([requires_grad and t.requires_grad for t in inputs])
     out, saved = op.forward(*arrays, **attrs)
     if type(out) is not np.ndarray:  # NumPy returns scalars from 0-d arithmetic
-        out = np.asarray(out)
+        out = np.array(out)
     result = Tensor._wrap(out, requires_grad)
     if requires_grad:
         result._node = Node(op, inputs, saved)
