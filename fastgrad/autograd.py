@@ -147,12 +147,13 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
             # read-only buffers (np.broadcast_to from sum/mean) can never be accumulated into
             owned = gi.flags.writeable and owner not in handed
             handed.add(owner)
-            key = t._node or t
+            parent = t._node
+            key = t if parent is None else parent  # a tensor key hashes by identity
             slot = pending.get(key)
             if slot is None:
                 pending[key] = [gi, owned]
-                if key is not t:
-                    heappush(heap, (-key.seq, key))
+                if parent is not None:
+                    heappush(heap, (-parent.seq, parent))
             elif slot[1]:
                 slot[0] += gi
             else:  # a borrowed buffer: add into a new one
