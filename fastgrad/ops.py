@@ -3,14 +3,16 @@
 A row's forward takes the input arrays (C-contiguous, one dtype) and keyword attributes and returns
 ``(output, saved)``; its backward rule takes the upstream gradient ``g`` (C-contiguous, the output's
 shape) followed by ``*saved`` and returns one gradient per input (or None), each of that input's shape.
+A returned gradient is either a fresh array or ``g`` itself (or a view of it), never a saved buffer or
+an input's data: the tape takes fresh arrays over as its own and accumulates into them in place.
 Rules save as little as they can: the output when it is enough (relu, sigmoid, tanh, exp), shapes
 instead of arrays when only the shape matters (add, sum).
 
 Rows whose forward takes ``needs`` are told which inputs require a gradient, so that they skip work
 (and saved buffers) for the others, e.g. the input batch of the first layer of a network.
 
-Derived operations (``x - y`` is a primitive; ``x.mean()`` is a primitive too, but a softmax is not)
-live in functional.py and need no row.
+Anything composed of these rows (a softmax written as exp / sum, an L2 penalty) needs no row of its
+own: its gradient follows from theirs.
 """
 from __future__ import annotations
 
