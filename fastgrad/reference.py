@@ -101,8 +101,10 @@ def pow_forward(x, exponent=2):
 
 
 def pow_backward(dout, cache):
-    """dx = dout * exponent * x ** (exponent - 1)."""
+    """dx = dout * exponent * x ** (exponent - 1); 0 for exponent 0 (also at x = 0)."""
     x, exponent = cache
+    if exponent == 0:  # x ** -1 would be inf at x = 0, and 0 * inf is nan
+        return (np.zeros_like(dout),)
     return (dout * exponent * np.power(x, exponent - 1),)
 
 
