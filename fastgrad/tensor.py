@@ -1,6 +1,7 @@
 """Tensor: a C-contiguous float32/float64 array, its gradient, and the node that produced it."""
 from __future__ import annotations
 
+import collections
 import numbers
 
 import numpy as np
@@ -71,10 +72,9 @@ class Tensor:
         return t
 
     # --- array facts -------------------------------------------------------------------------
-    shape = property(lambda self: self.data.shape)
-    ndim = property(lambda self: self.data.ndim)
-    dtype = property(lambda self: self.data.dtype)
-    size = property(lambda self: self.data.size)
+    shape = property(lambda self: self.data.shape, doc="The shape, a tuple of ints (also `size()`).")
+    ndim = property(lambda self: self.data.ndim, doc="The number of dimensions (also `dim()`).")
+    dtype = property(lambda self: self.data.dtype, doc="The NumPy dtype: float32 or float64.")
 
     @property
     def is_leaf(self) -> bool:
@@ -189,14 +189,51 @@ class Tensor:
         return apply(ops.getitem, self, index=_plain_index(index))
 
     # --- methods -----------------------------------------------------------------------------
-    def sum(self, axis=None, keepdims=False):
+    def sum(self, axis=None, keepdims=None, *, dim=None, keepdim=None):
+        """The sum over `axis` (None: every axis), as a tensor; d/dx = 1 broadcast back.
+
+        axis/dim: None, an int or a tuple of ints (negative counts from the end); `dim` is PyTorch's
+        spelling of `axis` and `keepdim` of `keepdims` (give one of each pair, not both).
+        keepdims/keepdim: keep the reduced axes as size 1.
+
+        >>> tensor([[1.0, 2.0], [3.0, 4.0]]).sum(dim=1)
+        tensor([3., 7.])
+        """
+        axis, keepdims = _reduce_args("sum", axis, keepdims, dim, keepdim)
         return apply(ops.sum_, self, axis=axis, keepdims=keepdims)
 
-    def mean(self, axis=None, keepdims=False):
+    def mean(self, axis=None, keepdims=None, *, dim=None, keepdim=None):
+        """The mean over `axis` (None: every axis); d/dx = 1/count broadcast back.
+
+        Arguments as `sum`; averaging over an empty axis raises ValueError.
+
+        >>> tensor([[1.0, 2.0], [3.0, 4.0]]).mean(axis=0)
+        tensor([2., 3.])
+        """
+        axis, keepdims = _reduce_args("mean", axis, keepdims, dim, keepdim)
         return apply(ops.mean, self, axis=axis, keepdims=keepdims)
 
-    def max(self, axis=None, keepdims=False):
-        return apply(ops.max_, self, axis=axis, keepdims=keepdims)
+    def max(self, dim=None, keepdim=None, *, axis=None, keepdims=None):
+        """The maximum over an axis; the gradient goes to the first maximal entry.
+
+        Two conventions, chosen by how the axis is spelled:
+        - `x.max()` and the lecture's `x.max(axis=a, keepdims=False)` (a: None, an int or a tuple)
+          return the values only, a tensor;
+        - PyTorch's `x.max(d)` / `x.max(dim=d, keepdim=False)` (d: an int) return a namedtuple
+          `(values, indices)`: the values tensor and a NumPy int64 array of the position of the
+          first maximum along d (so `_, pred = out.max(1)` works as in PyTorch);
+        - `x.max(other)` with a tensor `other` is `fastgrad.maximum(x, other)`, as in PyTorch.
+        A NaN counts as larger than any number (the first NaN wins, as in numpy.max).
+
+        >>> x = tensor([[1.0, 5.0], [7.0, 2.0]])
+        >>> x.max(axis=1)
+        tensor([5., 7.])
+        >>> x.max(1).indices
+        array([1, 0])
+        """
+        if isinstance(dim, Tensor):
+            return apply(ops.maximum, self, coerce(dim, self))
+        return _max_or_min(self, "max", dim, keepdim, axis, keepdims)
 
     def exp(self):
         return apply(ops.exp, self)
@@ -225,7 +262,44 @@ class Tensor:
 
     @property
     def T(self):
+        """The transpose (axes reversed), as `transpose()`."""
         return apply(ops.transpose, self)
+
+    # --- PyTorch surface: reductions with indices --------------------------------------------
+    def min(self, dim=None, keepdim=None, *, axis=None, keepdims=None):
+        """The minimum over an axis, as `-(-x).max(...)`: the gradient goes to the first minimal entry.
+
+        The same conventions as `max`: `x.min()` and `x.min(axis=a)` return the values;
+        `x.min(d)` / `x.min(dim=d)` return a namedtuple `(values, indices)` (indices: a NumPy int64
+        array); `x.min(other)` with a tensor is the elementwise minimum `-maximum(-x, -other)`.
+
+        >>> tensor([[1.0, 5.0], [7.0, 2.0]]).min(dim=0)
+        ValuesIndices(values=tensor([1., 2.]), indices=array([0, 1]))
+        """
+        if isinstance(dim, Tensor):
+            return -apply(ops.maximum, -self, -coerce(dim, self))
+        return _max_or_min(self, "min", dim, keepdim, axis, keepdims)
+
+    def argmax(self, dim=None, keepdim=None, *, axis=None, keepdims=None):
+        """The index of the first maximum along `dim` (None: of the flattened tensor).
+
+        Returns a NumPy int64 array (fastgrad tensors hold floats only), not a tensor: it has no
+        gradient, indexes tensors and compares with label arrays, e.g. `(out.argmax(1) == y).mean()`.
+
+        >>> tensor([[1.0, 5.0], [7.0, 2.0]]).argmax(dim=1)
+        array([1, 0])
+        """
+        axis, keepdims = _reduce_args("argmax", axis, keepdims, dim, keepdim)
+        return _arg_index("argmax", self.data, axis, keepdims)
+
+    def argmin(self, dim=None, keepdim=None, *, axis=None, keepdims=None):
+        """The index of the first minimum along `dim` (None: of the flattened tensor), int64 NumPy.
+
+        >>> tensor([[1.0, 5.0], [7.0, 2.0]]).argmin(1)
+        array([0, 1])
+        """
+        axis, keepdims = _reduce_args("argmin", axis, keepdims, dim, keepdim)
+        return _arg_index("argmin", self.data, axis, keepdims)
 
 
 def _plain_index(index):
@@ -281,3 +355,60 @@ def apply(op: ops.Op, *inputs: Tensor, **attrs) -> Tensor:
     if requires_grad:
         result._node = Node(op, inputs, saved)
     return result
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch surface: argument spellings and reductions with indices
+
+ValuesIndices = collections.namedtuple("ValuesIndices", ["values", "indices"])
+ValuesIndices.__doc__ = """What `x.max(dim)` and `x.min(dim)` return: the values (a tensor) and the
+indices (a NumPy int64 array), as PyTorch's `torch.return_types.max`."""
+
+
+def _reduce_args(op: str, axis, keepdims, dim, keepdim):
+    """(axis, keepdims) from either spelling: NumPy's axis/keepdims or PyTorch's dim/keepdim."""
+    if dim is not None:
+        if axis is not None:
+            raise TypeError(f"{op}: got both axis={axis!r} and dim={dim!r}; they are one argument, give one")
+        axis = dim
+    if keepdim is not None:
+        if keepdims is not None:
+            raise TypeError(f"{op}: got both keepdims= and keepdim=; they are one argument, give one")
+        keepdims = keepdim
+    return axis, bool(keepdims)
+
+
+def _arg_index(op: str, data: np.ndarray, axis, keepdims: bool) -> np.ndarray:
+    """np.argmax/argmin as an int64 array, with fastgrad's errors (ValueError for empty or bad axes)."""
+    if axis is not None:
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise TypeError(f"{op}: dim must be an int or None, got {axis!r}")
+        (axis,) = ops.normalize_axis(axis, data.ndim, op)
+        if data.shape[axis] == 0:
+            raise ValueError(f"{op}: cannot reduce an empty axis of a tensor of shape {data.shape}")
+    elif data.size == 0:
+        raise ValueError(f"{op}: the tensor is empty (shape {data.shape})")
+    fn = np.argmax if op == "argmax" else np.argmin
+    return np.asarray(fn(data, axis=axis, keepdims=keepdims), dtype=np.int64)
+
+
+def _max_or_min(x: Tensor, op: str, dim, keepdim, axis, keepdims):
+    """Values only for axis= (the lecture) or no axis; (values, indices) for PyTorch's dim."""
+    if dim is not None and axis is not None:
+        raise TypeError(f"{op}: got both axis={axis!r} and dim={dim!r}; give one")
+    if keepdim is not None and keepdims is not None:
+        raise TypeError(f"{op}: got both keepdims= and keepdim=; give one")
+    keep = bool(keepdims if keepdim is None else keepdim)
+    if dim is not None and (isinstance(dim, bool) or not isinstance(dim, (int, np.integer))):
+        raise TypeError(
+            f"{op}(dim) takes one int dim and returns (values, indices), got {dim!r}; "
+            f"for the values over several axes use {op}(axis={dim!r})"
+        )
+    reduce_axis = axis if dim is None else int(dim)
+    if op == "max":
+        values = apply(ops.max_, x, axis=reduce_axis, keepdims=keep)
+    else:
+        values = -apply(ops.max_, -x, axis=reduce_axis, keepdims=keep)
+    if dim is None:
+        return values
+    return ValuesIndices(values, _arg_index("arg" + op, x.data, int(dim), keep))
