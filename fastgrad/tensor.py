@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import math
 import numbers
 
 import numpy as np
@@ -179,6 +180,8 @@ class Tensor:
         return self
 
     def __pow__(self, exponent):
+        if isinstance(exponent, (Tensor, np.ndarray)):  # a tensor exponent: gradients to both sides
+            return apply(ops.pow_tensor, self, coerce(exponent, self))
         if isinstance(exponent, Tensor) or not isinstance(exponent, numbers.Real):
             raise TypeError(f"pow: the exponent must be a Python number, got {type(exponent).__name__}")
         # a Python int or float: a NumPy scalar (np.float64(2)) would upcast float32 data to float64
@@ -301,6 +304,193 @@ class Tensor:
         axis, keepdims = _reduce_args("argmin", axis, keepdims, dim, keepdim)
         return _arg_index("argmin", self.data, axis, keepdims)
 
+    # --- PyTorch surface: sizes and shapes ----------------------------------------------------
+    def size(self, dim=None):
+        """The shape as a tuple, or the length of axis `dim` as an int (PyTorch's `x.size()`).
+
+        >>> tensor([[1.0, 2.0, 3.0]]).size(), tensor([[1.0, 2.0, 3.0]]).size(-1)
+        ((1, 3), 3)
+        """
+        if dim is None:
+            return self.data.shape
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+            raise TypeError(f"size: dim must be an int or None, got {dim!r}")
+        return self.data.shape[ops.normalize_axis(dim, self.ndim, "size")[0]]
+
+    def numel(self) -> int:
+        """The number of elements (the product of the shape; 1 for a 0-d tensor).
+
+        >>> tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]).numel()
+        6
+        """
+        return self.data.size
+
+    def dim(self) -> int:
+        """The number of dimensions, as `ndim`.
+
+        >>> tensor([[1.0, 2.0]]).dim()
+        2
+        """
+        return self.data.ndim
+
+    def view(self, *shape):
+        """`reshape` under PyTorch's name (fastgrad data is always contiguous, so any view works).
+
+        >>> tensor([1.0, 2.0, 3.0, 4.0]).view(2, -1).shape
+        (2, 2)
+        """
+        return self.reshape(*shape)
+
+    def flatten(self, start_dim=0, end_dim=-1):
+        """Axes start_dim..end_dim (inclusive) merged into one; a 0-d tensor becomes shape (1,).
+
+        >>> tensor(np.zeros((2, 3, 4))).flatten(1).shape
+        (2, 12)
+        """
+        if self.ndim == 0:
+            return self.reshape(1)
+        start, end = (_one_axis("flatten", d, self.ndim) for d in (start_dim, end_dim))
+        if start > end:
+            raise ValueError(f"flatten: start_dim {start_dim} comes after end_dim {end_dim} for shape {self.shape}")
+        shape = self.shape
+        return self.reshape(shape[:start] + (math.prod(shape[start:end + 1]),) + shape[end + 1:])
+
+    def unsqueeze(self, dim):
+        """A new axis of size 1 inserted at `dim` (in [-ndim-1, ndim]; negative counts from the end).
+
+        >>> tensor([1.0, 2.0]).unsqueeze(0).shape, tensor([1.0, 2.0]).unsqueeze(-1).shape
+        ((1, 2), (2, 1))
+        """
+        axis = _one_axis("unsqueeze", dim, self.ndim + 1)
+        return self.reshape(self.shape[:axis] + (1,) + self.shape[axis:])
+
+    def squeeze(self, dim=None):
+        """Axes of size 1 removed: all of them (dim=None) or those among `dim` (an int or a tuple);
+        an axis in `dim` whose size is not 1 is kept, as in PyTorch.
+
+        >>> tensor(np.zeros((2, 1, 3, 1))).squeeze().shape, tensor(np.zeros((2, 1, 3, 1))).squeeze(1).shape
+        ((2, 3), (2, 3, 1))
+        """
+        if dim is None:
+            axes = range(self.ndim)
+        else:
+            dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+            axes = [_one_axis("squeeze", d, self.ndim) for d in dims] if self.ndim else []
+        drop = {a for a in axes if self.shape[a] == 1}
+        return self.reshape(tuple(n for a, n in enumerate(self.shape) if a not in drop))
+
+    def permute(self, *dims):
+        """The axes reordered: axis i of the result is axis dims[i] of self (a permutation).
+
+        >>> tensor(np.zeros((2, 3, 4))).permute(2, 0, 1).shape
+        (4, 2, 3)
+        """
+        if len(dims) == 1 and not isinstance(dims[0], (int, np.integer)):
+            dims = tuple(dims[0])
+        return apply(ops.transpose, self, axes=dims)
+
+    # --- PyTorch surface: casts and copies -----------------------------------------------------
+    def to(self, dtype, copy=False):
+        """This tensor as `dtype` (float32 or float64, e.g. "float64", np.float64), differentiably:
+        the gradient is cast back. Returns self when the dtype already matches, unless copy=True.
+        `x.to("cpu")` returns self (fastgrad runs on the CPU only).
+
+        >>> tensor([1.0, 2.0]).to("float64").dtype
+        dtype('float64')
+        """
+        if isinstance(dtype, str) and dtype == "cpu":
+            return self
+        dt = resolve_dtype(dtype)
+        if dt == self.data.dtype and not copy:
+            return self
+        return apply(ops.cast, self, dtype=dt.name)
+
+    def float(self):
+        """This tensor as float32 (self if it is float32 already); the gradient is cast back.
+
+        >>> tensor([1.0], dtype="float64").float().dtype
+        dtype('float32')
+        """
+        return self.to(np.float32)
+
+    def double(self):
+        """This tensor as float64 (self if it is float64 already); the gradient is cast back.
+
+        >>> tensor([1.0]).double().dtype
+        dtype('float64')
+        """
+        return self.to(np.float64)
+
+    def cpu(self):
+        """Self (fastgrad runs on the CPU); for PyTorch code that calls `.cpu()`."""
+        return self
+
+    def clone(self):
+        """A copy of the data that stays in the graph (the gradient flows back), unlike `detach()`.
+
+        >>> x = tensor([1.0, 2.0], requires_grad=True); y = x.clone(); y.sum().backward(); x.grad
+        array([1., 1.], dtype=float32)
+        """
+        return apply(ops.cast, self, dtype=self.data.dtype.name)
+
+    # --- PyTorch surface: elementwise -----------------------------------------------------------
+    def abs(self):
+        """|x| elementwise; d/dx = sign(x), 0 at x = 0.
+
+        >>> tensor([-2.0, 0.0, 3.0]).abs()
+        tensor([2., 0., 3.])
+        """
+        return apply(ops.abs_, self)
+
+    def sqrt(self):
+        """sqrt(x) elementwise (nan for x < 0); d/dx = 1 / (2 sqrt(x)), inf at 0.
+
+        >>> tensor([4.0, 9.0]).sqrt()
+        tensor([2., 3.])
+        """
+        return apply(ops.sqrt, self)
+
+    def clamp(self, min=None, max=None):
+        """x clipped to [min, max] (Python numbers; either may be None); the gradient is 1 where
+        min <= x <= max (bounds included, as PyTorch) and 0 outside.
+
+        >>> tensor([-2.0, 0.5, 3.0]).clamp(min=0.0, max=1.0)
+        tensor([0. , 0.5, 1. ])
+        """
+        return apply(ops.clamp, self, min=_bound("clamp", min), max=_bound("clamp", max))
+
+    def clip(self, min=None, max=None):
+        """The same as `clamp` (PyTorch's and NumPy's other name)."""
+        return self.clamp(min, max)
+
+    def pow(self, exponent):
+        """x ** exponent: a Python number (the `pow` row) or a tensor (gradients to both).
+
+        >>> tensor([2.0, 3.0]).pow(2)
+        tensor([4., 9.])
+        """
+        return self**exponent
+
+    def __rpow__(self, base):
+        """base ** x for a number or array base, e.g. `2 ** x`; d/dx = base**x ln(base)."""
+        return apply(ops.pow_tensor, coerce(base, self), self)
+
+    def softmax(self, dim):
+        """softmax along `dim`, as `fastgrad.functional.softmax(x, dim)`.
+
+        >>> tensor([[0.0, 0.0]]).softmax(1)
+        tensor([[0.5, 0.5]])
+        """
+        return apply(ops.softmax, self, dim=dim)
+
+    def log_softmax(self, dim):
+        """log softmax along `dim` (stable), as `fastgrad.functional.log_softmax(x, dim)`.
+
+        >>> tensor([[0.0, 0.0]]).log_softmax(1).exp()
+        tensor([[0.5, 0.5]])
+        """
+        return apply(ops.log_softmax, self, dim=dim)
+
 
 def _plain_index(index):
     """Tensors inside an index become integer arrays (they index; they are not differentiated)."""
@@ -412,3 +602,19 @@ def _max_or_min(x: Tensor, op: str, dim, keepdim, axis, keepdims):
     if dim is None:
         return values
     return ValuesIndices(values, _arg_index("arg" + op, x.data, int(dim), keep))
+
+
+def _one_axis(op: str, dim, ndim: int) -> int:
+    """One int axis in [-ndim, ndim) as a non-negative int, else TypeError/ValueError naming the op."""
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{op}: dim must be an int, got {dim!r}")
+    return ops.normalize_axis(dim, ndim, op)[0]
+
+
+def _bound(op: str, value):
+    """A clamp bound: None or a Python float (a NumPy scalar would upcast float32 data)."""
+    if value is None:
+        return None
+    if isinstance(value, Tensor) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{op}: min and max must be Python numbers or None, got {type(value).__name__}")
+    return float(value)
