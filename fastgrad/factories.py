@@ -37,7 +37,7 @@ def _shape(size, op: str) -> tuple:
 
 
 def _leaf(data: np.ndarray, requires_grad: bool) -> Tensor:
-    return Tensor._wrap(np.ascontiguousarray(data), bool(requires_grad))
+    return Tensor._wrap(data, bool(requires_grad))  # every caller passes a fresh C-contiguous array
 
 
 def zeros(*size, dtype=None, requires_grad=False) -> Tensor:

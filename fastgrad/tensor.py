@@ -239,26 +239,70 @@ class Tensor:
         return _max_or_min(self, "max", dim, keepdim, axis, keepdims)
 
     def exp(self):
+        """e**x elementwise; d/dx = e**x (the saved output).
+
+        >>> tensor([0.0, 1.0]).exp()
+        tensor([1.      , 2.718282])
+        """
         return apply(ops.exp, self)
 
     def log(self):
+        """The natural logarithm elementwise; d/dx = 1/x.
+
+        >>> tensor([1.0, 4.0]).log()
+        tensor([0.       , 1.3862944])
+        """
         return apply(ops.log, self)
 
     def relu(self):
+        """max(0, x) elementwise; the gradient is 0 where x <= 0 (ReLU'(0) = 0).
+
+        >>> tensor([-1.0, 0.0, 2.0]).relu()
+        tensor([0., 0., 2.])
+        """
         return apply(ops.relu, self)
 
     def sigmoid(self):
+        """1 / (1 + e**-x) elementwise (never overflows); d/dx = s (1 - s).
+
+        >>> tensor([0.0]).sigmoid()
+        tensor([0.5])
+        """
         return apply(ops.sigmoid, self)
 
     def tanh(self):
+        """tanh(x) elementwise; d/dx = 1 - tanh(x)**2.
+
+        >>> tensor([0.0]).tanh()
+        tensor([0.])
+        """
         return apply(ops.tanh, self)
 
     def reshape(self, *shape):
+        """The same elements (C order) in a new shape: `x.reshape(2, 3)` or `x.reshape((2, -1))`.
+
+        >>> tensor([1.0, 2.0, 3.0, 4.0]).reshape(2, 2)
+        tensor([[1., 2.],
+                [3., 4.]])
+        """
         if len(shape) == 1 and not isinstance(shape[0], (int, np.integer)):
             shape = tuple(shape[0])
         return apply(ops.reshape, self, shape=shape)
 
     def transpose(self, *axes):
+        """The axes permuted: reversed when no axes are given; with one sequence `axes`, axis i of
+        the result is axis axes[i] (NumPy's meaning); with two ints `transpose(d0, d1)`, axes d0 and
+        d1 swapped (PyTorch's meaning; NumPy's reading of (0, 1) on a matrix, the identity, is
+        never what such code means).
+
+        >>> tensor([[1.0, 2.0]]).transpose().shape, tensor(np.zeros((2, 3, 4))).transpose(0, 2).shape
+        ((2, 1), (4, 3, 2))
+        """
+        if len(axes) == 2 and all(isinstance(a, (int, np.integer)) for a in axes):
+            d0, d1 = (_one_axis("transpose", d, self.ndim) for d in axes)
+            perm = list(range(self.ndim))
+            perm[d0], perm[d1] = d1, d0
+            axes = tuple(perm)
         if len(axes) == 1 and not isinstance(axes[0], (int, np.integer)):
             axes = tuple(axes[0])
         return apply(ops.transpose, self, axes=axes or None)
