@@ -15,13 +15,20 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
 from . import functional as F
+from .random import default_generator
 from .tensor import Tensor, resolve_dtype
+
+# torch.nn.functional's place: fg.nn.functional and `import fastgrad.nn.functional as F` are
+# fastgrad.functional itself (nn is a module, so the import system is told about the alias)
+functional = F
+sys.modules[__name__ + ".functional"] = F
 
 __all__ = [
     "Module", "Linear", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU", "Maxout", "Sequential", "MLP",
@@ -173,7 +180,8 @@ def init_weight(fan_in: int, fan_out: int, init="he", rng=None, dtype=None) -> n
 
     init: "he" (std sqrt(2 / fan_in), for ReLU-family units), "xavier" (Glorot: std
     sqrt(2 / (fan_in + fan_out)), for sigmoid/tanh units), or a number used as the std itself
-    (CS231n's `weight_scale`). rng: a numpy Generator (default: a fresh unseeded one).
+    (CS231n's `weight_scale`). rng: a numpy Generator (default: fastgrad's generator, which
+    `fastgrad.manual_seed` seeds).
 
     >>> init_weight(4, 3, "he", np.random.default_rng(0)).shape
     (4, 3)
@@ -189,14 +197,16 @@ def init_weight(fan_in: int, fan_out: int, init="he", rng=None, dtype=None) -> n
         std = float(init)
         if not std >= 0:
             raise ValueError(f"init std must be >= 0, got {init}")
-    rng = np.random.default_rng() if rng is None else rng
+    rng = default_generator() if rng is None else rng
     return (rng.standard_normal((fan_in, fan_out)) * std).astype(resolve_dtype(dtype))
 
 
 def _rng(rng, seed):
     if rng is not None and seed is not None:
         raise ValueError("give rng or seed, not both")
-    return rng if rng is not None else np.random.default_rng(seed)
+    if rng is not None:
+        return rng
+    return default_generator() if seed is None else np.random.default_rng(seed)
 
 
 def _is_count(n) -> bool:
