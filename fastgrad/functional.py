@@ -81,9 +81,10 @@ def elu(x, alpha=1.0) -> Tensor:
 def maxout(z, pieces) -> Tensor:
     """Maxout units: z of shape (N, H * pieces) -> (N, H), the max of each run of `pieces` columns.
 
-    The gradient is routed to the first maximal column of each group.
+    `pieces` must be a positive integer (2.5 raises TypeError). The gradient is routed to the
+    first maximal column of each group (the first NaN, if the group holds one).
     """
-    return apply(ops.maxout, as_tensor(z), pieces=int(pieces))
+    return apply(ops.maxout, as_tensor(z), pieces=pieces)
 
 
 def affine(x, W, b, activation=None, negative_slope=0.01, alpha=1.0) -> Tensor:
@@ -103,21 +104,27 @@ def affine(x, W, b, activation=None, negative_slope=0.01, alpha=1.0) -> Tensor:
                  negative_slope=float(negative_slope), alpha=float(alpha))
 
 
-def _labels(labels) -> np.ndarray:
+def _labels(labels, op: str) -> np.ndarray:
     labels = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
     if labels.dtype.kind == "f" and labels.size and np.all(labels == np.round(labels)):
+        huge = np.flatnonzero(~(np.abs(labels) < 2.0**53))  # inf: no cast to int for it
+        if huge.size:
+            k = huge[0]
+            raise ValueError(f"{op}: label {labels.flat[k]} at position {k} is out of range")
         labels = labels.astype(np.intp)
     return np.ascontiguousarray(labels)
 
 
 def softmax_cross_entropy(scores, labels) -> Tensor:
     """Mean softmax (cross-entropy) loss of class scores (N, C) against integer labels (N,)."""
-    return apply(ops.softmax_cross_entropy, as_tensor(scores), labels=_labels(labels))
+    return apply(ops.softmax_cross_entropy, as_tensor(scores),
+                 labels=_labels(labels, "softmax_cross_entropy"))
 
 
 def svm_loss(scores, labels, delta=1.0) -> Tensor:
     """Mean multiclass hinge loss: sum over j != y of max(0, s_j - s_y + delta), per example."""
-    return apply(ops.svm_loss, as_tensor(scores), labels=_labels(labels), delta=float(delta))
+    return apply(ops.svm_loss, as_tensor(scores), labels=_labels(labels, "svm_loss"),
+                 delta=float(delta))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +271,7 @@ def cross_entropy(input, target, reduction="mean") -> Tensor:  # noqa: A002 (PyT
     True
     """
     scores = as_tensor(input)
-    labels = _labels(target)
+    labels = _labels(target, "cross_entropy")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if reduction == "mean":

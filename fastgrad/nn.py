@@ -385,7 +385,7 @@ def _input(x, like: Tensor) -> Tensor:
     """A batch as a constant tensor of the parameters' dtype (arrays of another dtype are converted)."""
     if isinstance(x, Tensor):
         return x
-    return Tensor._wrap(np.ascontiguousarray(x, dtype=like.dtype))
+    return Tensor._wrap(np.require(x, dtype=like.dtype, requirements="CA"))  # C order, aligned, native
 
 
 class MLP(Module):
