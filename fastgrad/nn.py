@@ -97,13 +97,14 @@ class Module:
         else:
             _flat.zero_grads(self.parameters())
 
-    def flatten_parameters(self) -> "_flat.FlatBuffers":
+    def flatten_parameters(self, tail: int = 0) -> "_flat.FlatBuffers":
         """Move every parameter into one contiguous buffer and every gradient into another.
 
         Each parameter's `.data` and `.grad` become views into `flat.data` and `flat.grad` (1-D, in
         `parameters()` order); from then on `zero_grad()` zeroes in place and backward accumulates
         into the views. Returns the `fastgrad.flat.FlatBuffers`; calling it again returns the same
-        one while every parameter still lives in it. All parameters must share one dtype.
+        one while every parameter still lives in it. All parameters must share one dtype. tail:
+        spare slots after the gradients in `flat.comm` (fastgrad.distributed sends the loss there).
 
         >>> flat = MLP([4, 8, 3], seed=0).flatten_parameters()
         >>> flat.data.shape
@@ -111,9 +112,9 @@ class Module:
         """
         flat = self.__dict__.get("_flat")
         params = self.parameters()
-        if flat is not None and flat.holds(params):
+        if flat is not None and flat.holds(params) and flat.tail.size == tail:
             return flat
-        flat = _flat.flatten(params)
+        flat = _flat.flatten(params, tail)
         object.__setattr__(self, "_flat", flat)
         return flat
 
