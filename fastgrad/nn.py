@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import flat as _flat
 from . import functional as F
 from .random import default_generator
 from .tensor import Tensor, resolve_dtype
@@ -95,9 +96,34 @@ class Module:
         return [p for p in self.parameters() if p.ndim >= 2]
 
     def zero_grad(self) -> None:
-        """Forget every parameter's gradient (set it to None; the next backward stores a fresh one)."""
-        for p in self.parameters():
-            p.grad = None
+        """Forget every parameter's gradient: set it to None (the next backward stores a fresh one),
+        or, after `flatten_parameters()`, zero it in place (PyTorch's set_to_none=False)."""
+        flat = self.__dict__.get("_flat")
+        if flat is not None:
+            flat.zero_grad()
+        else:
+            _flat.zero_grads(self.parameters())
+
+    def flatten_parameters(self, tail: int = 0) -> "_flat.FlatBuffers":
+        """Move every parameter into one contiguous buffer and every gradient into another.
+
+        Each parameter's `.data` and `.grad` become views into `flat.data` and `flat.grad` (1-D, in
+        `parameters()` order); from then on `zero_grad()` zeroes in place and backward accumulates
+        into the views. Returns the `fastgrad.flat.FlatBuffers`; calling it again returns the same
+        one while every parameter still lives in it. All parameters must share one dtype. tail:
+        spare slots after the gradients in `flat.comm` (fastgrad.distributed sends the loss there).
+
+        >>> flat = MLP([4, 8, 3], seed=0).flatten_parameters()
+        >>> flat.data.shape
+        (67,)
+        """
+        flat = self.__dict__.get("_flat")
+        params = self.parameters()
+        if flat is not None and flat.holds(params) and flat.tail.size == tail:
+            return flat
+        flat = _flat.flatten(params, tail)
+        object.__setattr__(self, "_flat", flat)
+        return flat
 
     def l2(self, reg: float) -> Tensor:
         """The L2 penalty 0.5 * reg * sum of W**2 over the weights (biases excluded), as in CS231n.
