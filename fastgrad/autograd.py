@@ -13,6 +13,7 @@ consumer has a larger sequence number still, so it was visited first.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from contextlib import contextmanager
 from heapq import heappop, heappush
@@ -27,6 +28,32 @@ class _GradMode(threading.local):
 
 
 _state = _GradMode()
+
+
+class _Debug:
+    """Process-wide debug switch: FASTGRAD_DEBUG=1 in the environment, or `set_debug(True)`."""
+
+    enabled = os.environ.get("FASTGRAD_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+_debug = _Debug()
+
+
+def set_debug(enabled: bool) -> None:
+    """Turn the backward checks on or off (for every thread; the default comes from FASTGRAD_DEBUG).
+
+    With debug on, every `backward()` also checks, and raises a RuntimeError naming the op or tensor:
+    that no rule wrote into its upstream gradient or returned something other than an array; and, at
+    the end, that no `.grad` shares memory with another `.grad`, with the data of any tensor of the
+    graph, or with any buffer saved for backward. It costs a copy of every upstream gradient and an
+    overlap sweep over the graph's buffers: for tests and debugging, not for training runs.
+    """
+    _debug.enabled = bool(enabled)
+
+
+def is_debug() -> bool:
+    """Whether the backward debug checks are on (see `set_debug`)."""
+    return _debug.enabled
 
 
 def is_grad_enabled() -> bool:
@@ -132,6 +159,9 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
     root_node = root._node
     pending = {root_node: [gradient, False]}  # the caller may hold the root gradient
     heap = [(-root_node.seq, root_node)]
+    debug = _debug.enabled
+    if debug:
+        record = _DebugRecord(root)
     while heap:
         node = heappop(heap)[1]
         g, g_owned = pending.pop(node)
@@ -150,7 +180,11 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
         if rule is None:
             raise NotImplementedError(f"op '{node.op.name}' has no backward rule")
         saved = node.saved
+        if debug:
+            g_before = record.before(node, g)
         grads = rule(g, *saved)
+        if debug:
+            record.after(node, g, g_before, grads)
         if not retain_graph:
             node.saved = None
             node.released = True
@@ -211,6 +245,8 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
                 slot[1] = True
     for t, (gi, owned) in pending.items():  # only leaves are left
         _accumulate_leaf(t, gi, owned)
+    if debug:
+        record.check()
 
 
 def _accumulate_leaf(t, gi: np.ndarray, owned: bool) -> None:
@@ -220,3 +256,69 @@ def _accumulate_leaf(t, gi: np.ndarray, owned: bool) -> None:
         t.grad = gi
     else:
         t.grad += gi
+
+
+# --- debug checks (set_debug / FASTGRAD_DEBUG) ------------------------------------------------------
+
+
+def _describe(t) -> str:
+    what = f"tensor {t.name!r}" if t.name else "a tensor"
+    if t._node is not None:
+        what += f" (output of op '{t._node.op.name}' #{t._node.seq})"
+    elif t.requires_grad:
+        what += " (a leaf)"
+    return f"{what} of shape {t.shape}"
+
+
+class _DebugRecord:
+    """What one backward touched: the graph's tensors and saved buffers, checked for aliasing at the end."""
+
+    def __init__(self, root):
+        self.tensors = {id(root): root}
+        self.saved = []  # (array, description)
+
+    def before(self, node, g):
+        for t in node.inputs:
+            self.tensors[id(t)] = t
+        for i, s in enumerate(node.saved):
+            if type(s) is np.ndarray:
+                self.saved.append((s, f"saved buffer {i} of op '{node.op.name}' #{node.seq}"))
+        return g.copy()
+
+    def after(self, node, g, g_before, grads):
+        if not np.array_equal(g, g_before, equal_nan=True):
+            raise RuntimeError(
+                f"debug: the backward rule of op '{node.op.name}' #{node.seq} wrote into its upstream "
+                "gradient g (rules must not modify their arguments)"
+            )
+        for i, gi in enumerate(grads):
+            if gi is not None and not isinstance(gi, (np.ndarray, np.generic)):
+                raise RuntimeError(
+                    f"debug: the backward rule of op '{node.op.name}' #{node.seq} returned a "
+                    f"{type(gi).__name__} as the gradient of input {i}, not a NumPy array"
+                )
+
+    def check(self):
+        """No .grad may share memory with another .grad, any tensor's data, or a saved buffer."""
+        from numpy.lib.array_utils import byte_bounds
+
+        entries = []  # (low address, high address, is a .grad, array, description)
+        for t in self.tensors.values():
+            for arr, what in ((t.data, f"the data of {_describe(t)}"),
+                              (t.grad, f"the .grad of {_describe(t)}")):
+                if isinstance(arr, np.ndarray) and arr.size:
+                    lo, hi = byte_bounds(arr)
+                    entries.append((lo, hi, what.startswith("the .grad"), arr, what))
+        for arr, what in self.saved:
+            if arr.size:
+                lo, hi = byte_bounds(arr)
+                entries.append((lo, hi, False, arr, what))
+        entries.sort(key=lambda e: e[0])
+        active = []  # entries whose address range reaches the current one's start
+        for e in entries:
+            active = [a for a in active if a[1] > e[0]]
+            for a in active:
+                if (a[2] or e[2]) and np.shares_memory(a[3], e[3]):
+                    first, second = (a, e) if a[2] else (e, a)
+                    raise RuntimeError(f"debug: {first[4]} shares memory with {second[4]}")
+            active.append(e)
