@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import functional as F
-from .tensor import Tensor, resolve_dtype
+from .tensor import Tensor, resolve_dtype, to_array
 
 __all__ = [
     "Module", "Linear", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU", "Maxout", "Sequential", "MLP",
@@ -375,7 +375,9 @@ def _input(x, like: Tensor) -> Tensor:
     """A batch as a constant tensor of the parameters' dtype (arrays of another dtype are converted)."""
     if isinstance(x, Tensor):
         return x
-    return Tensor._wrap(np.require(x, dtype=like.dtype, requirements="CA"))  # C order, aligned, native
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":  # no copy when it is already right
+        return Tensor._wrap(np.require(x, dtype=like.dtype, requirements="CA"))  # C order, aligned, native
+    return Tensor._wrap(to_array(x, like.dtype))  # lists, numbers; TypeError for strings, None, objects
 
 
 class MLP(Module):
