@@ -307,6 +307,7 @@ def index_cases(fg, reference):
         Case("x[0, 0, 0] of 2-d", lambda: T(base())[0, 0, 0], IndexError),
         Case("x[mask of wrong length]", lambda: T(base((4, 5)))[np.array([True, False])], IndexError),
         Case("x[int array out of range]", lambda: T(base((4, 5)))[np.array([0, 4])], IndexError),
+        Case("x[::0]", lambda: T(base())[::0], ValueError),
         Case("x[0] of 0-d", lambda: T(2.0)[0], IndexError),
         Case("x[0] of empty", lambda: T(np.zeros((0, 3)))[0], IndexError),
         Case("x[bool tensor mask]", lambda: good(mask, as_given=Tensor._wrap(mask.copy())), OK()),
