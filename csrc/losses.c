@@ -7,7 +7,9 @@
 
 /* The SVM counts active margins in an int (it vectorizes better than a 64-bit counter), over
  * chunks of at most this many classes, so rows of any length are counted exactly. */
+#ifndef FG_SVM_CHUNK /* overridable (-D) only to test the chunking on small rows */
 #define FG_SVM_CHUNK ((ptrdiff_t)1 << 30)
+#endif
 
 /* Row reductions are FG_SIMD loops (common.h): vectorized, in an order fixed by the compiled code,
  * so the results do not depend on the thread count. */

@@ -663,8 +663,8 @@ def getitem(x, index):
     (repeats allowed) and boolean masks; a float index raises IndexError."""
     try:
         out = x[index]
-    except IndexError as e:
-        raise IndexError(f"getitem: {e} (tensor of shape {x.shape})") from None
+    except (IndexError, ValueError) as e:  # ValueError: a slice step of 0
+        raise type(e)(f"getitem: {e} (tensor of shape {x.shape})") from None
     # the index arrays are saved for backward: copies, so that changing the caller's array later
     # cannot change the gradient
     if isinstance(index, np.ndarray):
