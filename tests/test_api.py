@@ -639,3 +639,15 @@ def test_docstring_examples_run(name, obj):
     for test in finder.find(obj, name, globs=globs):
         runner.run(test)
     assert runner.failures == 0, f"the example in {name}'s docstring fails (run with -s to see it)"
+
+
+def test_tolist_and_requires_grad_():
+    assert fg.tensor([[1.0, 2.5]]).tolist() == [[1.0, 2.5]] and fg.tensor(3.0).tolist() == 3.0
+    w = fg.tensor([1.0, 2.0])
+    assert w.requires_grad_() is w and w.requires_grad
+    (w * w).sum().backward()
+    np.testing.assert_array_equal(w.grad, [2.0, 4.0])
+    assert not w.requires_grad_(False).requires_grad
+    y = fg.tensor([1.0], requires_grad=True) * 2
+    with pytest.raises(RuntimeError, match="detach"):
+        y.requires_grad_(False)
