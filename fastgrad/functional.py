@@ -117,12 +117,13 @@ def elu(x, alpha=1.0) -> Tensor:
 def maxout(z, pieces) -> Tensor:
     """Maxout units: z of shape (N, H * pieces) -> (N, H), the max of each run of `pieces` columns.
 
-    The gradient is routed to the first maximal column of each group.
+    `pieces` must be a positive integer (2.5 raises TypeError). The gradient is routed to the
+    first maximal column of each group (the first NaN, if the group holds one).
 
     >>> maxout(tensor([[1.0, 4.0, 3.0, 2.0]]), 2)
     tensor([[4., 3.]])
     """
-    return apply(ops.maxout, as_tensor(z), pieces=int(pieces))
+    return apply(ops.maxout, as_tensor(z), pieces=pieces)
 
 
 def affine(x, W, b, activation=None, negative_slope=0.01, alpha=1.0) -> Tensor:
@@ -142,9 +143,13 @@ def affine(x, W, b, activation=None, negative_slope=0.01, alpha=1.0) -> Tensor:
                  negative_slope=float(negative_slope), alpha=float(alpha))
 
 
-def _labels(labels) -> np.ndarray:
+def _labels(labels, op: str) -> np.ndarray:
     labels = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
     if labels.dtype.kind == "f" and labels.size and np.all(labels == np.round(labels)):
+        huge = np.flatnonzero(~(np.abs(labels) < 2.0**53))  # inf: no cast to int for it
+        if huge.size:
+            k = huge[0]
+            raise ValueError(f"{op}: label {labels.flat[k]} at position {k} is out of range")
         labels = labels.astype(np.intp)
     return np.ascontiguousarray(labels)
 
@@ -157,7 +162,8 @@ def softmax_cross_entropy(scores, labels) -> Tensor:
     >>> round(softmax_cross_entropy(tensor([[0.0, 0.0]]), [0]).item(), 4)  # log 2
     0.6931
     """
-    return apply(ops.softmax_cross_entropy, as_tensor(scores), labels=_labels(labels))
+    return apply(ops.softmax_cross_entropy, as_tensor(scores),
+                 labels=_labels(labels, "softmax_cross_entropy"))
 
 
 def svm_loss(scores, labels, delta=1.0) -> Tensor:
@@ -166,7 +172,8 @@ def svm_loss(scores, labels, delta=1.0) -> Tensor:
     >>> svm_loss(tensor([[1.0, 1.5]]), [0]).item()  # max(0, 1.5 - 1 + 1)
     1.5
     """
-    return apply(ops.svm_loss, as_tensor(scores), labels=_labels(labels), delta=float(delta))
+    return apply(ops.svm_loss, as_tensor(scores), labels=_labels(labels, "svm_loss"),
+                 delta=float(delta))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -313,7 +320,7 @@ def cross_entropy(input, target, reduction="mean") -> Tensor:  # noqa: A002 (PyT
     True
     """
     scores = as_tensor(input)
-    labels = _labels(target)
+    labels = _labels(target, "cross_entropy")
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     if reduction == "mean":

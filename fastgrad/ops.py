@@ -17,6 +17,7 @@ own: its gradient follows from theirs.
 from __future__ import annotations
 
 import operator
+import sys
 
 import numpy as np
 
@@ -202,7 +203,8 @@ def log_backward(g, x):
 
 @primitive("maximum")
 def maximum(a, b):
-    """Elementwise max; the gradient goes to `a` where a >= b (ties to the first argument).
+    """Elementwise max; the gradient goes to the operand whose value the output is: `a` where
+    a >= b (ties to the first argument) or a is NaN, `b` where b > a or b alone is NaN.
 
     Operands of one shape run in C and save nothing new (the inputs decide the routing);
     broadcasting operands take the NumPy path and save the mask.
@@ -210,7 +212,9 @@ def maximum(a, b):
     if a.shape == b.shape:
         return K.maximum_forward(a, b), (a, b)
     broadcast_shape("maximum", a.shape, b.shape)
-    return np.maximum(a, b), (a >= b, a.shape, b.shape)
+    a_wins = a >= b
+    np.logical_or(a_wins, a != a, out=a_wins)  # NaN in a: a is the output (np.maximum keeps it)
+    return np.maximum(a, b), (a_wins, a.shape, b.shape)
 
 
 @maximum.defbackward
@@ -568,7 +572,9 @@ def _reduced_range(x: np.ndarray, axes: tuple):
 
 @primitive("max")
 def max_(x, axis=None, keepdims=False):
-    """Max over `axis`; saves the index of the first maximal entry, where backward routes g."""
+    """Max over `axis`; saves the index of the first maximal entry, where backward routes g.
+
+    NaN wins, as in numpy.max: the output is NaN and the gradient goes to the first NaN."""
     axes = normalize_axis(axis, x.ndim, "max")
     if any(x.shape[a] == 0 for a in axes):
         raise ValueError(f"max: cannot reduce an empty axis of a tensor of shape {x.shape}")
@@ -589,8 +595,15 @@ def max_backward(g, idx, layout, start, stop, perm, shape):
 
 @primitive("maxout")
 def maxout(z, pieces):
-    """(N, H * pieces) -> (N, H): max over consecutive groups of `pieces` columns."""
-    if z.ndim != 2 or pieces < 1 or z.shape[1] % pieces:
+    """(N, H * pieces) -> (N, H): max over consecutive groups of `pieces` columns.
+
+    A NaN wins its group (the output is NaN and the gradient goes to the first NaN)."""
+    if isinstance(pieces, bool) or not isinstance(pieces, (int, np.integer)):
+        raise TypeError(f"maxout: pieces must be a positive integer, got {pieces!r}")
+    if not 1 <= pieces <= sys.maxsize:
+        raise ValueError(f"maxout: pieces={pieces} must be a positive integer (z {z.shape})")
+    pieces = int(pieces)
+    if z.ndim != 2 or z.shape[1] % pieces:
         raise ValueError(
             f"maxout: expected z of shape (N, H * pieces) with pieces={pieces}, got {z.shape}"
         )
@@ -636,24 +649,35 @@ def transpose_backward(g, inverse):
     return (g.transpose(inverse),)
 
 
-def _is_basic(index) -> bool:
+def _picks_once(index) -> bool:
+    """Whether `index` names every entry at most once: no integer arrays (ints, slices, None,
+    Ellipsis and boolean masks only), so that backward may assign instead of scatter-adding."""
     parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice, np.bool_))
+               or (isinstance(p, np.ndarray) and p.dtype == np.bool_) for p in parts)
 
 
 @primitive("getitem")
 def getitem(x, index):
+    """x[index] with NumPy's rules: ints, slices (any step), None, Ellipsis, integer arrays
+    (repeats allowed) and boolean masks; a float index raises IndexError."""
     try:
         out = x[index]
     except IndexError as e:
         raise IndexError(f"getitem: {e} (tensor of shape {x.shape})") from None
+    # the index arrays are saved for backward: copies, so that changing the caller's array later
+    # cannot change the gradient
+    if isinstance(index, np.ndarray):
+        index = index.copy()
+    elif isinstance(index, tuple) and any(isinstance(p, np.ndarray) for p in index):
+        index = tuple(p.copy() if isinstance(p, np.ndarray) else p for p in index)
     return np.asarray(out, order="C"), (x.shape, index)
 
 
 @getitem.defbackward
 def getitem_backward(g, shape, index):
     gx = np.zeros(shape, dtype=g.dtype)
-    if _is_basic(index):
+    if _picks_once(index):
         gx[index] = g
     else:  # integer arrays may repeat an entry: scatter-add
         np.add.at(gx, index, g)
@@ -667,8 +691,13 @@ def getitem_backward(g, shape, index):
 def check_labels(op: str, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """scores must be (N, C) with N > 0, labels N integers; returns them as intp.
 
+    Labels that are not numbers raise TypeError; non-integers, a wrong shape or an empty batch
+    ValueError.
+
     The kernels check the range [0, C) (a ValueError naming the op) before they run.
     """
+    if labels.dtype.kind not in "biuf":  # None, strings, objects, complex numbers
+        raise TypeError(f"{op}: labels must be integers, got dtype {labels.dtype}")
     if scores.ndim != 2:
         raise ValueError(f"{op}: scores must be 2-D (N, C), got shape {scores.shape}")
     n, c = scores.shape
@@ -680,7 +709,7 @@ def check_labels(op: str, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"{op}: labels must be integers, got dtype {labels.dtype}")
     if labels.dtype.kind == "u" and labels.max() >= c:  # would wrap around in intp
         raise ValueError(f"{op}: label {labels.max()} is out of range for {c} classes")
-    return np.ascontiguousarray(labels, dtype=np.intp)
+    return np.require(labels, dtype=np.intp, requirements="CA")  # C-contiguous, aligned, native
 
 
 # Both losses compute the gradient of the mean loss in the same C pass as the loss (when the

@@ -101,8 +101,10 @@ def pow_forward(x, exponent=2):
 
 
 def pow_backward(dout, cache):
-    """dx = dout * exponent * x ** (exponent - 1)."""
+    """dx = dout * exponent * x ** (exponent - 1); 0 for exponent 0 (also at x = 0)."""
     x, exponent = cache
+    if exponent == 0:  # x ** -1 would be inf at x = 0, and 0 * inf is nan
+        return (np.zeros_like(dout),)
     return (dout * exponent * np.power(x, exponent - 1),)
 
 
@@ -132,14 +134,14 @@ def log_backward(dout, cache):
 
 
 def maximum_forward(a, b):
-    """out = max(a, b) elementwise, broadcasting; ties go to `a`."""
+    """out = max(a, b) elementwise, broadcasting; ties go to `a`, a NaN wins (`a` if both are)."""
     a_b, b_b = np.broadcast_arrays(a, b)
-    first = a_b >= b_b
+    first = (a_b >= b_b) | np.isnan(a_b)
     return np.where(first, a_b, b_b), (first, np.shape(a), np.shape(b))
 
 
 def maximum_backward(dout, cache):
-    """da = dout where a >= b, db = dout where a < b, each summed to its input's shape."""
+    """da = dout where a won (a >= b or a is NaN), db = dout elsewhere, each summed to its input's shape."""
     first, a_shape, b_shape = cache
     zero = np.zeros_like(dout)
     return _reduce_to(np.where(first, dout, zero), a_shape), _reduce_to(np.where(first, zero, dout), b_shape)
@@ -554,12 +556,12 @@ def svm_loss_forward(scores, labels, delta=1.0):
     n, c = scores.shape
     correct = scores[np.arange(n), labels][:, None]
     other = labels[:, None] != np.arange(c)
-    margins = np.where(other, np.maximum(scores - correct + delta, 0), 0)
-    return np.asarray(np.sum(margins) / n, dtype=scores.dtype), (margins > 0, other)
+    margins = np.where(other, np.maximum(scores - correct + delta, 0), 0)  # max(0, NaN) = NaN
+    return np.asarray(np.sum(margins) / n, dtype=scores.dtype), (other & ~(margins <= 0), other)
 
 
 def svm_loss_backward(dout, cache):
-    """dscores[i, j] = dout / N * (1[margin_ij > 0] for j != y_i, -#positive margins for j = y_i)."""
+    """dscores[i, j] = dout / N * (1[margin_ij > 0 or NaN] for j != y_i, -#such margins for j = y_i)."""
     positive, other = cache
     n = positive.shape[0]
     count = positive.sum(axis=1, keepdims=True)

@@ -558,13 +558,24 @@ class Tensor:
 
 
 def _plain_index(index):
-    """Tensors inside an index become integer arrays (they index; they are not differentiated)."""
+    """Tensors and lists inside an index become arrays (they index; they are not differentiated).
+
+    As in NumPy and PyTorch, a boolean one is a mask and an integer one picks positions; a float
+    one (a float tensor too) raises IndexError. An empty list picks nothing.
+    """
     if isinstance(index, tuple):
         return tuple(_plain_index(i) for i in index)
     if isinstance(index, Tensor):
-        return index.data.astype(np.intp)
+        data = index.data
+        if data.dtype.kind not in "biu":
+            raise IndexError(
+                f"getitem: a tensor used as an index must hold booleans (a mask) or integers, "
+                f"not {data.dtype}; index with a NumPy integer array or a list of ints instead"
+            )
+        return data
     if isinstance(index, list):
-        return np.asarray(index)
+        arr = np.asarray(index)
+        return arr.astype(np.intp) if arr.size == 0 and arr.dtype.kind == "f" else arr
     return index
 
 

@@ -244,6 +244,20 @@ def getitem_samples(rng):
         ((2, 3, 4), (Ellipsis, 1)),
         ((2, 3, 4), (1, None, slice(None, None, -1))),
         ((0, 3), (slice(None), 1)),  # empty batch
+        # boolean masks: every entry picked at most once
+        ((3, 4), np.array([[True, False, True, True], [False, False, True, False], [True] * 4])),
+        ((4, 5), (slice(None), np.array([True, False, True, False, True]))),
+        ((4, 5), (np.array([False, True, True, False]), slice(None, None, -2))),
+        ((4, 5), (np.array([3, 0, 3]), np.array([False, False, False, True, False]))),  # (3, 3) twice
+        ((4, 5), np.zeros(4, dtype=bool)),  # picks nothing
+        ((2, 3, 4), (Ellipsis, np.array([True, False, True, True]))),
+        # negative steps, repeats with negative integers, Ellipsis and None together
+        ((6, 5), (slice(None, None, -2), slice(4, 0, -1))),
+        ((6,), slice(-1, -7, -3)),
+        ((4, 5), np.array([-1, 3, 0, -1, -1])),
+        ((4, 5), (np.array([[0, 0], [3, -4]]), Ellipsis)),  # a 2-D integer array, repeats
+        ((2, 3, 4), (None, Ellipsis, None, np.array([1, 1, 0]))),
+        ((2, 3, 4), (1, Ellipsis, None)),
     ]
     return [Sample((rng.normal(size=s),), {"index": i}, label=f"{s}[{i!r}]") for s, i in cases]
 
