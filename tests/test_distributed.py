@@ -116,6 +116,10 @@ def test_n_ranks_follow_the_single_process_trajectory(n, tmp_path, single_proces
             diff = np.max(np.abs(got[f"{name}/{k}"] - v)) / np.max(np.abs(v))
             assert diff <= tol, f"{name} {k}: relative difference {diff:.2e} > {tol:g} with {n} ranks"
         np.testing.assert_array_equal(got[f"{name}/val_acc"], val, err_msg=name)
+    for k, v in _worker_module()["manual_run"](None).items():  # average_gradients, by hand
+        diff = np.max(np.abs(got[f"manual/{k}"] - v)) / np.max(np.abs(v))
+        assert diff <= 1e-5, f"manual loop {k}: relative difference {diff:.2e} with {n} ranks"
+    assert got["broadcast_max_diff"] == 0.0  # every rank started from rank 0's parameters
 
 
 @needs_mpi
