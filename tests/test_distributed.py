@@ -77,12 +77,16 @@ def test_import_without_mpi4py():
     assert "RC 2" in r.stdout and "fastgrad[mpi]" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_launch_command_has_the_flags_in_one_place():
+def test_launch_command_has_the_flags_in_one_place(capsys):
     cmd = launch.mpiexec_command(3, ["python", "x.py"], mpiexec="mpiexec")
     assert cmd[:3] == ["mpiexec", "-n", "3"] and cmd[-2:] == ["python", "x.py"]
     assert "--oversubscribe" in cmd and cmd[cmd.index("--bind-to") + 1] == "none"
     with pytest.raises(ValueError):
         launch.mpiexec_command(0, ["python"], mpiexec="mpiexec")
+    assert launch.main(["-n", "2", "--dry-run", "-m", "fastgrad.train", "--distributed", "--epochs", "1"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[-4:] == ["fastgrad.train", "--distributed", "--epochs", "1"], printed
+    assert printed[printed.index("-n") + 1] == "2" and "--oversubscribe" in printed
     env = launch.mpi_env({}, threads=2)
     assert env["OMP_NUM_THREADS"] == "2"
     if os.geteuid() == 0:
@@ -214,6 +218,10 @@ def two_hosts():
             r = _sh(*step)
             if r.returncode:
                 pytest.skip(f"cannot build the veth pair ({' '.join(step)}): {r.stderr.strip()}")
+        # the "ssh" stand-in enters a namespace and a UTS namespace of its own (distinct hostnames)
+        r = _sh("ip", "netns", "exec", names[0], "unshare", "--uts", "/bin/sh", "-c", "hostname probe")
+        if r.returncode:
+            pytest.skip(f"cannot enter a network + UTS namespace here: {r.stderr.strip()}")
         yield names, addrs, (f"{tag}va", f"{tag}vb")
     finally:
         for ns in created:  # deleting a namespace deletes its end of the veth pair (and so both)
