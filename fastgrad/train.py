@@ -110,7 +110,8 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
     batch of `batch_size` rows, and all ranks apply the same update (see fastgrad.distributed); the
     accuracies are counted across ranks and only rank 0 shows progress.
 
-    Raises ValueError for bad arguments and TrainingError if the loss stops being finite.
+    Raises ValueError for bad arguments and TrainingError when the loss or a parameter stops being
+    finite (NaN or infinite), naming the epoch and the step.
     """
     X, y, X_val, y_val = _arrays(data)
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
@@ -140,6 +141,7 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
         return L + model.l2(reg) if reg else L
 
     start_time = time.perf_counter()
+    named = list(model.named_parameters())
     model.train()
     # an exploding loss is reported below as a TrainingError, not as NumPy overflow warnings
     with np.errstate(over="ignore", invalid="ignore"), contextlib.closing(bar):
@@ -149,15 +151,23 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
                 opt.zero_grad()
                 if dp is None:
                     L = step_loss(Xb, yb)
-                    L.backward()
                     value = L.item()
                 else:  # this rank's share of the batch, then one Allreduce of gradients and loss
                     value = dp.loss_and_gradients(step_loss, Xb, yb)
-                opt.step()
-                if not math.isfinite(value):
+                if not math.isfinite(value):  # checked before the step: the weights stay as they were
                     raise TrainingError(
                         f"the loss became {value} at epoch {epoch}, step {len(history.loss) + 1}; "
-                        "lower the learning rate"
+                        "lower the learning rate or check the data for NaN or infinite values"
+                    )
+                if dp is None:
+                    L.backward()
+                opt.step()
+                bad = _non_finite_parameter(named)
+                if bad is not None:
+                    raise TrainingError(
+                        f"the parameter {bad} became NaN or infinite at epoch {epoch}, step "
+                        f"{len(history.loss) + 1}; lower the learning rate or check the data for NaN "
+                        "or infinite values"
                     )
                 history.loss.append(value)
                 total += value
@@ -173,6 +183,18 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
     model.eval()
     history.seconds = time.perf_counter() - start_time
     return history
+
+
+def _non_finite_parameter(named):
+    """The name of the first parameter holding a NaN or an infinity, else None.
+
+    One sum per parameter (no temporary): a NaN or an infinity makes it non-finite; only then is the
+    parameter searched, so that a finite sum that overflowed is not taken for divergence.
+    """
+    for name, p in named:
+        if not math.isfinite(np.add.reduce(p.data, axis=None)) and not np.isfinite(p.data).all():
+            return name
+    return None
 
 
 def _data_parallel(model, distributed, arrays):
