@@ -403,7 +403,7 @@ def run(args, world=None) -> int:
          f"{splits.num_features} features, {splits.num_classes} classes")
     _say(f"MLP {sizes} {args.activation}, {args.optimizer} lr={lr:g}, batch {args.batch_size}, "
          f"{args.epochs} epochs, reg {args.reg:g}, seed {args.seed}"
-         + ("" if world is None else f", {world.size} ranks"))
+         + ("" if world is None else f", {world.size} rank{'s' if world.size > 1 else ''}"))
     with _threads(args.threads):
         try:
             history = fit(model, splits, optimizer=args.optimizer, lr=lr, epochs=args.epochs,
