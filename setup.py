@@ -16,7 +16,9 @@ from setuptools._distutils.ccompiler import new_compiler
 from setuptools._distutils.errors import CompileError, LinkError
 from setuptools._distutils.sysconfig import customize_compiler
 
-CSRC = [f"csrc/{name}.c" for name in ("threads", "validate", "elementwise", "routing", "losses")]
+# the fused affine passes (affine.c) share the thread setting and the activations of _kernels
+CSRC = [f"csrc/{name}.c" for name in ("threads", "validate", "elementwise", "affine", "routing",
+                                       "losses")]
 
 # -fno-trapping-math lets GCC turn `c ? a * b : a` into a vector select (we never read FP flags).
 CFLAGS = ["-O3", "-fno-trapping-math"]
@@ -76,10 +78,11 @@ extensions = [
         extra_link_args=parallel["link"],
         **common,
     ),
-    # BLAS products (scipy.linalg.cython_blas) and the fused affine passes; BLAS brings its threads
+    # BLAS products (scipy.linalg.cython_blas), BLAS brings its threads; the fused passes around
+    # them are cimported from _kernels
     Extension(
         "fastgrad._linalg",
-        sources=["fastgrad/_linalg.pyx", "csrc/affine.c"],
+        sources=["fastgrad/_linalg.pyx"],
         define_macros=[NPY_API],
         extra_compile_args=CFLAGS,
         **common,
