@@ -7,8 +7,9 @@ column-major product C^T = op(B)^T op(A)^T: the operands are swapped, the transp
 through, and no operand is ever copied. An F-contiguous operand (e.g. `W.T` of a C-contiguous NumPy
 array) is the row-major buffer of its transpose, so it costs a flipped flag, not a copy.
 
-Every function validates its arguments (ndarray, float32/float64, one dtype, 2-D, contiguous, matching
-shapes) before any `nogil` code. Nothing here is differentiable: ops.py decides what is computed.
+Every function validates its arguments (ndarray, float32/float64 in native byte order, aligned, one
+dtype, 2-D, contiguous, matching shapes, sizes that fit BLAS's int) before any `nogil` code.
+Nothing here is differentiable: ops.py decides what is computed.
 """
 cimport numpy as cnp
 from libc.limits cimport INT_MAX
@@ -73,12 +74,17 @@ cdef struct Matrix:
 
 
 cdef int _dtype(object a, str op, str arg) except -1:
-    """The type number of ndarray `a` if it is float32/float64, else TypeError."""
+    """The type number of ndarray `a` if it is float32/float64 (native byte order, aligned), else
+    TypeError (ValueError when it is not aligned)."""
     if not isinstance(a, cnp.ndarray):
         raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
     cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>a)
     if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
         raise TypeError(f"{op}: {arg} must be float32 or float64, got {a.dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):
+        raise TypeError(f"{op}: {arg} must be in native byte order, got {a.dtype.str}")
+    if not cnp.PyArray_ISALIGNED(<cnp.ndarray>a):
+        raise ValueError(f"{op}: {arg} must be aligned (use numpy.require(a, requirements='CA'))")
     return t
 
 
