@@ -16,7 +16,7 @@ from setuptools._distutils.ccompiler import new_compiler
 from setuptools._distutils.errors import CompileError, LinkError
 from setuptools._distutils.sysconfig import customize_compiler
 
-CSRC = [f"csrc/{name}.c" for name in ("threads", "validate", "elementwise", "routing", "losses")]
+CSRC = [f"csrc/{name}.c" for name in ("threads", "adapt", "validate", "elementwise", "routing", "losses")]
 
 # -fno-trapping-math lets GCC turn `c ? a * b : a` into a vector select (we never read FP flags).
 CFLAGS = ["-O3", "-fno-trapping-math"]

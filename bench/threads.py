@@ -153,6 +153,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     parser.add_argument("--no-cli", action="store_true", help="skip timing the training command")
+    parser.add_argument("--only", default="", help="only the cases whose name contains this text")
     args = parser.parse_args(argv)
     rounds, target = (5, 0.01) if args.quick else (9, 0.04)
     default_threads = fg.get_num_threads()
@@ -170,6 +171,8 @@ def main(argv=None):
             if sizes[0] == 64:
                 all_cases.append(cases.training_case(sizes, batch))
         for case in all_cases:
+            if args.only not in case.name:
+                continue
             case.check()
             for label, fn in contenders_of(case).items():
                 times = measure_conditions(fn, rounds, target, competitor, default_threads)

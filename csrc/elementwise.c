@@ -12,7 +12,7 @@
     FG_TARGETS                                                                                 \
     void fg_relu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)            \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                       \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T x = x__n[i];                                                                     \
             y__n[i] = (x > (T)0 || x != x) ? x : (T)0; /* NaN stays NaN */                     \
@@ -23,7 +23,7 @@
     void fg_relu_backward_##S(const T *restrict dy__n, const T *restrict y__n,                 \
                               T *restrict dx__n, ptrdiff_t n)                                  \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                       \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T dy = dy__n[i];                                                                   \
             dx__n[i] = y__n[i] > (T)0 ? dy : (T)0;                                             \
@@ -34,7 +34,7 @@
     void fg_leaky_relu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n,      \
                                    T slope)                                                    \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                       \
         for (ptrdiff_t i = 0; i < n; i++)                                                      \
             y__n[i] = x__n[i] > (T)0 ? x__n[i] : slope * x__n[i];                              \
     }                                                                                          \
@@ -43,7 +43,7 @@
     void fg_leaky_relu_backward_##S(const T *restrict dy__n, const T *restrict x__n,           \
                                     T *restrict dx__n, ptrdiff_t n, T slope)                   \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                       \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T dy = dy__n[i];                                                                   \
             dx__n[i] = x__n[i] > (T)0 ? dy : slope * dy;                                       \
@@ -53,7 +53,7 @@
     FG_TARGETS                                                                                 \
     void fg_elu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n, T alpha)    \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
+        FG_OMP_FOR(n > FG_OMP_MIN_EXP, n)                                                         \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T x = x__n[i];                                                                     \
             T e = alpha * EXPM1_NEG(x > (T)0 ? (T)0 : x); /* NaN stays NaN */                  \
@@ -65,7 +65,7 @@
     void fg_elu_backward_##S(const T *restrict dy__n, const T *restrict x__n,                  \
                              T *restrict dx__n, ptrdiff_t n, T alpha)                          \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
+        FG_OMP_FOR(n > FG_OMP_MIN_EXP, n)                                                         \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T x = x__n[i];                                                                     \
             T slope = alpha * EXP_NEG(x > (T)0 ? (T)0 : x);                                    \
@@ -77,7 +77,7 @@
     void fg_sigmoid_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)         \
     {                                                                                          \
         /* e = exp(-|x|) <= 1; sigma(x) = 1/(1+e) for x >= 0 and e/(1+e) below */              \
-        FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
+        FG_OMP_FOR(n > FG_OMP_MIN_EXP, n)                                                         \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T e = EXP_NEG(-ABS(x__n[i]));                                                      \
             T s = (T)1 / ((T)1 + e);                                                           \
@@ -89,7 +89,7 @@
     void fg_sigmoid_backward_##S(const T *restrict dy__n, const T *restrict y__n,              \
                                  T *restrict dx__n, ptrdiff_t n)                               \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                       \
         for (ptrdiff_t i = 0; i < n; i++)                                                      \
             dx__n[i] = dy__n[i] * y__n[i] * ((T)1 - y__n[i]);                                  \
     }                                                                                          \
@@ -98,7 +98,7 @@
     void fg_tanh_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)            \
     {                                                                                          \
         /* m = expm1(-2|x|) in (-1, 0]; tanh|x| = -m / (2 + m), exact near 0 too */            \
-        FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
+        FG_OMP_FOR(n > FG_OMP_MIN_EXP, n)                                                         \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T m = EXPM1_NEG((T)-2 * ABS(x__n[i]));                                             \
             y__n[i] = COPYSIGN(-m / ((T)2 + m), x__n[i]);                                      \
@@ -109,7 +109,7 @@
     void fg_tanh_backward_##S(const T *restrict dy__n, const T *restrict y__n,                 \
                               T *restrict dx__n, ptrdiff_t n)                                  \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                       \
         for (ptrdiff_t i = 0; i < n; i++)                                                      \
             dx__n[i] = dy__n[i] * ((T)1 - y__n[i] * y__n[i]);                                  \
     }                                                                                          \
@@ -118,7 +118,7 @@
     void fg_maximum_forward_##S(const T *restrict a__n, const T *restrict b__n,                \
                                 T *restrict y__n, ptrdiff_t n)                                 \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                       \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T a = a__n[i], b = b__n[i];                                                        \
             y__n[i] = (a >= b || a != a) ? a : b;                                              \
@@ -130,7 +130,7 @@
                                  const T *restrict b__n, T *restrict da__n,                    \
                                  T *restrict db__n, ptrdiff_t n)                               \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                       \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T dy = dy__n[i];                                                                   \
             T a = a__n[i], b = b__n[i];                                                        \

@@ -497,3 +497,24 @@ def svm_loss(scores, labels, double delta, bint want_grad=True):
         else:
             loss = fg_svm_f64(<const double *>ps, pl, n, c, delta, <double *>pg, &loss_n[0])
     return loss, grad
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernels' thread choice (csrc/adapt.h, through FG_OMP_FOR in csrc/common.h)
+
+cdef extern from "adapt.h" nogil:
+    void fg_adapt_reset()
+    void fg_adapt_counts(long long *serial, long long *parallel)
+
+
+def adapt_counts():
+    """(calls run on one thread, calls run on a team) since the last `adapt_reset()`, counting the
+    kernel calls large enough to be split."""
+    cdef long long serial = 0, parallel = 0
+    fg_adapt_counts(&serial, &parallel)
+    return int(serial), int(parallel)
+
+
+def adapt_reset():
+    """Forget every kernel timing (each kernel measures a team and one thread again)."""
+    fg_adapt_reset()
