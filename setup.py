@@ -21,7 +21,7 @@ except ImportError:
     from distutils.sysconfig import customize_compiler
 
 # the fused affine passes (affine.c) share the thread setting and the activations of _kernels
-CSRC = [f"csrc/{name}.c" for name in ("threads", "validate", "elementwise", "affine", "routing",
+CSRC = [f"csrc/{name}.c" for name in ("threads", "adapt", "validate", "elementwise", "affine", "routing",
                                        "losses")]
 
 # -fno-trapping-math lets GCC turn `c ? a * b : a` into a vector select (we never read FP flags).

@@ -34,7 +34,7 @@
 
 #define FG_FORWARD_CASE(CODE, name, param_name, FROM, omp_fwd, omp_bwd, T, S)                  \
     case FG_ACT_##CODE:                                                                        \
-        FG_OMP_FOR(n * m > (omp_fwd))                                                          \
+        FG_OMP_FOR(n * m > (omp_fwd), n * m)                                                   \
         FG_FORWARD_##FROM(T, S, name)                                                          \
         break;
 
@@ -94,7 +94,7 @@
             parallel = row_blocks * col_blocks > 1;                                            \
         }                                                                                      \
         (void)parallel;                                                                        \
-        FG_OMP_FOR(parallel)                                                                   \
+        FG_OMP_FOR(parallel, n * m)                                                            \
         for (ptrdiff_t k = 0; k < row_blocks * col_blocks; k++) {                              \
             ptrdiff_t i0 = k / col_blocks * rows, j0 = k % col_blocks * cols;                  \
             ptrdiff_t i1 = i0 + rows < n ? i0 + rows : n;                                      \

@@ -17,11 +17,11 @@
 
 /* y = f(x) and dx = f'(x) dy (from s = y or x) of activation `name`, p its parameter or 0 */
 #define FG_GATE_FORWARD(T, S, name, CODE, x__n, y__n, n, p)                                    \
-    FG_OMP_FOR(n > fg_activations[FG_ACT_##CODE].omp_min_forward)                              \
+    FG_OMP_FOR(n > fg_activations[FG_ACT_##CODE].omp_min_forward, n)                           \
     for (ptrdiff_t i = 0; i < n; i++)                                                          \
         y__n[i] = fg_##name##_##S(x__n[i], p);
 #define FG_GATE_BACKWARD(T, S, name, CODE, dy__n, s__n, dx__n, n, p)                           \
-    FG_OMP_FOR(n > fg_activations[FG_ACT_##CODE].omp_min_backward)                             \
+    FG_OMP_FOR(n > fg_activations[FG_ACT_##CODE].omp_min_backward, n)                          \
     for (ptrdiff_t i = 0; i < n; i++)                                                          \
         dx__n[i] = fg_##name##_grad_##S(dy__n[i], s__n[i], p);
 
@@ -96,7 +96,7 @@
     void fg_maximum_forward_##S(const T *restrict a__n, const T *restrict b__n,                \
                                 T *restrict y__n, ptrdiff_t n)                                 \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                    \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T a = a__n[i], b = b__n[i];                                                        \
             y__n[i] = (a >= b || a != a) ? a : b;                                              \
@@ -108,7 +108,7 @@
                                  const T *restrict b__n, T *restrict da__n,                    \
                                  T *restrict db__n, ptrdiff_t n)                               \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                    \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T dy = dy__n[i];                                                                   \
             T a = a__n[i], b = b__n[i];                                                        \

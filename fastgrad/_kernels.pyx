@@ -532,3 +532,24 @@ cdef void act_backward_colsum_f32(const float *dy, const float *s, float *dz, fl
 cdef void act_backward_colsum_f64(const double *dy, const double *s, double *dz, double *db,
                                   Py_ssize_t n, Py_ssize_t m, int act, double param) noexcept nogil:
     fg_act_backward_colsum_f64(dy, s, dz, db, n, m, act, param)
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernels' thread choice (csrc/adapt.h, through FG_OMP_FOR in csrc/common.h)
+
+cdef extern from "adapt.h" nogil:
+    void fg_adapt_reset()
+    void fg_adapt_counts(long long *serial, long long *parallel)
+
+
+def adapt_counts():
+    """(calls run on one thread, calls run on a team) since the last `adapt_reset()`, counting the
+    kernel calls large enough to be split."""
+    cdef long long serial = 0, parallel = 0
+    fg_adapt_counts(&serial, &parallel)
+    return int(serial), int(parallel)
+
+
+def adapt_reset():
+    """Forget every kernel timing (each kernel measures a team and one thread again)."""
+    fg_adapt_reset()
