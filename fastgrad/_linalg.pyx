@@ -28,6 +28,14 @@ cdef extern from "affine.h" nogil:
     void fg_act_backward_colsum_f64(const double *dy, const double *y, double *dz, double *db,
                                     Py_ssize_t n, Py_ssize_t m, int act, double param)
 
+cdef extern from "forkgate.h" nogil:
+    void fg_gemm_enter()
+    void fg_gemm_exit()
+    void fg_fork_prepare()
+    void fg_fork_parent()
+    void fg_fork_child()
+    int fg_fork_gate_enabled()
+
 ctypedef fused floating:
     float
     double
@@ -108,10 +116,12 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const 
     cdef int lda = m if ta else k
     cdef floating one = 1
     cdef floating zero = 0
+    fg_gemm_enter()  # os.fork() waits for the calls in flight (csrc/forkgate.h)
     if floating is float:
         sgemm(flag_b, flag_a, &n, &m, &k, &one, <float *>B, &ldb, <float *>A, &lda, &zero, C, &n)
     else:
         dgemm(flag_b, flag_a, &n, &m, &k, &one, <double *>B, &ldb, <double *>A, &lda, &zero, C, &n)
+    fg_gemm_exit()
 
 
 cdef cnp.ndarray _product(Matrix a, bint ta, Matrix b, bint tb, int t, str op, object a_shape,
@@ -262,3 +272,27 @@ def affine_backward(dy, y, x, W, activation=None, double param=0.0, bint need_db
     dW = _product(xm, True, dzm, False, t, "affine_backward", x.shape, shape) \
         if x is not None else None
     return dx, dW, db
+
+
+# --- os.fork() waits for BLAS calls in flight (csrc/forkgate.h); registered by fastgrad/threads.py
+
+
+def _fork_prepare():
+    """Before fork: stop new BLAS calls and wait (without the GIL) until none is running."""
+    with nogil:
+        fg_fork_prepare()
+
+
+def _fork_parent():
+    """After fork, in the parent: let BLAS calls run again."""
+    fg_fork_parent()
+
+
+def _fork_child():
+    """After fork, in the child: its only thread is the forking one, so nothing is in flight."""
+    fg_fork_child()
+
+
+def _fork_gate_enabled():
+    """Whether this build has the gate (not on Windows or compilers without GCC atomics)."""
+    return bool(fg_fork_gate_enabled())
