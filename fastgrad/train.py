@@ -354,6 +354,8 @@ def run(args) -> int:
                           lr_decay=args.lr_decay, progress=not args.no_progress)
         except TrainingError as e:
             raise UsageError(str(e)) from None
+        except MemoryError:
+            raise UsageError("out of memory while training: lower --batch-size or --hidden") from None
         accs = {part: accuracy(model, getattr(splits, f"X_{part}"), getattr(splits, f"y_{part}"))
                 for part in ("train", "val", "test")}
     _say(f"accuracy: train {accs['train']:.4f}  val {accs['val']:.4f}  test {accs['test']:.4f}  "
