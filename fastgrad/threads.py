@@ -38,8 +38,9 @@ MAX_THREADS = 1024
 def set_num_threads(n: int) -> None:
     """Use `n` threads in the C kernels (OpenMP) and in BLAS (through threadpoolctl).
 
-    n: an int in 1..MAX_THREADS (1024); anything else raises ValueError. Applies to every Python thread. In a
-    child of os.fork() the kernels keep to one thread (see the module docstring); BLAS takes n.
+    n: an int in 1..MAX_THREADS (1024); anything else raises ValueError. Applies to every Python
+    thread. In a child of os.fork() the kernels keep to one thread (see the module docstring); BLAS
+    takes n.
 
     >>> import fastgrad as fg
     >>> fg.set_num_threads(1)      # e.g. for timings that do not depend on the machine's load

@@ -275,5 +275,6 @@ def test_training_outputs_survive_a_failed_rewrite(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(os, "fsync", full_disk)
     status = train.main(["--epochs", "1", "--hidden", "8", "--seed", "1", "--no-progress", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert status == 2 and err == f"fastgrad-train: error: cannot write {tmp_path / 'model.npz'}: No space left on device\n"
+    assert status == 2
+    assert err == f"fastgrad-train: error: cannot write {tmp_path / 'model.npz'}: No space left on device\n"
     assert {name: (tmp_path / name).read_bytes() for name in files_in(tmp_path)} == before
