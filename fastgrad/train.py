@@ -368,31 +368,15 @@ def run(args, world=None) -> int:
           f"({history.seconds:.1f} s, final loss {history.epoch_loss[-1]:.4f})")
     if world is not None and not world.is_root:
         return 0  # only rank 0 writes files
-    checkpoint = _replace_atomically(args.out / "model.npz", lambda tmp: nn.save(model, tmp))
-    _replace_atomically(args.out / "history.json", lambda tmp: tmp.write_text(
-        json.dumps({**asdict(history), "final_accuracy": accs}) + "\n"))
+    checkpoint = nn.save(model, args.out / "model.npz")
+    (args.out / "history.json").write_text(json.dumps({**asdict(history), "final_accuracy": accs}) + "\n")
     print(f"wrote {checkpoint} and {args.out / 'history.json'}")
     png = args.out / "curves.png"
-    if _replace_atomically(png, lambda tmp: plot_history(history, tmp)):
+    if plot_history(history, png):
         print(f"wrote {png}")
     else:
         print('no plot: matplotlib is not installed (pip install "fastgrad[plot]")')
     return 0
-
-
-def _replace_atomically(path: Path, write):
-    """Call write(tmp) on a temporary name beside `path`, then rename it to `path` (never a
-    half-written file there); returns path, or write's result when that is False."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        result = write(tmp)
-        if result is False:
-            return False
-        os.replace(tmp, path)
-        return path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 class _World:
