@@ -206,10 +206,11 @@ class DataParallel:
         named_buffers = getattr(self.model, "named_buffers", None)
         if named_buffers is None:
             return
-        for _, b in named_buffers():
-            a = getattr(b, "data", b)
-            if isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable:
-                self.comm.Bcast(a, root=self.root)
+        for name, b in named_buffers():
+            a = b if isinstance(b, np.ndarray) else getattr(b, "data", None)  # an array or a Tensor
+            if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable):
+                raise TypeError(f"DataParallel: buffer {name!r} is not a writeable contiguous array")
+            self.comm.Bcast(a, root=self.root)
 
     def check_same(self, *arrays, what: str = "data") -> None:
         """MismatchError (a ValueError) on every rank unless every rank holds the same `arrays` (shape, dtype and a
@@ -273,7 +274,10 @@ class DataParallel:
 
     # --- evaluation ----------------------------------------------------------------------------
     def accuracy(self, model, X, y, batch_size: int = 1000) -> float:
-        """The fraction of rows of X whose highest score is y, each rank scoring its share."""
+        """The fraction of rows of X whose highest score is y, each rank scoring its share (with
+        rank 0's buffers, e.g. BatchNorm running statistics, which each rank updates from its own
+        rows during training)."""
+        self.broadcast_buffers()
         part = self.shard(len(X))
         Xr, yr = X[part], y[part]
         correct = 0

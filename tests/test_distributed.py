@@ -124,6 +124,7 @@ def test_n_ranks_follow_the_single_process_trajectory(n, tmp_path, single_proces
         diff = np.max(np.abs(got[f"manual/{k}"] - v)) / np.max(np.abs(v))
         assert diff <= 1e-5, f"manual loop {k}: relative difference {diff:.2e} with {n} ranks"
     assert got["broadcast_max_diff"] == 0.0  # every rank started from rank 0's parameters
+    assert got["buffers_max_diff"] == 0.0  # ... and rank 0's buffers
 
 
 @needs_mpi
