@@ -110,7 +110,8 @@ def test_n_ranks_follow_the_single_process_trajectory(n, tmp_path, single_proces
     Tolerance (relative to the largest magnitude): 1e-5 in float32, 1e-11 in float64.
     """
     out = tmp_path / "result.npz"
-    r = mpirun(n, WORKER, "trajectory", out)
+    # with 3 ranks through the polled Iallreduce of DataParallel(timeout=...), else plain Allreduce
+    r = mpirun(n, WORKER, "trajectory", out, env_extra={"FASTGRAD_DIST_TIMEOUT": "120"} if n == 3 else None)
     assert r.returncode == 0, r.stdout + r.stderr
     got = np.load(out)
     for name, (losses, params, val) in single_process.items():
@@ -157,6 +158,17 @@ def test_a_failing_rank_ends_every_rank(fault, n):
         assert "ValueError" in lines[0] and "label" in lines[0], lines[0]
     else:  # Open MPI's launcher notices the dead process and ends the job
         assert re.search(r"rank 1 .*\n?.*signal 9", r.stderr), r.stderr
+
+
+@needs_mpi
+def test_a_rank_that_leaves_early_ends_every_rank_after_the_timeout():
+    """Rank 1 calls sys.exit(0) mid-training: without a timeout the others would wait forever in
+    the next Allreduce; with FASTGRAD_DIST_TIMEOUT=5 they abort, saying why, within seconds."""
+    r = mpirun(3, WORKER, "exit", timeout=120, env_extra={"FASTGRAD_DIST_TIMEOUT": "5"})
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if "got no answer from the other ranks in 5 s" in l]
+    assert lines and all(re.match(r"fastgrad: rank [02] of 3: the gradient Allreduce of step 4 ", l)
+                         for l in lines), r.stderr
 
 
 @needs_mpi

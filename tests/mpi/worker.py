@@ -114,6 +114,8 @@ def _loop(fault):
                 yb[dp.shard(len(yb))] = 99  # out of range: softmax_cross_entropy raises ValueError on this rank
             elif fault == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            elif fault == "exit":  # leaves cleanly: MPI_Finalize at exit, the others wait for it
+                sys.exit(0)
         opt.zero_grad()
         dp.loss_and_gradients(lambda a, b: fg.softmax_cross_entropy(model(a), b), Xb, yb)
         opt.step()
@@ -147,7 +149,7 @@ if __name__ == "__main__":
     scenario = sys.argv[1]
     if scenario == "trajectory":
         trajectory(sys.argv[2])
-    elif scenario in ("label", "kill"):
+    elif scenario in ("label", "kill", "exit"):
         _loop(scenario)
     elif scenario == "cli":
         sys.exit(cli(sys.argv[2], sys.argv[3:]))
