@@ -135,9 +135,10 @@ def install_excepthook(prog: str = "fastgrad", comm=None) -> None:
 
 
 @contextmanager
-def fail_together(prog: str = "fastgrad", code: int = 1, comm=None, collective=(Collective,)):
+def fail_together(prog: str = "fastgrad", code: int = 1, comm=None, collective=(Collective,), plain=()):
     """Inside: an exception on one rank ends every rank (one line naming the rank and the error,
-    then Abort(code)); exceptions of the `collective` types, which all ranks raise together, pass."""
+    then Abort(code)); exceptions of the `collective` types, which all ranks raise together, pass.
+    Errors of the `plain` types are shown by their message alone (no type name)."""
     comm = comm or MPI.COMM_WORLD
     try:
         yield
@@ -146,7 +147,8 @@ def fail_together(prog: str = "fastgrad", code: int = 1, comm=None, collective=(
     except BaseException as e:
         if comm.Get_size() == 1:
             raise
-        abort(f"{prog}: error: rank {comm.Get_rank()} of {comm.Get_size()}: {_one_line(e)}", code, comm)
+        what = " ".join(str(e).split()) if isinstance(e, plain) else _one_line(e)
+        abort(f"{prog}: error: rank {comm.Get_rank()} of {comm.Get_size()}: {what}", code, comm)
 
 
 def gather_errors(error, comm=None) -> list:
@@ -169,8 +171,9 @@ class DataParallel:
     """Data-parallel training of `model` on the ranks of `comm` (default: the world).
 
     The constructor checks that every rank built the same model (names, shapes, dtypes; a
-    MismatchError, a ValueError, on every rank otherwise), flattens its parameters (one spare gradient slot for the loss),
-    broadcasts rank 0's parameters and buffers, and installs the abort-on-error excepthook.
+    MismatchError, a ValueError, on every rank otherwise), flattens its parameters (one spare
+    gradient slot for the loss), broadcasts rank 0's parameters and buffers, and installs the
+    abort-on-error excepthook.
 
     Per step: `loss_and_gradients(loss_fn, X, y)` (shard, backward, allreduce; returns the global
     loss), or by hand: `backward(loss, weight)` then `allreduce()`. `accuracy(model, X, y)` splits
