@@ -137,11 +137,11 @@ def cli(patch, argv):
         def missing(*a, **k):
             raise D.DataError("no such file: /data/on/rank1")
         D.load = missing
-    elif patch == "write" and r == 0:  # rank 0's disk fills up while it writes the checkpoint
-        def full(file, *args, **kwargs):
-            (open(file, "wb") if isinstance(file, str) else file).write(b"half a checkpo")
+    elif patch == "write" and r == 0:  # rank 0's disk is full in the middle of the final save
+        def full(f, **arrays):
+            f.write(b"half a checkpo")
             raise OSError(28, "No space left on device")
-        np.savez = full  # what nn.save calls
+        np.savez = full  # what nn.save writes with, inside its atomic_write
     return train.main(argv)
 
 
