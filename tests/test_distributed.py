@@ -77,16 +77,18 @@ def test_import_without_mpi4py():
     assert "RC 2" in r.stdout and "fastgrad[mpi]" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_launch_command_has_the_flags_in_one_place(capsys):
+def test_launch_command_has_the_flags_in_one_place(capsys, monkeypatch):
     cmd = launch.mpiexec_command(3, ["python", "x.py"], mpiexec="mpiexec")
     assert cmd[:3] == ["mpiexec", "-n", "3"] and cmd[-2:] == ["python", "x.py"]
     assert "--oversubscribe" in cmd and cmd[cmd.index("--bind-to") + 1] == "none"
     with pytest.raises(ValueError):
         launch.mpiexec_command(0, ["python"], mpiexec="mpiexec")
+    monkeypatch.setattr(launch, "find_mpiexec", lambda: "/opt/mpi/bin/mpiexec")  # works without MPI too
     assert launch.main(["-n", "2", "--dry-run", "-m", "fastgrad.train", "--distributed", "--epochs", "1"]) == 0
     printed = capsys.readouterr().out.split()
     assert printed[-4:] == ["fastgrad.train", "--distributed", "--epochs", "1"], printed
-    assert printed[printed.index("-n") + 1] == "2" and "--oversubscribe" in printed
+    assert printed[0] == "/opt/mpi/bin/mpiexec" and printed[printed.index("-n") + 1] == "2"
+    assert "--oversubscribe" in printed
     env = launch.mpi_env({}, threads=2)
     assert env["OMP_NUM_THREADS"] == "2"
     if os.geteuid() == 0:
