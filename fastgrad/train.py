@@ -481,7 +481,7 @@ def _run_distributed(args) -> int:
         args.no_progress = True
     dist = world.dist
     dist.install_excepthook("fastgrad-train", world.comm)
-    with dist.fail_together("fastgrad-train", code=2, comm=world.comm):
+    with dist.fail_together("fastgrad-train", code=2, comm=world.comm, plain=(UsageError,)):
         return run(args, world)
 
 
