@@ -130,9 +130,10 @@ def affine(x, W, b, activation=None, negative_slope=0.01, alpha=1.0) -> Tensor:
     """A fully connected layer y = act(x @ W + b), x (N, D), W (D, M), b (M,) -> y (N, M).
 
     One sgemm/dgemm computes x @ W into y, and one pass over y adds b and applies the activation:
-    None, "relu", "leaky_relu" (slope `negative_slope` >= 0), "sigmoid", "tanh" or "elu" (`alpha` >= 0).
-    Backward: dz = dy * act'(z), from the saved y; dx = dz W^T, dW = x^T dz, db = sum_i dz[i].
-    Equal to e.g. `fg.relu(x @ W + b)`, with no intermediate tensors.
+    None, "relu", "leaky_relu" (slope `negative_slope`), "sigmoid", "tanh" or "elu" (`alpha`).
+    Backward: dz = dy * act'(z), from the saved y (or z, for leaky_relu and elu); dx = dz W^T,
+    dW = x^T dz, db = sum_i dz[i]. Equal to e.g. `fg.relu(x @ W + b)` bit for bit, forward and
+    backward, with fewer intermediate arrays.
 
     >>> x = tensor([[1.0, -2.0]]); W = tensor([[1.0, 0.0], [0.0, 1.0]]); b = tensor([0.5, 0.5])
     >>> affine(x, W, b, activation="relu")

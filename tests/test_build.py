@@ -4,6 +4,10 @@ setup.py probes the compiler (compile and link a test program) for -fopenmp, the
 and builds with the first that works. A probe that fails in any way (a CompileError or LinkError
 of whichever distutils copy, a compiler that cannot be run) must mean "no", never an aborted build.
 The compilers here are wrapper scripts around the real one that fail on the flags they "lack".
+(With setuptools 65.5, what a fresh Python 3.11 venv such as CI's has, the compiler raises
+`distutils.errors.LinkError`, not the `setuptools._distutils.errors.LinkError` that setup.py used to
+catch, and the old setup.py aborted in test_probe_falls_back_without_fopenmp[link]; newer setuptools
+raises its own class, so test_probe_survives_a_foreign_link_error_class injects a foreign one.)
 
 The probes alone are checked with `setup.py --name` (no build, 1-4 s each). The last test builds
 the extensions serially into a copy of the sources in a temporary folder and runs a kernel check on
