@@ -1,7 +1,7 @@
 """The functional API: `fastgrad.relu(x)`, `fastgrad.affine(x, W, b)`, the losses, ...
 
-Each function accepts tensors, arrays or numbers (made float32 tensors, or the dtype of the tensor
-they are combined with) and applies one row of the op table.
+Each function accepts tensors, arrays or numbers (made tensors as `tensor` infers their dtype, or of
+the dtype of the tensor they are combined with) and applies one row of the op table.
 """
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from .tensor import Tensor, apply, coerce, to_array
 
 
 def tensor(data, dtype=None, requires_grad=False, name=None) -> Tensor:
-    """A new leaf tensor holding a copy of `data`, float32 unless `dtype` is "float64".
+    """A new leaf tensor holding a copy of `data`.
+
+    dtype None infers it as PyTorch does: a float32 or float64 NumPy array keeps its dtype; Python
+    numbers, lists, ints and bools (and int arrays) take the default dtype (float32, see
+    `set_default_dtype`).
 
     >>> x = tensor([[1, 2], [3, 4]], requires_grad=True)
     >>> (x * x).sum().backward(); x.grad
@@ -23,7 +27,7 @@ def tensor(data, dtype=None, requires_grad=False, name=None) -> Tensor:
 
 
 def as_tensor(x, dtype=None) -> Tensor:
-    """`x` itself if it is a Tensor, else a new float32 (or `dtype`) constant tensor."""
+    """`x` itself if it is a Tensor, else a new constant tensor (dtype inferred as by `tensor`)."""
     return x if isinstance(x, Tensor) else Tensor._wrap(to_array(x, dtype))
 
 
@@ -32,7 +36,11 @@ def _pair(a, b):
         return a, coerce(b, a)
     if isinstance(b, Tensor):
         return coerce(a, b), b
-    return as_tensor(a), as_tensor(b)
+    if isinstance(b, np.ndarray) and not isinstance(a, np.ndarray):  # a number takes b's dtype
+        b = as_tensor(b)
+        return coerce(a, b), b
+    a = as_tensor(a)
+    return a, coerce(b, a)
 
 
 def maximum(a, b) -> Tensor:

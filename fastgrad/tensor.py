@@ -11,10 +11,32 @@ from .autograd import Node, _memory_owner, is_grad_enabled, mark_modified, run_b
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
 
-def resolve_dtype(dtype) -> np.dtype:
-    """float32 for None; float32 or float64 as asked; TypeError for anything else."""
+class _Default:
+    dtype = np.dtype(np.float32)  # process-wide, as torch.set_default_dtype
+
+
+_default = _Default()
+
+
+def set_default_dtype(dtype) -> None:
+    """The dtype of new tensors made from Python numbers, lists, ints and bools: float32 or float64.
+
+    NumPy float32/float64 arrays keep their own dtype whatever the default (as in PyTorch).
+    """
     if dtype is None:
-        return np.dtype(np.float32)
+        raise TypeError("set_default_dtype: expected float32 or float64, got None")
+    _default.dtype = resolve_dtype(dtype)
+
+
+def get_default_dtype() -> np.dtype:
+    """The current default dtype (float32 unless `set_default_dtype` changed it)."""
+    return _default.dtype
+
+
+def resolve_dtype(dtype) -> np.dtype:
+    """The default dtype for None; float32 or float64 as asked; TypeError for anything else."""
+    if dtype is None:
+        return _default.dtype
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -25,19 +47,28 @@ def resolve_dtype(dtype) -> np.dtype:
 
 
 def to_array(data, dtype=None) -> np.ndarray:
-    """`data` (array-like, number, Tensor) as a fresh C-contiguous array of the resolved dtype."""
+    """`data` (array-like, number, Tensor) as a fresh C-contiguous array.
+
+    dtype None infers it as PyTorch does: a float32/float64 NumPy array (or NumPy float scalar, or
+    Tensor) keeps its dtype; Python numbers, lists, ints, bools and other arrays take the default.
+    """
     if isinstance(data, Tensor):
         data = data.data
-    dt = resolve_dtype(dtype)
     try:
         arr = np.asarray(data)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"cannot make a {dt} tensor from {type(data).__name__}: {e}") from None
+        raise TypeError(
+            f"cannot make a {resolve_dtype(dtype)} tensor from {type(data).__name__}: {e}"
+        ) from None
     if arr.dtype.kind not in "biuf":  # NumPy would parse strings and turn None into nan
         raise TypeError(
-            f"cannot make a {dt} tensor from {type(data).__name__} of {arr.dtype} values: "
-            "expected numbers (bool, int or float)"
+            f"cannot make a {resolve_dtype(dtype)} tensor from {type(data).__name__} of {arr.dtype} "
+            "values: expected numbers (bool, int or float)"
         )
+    if dtype is None and arr.dtype in _DTYPES and isinstance(data, (np.ndarray, np.generic)):
+        dt = arr.dtype
+    else:
+        dt = resolve_dtype(dtype)
     return np.array(arr, dtype=dt, order="C")
 
 
