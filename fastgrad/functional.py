@@ -26,6 +26,25 @@ def tensor(data, dtype=None, requires_grad=False, name=None) -> Tensor:
     return Tensor(data, dtype=dtype, requires_grad=requires_grad, name=name)
 
 
+def from_numpy(a: np.ndarray) -> Tensor:
+    """A tensor that shares `a`'s memory (no copy), as torch.from_numpy.
+
+    `a` must be a C-contiguous float32 or float64 ndarray (TypeError / ValueError otherwise). Writes
+    to `a` show in the tensor and in-place tensor ops show in `a`; changes made through `a` itself are
+    not seen by the version counter, so do not modify it while a graph that saved it awaits backward.
+    """
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"from_numpy expects a NumPy ndarray, got {type(a).__name__}")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"from_numpy: fastgrad tensors are float32 or float64, not {a.dtype}")
+    if not a.flags.c_contiguous:
+        raise ValueError(
+            f"from_numpy: the array of shape {a.shape} is not C-contiguous (a transposed or strided "
+            "view?); pass np.ascontiguousarray(a), which copies"
+        )
+    return Tensor._wrap(a.view(np.ndarray) if type(a) is not np.ndarray else a)
+
+
 def as_tensor(x, dtype=None) -> Tensor:
     """`x` itself if it is a Tensor, else a new constant tensor (dtype inferred as by `tensor`)."""
     return x if isinstance(x, Tensor) else Tensor._wrap(to_array(x, dtype))

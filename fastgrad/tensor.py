@@ -114,6 +114,14 @@ class Tensor:
         """True for tensors made by the user (or under no_grad), False for recorded op outputs."""
         return self._node is None
 
+    def __bool__(self):
+        if self.data.size != 1:  # as NumPy: the truth of several values is ambiguous
+            raise ValueError(
+                f"the truth value of a tensor with {self.data.size} elements is ambiguous; "
+                "use .any() or .all() on a comparison, e.g. (x > 0).all()"
+            )
+        return bool(self.data.reshape(()))
+
     def __len__(self):
         if self.ndim == 0:
             raise TypeError("len() of a 0-d tensor")
@@ -220,6 +228,27 @@ class Tensor:
 
     def __pos__(self):
         return self
+
+    # comparisons: boolean results without gradient (see BoolArray); tensors stay hashable by identity
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return _compare(np.equal, self, other)
+
+    def __ne__(self, other):
+        return _compare(np.not_equal, self, other)
+
+    def __lt__(self, other):
+        return _compare(np.less, self, other)
+
+    def __le__(self, other):
+        return _compare(np.less_equal, self, other)
+
+    def __gt__(self, other):
+        return _compare(np.greater, self, other)
+
+    def __ge__(self, other):
+        return _compare(np.greater_equal, self, other)
 
     # in-place: update .data itself (views and detached copies see it), as PyTorch does
     def __iadd__(self, other):
@@ -331,6 +360,49 @@ def _plain_index(index):
     if isinstance(index, list):
         return np.asarray(index)
     return index
+
+
+class BoolArray(np.ndarray):
+    """The result of comparing tensors (`x == y`, `x > 0`, ...): a NumPy bool array, never in the graph.
+
+    It is an ndarray (index with it, `.sum()`, `.all()`, `.any()`, `.mean()`, `.item()` as NumPy) plus
+    PyTorch's conversions, so `(pred == y).float().mean()` and `(pred == y).sum().item()` work.
+    """
+
+    def float(self) -> Tensor:
+        """A float32 tensor of 0.0 and 1.0 (no gradient)."""
+        return Tensor._wrap(np.array(self, dtype=np.float32, order="C"))
+
+    def double(self) -> Tensor:
+        """A float64 tensor of 0.0 and 1.0 (no gradient)."""
+        return Tensor._wrap(np.array(self, dtype=np.float64, order="C"))
+
+    def long(self) -> np.ndarray:
+        """An int64 array of 0 and 1."""
+        return np.asarray(self, dtype=np.int64)
+
+    def numpy(self) -> np.ndarray:
+        """The same values as a plain ndarray (shared)."""
+        return self.view(np.ndarray)
+
+
+def _compare(ufunc, t: Tensor, other):
+    """ufunc(t.data, other) as a BoolArray; NotImplemented for non-numbers (so `t == None` is False)."""
+    if isinstance(other, Tensor):
+        o = other.data  # no gradient flows: float32 against float64 is fine here
+    elif isinstance(other, (numbers.Number, np.ndarray, np.generic, list, tuple)):
+        o = np.asarray(other)
+        if o.dtype.kind not in "biuf":
+            return NotImplemented
+    else:
+        return NotImplemented
+    try:
+        out = ufunc(t.data, o)
+    except ValueError:
+        raise ValueError(
+            f"cannot compare a tensor of shape {t.shape} with shape {np.shape(o)}: they do not broadcast"
+        ) from None
+    return np.asarray(out).view(BoolArray)
 
 
 def coerce(value, like: Tensor) -> Tensor:
