@@ -16,6 +16,7 @@ from .functional import (
     as_tensor,
     elu,
     exp,
+    from_numpy,
     leaky_relu,
     log,
     maximum,
@@ -59,7 +60,7 @@ from .factories import (
 from .random import get_rng_state, manual_seed, seed, set_rng_state
 from .tensor import ValuesIndices
 from .gradcheck import GradcheckError, gradcheck
-from .tensor import Tensor
+from .tensor import BoolArray, Tensor, get_default_dtype, set_default_dtype
 from .threads import get_num_threads, set_num_threads
 from . import data, nn, optim
 from . import functional, random
@@ -72,7 +73,8 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
     "softmax_cross_entropy", "svm_loss", "viz", "nn", "optim", "data", "set_num_threads",
-    "get_num_threads", "set_debug", "is_debug",
+    "get_num_threads", "set_debug", "is_debug", "set_default_dtype", "get_default_dtype",
+    "from_numpy", "BoolArray",
     # the PyTorch surface
     "functional", "random", "float32", "float64", "ValuesIndices",
     "abs", "sqrt", "clamp", "clip", "pow", "cat", "concat", "stack", "where", "softmax", "log_softmax",
