@@ -259,7 +259,12 @@ class Gen:
             return (int(r.integers(1, 6)),)
         if ndim == 2:
             return (int(r.integers(1, 5)), int(r.integers(1, 6)))
-        return (int(r.integers(1, 4)), int(r.integers(1, 4)), int(r.integers(1, 5)))
+        a, b = int(r.integers(1, 4)), int(r.integers(1, 4))
+        return (a, b, int(r.integers(1, min(4, MAX_SIZE // (a * b)) + 1)))
+
+    def cols(self, rows):
+        """A second dimension for a new (rows, m) leaf: at most 5, at most 20 elements in all."""
+        return int(self.rng.integers(1, max(1, min(5, 20 // rows)) + 1))
 
 
 def _size(shape):
@@ -518,7 +523,7 @@ def _matmul_gen(g):
     if ok(g.value(a)) and r.random() < 0.3:
         b = a  # x @ x for a square x, v @ v for a vector
     else:
-        b = g.pick_or_leaf(ok, lambda: (k,) if ndb == 1 else (k, int(r.integers(1, 6))))
+        b = g.pick_or_leaf(ok, lambda: (k,) if ndb == 1 else (k, g.cols(k)))
     return [a, b], {}
 
 
@@ -529,7 +534,7 @@ def _affine_gen(g):
     if n == d and r.random() < 0.2:
         W = x  # affine(x, x, b): one leaf in two argument positions
     else:
-        W = g.pick_or_leaf(lambda v: v.ndim == 2 and v.shape[0] == d, (d, int(r.integers(1, 6))))
+        W = g.pick_or_leaf(lambda v: v.ndim == 2 and v.shape[0] == d, lambda: (d, g.cols(d)))
     m = g.shape(W)[1]
     b = g.pick_or_leaf(lambda v: v.shape == (m,), (m,))
     act = [None, "relu", "leaky_relu", "sigmoid", "tanh", "elu"][int(r.integers(6))]
@@ -542,6 +547,9 @@ def _affine_gen(g):
 
 
 def _affine_ref(arrays, attrs):
+    x, W, b = arrays
+    if not (x.ndim == W.ndim == 2 and b.ndim == 1 and x.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
+        raise ValueError(f"affine: x {x.shape}, W {W.shape}, b {b.shape}")  # reference.py would broadcast b
     return _call("affine", arrays, activation=attrs["activation"],
                  negative_slope=attrs.get("negative_slope", 0.01), alpha=attrs.get("alpha", 1.0))
 
@@ -563,7 +571,13 @@ def _affine_safe(arrays, attrs):
     return True
 
 
-SPECS["matmul"] = Spec("matmul", _matmul_gen, lambda arrays, attrs: _call("matmul", arrays),
+def _matmul_ref(arrays, attrs):
+    if not all(1 <= a.ndim <= 2 for a in arrays):  # np.matmul would also take stacks of matrices
+        raise ValueError(f"matmul: shapes {arrays[0].shape} and {arrays[1].shape}")
+    return _call("matmul", arrays)
+
+
+SPECS["matmul"] = Spec("matmul", _matmul_gen, _matmul_ref,
                        lambda args, attrs: f"{args[0]} @ {args[1]}")
 SPECS["affine"] = Spec("affine", _affine_gen, _affine_ref, _affine_src, _affine_safe)
 
@@ -715,7 +729,12 @@ def _loss_gen(name):
 def _loss_ref(name):
     def ref(arrays, attrs):
         kw = {"delta": attrs["delta"]} if name == "svm_loss" else {}
-        return _call(name, arrays, labels=np.array(attrs["labels"], dtype=np.intp), **kw)
+        labels = np.array(attrs["labels"], dtype=np.intp)
+        scores = arrays[0]
+        # reference.py would broadcast labels of another length against the rows, not fail
+        if scores.ndim != 2 or labels.shape != scores.shape[:1] or labels.min() < 0 or labels.max() >= scores.shape[1]:
+            raise ValueError(f"{name}: labels {attrs['labels']} do not fit scores of shape {scores.shape}")
+        return _call(name, arrays, labels=labels, **kw)
 
     return ref
 
@@ -822,6 +841,9 @@ def ref_grads(p: Program):
                     continue
                 parts = backs[ins.out](np.array(grads[ins.out], order="C"))  # ascontiguousarray makes 0-d 1-d
                 for a, part in zip(ins.args, parts):
+                    if np.shape(part) != values[a].shape:
+                        raise OracleMismatch(f"reference.py's backward of {ins.out} = {ins.op}(...) gave a "
+                                             f"gradient of shape {np.shape(part)} for {a} of shape {values[a].shape}")
                     add(a, part)
         except FloatingPointError as e:
             raise Invalid(f"reference.py backward: {e}") from None
@@ -1013,10 +1035,11 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
         if t.dtype != np.dtype(dtype) or t.shape != np.shape(want):
             fails.append(Failure("dtype", dtype, f"{name} is {t.dtype} {t.shape}, expected {dtype} {np.shape(want)}"))
             continue
-        idx, excess = _close(t.data, want, tol, vscale)
+        value = snapshot[name]  # as the forward left it (backward is checked below)
+        idx, excess = _close(value, want, tol, vscale)
         if excess > 1:
-            fails.append(Failure("forward", dtype, f"{name}{_at(idx)}: fastgrad {float(t.data[idx])!r}, "
-                                 f"reference.py {float(np.asarray(want)[idx])!r} (value {_show(t.data)})"))
+            fails.append(Failure("forward", dtype, f"{name}{_at(idx)}: fastgrad {float(value[idx])!r}, "
+                                 f"reference.py {float(np.asarray(want)[idx])!r} (value {_show(value)})"))
             return fails  # gradients of a wrong forward say nothing more
 
     # gradients: every leaf against oracle (b), elementwise, and oracle (a), along its direction
@@ -1033,8 +1056,9 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
             fails.append(Failure("grad", dtype, f"{k}.grad is None, expected {_show(times * orc.grads[k])}"))
             continue
         if not isinstance(g, np.ndarray) or g.dtype != np.dtype(dtype) or g.shape != t.shape:
-            fails.append(Failure("dtype", dtype, f"{k}.grad is {getattr(g, 'dtype', type(g))} "
-                                 f"{getattr(g, 'shape', '')}, expected {dtype} {t.shape}"))
+            fails.append(Failure("dtype", dtype, f"{k}.grad is {type(g).__module__}.{type(g).__name__} "
+                                 f"{getattr(g, 'dtype', '')} {getattr(g, 'shape', '')}, expected a "
+                                 f"numpy.ndarray {dtype} {t.shape}"))
             continue
         got_grads[k] = g.astype(np.float64) / times
         idx, excess = _close(got_grads[k], orc.grads[k], tol, gscale)
@@ -1366,8 +1390,25 @@ def _shrink_like(w, n):
     return w
 
 
+def _fit_labels(q: Program):
+    """Labels follow their scores when a leaf shrank: as many as rows, each below the class count."""
+    values = dict(q.leaves)
+    for ins in q.instrs:
+        arrays = [values.get(a) for a in ins.args]
+        if ins.op in ("softmax_cross_entropy", "svm_loss") and arrays[0] is not None and arrays[0].ndim == 2:
+            n, c = arrays[0].shape
+            labels = (ins.attrs["labels"] + [0] * n)[:n]
+            ins.attrs = {**ins.attrs, "labels": [k % c for k in labels] if c else labels}
+        try:
+            with np.errstate(all="ignore"):
+                values[ins.out] = np.asarray(SPECS[ins.op].ref(arrays, ins.attrs)[0])
+        except Exception:  # the candidate is invalid anyway; ref_forward will say so
+            return
+
+
 def _fixup_weights(q: Program):
     """Weights take the shape of their output (after a leaf shrank): None if they cannot."""
+    _fit_labels(q)
     try:
         _, values, _ = ref_forward(q)
     except Invalid:
