@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -1464,10 +1465,12 @@ def _lit(a) -> str:
                            threshold=10**6, max_line_width=100).replace("\n", "\n    ")
 
 
-def to_python(p: Program, dtype: str, header: str = "") -> str:
+def to_python(p: Program, dtype: str, header: str = "", kind: str | None = None) -> str:
     """`p` as a runnable script that builds the graph, backpropagates and asserts every gradient
-    against the float64 oracle (reference.py, checked by central differences)."""
-    orc = oracle(p)
+    against the float64 oracle (reference.py). For a failure of `kind` "alias" or "mutated" it
+    also asserts that no .grad shares memory and that backward changed no data."""
+    loss, _, grads = ref_grads(p)
+    live = reachable(p)
     times = 2 if p.mode in ("twice", "retain") else 1
     lines = [f"# {line}" for line in header.splitlines()] + ["import numpy as np", "import fastgrad as fg", ""]
     lines.append(f"dtype = {dtype!r}")
@@ -1477,11 +1480,14 @@ def to_python(p: Program, dtype: str, header: str = "") -> str:
         if w is not None:
             lines.append(f"w{i} = fg.tensor(np.float32({_lit(w)}), dtype=dtype)")
     body = body_lines(p)
+    names = list(p.leaves) + [i.out for i in p.instrs]
+    tensors = "tensors = {" + ", ".join(f"{n!r}: {n}" for n in names) + "}"
+    snap = [tensors, "before = {k: t.data.copy() for k, t in tensors.items()}"] if kind in ("alias", "mutated") else []
     if p.mode == "twice":
         lines.append("for _ in range(2):  # two graphs on the same leaves: gradients add up")
-        lines += ["    " + line for line in body] + ["    loss.backward()"]
+        lines += ["    " + line for line in body + snap] + ["    loss.backward()"]
     else:
-        lines += body
+        lines += body + snap
         if p.mode == "retain":
             lines += ["loss.backward(retain_graph=True)", "loss.backward()  # the same graph again"]
         elif p.mode == "keep":
@@ -1490,16 +1496,26 @@ def to_python(p: Program, dtype: str, header: str = "") -> str:
             lines.append("loss.backward()")
     tol = TOL[dtype]
     lines += ["", f"# expected: the float64 oracle{' (times 2: two backward passes)' if times == 2 else ''}",
-              f"print('loss', loss.item(), 'expected', {orc.loss!r})"]
+              f"print('loss', loss.item(), 'expected', {loss!r})"]
+    if snap:
+        lines += [
+            "for k, t in tensors.items():",
+            "    assert np.array_equal(t.data, before[k]), f'backward changed {k}.data'",
+            "    for j, u in tensors.items():",
+            "        if t.grad is not None:",
+            "            assert not np.shares_memory(t.grad, u.data), f'{k}.grad shares memory with {j}.data'",
+            "            if j != k and u.grad is not None:",
+            "                assert not np.shares_memory(t.grad, u.grad), f'{k}.grad shares memory with {j}.grad'",
+        ]
     for k in p.leaves:
-        if k not in orc.live:
+        if k not in live:
             lines.append(f"assert {k}.grad is None, {k}.grad")
             continue
-        want = np.array2string(times * orc.grads[k], separator=", ", floatmode="unique", threshold=10**6,
+        want = np.array2string(times * grads[k], separator=", ", floatmode="unique", threshold=10**6,
                                max_line_width=100).replace("\n", "\n    ")
         lines.append(f"print('{k}.grad', {k}.grad)")
         lines.append(f"np.testing.assert_allclose({k}.grad, np.array({want}), rtol={tol['rtol'] * 2!r}, "
-                     f"atol={tol['rtol'] * 2 * float(np.abs(orc.grads[k]).max() if orc.grads[k].size else 0)!r}, "
+                     f"atol={tol['rtol'] * 2 * times * float(np.abs(grads[k]).max() if grads[k].size else 0)!r}, "
                      f"err_msg='{k}.grad')")
     return "\n".join(lines) + "\n"
 
@@ -1518,8 +1534,9 @@ class Report:
 
 
 def run(graphs: int, seed: int = 0, dtypes=DTYPES, start: int = 0, ops=None, max_failures=None,
-        progress=None) -> Report:
-    """Run graphs start .. start+graphs-1 of `seed`; failures are collected (not shrunk)."""
+        progress=None, on_failure=None) -> Report:
+    """Run graphs start .. start+graphs-1 of `seed`; failures are collected (not shrunk) and
+    passed to `on_failure(index, program, failures)` as they happen."""
     rep = Report()
     t0 = time.perf_counter()
     for i in range(start, start + graphs):
@@ -1534,6 +1551,8 @@ def run(graphs: int, seed: int = 0, dtypes=DTYPES, start: int = 0, ops=None, max
         rep.graphs += 1
         if fails:
             rep.failures.append((i, p, fails))
+            if on_failure is not None:
+                on_failure(i, p, fails)
             if max_failures is not None and len(rep.failures) >= max_failures:
                 break
         if progress is not None:
@@ -1603,13 +1622,17 @@ def main(argv=None) -> int:
             print(f"\r{rep.graphs}/{args.graphs} graphs, {len(rep.failures)} failing, {elapsed:.0f} s",
                   end="", file=sys.stderr, flush=True)
 
-    try:
-        rep = run(args.graphs, args.seed, dtypes, args.start, args.ops, args.max_failures or None, progress)
+    def on_failure(i, p, fails):
         if tty:
             print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
-        for i, _, fails in rep.failures:
-            print(f"FAIL graph {i} (seed {args.seed}): {fails[0]}"
-                  + (f" (+{len(fails) - 1} more)" if len(fails) > 1 else ""))
+        print(f"FAIL graph {i} (seed {args.seed}): {fails[0]}"
+              + (f" (+{len(fails) - 1} more)" if len(fails) > 1 else ""), flush=True)
+
+    try:
+        rep = run(args.graphs, args.seed, dtypes, args.start, args.ops, args.max_failures or None, progress,
+                  on_failure)
+        if tty:
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
         print(f"fuzz: {rep.graphs} graphs ({'+'.join(dtypes)}), seed {args.seed}, start {args.start}: "
               f"{len(rep.failures)} failing, {rep.seconds:.1f} s")
         if rep.failures:
@@ -1619,7 +1642,7 @@ def main(argv=None) -> int:
             head = (f"graph {i} of seed {args.seed}{' shrunk' if not args.no_shrink else ''}: {fails[0]}\n"
                     f"replay: python -m fastgrad.fuzz --seed {args.seed} --start {i} --graphs 1")
             print()
-            print(to_python(p, fails[0].dtype if fails[0].dtype in dtypes else dtypes[0], head))
+            print(to_python(p, fails[0].dtype if fails[0].dtype in dtypes else dtypes[0], head, fails[0].kind))
             if args.json:
                 print(json.dumps(p.to_dict()))
             return 1
@@ -1627,7 +1650,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("fastgrad.fuzz: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # stdout closed early (| head): no second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 

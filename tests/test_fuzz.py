@@ -160,10 +160,13 @@ def test_issue_examples_as_fuzz_programs(d):
 # the fuzzer can fail: planted bugs are found and shrunk
 
 
-def _find(ops_subset, graphs=300, seed=1):
-    rep = fuzz.run(graphs, seed, ops=ops_subset, max_failures=1)
-    assert rep.failures, "the planted bug went unnoticed"
-    return rep.failures[0]
+def _find(ops_subset, graphs=300, seed=1, kind=None):
+    """The first failing graph (with a failure of `kind`, if given) among `graphs` over `ops_subset`."""
+    rep = fuzz.run(graphs, seed, ops=ops_subset, max_failures=None if kind else 1)
+    found = [(i, p, fs) for i, p, fs in rep.failures if kind is None or kind in {f.kind for f in fs}]
+    assert found, f"the planted bug went unnoticed: {[fs[0] for _, _, fs in rep.failures[:3]]}"
+    i, p, fs = found[0]
+    return i, p, [f for f in fs if kind is None or f.kind == kind]
 
 
 def _exec(src):
@@ -196,6 +199,26 @@ def test_rule_writing_into_a_saved_buffer_is_found(monkeypatch):
     assert "mutated" in {f.kind for f in fails}, fails
     small, small_fails = fuzz.shrink(p, [f for f in fails if f.kind == "mutated"])
     assert small_fails[0].kind == "mutated" and "exp" in small.ops() and len(small.instrs) <= 2
+    with pytest.raises(AssertionError, match="backward changed v"):
+        _exec(fuzz.to_python(small, small_fails[0].dtype, kind="mutated"))
+
+
+def test_gradient_sharing_memory_is_found(monkeypatch):
+    """A rule that reuses one scratch buffer across calls (invisible to the tape): after -x0 and -x1,
+    x0.grad and x1.grad are one array."""
+    scratch = {}
+
+    def neg_backward(g):
+        out = scratch.setdefault((g.shape, g.dtype.str), np.empty_like(g))
+        np.negative(g, out=out)
+        return (out,)
+
+    monkeypatch.setattr(ops.TABLE["neg"], "backward", neg_backward)
+    i, p, fails = _find(["neg", "tanh"], graphs=200, kind="alias")
+    small, small_fails = fuzz.shrink(p, fails)
+    assert small_fails[0].kind == "alias" and len(small.instrs) <= 2, fuzz.body_lines(small)
+    with pytest.raises(AssertionError, match="shares memory"):
+        _exec(fuzz.to_python(small, small_fails[0].dtype, kind="alias"))
 
 
 def test_wrong_forward_is_found(monkeypatch):
