@@ -83,7 +83,7 @@ class Program:
     """Leaves (name -> float64 values, exact in float32), instructions, outputs, and a mode.
 
     The scalar loss is the sum over `outputs` of `(value * weight).sum()` (or `value.sum()` when
-    the weight is None). mode: "once" (one forward and backward), "twice" (the program run twice
+    the weight is None). Leaves named in `frozen` are constants (requires_grad=False). mode: "once" (one forward and backward), "twice" (the program run twice
     on the same leaves: gradients accumulate), "retain" (one graph, backward twice with
     retain_graph=True), "keep" (backward with keep_grads=True: inner gradients checked too).
     """
@@ -92,6 +92,7 @@ class Program:
     instrs: list
     outputs: list  # [(name, weight array or None)]
     mode: str = "once"
+    frozen: list = field(default_factory=list)  # leaves that do not require grad
 
     def to_dict(self) -> dict:
         arr = lambda a: None if a is None else {"shape": list(a.shape), "data": a.ravel().tolist()}
@@ -100,6 +101,7 @@ class Program:
             "instrs": [[i.out, i.op, list(i.args), i.attrs] for i in self.instrs],
             "outputs": [[n, arr(w)] for n, w in self.outputs],
             "mode": self.mode,
+            "frozen": list(self.frozen),
         }
 
     @classmethod
@@ -110,11 +112,15 @@ class Program:
             instrs=[Instr(o, op, list(a), dict(at)) for o, op, a, at in d["instrs"]],
             outputs=[(n, arr(w)) for n, w in d["outputs"]],
             mode=d.get("mode", "once"),
+            frozen=list(d.get("frozen", [])),
         )
 
     def copy(self) -> "Program":
         return Program(dict(self.leaves), [Instr(i.out, i.op, list(i.args), dict(i.attrs)) for i in self.instrs],
-                       list(self.outputs), self.mode)
+                       list(self.outputs), self.mode, list(self.frozen))
+
+    def wants_grad(self, name) -> bool:
+        return name in self.leaves and name not in self.frozen
 
     def ops(self) -> set:
         return {i.op for i in self.instrs}
@@ -854,7 +860,7 @@ def ref_grads(p: Program):
 def _directions(p: Program):
     """One fixed random direction per leaf, from a generator seeded by the leaves' shapes."""
     rng = np.random.default_rng(len(p.leaves))
-    return {k: rng.standard_normal(v.shape) for k, v in p.leaves.items()}
+    return {k: rng.standard_normal(v.shape) for k, v in p.leaves.items() if p.wants_grad(k)}
 
 
 def fd_derivatives(p: Program, dirs: dict):
@@ -901,6 +907,9 @@ class Oracle:
 def oracle(p: Program) -> Oracle:
     """Both oracles for `p`; raises Invalid when `p` is no valid case, AssertionError (with the
     details) when reference.py's gradients disagree with the central differences."""
+    live = reachable(p)
+    if not any(p.wants_grad(k) for k in live):
+        raise Invalid("no output depends on a leaf that requires grad")
     loss, values, grads = ref_grads(p)
     dirs = _directions(p)
     fd = fd_derivatives(p, dirs)
@@ -912,7 +921,7 @@ def oracle(p: Program) -> Oracle:
                 f"reference.py and central differences disagree along a direction of {which}: "
                 f"<grad, d> = {dot!r}, central difference {fd[key]!r}"
             )
-    return Oracle(loss, values, grads, reachable(p), dirs, fd)
+    return Oracle(loss, values, grads, live, dirs, fd)
 
 
 class OracleMismatch(AssertionError):
@@ -1005,7 +1014,7 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
 
     tol = TOL[dtype]
     fails = []
-    leaves = {k: fg.tensor(v, dtype=dtype, requires_grad=True) for k, v in p.leaves.items()}
+    leaves = {k: fg.tensor(v, dtype=dtype, requires_grad=p.wants_grad(k)) for k, v in p.leaves.items()}
     weights = {f"w{i}": fg.tensor(w, dtype=dtype) for i, (_, w) in enumerate(p.outputs) if w is not None}
     fn = _compile(tuple(list(leaves) + list(weights)), tuple(body_lines(p)))
     leaf_data = {k: t.data.copy() for k, t in leaves.items()}
@@ -1048,10 +1057,10 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
     got_grads = {}
     for k, t in leaves.items():
         g = t.grad
-        if k not in orc.live:
+        if k not in orc.live or not p.wants_grad(k):
             if g is not None:
-                fails.append(Failure("grad", dtype, f"{k}.grad should stay None (no output depends on {k}), "
-                                     f"got {_show(g)}"))
+                why = f"no output depends on {k}" if p.wants_grad(k) else f"{k} does not require grad"
+                fails.append(Failure("grad", dtype, f"{k}.grad should stay None ({why}), got {_show(g)}"))
             continue
         if g is None:
             fails.append(Failure("grad", dtype, f"{k}.grad is None, expected {_show(times * orc.grads[k])}"))
@@ -1188,7 +1197,11 @@ def generate(rng, n_ops=None, ops=None, max_tries=200) -> Program:
             weight = f32(rng.uniform(-1.5, 1.5, g.values[n].shape)) if rng.random() < 0.7 else None
             outputs.append((n, weight))
         mode = str(rng.choice(["once", "twice", "retain", "keep"], p=[0.6, 0.15, 0.15, 0.1]))
-        p = Program(g.leaves, g.instrs, outputs, mode)
+        # some leaves are constants: ops (matmul, affine) then skip their gradients
+        frozen = [k for k in g.leaves if rng.random() < 0.15]
+        p = Program(g.leaves, g.instrs, outputs, mode, frozen)
+        if not any(p.wants_grad(k) for k in reachable(p)):
+            p.frozen = []
         try:
             ref_forward(p)
         except Invalid:
@@ -1207,6 +1220,8 @@ def features(p: Program) -> set:
     activations, index kinds), shared values, reused leaves, several outputs, the backward mode."""
     values = ref_forward(p, check_safe=False)[1]
     out = {f"mode:{p.mode}"}
+    if p.frozen:
+        out.add("leaf without grad")
     if len(p.outputs) > 1:
         out.add("several outputs")
     uses = {}
@@ -1247,6 +1262,8 @@ def features(p: Program) -> set:
             out.add(f"matmul:{len(shapes[0])}-d @ {len(shapes[1])}-d")
         elif ins.op == "affine":
             out.add(f"affine:{ins.attrs['activation']}")
+        if ins.op in ("matmul", "affine") and any(a in p.frozen for a in ins.args):
+            out.add(f"{ins.op}:an operand without grad")
         elif ins.op == "getitem":
             for t in ins.attrs["index"]:
                 if t[0] == "s" and t[3] is not None and t[3] < 0:
@@ -1279,6 +1296,7 @@ def prune(p: Program) -> Program:
     q = p.copy()
     q.instrs = [i for i in q.instrs if i.out in live]
     q.leaves = {k: v for k, v in q.leaves.items() if k in live}
+    q.frozen = [k for k in q.frozen if k in q.leaves]
     return q
 
 
@@ -1331,7 +1349,11 @@ def _candidates(p: Program, values: dict):
             q.leaves[name] = f32(values[a])
             q.instrs[k].args[j] = name
             yield prune(q)
-    # simpler run: one backward, plain sums
+    # simpler run: every leaf requires grad, one backward, plain sums
+    if p.frozen:
+        q = p.copy()
+        q.frozen = []
+        yield q
     if p.mode != "once":
         q = p.copy()
         q.mode = "once"
@@ -1381,7 +1403,7 @@ def renumber(p: Program) -> Program:
     order = sorted(p.leaves, key=lambda k: int(leaf_names[k][1:]))
     return Program({leaf_names[k]: p.leaves[k] for k in order},
                    [Instr(new[i.out], i.op, [new[a] for a in i.args], dict(i.attrs)) for i in p.instrs],
-                   [(new[n], w) for n, w in p.outputs], p.mode)
+                   [(new[n], w) for n, w in p.outputs], p.mode, [leaf_names[k] for k in p.frozen])
 
 
 def _shrink_like(w, n):
@@ -1475,7 +1497,7 @@ def to_python(p: Program, dtype: str, header: str = "", kind: str | None = None)
     lines = [f"# {line}" for line in header.splitlines()] + ["import numpy as np", "import fastgrad as fg", ""]
     lines.append(f"dtype = {dtype!r}")
     for k, v in p.leaves.items():
-        lines.append(f"{k} = fg.tensor(np.float32({_lit(v)}), dtype=dtype, requires_grad=True)")
+        lines.append(f"{k} = fg.tensor(np.float32({_lit(v)}), dtype=dtype, requires_grad={p.wants_grad(k)})")
     for i, (_, w) in enumerate(p.outputs):
         if w is not None:
             lines.append(f"w{i} = fg.tensor(np.float32({_lit(w)}), dtype=dtype)")
@@ -1508,7 +1530,7 @@ def to_python(p: Program, dtype: str, header: str = "", kind: str | None = None)
             "                assert not np.shares_memory(t.grad, u.grad), f'{k}.grad shares memory with {j}.grad'",
         ]
     for k in p.leaves:
-        if k not in live:
+        if k not in live or not p.wants_grad(k):
             lines.append(f"assert {k}.grad is None, {k}.grad")
             continue
         want = np.array2string(times * grads[k], separator=", ", floatmode="unique", threshold=10**6,

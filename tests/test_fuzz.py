@@ -76,7 +76,8 @@ FEATURES = (
     + ["getitem:negative step", "getitem:integer array with repeats", "getitem:negative int", "getitem:slice",
        "getitem:int", "getitem:None", "getitem:Ellipsis", "transpose:reversed", "transpose:permutation"]
     + [f"labels as {form}" for form in ("list", "ndarray", "tensor")]
-    + ["shared subexpression", "leaf reused", "one value in two argument positions", "several outputs"]
+    + ["shared subexpression", "leaf reused", "one value in two argument positions", "several outputs",
+       "leaf without grad", "matmul:an operand without grad", "affine:an operand without grad"]
     + [f"mode:{m}" for m in ("once", "twice", "retain", "keep")]
 )
 
