@@ -80,20 +80,86 @@ class Node:
     """One recorded op application: op row, input tensors, saved buffers, sequence number.
 
     `grad` holds this node's output gradient after a backward with `keep_grads=True` (for drawing).
+    `out_data` and `out_vc` are the output's data and version counter (see `mark_modified`); the
+    data stays alive with the output tensor anyway, so holding it costs no memory.
     """
 
-    __slots__ = ("op", "inputs", "saved", "seq", "released", "grad")
+    __slots__ = ("op", "inputs", "saved", "seq", "released", "grad", "out_data", "out_vc")
 
-    def __init__(self, op, inputs, saved):
+    def __init__(self, op, inputs, saved, out_data=None, out_vc=None):
         self.op = op
         self.inputs = inputs
         self.saved = saved
         self.seq = next(_sequence)
         self.released = False
         self.grad = None
+        self.out_data = out_data
+        self.out_vc = out_vc
 
     def __repr__(self):
         return f"<Node {self.op.name} #{self.seq}>"
+
+
+# --- version counters: in-place modification of a saved tensor -------------------------------------
+# A tensor's version counter is a list [version, sequence number of its last in-place change], shared
+# by the tensors that share its data (detach(), view outputs such as reshape). It is created lazily
+# (None until needed; a node learns its output's counter when it is created). `_inplace.last` is the sequence number of the
+# latest in-place change anywhere: a node created after it can have seen no modification, so backward
+# checks a node only when node.seq < _inplace.last (one comparison per node in a training loop).
+
+
+class _Inplace:
+    last = -1
+
+
+_inplace = _Inplace()
+
+
+def version_counter(t) -> list:
+    """`t`'s version counter, created if it has none yet (to share it with a view or a detached copy)."""
+    vc = t._vc
+    if vc is None:
+        vc = t._vc = [0, -1]
+        if t._node is not None:  # the node that made t watches its output through the same counter
+            t._node.out_vc = vc
+    return vc
+
+
+def mark_modified(t) -> None:
+    """Record that `t.data` was changed in place: bump its version (every in-place op calls this)."""
+    vc = t._vc
+    if vc is None:
+        vc = version_counter(t)
+    vc[0] += 1
+    vc[1] = _inplace.last = next(_sequence)
+
+
+def _saves(node, data) -> bool:
+    """Whether one of node's saved arrays shares its memory owner with `data`."""
+    owner = _memory_owner(data)
+    for s in node.saved:
+        if type(s) is np.ndarray and _memory_owner(s) is owner:
+            return True
+    return False
+
+
+def _check_versions(node) -> None:
+    """RuntimeError when a buffer that `node` saved was modified in place after the node ran."""
+    for i, t in enumerate(node.inputs):
+        vc = t._vc
+        if vc is not None and vc[1] > node.seq and _saves(node, t.data):
+            _modified(node, f"input {i} of shape {t.shape}", vc[0])
+    vc = node.out_vc
+    if vc is not None and vc[1] > node.seq and node.out_data is not None and _saves(node, node.out_data):
+        _modified(node, f"its output of shape {node.out_data.shape}", vc[0])
+
+
+def _modified(node, what, version):
+    raise RuntimeError(
+        f"backward of op '{node.op.name}' #{node.seq} needs {what}, which it saved, but that tensor was "
+        f"modified in place afterwards (it is now at version {version}); the gradient would be wrong. "
+        "Modify a copy instead (x = x + 0 before the in-place update) or run the forward again"
+    )
 
 
 def graph_nodes(root_node: Node) -> list[Node]:
@@ -162,6 +228,7 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
     debug = _debug.enabled
     if debug:
         record = _DebugRecord(root)
+    last_inplace = _inplace.last
     while heap:
         node = heappop(heap)[1]
         g, g_owned = pending.pop(node)
@@ -173,6 +240,8 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
             )
         if type(g) is not np.ndarray or not g.flags.c_contiguous:  # rules take contiguous arrays
             g, g_owned = np.array(g, order="C"), True  # NumPy scalars too (0-d arithmetic)
+        if node.seq < last_inplace:  # something was modified in place after this node ran
+            _check_versions(node)
         if keep_grads:
             node.grad = g
             g_owned = False  # node.grad keeps g: it must never be accumulated into

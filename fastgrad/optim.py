@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from .autograd import mark_modified
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "RMSProp", "Adam"]
@@ -71,6 +72,7 @@ class Optimizer:
                     f"has shape {g.shape} ({g.dtype})"
                 )
             self._update(i, p.data, g, self._scratch[i])
+            mark_modified(p)  # an in-place change, as in PyTorch: a stale graph's backward raises
 
     def _begin_step(self) -> None:
         pass
