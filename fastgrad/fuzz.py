@@ -27,9 +27,10 @@ redrawn, so that the finite differences are valid.
 
     python -m fastgrad.fuzz --graphs 2000 --seed 0 [--dtype float32|float64|both] [--ops add,relu]
 
-runs graphs `seed/0 .. seed/N-1` (graph i draws from `numpy.random.default_rng([seed, i])`),
-prints a summary line, and on failure the failing graphs and the first one shrunk to a minimal
-runnable Python program; the exit status is 1 then, 2 for a mistake on the command line.
+runs graphs 0 .. N-1 of seed S (graph i draws from `numpy.random.default_rng([S, i])`; replay one
+with `--start i --graphs 1`), prints a summary line, and on failure the failing graphs and the first
+one shrunk to a minimal runnable Python program; the exit status is 1 then, 2 for a mistake on the
+command line.
 """
 from __future__ import annotations
 
@@ -83,9 +84,10 @@ class Program:
     """Leaves (name -> float64 values, exact in float32), instructions, outputs, and a mode.
 
     The scalar loss is the sum over `outputs` of `(value * weight).sum()` (or `value.sum()` when
-    the weight is None). Leaves named in `frozen` are constants (requires_grad=False). mode: "once" (one forward and backward), "twice" (the program run twice
-    on the same leaves: gradients accumulate), "retain" (one graph, backward twice with
-    retain_graph=True), "keep" (backward with keep_grads=True: inner gradients checked too).
+    the weight is None). Leaves named in `frozen` are constants (requires_grad=False).
+    mode: "once" (one forward and backward), "twice" (the program run twice on the same leaves:
+    gradients accumulate), "retain" (one graph, backward twice with retain_graph=True), "keep"
+    (backward with keep_grads=True: inner gradients checked too).
     """
 
     leaves: dict
