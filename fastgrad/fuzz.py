@@ -87,7 +87,8 @@ class Program:
     the weight is None). Leaves named in `frozen` are constants (requires_grad=False).
     mode: "once" (one forward and backward), "twice" (the program run twice on the same leaves:
     gradients accumulate), "retain" (one graph, backward twice with retain_graph=True), "keep"
-    (backward with keep_grads=True: inner gradients checked too).
+    (backward with keep_grads=True: inner gradients checked too), "gradient" (one output, which
+    is the root: `out.backward(gradient=w0)` with w0 a NumPy array the engine must not keep or change).
     """
 
     leaves: dict
@@ -937,6 +938,8 @@ class OracleMismatch(AssertionError):
 def body_lines(p: Program) -> list:
     """The program as Python statements over tensors named as in `p` (fg, np in scope)."""
     lines = [f"{ins.out} = {SPECS[ins.op].src(ins.args, ins.attrs)}" for ins in p.instrs]
+    if p.mode == "gradient":  # the output is the root; backward(gradient=w0) weights it
+        return lines + [f"loss = {p.outputs[0][0]}"]
     terms = []
     for i, (name, w) in enumerate(p.outputs):
         if w is not None:
@@ -1018,6 +1021,10 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
     fails = []
     leaves = {k: fg.tensor(v, dtype=dtype, requires_grad=p.wants_grad(k)) for k, v in p.leaves.items()}
     weights = {f"w{i}": fg.tensor(w, dtype=dtype) for i, (_, w) in enumerate(p.outputs) if w is not None}
+    if p.mode == "gradient":
+        root_grad = np.array(p.outputs[0][1], dtype=dtype)  # the caller's array
+        root_grad_before = root_grad.copy()
+        weights = {}
     fn = _compile(tuple(list(leaves) + list(weights)), tuple(body_lines(p)))
     leaf_data = {k: t.data.copy() for k, t in leaves.items()}
     passes = 2 if p.mode == "twice" else 1
@@ -1033,6 +1040,8 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
                     loss.backward()
                 elif p.mode == "keep":
                     loss.backward(keep_grads=True)
+                elif p.mode == "gradient":
+                    loss.backward(gradient=root_grad)
                 else:
                     loss.backward()
     except Exception as e:  # anything the engine raises on a valid program is a failure
@@ -1043,6 +1052,8 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
     # forward: every value against reference.py
     vscale = max([float(np.abs(v).max()) for v in orc.values.values() if v.size] + [1.0])
     for name, t in results.items():
+        if name == "loss" and p.mode == "gradient":
+            continue  # the root is an output, checked under its own name
         want = orc.loss if name == "loss" else orc.values[name]
         if t.dtype != np.dtype(dtype) or t.shape != np.shape(want):
             fails.append(Failure("dtype", dtype, f"{name} is {t.dtype} {t.shape}, expected {dtype} {np.shape(want)}"))
@@ -1113,6 +1124,10 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
     holders = [(f"{k}.grad", t.grad) for k, t in leaves.items() if t.grad is not None]
     datas = [(f"{k}.data", t.data) for k, t in leaves.items()] + [(f"{k}.data", t.data) for k, t in results.items()]
     datas += [(f"{k}.data", t.data) for k, t in weights.items()]
+    if p.mode == "gradient":
+        datas.append(("the gradient passed to backward", root_grad))
+        if not np.array_equal(root_grad, root_grad_before):
+            fails.append(Failure("mutated", dtype, "backward changed the gradient array passed to it"))
     if p.mode == "keep":  # a kept inner gradient is never handed on as a buffer to accumulate into
         datas += [(f"{k}._node.grad", t._node.grad) for k, t in results.items()
                   if t._node is not None and t._node.grad is not None]
@@ -1198,7 +1213,10 @@ def generate(rng, n_ops=None, ops=None, max_tries=200) -> Program:
         for n in outs:
             weight = f32(rng.uniform(-1.5, 1.5, g.values[n].shape)) if rng.random() < 0.7 else None
             outputs.append((n, weight))
-        mode = str(rng.choice(["once", "twice", "retain", "keep"], p=[0.6, 0.15, 0.15, 0.1]))
+        mode = str(rng.choice(["once", "twice", "retain", "keep", "gradient"], p=[0.55, 0.15, 0.12, 0.1, 0.08]))
+        if mode == "gradient":
+            n = outputs[0][0]
+            outputs = [(n, f32(rng.uniform(-1.5, 1.5, g.values[n].shape)))]
         # some leaves are constants: ops (matmul, affine) then skip their gradients
         frozen = [k for k in g.leaves if rng.random() < 0.15]
         p = Program(g.leaves, g.instrs, outputs, mode, frozen)
@@ -1361,7 +1379,7 @@ def _candidates(p: Program, values: dict):
         q.mode = "once"
         yield q
     for i, (n, w) in enumerate(p.outputs):
-        if w is not None:
+        if w is not None and p.mode != "gradient":
             q = p.copy()
             q.outputs[i] = (n, None)
             yield q
@@ -1501,12 +1519,16 @@ def to_python(p: Program, dtype: str, header: str = "", kind: str | None = None)
     for k, v in p.leaves.items():
         lines.append(f"{k} = fg.tensor(np.float32({_lit(v)}), dtype=dtype, requires_grad={p.wants_grad(k)})")
     for i, (_, w) in enumerate(p.outputs):
-        if w is not None:
+        if w is not None and p.mode == "gradient":
+            lines.append(f"w{i} = np.float32({_lit(w)}).astype(dtype)  # a NumPy array, for backward(gradient=)")
+        elif w is not None:
             lines.append(f"w{i} = fg.tensor(np.float32({_lit(w)}), dtype=dtype)")
     body = body_lines(p)
     names = list(p.leaves) + [i.out for i in p.instrs]
     tensors = "tensors = {" + ", ".join(f"{n!r}: {n}" for n in names) + "}"
     snap = [tensors, "before = {k: t.data.copy() for k, t in tensors.items()}"] if kind in ("alias", "mutated") else []
+    if snap and p.mode == "gradient":
+        snap.append("w0_before = w0.copy()")
     if p.mode == "twice":
         lines.append("for _ in range(2):  # two graphs on the same leaves: gradients add up")
         lines += ["    " + line for line in body + snap] + ["    loss.backward()"]
@@ -1516,11 +1538,13 @@ def to_python(p: Program, dtype: str, header: str = "", kind: str | None = None)
             lines += ["loss.backward(retain_graph=True)", "loss.backward()  # the same graph again"]
         elif p.mode == "keep":
             lines.append("loss.backward(keep_grads=True)")
+        elif p.mode == "gradient":
+            lines.append("loss.backward(gradient=w0)")
         else:
             lines.append("loss.backward()")
     tol = TOL[dtype]
     lines += ["", f"# expected: the float64 oracle{' (times 2: two backward passes)' if times == 2 else ''}",
-              f"print('loss', loss.item(), 'expected', {loss!r})"]
+              f"print('loss', {'(loss.data * w0).sum()' if p.mode == 'gradient' else 'loss.item()'}, 'expected', {loss!r})"]
     if snap:
         lines += [
             "for k, t in tensors.items():",
@@ -1531,6 +1555,17 @@ def to_python(p: Program, dtype: str, header: str = "", kind: str | None = None)
             "            if j != k and u.grad is not None:",
             "                assert not np.shares_memory(t.grad, u.grad), f'{k}.grad shares memory with {j}.grad'",
         ]
+        if p.mode == "keep":
+            lines += [
+                "kept = {k: t._node.grad for k, t in tensors.items() if t._node is not None and t._node.grad is not None}",
+                "for k, t in tensors.items():",
+                "    for j, kg in kept.items():",
+                "        if t.grad is not None:",
+                "            assert not np.shares_memory(t.grad, kg), f'{k}.grad shares memory with the kept gradient of {j}'",
+            ]
+        if p.mode == "gradient":
+            lines += ["assert np.array_equal(w0, w0_before), 'backward changed its gradient argument'",
+                      "assert not any(t.grad is not None and np.shares_memory(t.grad, w0) for t in tensors.values())"]
     for k in p.leaves:
         if k not in live or not p.wants_grad(k):
             lines.append(f"assert {k}.grad is None, {k}.grad")

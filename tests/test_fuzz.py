@@ -78,7 +78,7 @@ FEATURES = (
     + [f"labels as {form}" for form in ("list", "ndarray", "tensor")]
     + ["shared subexpression", "leaf reused", "one value in two argument positions", "several outputs",
        "leaf without grad", "matmul:an operand without grad", "affine:an operand without grad"]
-    + [f"mode:{m}" for m in ("once", "twice", "retain", "keep")]
+    + [f"mode:{m}" for m in ("once", "twice", "retain", "keep", "gradient")]
 )
 
 
@@ -152,8 +152,11 @@ ISSUE_PROGRAMS = [
 @pytest.mark.parametrize("d", ISSUE_PROGRAMS, ids=["sigmoid-branch", "three-uses"])
 def test_issue_examples_as_fuzz_programs(d):
     p = fuzz.Program.from_dict(d)
-    for mode in ("once", "twice", "retain", "keep"):
+    for mode in ("once", "twice", "retain", "keep", "gradient"):
         p.mode = mode
+        if mode == "gradient":
+            p.outputs = p.outputs[:1]
+            p.outputs[0] = (p.outputs[0][0], np.full(fuzz.ref_forward(p)[1][p.outputs[0][0]].shape, 0.5))
         assert fuzz.check(p) == []
 
 
@@ -217,7 +220,7 @@ def test_gradient_sharing_memory_is_found(monkeypatch):
     monkeypatch.setattr(ops.TABLE["neg"], "backward", neg_backward)
     i, p, fails = _find(["neg", "tanh"], graphs=200, kind="alias")
     small, small_fails = fuzz.shrink(p, fails)
-    assert small_fails[0].kind == "alias" and len(small.instrs) <= 2, fuzz.body_lines(small)
+    assert small_fails[0].kind == "alias" and len(small.instrs) <= 3, fuzz.body_lines(small)
     with pytest.raises(AssertionError, match="shares memory"):
         _exec(fuzz.to_python(small, small_fails[0].dtype, kind="alias"))
 
