@@ -14,6 +14,7 @@ from .functional import (
     as_tensor,
     elu,
     exp,
+    from_numpy,
     leaky_relu,
     log,
     maximum,
@@ -26,7 +27,7 @@ from .functional import (
     tensor,
 )
 from .gradcheck import GradcheckError, gradcheck
-from .tensor import Tensor
+from .tensor import BoolArray, Tensor, get_default_dtype, set_default_dtype
 from .threads import get_num_threads, set_num_threads
 from . import data, nn, optim
 
@@ -36,7 +37,8 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
     "softmax_cross_entropy", "svm_loss", "viz", "nn", "optim", "data", "set_num_threads",
-    "get_num_threads", "set_debug", "is_debug",
+    "get_num_threads", "set_debug", "is_debug", "set_default_dtype", "get_default_dtype",
+    "from_numpy", "BoolArray",
 ]
 
 

@@ -1,7 +1,7 @@
 """The functional API: `fastgrad.relu(x)`, `fastgrad.affine(x, W, b)`, the losses, ...
 
-Each function accepts tensors, arrays or numbers (made float32 tensors, or the dtype of the tensor
-they are combined with) and applies one row of the op table.
+Each function accepts tensors, arrays or numbers (made tensors as `tensor` infers their dtype, or of
+the dtype of the tensor they are combined with) and applies one row of the op table.
 """
 from __future__ import annotations
 
@@ -12,7 +12,11 @@ from .tensor import Tensor, apply, coerce, to_array
 
 
 def tensor(data, dtype=None, requires_grad=False, name=None) -> Tensor:
-    """A new leaf tensor holding a copy of `data`, float32 unless `dtype` is "float64".
+    """A new leaf tensor holding a copy of `data`.
+
+    dtype None infers it as PyTorch does: a float32 or float64 NumPy array keeps its dtype; Python
+    numbers, lists, ints and bools (and int arrays) take the default dtype (float32, see
+    `set_default_dtype`).
 
     >>> x = tensor([[1, 2], [3, 4]], requires_grad=True)
     >>> (x * x).sum().backward(); x.grad
@@ -22,8 +26,27 @@ def tensor(data, dtype=None, requires_grad=False, name=None) -> Tensor:
     return Tensor(data, dtype=dtype, requires_grad=requires_grad, name=name)
 
 
+def from_numpy(a: np.ndarray) -> Tensor:
+    """A tensor that shares `a`'s memory (no copy), as torch.from_numpy.
+
+    `a` must be a C-contiguous float32 or float64 ndarray (TypeError / ValueError otherwise). Writes
+    to `a` show in the tensor and in-place tensor ops show in `a`; changes made through `a` itself are
+    not seen by the version counter, so do not modify it while a graph that saved it awaits backward.
+    """
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"from_numpy expects a NumPy ndarray, got {type(a).__name__}")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"from_numpy: fastgrad tensors are float32 or float64, not {a.dtype}")
+    if not a.flags.c_contiguous:
+        raise ValueError(
+            f"from_numpy: the array of shape {a.shape} is not C-contiguous (a transposed or strided "
+            "view?); pass np.ascontiguousarray(a), which copies"
+        )
+    return Tensor._wrap(a.view(np.ndarray) if type(a) is not np.ndarray else a)
+
+
 def as_tensor(x, dtype=None) -> Tensor:
-    """`x` itself if it is a Tensor, else a new float32 (or `dtype`) constant tensor."""
+    """`x` itself if it is a Tensor, else a new constant tensor (dtype inferred as by `tensor`)."""
     return x if isinstance(x, Tensor) else Tensor._wrap(to_array(x, dtype))
 
 
@@ -32,7 +55,11 @@ def _pair(a, b):
         return a, coerce(b, a)
     if isinstance(b, Tensor):
         return coerce(a, b), b
-    return as_tensor(a), as_tensor(b)
+    if isinstance(b, np.ndarray) and not isinstance(a, np.ndarray):  # a number takes b's dtype
+        b = as_tensor(b)
+        return coerce(a, b), b
+    a = as_tensor(a)
+    return a, coerce(b, a)
 
 
 def maximum(a, b) -> Tensor:

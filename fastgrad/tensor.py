@@ -11,10 +11,32 @@ from .autograd import Node, _memory_owner, is_grad_enabled, mark_modified, run_b
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
 
-def resolve_dtype(dtype) -> np.dtype:
-    """float32 for None; float32 or float64 as asked; TypeError for anything else."""
+class _Default:
+    dtype = np.dtype(np.float32)  # process-wide, as torch.set_default_dtype
+
+
+_default = _Default()
+
+
+def set_default_dtype(dtype) -> None:
+    """The dtype of new tensors made from Python numbers, lists, ints and bools: float32 or float64.
+
+    NumPy float32/float64 arrays keep their own dtype whatever the default (as in PyTorch).
+    """
     if dtype is None:
-        return np.dtype(np.float32)
+        raise TypeError("set_default_dtype: expected float32 or float64, got None")
+    _default.dtype = resolve_dtype(dtype)
+
+
+def get_default_dtype() -> np.dtype:
+    """The current default dtype (float32 unless `set_default_dtype` changed it)."""
+    return _default.dtype
+
+
+def resolve_dtype(dtype) -> np.dtype:
+    """The default dtype for None; float32 or float64 as asked; TypeError for anything else."""
+    if dtype is None:
+        return _default.dtype
     try:
         dt = np.dtype(dtype)
     except TypeError:
@@ -25,19 +47,28 @@ def resolve_dtype(dtype) -> np.dtype:
 
 
 def to_array(data, dtype=None) -> np.ndarray:
-    """`data` (array-like, number, Tensor) as a fresh C-contiguous array of the resolved dtype."""
+    """`data` (array-like, number, Tensor) as a fresh C-contiguous array.
+
+    dtype None infers it as PyTorch does: a float32/float64 NumPy array (or NumPy float scalar, or
+    Tensor) keeps its dtype; Python numbers, lists, ints, bools and other arrays take the default.
+    """
     if isinstance(data, Tensor):
         data = data.data
-    dt = resolve_dtype(dtype)
     try:
         arr = np.asarray(data)
     except (TypeError, ValueError) as e:
-        raise TypeError(f"cannot make a {dt} tensor from {type(data).__name__}: {e}") from None
+        raise TypeError(
+            f"cannot make a {resolve_dtype(dtype)} tensor from {type(data).__name__}: {e}"
+        ) from None
     if arr.dtype.kind not in "biuf":  # NumPy would parse strings and turn None into nan
         raise TypeError(
-            f"cannot make a {dt} tensor from {type(data).__name__} of {arr.dtype} values: "
-            "expected numbers (bool, int or float)"
+            f"cannot make a {resolve_dtype(dtype)} tensor from {type(data).__name__} of {arr.dtype} "
+            "values: expected numbers (bool, int or float)"
         )
+    if dtype is None and arr.dtype in _DTYPES and isinstance(data, (np.ndarray, np.generic)):
+        dt = arr.dtype
+    else:
+        dt = resolve_dtype(dtype)
     return np.array(arr, dtype=dt, order="C")
 
 
@@ -82,6 +113,14 @@ class Tensor:
     def is_leaf(self) -> bool:
         """True for tensors made by the user (or under no_grad), False for recorded op outputs."""
         return self._node is None
+
+    def __bool__(self):
+        if self.data.size != 1:  # as NumPy: the truth of several values is ambiguous
+            raise ValueError(
+                f"the truth value of a tensor with {self.data.size} elements is ambiguous; "
+                "use .any() or .all() on a comparison, e.g. (x > 0).all()"
+            )
+        return bool(self.data.reshape(()))
 
     def __len__(self):
         if self.ndim == 0:
@@ -189,6 +228,27 @@ class Tensor:
 
     def __pos__(self):
         return self
+
+    # comparisons: boolean results without gradient (see BoolArray); tensors stay hashable by identity
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return _compare(np.equal, self, other)
+
+    def __ne__(self, other):
+        return _compare(np.not_equal, self, other)
+
+    def __lt__(self, other):
+        return _compare(np.less, self, other)
+
+    def __le__(self, other):
+        return _compare(np.less_equal, self, other)
+
+    def __gt__(self, other):
+        return _compare(np.greater, self, other)
+
+    def __ge__(self, other):
+        return _compare(np.greater_equal, self, other)
 
     # in-place: update .data itself (views and detached copies see it), as PyTorch does
     def __iadd__(self, other):
@@ -300,6 +360,49 @@ def _plain_index(index):
     if isinstance(index, list):
         return np.asarray(index)
     return index
+
+
+class BoolArray(np.ndarray):
+    """The result of comparing tensors (`x == y`, `x > 0`, ...): a NumPy bool array, never in the graph.
+
+    It is an ndarray (index with it, `.sum()`, `.all()`, `.any()`, `.mean()`, `.item()` as NumPy) plus
+    PyTorch's conversions, so `(pred == y).float().mean()` and `(pred == y).sum().item()` work.
+    """
+
+    def float(self) -> Tensor:
+        """A float32 tensor of 0.0 and 1.0 (no gradient)."""
+        return Tensor._wrap(np.array(self, dtype=np.float32, order="C"))
+
+    def double(self) -> Tensor:
+        """A float64 tensor of 0.0 and 1.0 (no gradient)."""
+        return Tensor._wrap(np.array(self, dtype=np.float64, order="C"))
+
+    def long(self) -> np.ndarray:
+        """An int64 array of 0 and 1."""
+        return np.asarray(self, dtype=np.int64)
+
+    def numpy(self) -> np.ndarray:
+        """The same values as a plain ndarray (shared)."""
+        return self.view(np.ndarray)
+
+
+def _compare(ufunc, t: Tensor, other):
+    """ufunc(t.data, other) as a BoolArray; NotImplemented for non-numbers (so `t == None` is False)."""
+    if isinstance(other, Tensor):
+        o = other.data  # no gradient flows: float32 against float64 is fine here
+    elif isinstance(other, (numbers.Number, np.ndarray, np.generic, list, tuple)):
+        o = np.asarray(other)
+        if o.dtype.kind not in "biuf":
+            return NotImplemented
+    else:
+        return NotImplemented
+    try:
+        out = ufunc(t.data, o)
+    except ValueError:
+        raise ValueError(
+            f"cannot compare a tensor of shape {t.shape} with shape {np.shape(o)}: they do not broadcast"
+        ) from None
+    return np.asarray(out).view(BoolArray)
 
 
 def coerce(value, like: Tensor) -> Tensor:

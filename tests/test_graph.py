@@ -254,7 +254,7 @@ def test_inner_gradients_kept_for_drawing_are_not_overwritten():
 
 def test_relu_backward_memory_is_proportional_to_the_input():
     rng = np.random.default_rng(0)
-    x = fg.tensor(rng.standard_normal((100, 4096)), requires_grad=True)  # float32, 1.6 MB
+    x = fg.tensor(rng.standard_normal((100, 4096), np.float32), requires_grad=True)  # 1.6 MB
     g = np.ones((100, 4096), dtype=np.float32)
     tracemalloc.start()
     try:

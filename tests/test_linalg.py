@@ -172,7 +172,7 @@ def test_affine_errors_name_the_shapes():
     with pytest.raises(ValueError, match=r"affine.*x \(4,\)"):
         fg.affine(fg.tensor(np.ones(4)), W, b)
     with pytest.raises(TypeError, match="float64"):
-        fg.affine(fg.tensor(np.ones((2, 4)), dtype="float64"), W, b)
+        fg.affine(fg.tensor(np.ones((2, 4)), dtype="float64"), fg.tensor(W.data, dtype="float32"), b)
     with pytest.raises(ValueError, match="unknown activation 'softplus'"):
         fg.affine(fg.tensor(np.ones((2, 4))), W, b, activation="softplus")
     with pytest.raises(ValueError, match="leaky_relu.*-0.5"):

@@ -117,7 +117,7 @@ def test_parameters_without_a_gradient_are_left_alone_and_zero_grad_clears():
                                   lambda ps: optim.RMSProp(ps), lambda ps: optim.Adam(ps)],
                          ids=["sgd", "rmsprop", "adam"])
 def test_steps_allocate_no_parameter_sized_buffers(make):
-    w = fg.tensor(np.zeros((500, 500)), requires_grad=True)  # 1 MB in float32
+    w = fg.tensor(np.zeros((500, 500), np.float32), requires_grad=True)  # 1 MB in float32
     w.grad = np.ones((500, 500), dtype=np.float32)
     opt = make([w])
     opt.step()

@@ -202,7 +202,7 @@ def test_names_constants_and_a_value_used_twice():
 
 def test_arrays_small_in_full_large_as_shape_and_summary():
     rng = np.random.default_rng(0)
-    W = fg.tensor(rng.standard_normal((30, 40)), requires_grad=True, name="W")
+    W = fg.tensor(rng.standard_normal((30, 40), np.float32), requires_grad=True, name="W")
     v = fg.tensor([0.25, -0.5], requires_grad=True, name="v")
     f = (W * W).sum() + (v * v).sum()
     f.backward(keep_grads=True)
