@@ -27,15 +27,17 @@ redrawn, so that the finite differences are valid.
 
     python -m fastgrad.fuzz --graphs 2000 --seed 0 [--dtype float32|float64|both] [--ops add,relu]
 
-runs graphs `seed/0 .. seed/N-1` (graph i draws from `numpy.random.default_rng([seed, i])`),
-prints a summary line, and on failure the failing graphs and the first one shrunk to a minimal
-runnable Python program; the exit status is 1 then, 2 for a mistake on the command line.
+runs graphs 0 .. N-1 of seed S (graph i draws from `numpy.random.default_rng([S, i])`; replay one
+with `--start i --graphs 1`), prints a summary line, and on failure the failing graphs and the first
+one shrunk to a minimal runnable Python program; the exit status is 1 then, 2 for a mistake on the
+command line.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
 import time
 import warnings
@@ -82,15 +84,18 @@ class Program:
     """Leaves (name -> float64 values, exact in float32), instructions, outputs, and a mode.
 
     The scalar loss is the sum over `outputs` of `(value * weight).sum()` (or `value.sum()` when
-    the weight is None). mode: "once" (one forward and backward), "twice" (the program run twice
-    on the same leaves: gradients accumulate), "retain" (one graph, backward twice with
-    retain_graph=True), "keep" (backward with keep_grads=True: inner gradients checked too).
+    the weight is None). Leaves named in `frozen` are constants (requires_grad=False).
+    mode: "once" (one forward and backward), "twice" (the program run twice on the same leaves:
+    gradients accumulate), "retain" (one graph, backward twice with retain_graph=True), "keep"
+    (backward with keep_grads=True: inner gradients checked too), "gradient" (one output, which
+    is the root: `out.backward(gradient=w0)` with w0 a NumPy array the engine must not keep or change).
     """
 
     leaves: dict
     instrs: list
     outputs: list  # [(name, weight array or None)]
     mode: str = "once"
+    frozen: list = field(default_factory=list)  # leaves that do not require grad
 
     def to_dict(self) -> dict:
         arr = lambda a: None if a is None else {"shape": list(a.shape), "data": a.ravel().tolist()}
@@ -99,6 +104,7 @@ class Program:
             "instrs": [[i.out, i.op, list(i.args), i.attrs] for i in self.instrs],
             "outputs": [[n, arr(w)] for n, w in self.outputs],
             "mode": self.mode,
+            "frozen": list(self.frozen),
         }
 
     @classmethod
@@ -109,11 +115,15 @@ class Program:
             instrs=[Instr(o, op, list(a), dict(at)) for o, op, a, at in d["instrs"]],
             outputs=[(n, arr(w)) for n, w in d["outputs"]],
             mode=d.get("mode", "once"),
+            frozen=list(d.get("frozen", [])),
         )
 
     def copy(self) -> "Program":
         return Program(dict(self.leaves), [Instr(i.out, i.op, list(i.args), dict(i.attrs)) for i in self.instrs],
-                       list(self.outputs), self.mode)
+                       list(self.outputs), self.mode, list(self.frozen))
+
+    def wants_grad(self, name) -> bool:
+        return name in self.leaves and name not in self.frozen
 
     def ops(self) -> set:
         return {i.op for i in self.instrs}
@@ -259,7 +269,12 @@ class Gen:
             return (int(r.integers(1, 6)),)
         if ndim == 2:
             return (int(r.integers(1, 5)), int(r.integers(1, 6)))
-        return (int(r.integers(1, 4)), int(r.integers(1, 4)), int(r.integers(1, 5)))
+        a, b = int(r.integers(1, 4)), int(r.integers(1, 4))
+        return (a, b, int(r.integers(1, min(4, MAX_SIZE // (a * b)) + 1)))
+
+    def cols(self, rows):
+        """A second dimension for a new (rows, m) leaf: at most 5, at most 20 elements in all."""
+        return int(self.rng.integers(1, max(1, min(5, 20 // rows)) + 1))
 
 
 def _size(shape):
@@ -518,7 +533,7 @@ def _matmul_gen(g):
     if ok(g.value(a)) and r.random() < 0.3:
         b = a  # x @ x for a square x, v @ v for a vector
     else:
-        b = g.pick_or_leaf(ok, lambda: (k,) if ndb == 1 else (k, int(r.integers(1, 6))))
+        b = g.pick_or_leaf(ok, lambda: (k,) if ndb == 1 else (k, g.cols(k)))
     return [a, b], {}
 
 
@@ -529,7 +544,7 @@ def _affine_gen(g):
     if n == d and r.random() < 0.2:
         W = x  # affine(x, x, b): one leaf in two argument positions
     else:
-        W = g.pick_or_leaf(lambda v: v.ndim == 2 and v.shape[0] == d, (d, int(r.integers(1, 6))))
+        W = g.pick_or_leaf(lambda v: v.ndim == 2 and v.shape[0] == d, lambda: (d, g.cols(d)))
     m = g.shape(W)[1]
     b = g.pick_or_leaf(lambda v: v.shape == (m,), (m,))
     act = [None, "relu", "leaky_relu", "sigmoid", "tanh", "elu"][int(r.integers(6))]
@@ -542,6 +557,9 @@ def _affine_gen(g):
 
 
 def _affine_ref(arrays, attrs):
+    x, W, b = arrays
+    if not (x.ndim == W.ndim == 2 and b.ndim == 1 and x.shape[1] == W.shape[0] and b.shape[0] == W.shape[1]):
+        raise ValueError(f"affine: x {x.shape}, W {W.shape}, b {b.shape}")  # reference.py would broadcast b
     return _call("affine", arrays, activation=attrs["activation"],
                  negative_slope=attrs.get("negative_slope", 0.01), alpha=attrs.get("alpha", 1.0))
 
@@ -563,7 +581,13 @@ def _affine_safe(arrays, attrs):
     return True
 
 
-SPECS["matmul"] = Spec("matmul", _matmul_gen, lambda arrays, attrs: _call("matmul", arrays),
+def _matmul_ref(arrays, attrs):
+    if not all(1 <= a.ndim <= 2 for a in arrays):  # np.matmul would also take stacks of matrices
+        raise ValueError(f"matmul: shapes {arrays[0].shape} and {arrays[1].shape}")
+    return _call("matmul", arrays)
+
+
+SPECS["matmul"] = Spec("matmul", _matmul_gen, _matmul_ref,
                        lambda args, attrs: f"{args[0]} @ {args[1]}")
 SPECS["affine"] = Spec("affine", _affine_gen, _affine_ref, _affine_src, _affine_safe)
 
@@ -715,7 +739,12 @@ def _loss_gen(name):
 def _loss_ref(name):
     def ref(arrays, attrs):
         kw = {"delta": attrs["delta"]} if name == "svm_loss" else {}
-        return _call(name, arrays, labels=np.array(attrs["labels"], dtype=np.intp), **kw)
+        labels = np.array(attrs["labels"], dtype=np.intp)
+        scores = arrays[0]
+        # reference.py would broadcast labels of another length against the rows, not fail
+        if scores.ndim != 2 or labels.shape != scores.shape[:1] or labels.min() < 0 or labels.max() >= scores.shape[1]:
+            raise ValueError(f"{name}: labels {attrs['labels']} do not fit scores of shape {scores.shape}")
+        return _call(name, arrays, labels=labels, **kw)
 
     return ref
 
@@ -822,6 +851,9 @@ def ref_grads(p: Program):
                     continue
                 parts = backs[ins.out](np.array(grads[ins.out], order="C"))  # ascontiguousarray makes 0-d 1-d
                 for a, part in zip(ins.args, parts):
+                    if np.shape(part) != values[a].shape:
+                        raise OracleMismatch(f"reference.py's backward of {ins.out} = {ins.op}(...) gave a "
+                                             f"gradient of shape {np.shape(part)} for {a} of shape {values[a].shape}")
                     add(a, part)
         except FloatingPointError as e:
             raise Invalid(f"reference.py backward: {e}") from None
@@ -831,7 +863,7 @@ def ref_grads(p: Program):
 def _directions(p: Program):
     """One fixed random direction per leaf, from a generator seeded by the leaves' shapes."""
     rng = np.random.default_rng(len(p.leaves))
-    return {k: rng.standard_normal(v.shape) for k, v in p.leaves.items()}
+    return {k: rng.standard_normal(v.shape) for k, v in p.leaves.items() if p.wants_grad(k)}
 
 
 def fd_derivatives(p: Program, dirs: dict):
@@ -878,6 +910,9 @@ class Oracle:
 def oracle(p: Program) -> Oracle:
     """Both oracles for `p`; raises Invalid when `p` is no valid case, AssertionError (with the
     details) when reference.py's gradients disagree with the central differences."""
+    live = reachable(p)
+    if not any(p.wants_grad(k) for k in live):
+        raise Invalid("no output depends on a leaf that requires grad")
     loss, values, grads = ref_grads(p)
     dirs = _directions(p)
     fd = fd_derivatives(p, dirs)
@@ -889,7 +924,7 @@ def oracle(p: Program) -> Oracle:
                 f"reference.py and central differences disagree along a direction of {which}: "
                 f"<grad, d> = {dot!r}, central difference {fd[key]!r}"
             )
-    return Oracle(loss, values, grads, reachable(p), dirs, fd)
+    return Oracle(loss, values, grads, live, dirs, fd)
 
 
 class OracleMismatch(AssertionError):
@@ -903,6 +938,8 @@ class OracleMismatch(AssertionError):
 def body_lines(p: Program) -> list:
     """The program as Python statements over tensors named as in `p` (fg, np in scope)."""
     lines = [f"{ins.out} = {SPECS[ins.op].src(ins.args, ins.attrs)}" for ins in p.instrs]
+    if p.mode == "gradient":  # the output is the root; backward(gradient=w0) weights it
+        return lines + [f"loss = {p.outputs[0][0]}"]
     terms = []
     for i, (name, w) in enumerate(p.outputs):
         if w is not None:
@@ -982,8 +1019,12 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
 
     tol = TOL[dtype]
     fails = []
-    leaves = {k: fg.tensor(v, dtype=dtype, requires_grad=True) for k, v in p.leaves.items()}
+    leaves = {k: fg.tensor(v, dtype=dtype, requires_grad=p.wants_grad(k)) for k, v in p.leaves.items()}
     weights = {f"w{i}": fg.tensor(w, dtype=dtype) for i, (_, w) in enumerate(p.outputs) if w is not None}
+    if p.mode == "gradient":
+        root_grad = np.array(p.outputs[0][1], dtype=dtype)  # the caller's array
+        root_grad_before = root_grad.copy()
+        weights = {}
     fn = _compile(tuple(list(leaves) + list(weights)), tuple(body_lines(p)))
     leaf_data = {k: t.data.copy() for k, t in leaves.items()}
     passes = 2 if p.mode == "twice" else 1
@@ -999,6 +1040,8 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
                     loss.backward()
                 elif p.mode == "keep":
                     loss.backward(keep_grads=True)
+                elif p.mode == "gradient":
+                    loss.backward(gradient=root_grad)
                 else:
                     loss.backward()
     except Exception as e:  # anything the engine raises on a valid program is a failure
@@ -1009,14 +1052,17 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
     # forward: every value against reference.py
     vscale = max([float(np.abs(v).max()) for v in orc.values.values() if v.size] + [1.0])
     for name, t in results.items():
+        if name == "loss" and p.mode == "gradient":
+            continue  # the root is an output, checked under its own name
         want = orc.loss if name == "loss" else orc.values[name]
         if t.dtype != np.dtype(dtype) or t.shape != np.shape(want):
             fails.append(Failure("dtype", dtype, f"{name} is {t.dtype} {t.shape}, expected {dtype} {np.shape(want)}"))
             continue
-        idx, excess = _close(t.data, want, tol, vscale)
+        value = snapshot[name]  # as the forward left it (backward is checked below)
+        idx, excess = _close(value, want, tol, vscale)
         if excess > 1:
-            fails.append(Failure("forward", dtype, f"{name}{_at(idx)}: fastgrad {float(t.data[idx])!r}, "
-                                 f"reference.py {float(np.asarray(want)[idx])!r} (value {_show(t.data)})"))
+            fails.append(Failure("forward", dtype, f"{name}{_at(idx)}: fastgrad {float(value[idx])!r}, "
+                                 f"reference.py {float(np.asarray(want)[idx])!r} (value {_show(value)})"))
             return fails  # gradients of a wrong forward say nothing more
 
     # gradients: every leaf against oracle (b), elementwise, and oracle (a), along its direction
@@ -1024,17 +1070,18 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
     got_grads = {}
     for k, t in leaves.items():
         g = t.grad
-        if k not in orc.live:
+        if k not in orc.live or not p.wants_grad(k):
             if g is not None:
-                fails.append(Failure("grad", dtype, f"{k}.grad should stay None (no output depends on {k}), "
-                                     f"got {_show(g)}"))
+                why = f"no output depends on {k}" if p.wants_grad(k) else f"{k} does not require grad"
+                fails.append(Failure("grad", dtype, f"{k}.grad should stay None ({why}), got {_show(g)}"))
             continue
         if g is None:
             fails.append(Failure("grad", dtype, f"{k}.grad is None, expected {_show(times * orc.grads[k])}"))
             continue
         if not isinstance(g, np.ndarray) or g.dtype != np.dtype(dtype) or g.shape != t.shape:
-            fails.append(Failure("dtype", dtype, f"{k}.grad is {getattr(g, 'dtype', type(g))} "
-                                 f"{getattr(g, 'shape', '')}, expected {dtype} {t.shape}"))
+            fails.append(Failure("dtype", dtype, f"{k}.grad is {type(g).__module__}.{type(g).__name__} "
+                                 f"{getattr(g, 'dtype', '')} {getattr(g, 'shape', '')}, expected a "
+                                 f"numpy.ndarray {dtype} {t.shape}"))
             continue
         got_grads[k] = g.astype(np.float64) / times
         idx, excess = _close(got_grads[k], orc.grads[k], tol, gscale)
@@ -1077,6 +1124,10 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
     holders = [(f"{k}.grad", t.grad) for k, t in leaves.items() if t.grad is not None]
     datas = [(f"{k}.data", t.data) for k, t in leaves.items()] + [(f"{k}.data", t.data) for k, t in results.items()]
     datas += [(f"{k}.data", t.data) for k, t in weights.items()]
+    if p.mode == "gradient":
+        datas.append(("the gradient passed to backward", root_grad))
+        if not np.array_equal(root_grad, root_grad_before):
+            fails.append(Failure("mutated", dtype, "backward changed the gradient array passed to it"))
     if p.mode == "keep":  # a kept inner gradient is never handed on as a buffer to accumulate into
         datas += [(f"{k}._node.grad", t._node.grad) for k, t in results.items()
                   if t._node is not None and t._node.grad is not None]
@@ -1162,8 +1213,15 @@ def generate(rng, n_ops=None, ops=None, max_tries=200) -> Program:
         for n in outs:
             weight = f32(rng.uniform(-1.5, 1.5, g.values[n].shape)) if rng.random() < 0.7 else None
             outputs.append((n, weight))
-        mode = str(rng.choice(["once", "twice", "retain", "keep"], p=[0.6, 0.15, 0.15, 0.1]))
-        p = Program(g.leaves, g.instrs, outputs, mode)
+        mode = str(rng.choice(["once", "twice", "retain", "keep", "gradient"], p=[0.55, 0.15, 0.12, 0.1, 0.08]))
+        if mode == "gradient":
+            n = outputs[0][0]
+            outputs = [(n, f32(rng.uniform(-1.5, 1.5, g.values[n].shape)))]
+        # some leaves are constants: ops (matmul, affine) then skip their gradients
+        frozen = [k for k in g.leaves if rng.random() < 0.15]
+        p = Program(g.leaves, g.instrs, outputs, mode, frozen)
+        if not any(p.wants_grad(k) for k in reachable(p)):
+            p.frozen = []
         try:
             ref_forward(p)
         except Invalid:
@@ -1182,6 +1240,8 @@ def features(p: Program) -> set:
     activations, index kinds), shared values, reused leaves, several outputs, the backward mode."""
     values = ref_forward(p, check_safe=False)[1]
     out = {f"mode:{p.mode}"}
+    if p.frozen:
+        out.add("leaf without grad")
     if len(p.outputs) > 1:
         out.add("several outputs")
     uses = {}
@@ -1222,6 +1282,8 @@ def features(p: Program) -> set:
             out.add(f"matmul:{len(shapes[0])}-d @ {len(shapes[1])}-d")
         elif ins.op == "affine":
             out.add(f"affine:{ins.attrs['activation']}")
+        if ins.op in ("matmul", "affine") and any(a in p.frozen for a in ins.args):
+            out.add(f"{ins.op}:an operand without grad")
         elif ins.op == "getitem":
             for t in ins.attrs["index"]:
                 if t[0] == "s" and t[3] is not None and t[3] < 0:
@@ -1254,6 +1316,7 @@ def prune(p: Program) -> Program:
     q = p.copy()
     q.instrs = [i for i in q.instrs if i.out in live]
     q.leaves = {k: v for k, v in q.leaves.items() if k in live}
+    q.frozen = [k for k in q.frozen if k in q.leaves]
     return q
 
 
@@ -1306,13 +1369,17 @@ def _candidates(p: Program, values: dict):
             q.leaves[name] = f32(values[a])
             q.instrs[k].args[j] = name
             yield prune(q)
-    # simpler run: one backward, plain sums
+    # simpler run: every leaf requires grad, one backward, plain sums
+    if p.frozen:
+        q = p.copy()
+        q.frozen = []
+        yield q
     if p.mode != "once":
         q = p.copy()
         q.mode = "once"
         yield q
     for i, (n, w) in enumerate(p.outputs):
-        if w is not None:
+        if w is not None and p.mode != "gradient":
             q = p.copy()
             q.outputs[i] = (n, None)
             yield q
@@ -1356,7 +1423,7 @@ def renumber(p: Program) -> Program:
     order = sorted(p.leaves, key=lambda k: int(leaf_names[k][1:]))
     return Program({leaf_names[k]: p.leaves[k] for k in order},
                    [Instr(new[i.out], i.op, [new[a] for a in i.args], dict(i.attrs)) for i in p.instrs],
-                   [(new[n], w) for n, w in p.outputs], p.mode)
+                   [(new[n], w) for n, w in p.outputs], p.mode, [leaf_names[k] for k in p.frozen])
 
 
 def _shrink_like(w, n):
@@ -1366,8 +1433,25 @@ def _shrink_like(w, n):
     return w
 
 
+def _fit_labels(q: Program):
+    """Labels follow their scores when a leaf shrank: as many as rows, each below the class count."""
+    values = dict(q.leaves)
+    for ins in q.instrs:
+        arrays = [values.get(a) for a in ins.args]
+        if ins.op in ("softmax_cross_entropy", "svm_loss") and arrays[0] is not None and arrays[0].ndim == 2:
+            n, c = arrays[0].shape
+            labels = (ins.attrs["labels"] + [0] * n)[:n]
+            ins.attrs = {**ins.attrs, "labels": [k % c for k in labels] if c else labels}
+        try:
+            with np.errstate(all="ignore"):
+                values[ins.out] = np.asarray(SPECS[ins.op].ref(arrays, ins.attrs)[0])
+        except Exception:  # the candidate is invalid anyway; ref_forward will say so
+            return
+
+
 def _fixup_weights(q: Program):
     """Weights take the shape of their output (after a leaf shrank): None if they cannot."""
+    _fit_labels(q)
     try:
         _, values, _ = ref_forward(q)
     except Invalid:
@@ -1423,42 +1507,74 @@ def _lit(a) -> str:
                            threshold=10**6, max_line_width=100).replace("\n", "\n    ")
 
 
-def to_python(p: Program, dtype: str, header: str = "") -> str:
+def to_python(p: Program, dtype: str, header: str = "", kind: str | None = None) -> str:
     """`p` as a runnable script that builds the graph, backpropagates and asserts every gradient
-    against the float64 oracle (reference.py, checked by central differences)."""
-    orc = oracle(p)
+    against the float64 oracle (reference.py). For a failure of `kind` "alias" or "mutated" it
+    also asserts that no .grad shares memory and that backward changed no data."""
+    loss, _, grads = ref_grads(p)
+    live = reachable(p)
     times = 2 if p.mode in ("twice", "retain") else 1
     lines = [f"# {line}" for line in header.splitlines()] + ["import numpy as np", "import fastgrad as fg", ""]
     lines.append(f"dtype = {dtype!r}")
     for k, v in p.leaves.items():
-        lines.append(f"{k} = fg.tensor(np.float32({_lit(v)}), dtype=dtype, requires_grad=True)")
+        lines.append(f"{k} = fg.tensor(np.float32({_lit(v)}), dtype=dtype, requires_grad={p.wants_grad(k)})")
     for i, (_, w) in enumerate(p.outputs):
-        if w is not None:
+        if w is not None and p.mode == "gradient":
+            lines.append(f"w{i} = np.float32({_lit(w)}).astype(dtype)  # a NumPy array, for backward(gradient=)")
+        elif w is not None:
             lines.append(f"w{i} = fg.tensor(np.float32({_lit(w)}), dtype=dtype)")
     body = body_lines(p)
+    names = list(p.leaves) + [i.out for i in p.instrs]
+    tensors = "tensors = {" + ", ".join(f"{n!r}: {n}" for n in names) + "}"
+    snap = [tensors, "before = {k: t.data.copy() for k, t in tensors.items()}"] if kind in ("alias", "mutated") else []
+    if snap and p.mode == "gradient":
+        snap.append("w0_before = w0.copy()")
     if p.mode == "twice":
         lines.append("for _ in range(2):  # two graphs on the same leaves: gradients add up")
-        lines += ["    " + line for line in body] + ["    loss.backward()"]
+        lines += ["    " + line for line in body + snap] + ["    loss.backward()"]
     else:
-        lines += body
+        lines += body + snap
         if p.mode == "retain":
             lines += ["loss.backward(retain_graph=True)", "loss.backward()  # the same graph again"]
         elif p.mode == "keep":
             lines.append("loss.backward(keep_grads=True)")
+        elif p.mode == "gradient":
+            lines.append("loss.backward(gradient=w0)")
         else:
             lines.append("loss.backward()")
     tol = TOL[dtype]
     lines += ["", f"# expected: the float64 oracle{' (times 2: two backward passes)' if times == 2 else ''}",
-              f"print('loss', loss.item(), 'expected', {orc.loss!r})"]
+              f"print('loss', {'(loss.data * w0).sum()' if p.mode == 'gradient' else 'loss.item()'}, 'expected', {loss!r})"]
+    if snap:
+        lines += [
+            "for k, t in tensors.items():",
+            "    assert np.array_equal(t.data, before[k]), f'backward changed {k}.data'",
+            "    for j, u in tensors.items():",
+            "        if t.grad is not None:",
+            "            assert not np.shares_memory(t.grad, u.data), f'{k}.grad shares memory with {j}.data'",
+            "            if j != k and u.grad is not None:",
+            "                assert not np.shares_memory(t.grad, u.grad), f'{k}.grad shares memory with {j}.grad'",
+        ]
+        if p.mode == "keep":
+            lines += [
+                "kept = {k: t._node.grad for k, t in tensors.items() if t._node is not None and t._node.grad is not None}",
+                "for k, t in tensors.items():",
+                "    for j, kg in kept.items():",
+                "        if t.grad is not None:",
+                "            assert not np.shares_memory(t.grad, kg), f'{k}.grad shares memory with the kept gradient of {j}'",
+            ]
+        if p.mode == "gradient":
+            lines += ["assert np.array_equal(w0, w0_before), 'backward changed its gradient argument'",
+                      "assert not any(t.grad is not None and np.shares_memory(t.grad, w0) for t in tensors.values())"]
     for k in p.leaves:
-        if k not in orc.live:
+        if k not in live or not p.wants_grad(k):
             lines.append(f"assert {k}.grad is None, {k}.grad")
             continue
-        want = np.array2string(times * orc.grads[k], separator=", ", floatmode="unique", threshold=10**6,
+        want = np.array2string(times * grads[k], separator=", ", floatmode="unique", threshold=10**6,
                                max_line_width=100).replace("\n", "\n    ")
         lines.append(f"print('{k}.grad', {k}.grad)")
         lines.append(f"np.testing.assert_allclose({k}.grad, np.array({want}), rtol={tol['rtol'] * 2!r}, "
-                     f"atol={tol['rtol'] * 2 * float(np.abs(orc.grads[k]).max() if orc.grads[k].size else 0)!r}, "
+                     f"atol={tol['rtol'] * 2 * times * float(np.abs(grads[k]).max() if grads[k].size else 0)!r}, "
                      f"err_msg='{k}.grad')")
     return "\n".join(lines) + "\n"
 
@@ -1477,8 +1593,9 @@ class Report:
 
 
 def run(graphs: int, seed: int = 0, dtypes=DTYPES, start: int = 0, ops=None, max_failures=None,
-        progress=None) -> Report:
-    """Run graphs start .. start+graphs-1 of `seed`; failures are collected (not shrunk)."""
+        progress=None, on_failure=None) -> Report:
+    """Run graphs start .. start+graphs-1 of `seed`; failures are collected (not shrunk) and
+    passed to `on_failure(index, program, failures)` as they happen."""
     rep = Report()
     t0 = time.perf_counter()
     for i in range(start, start + graphs):
@@ -1493,6 +1610,8 @@ def run(graphs: int, seed: int = 0, dtypes=DTYPES, start: int = 0, ops=None, max
         rep.graphs += 1
         if fails:
             rep.failures.append((i, p, fails))
+            if on_failure is not None:
+                on_failure(i, p, fails)
             if max_failures is not None and len(rep.failures) >= max_failures:
                 break
         if progress is not None:
@@ -1562,13 +1681,17 @@ def main(argv=None) -> int:
             print(f"\r{rep.graphs}/{args.graphs} graphs, {len(rep.failures)} failing, {elapsed:.0f} s",
                   end="", file=sys.stderr, flush=True)
 
-    try:
-        rep = run(args.graphs, args.seed, dtypes, args.start, args.ops, args.max_failures or None, progress)
+    def on_failure(i, p, fails):
         if tty:
             print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
-        for i, _, fails in rep.failures:
-            print(f"FAIL graph {i} (seed {args.seed}): {fails[0]}"
-                  + (f" (+{len(fails) - 1} more)" if len(fails) > 1 else ""))
+        print(f"FAIL graph {i} (seed {args.seed}): {fails[0]}"
+              + (f" (+{len(fails) - 1} more)" if len(fails) > 1 else ""), flush=True)
+
+    try:
+        rep = run(args.graphs, args.seed, dtypes, args.start, args.ops, args.max_failures or None, progress,
+                  on_failure)
+        if tty:
+            print("\r" + " " * 60 + "\r", end="", file=sys.stderr)
         print(f"fuzz: {rep.graphs} graphs ({'+'.join(dtypes)}), seed {args.seed}, start {args.start}: "
               f"{len(rep.failures)} failing, {rep.seconds:.1f} s")
         if rep.failures:
@@ -1578,7 +1701,7 @@ def main(argv=None) -> int:
             head = (f"graph {i} of seed {args.seed}{' shrunk' if not args.no_shrink else ''}: {fails[0]}\n"
                     f"replay: python -m fastgrad.fuzz --seed {args.seed} --start {i} --graphs 1")
             print()
-            print(to_python(p, fails[0].dtype if fails[0].dtype in dtypes else dtypes[0], head))
+            print(to_python(p, fails[0].dtype if fails[0].dtype in dtypes else dtypes[0], head, fails[0].kind))
             if args.json:
                 print(json.dumps(p.to_dict()))
             return 1
@@ -1586,7 +1709,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("fastgrad.fuzz: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:
+    except BrokenPipeError:  # stdout closed early (| head): no second error at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
 
 
