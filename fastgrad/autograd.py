@@ -97,20 +97,40 @@ def _memory_owner(a):
     return a
 
 
+def _held(node_inputs, saved, g, g_owned: bool) -> set:
+    """ids of the memory owners that someone besides the engine holds while a rule's result is taken.
+
+    The inputs' data, the saved arrays, and the upstream gradient `g` unless the engine held it
+    exclusively (then the node is done with it and it may pass on to one input).
+    """
+    held = {id(_memory_owner(t.data)) for t in node_inputs}
+    for s in saved:
+        if type(s) is np.ndarray:
+            held.add(id(_memory_owner(s)))
+    if not g_owned:
+        held.add(id(_memory_owner(g)))
+    return held
+
+
 def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: bool) -> None:
     """Backpropagate `gradient` from tensor `root` into the `.grad` of every leaf that requires grad.
 
-    Gradients add up where a value is used more than once. A buffer a backward rule hands back may be
-    a view of its upstream gradient or of a sibling's; such borrowed buffers are copied before anyone
-    accumulates into them or stores them, so no two gradients ever alias. Leaf gradients are gathered
-    during the walk and written to `.grad` only when it has finished, so a backward that fails
-    (a released graph, a missing rule) leaves every `.grad` as it was.
+    Gradients add up where a value is used more than once. The engine accumulates in place only into
+    buffers it owns exclusively, and it decides that itself from what it can see, whatever the rules
+    return (see `docs/ARCHITECTURE.md`, "Backward and buffer ownership"): a gradient a rule returns
+    is *owned* when it is a writeable C-contiguous array whose memory owner (`.base` followed to the
+    end) is held by no other returned gradient, by no input's data, by no saved array, and by no
+    one holding the upstream gradient `g`. Anything else is *borrowed*: the first accumulation into
+    it adds out of place into a new buffer (then owned), and a borrowed leaf gradient is copied when
+    stored in `.grad`. Leaf gradients are gathered during the walk and written to `.grad` only when
+    it has finished, so a backward that fails (a released graph, a missing rule) leaves every `.grad`
+    as it was.
     """
-    # pending[key] = [gradient, whether we own that buffer exclusively], where key is a node (the
-    # gradient of its output; the node is also on the heap, keyed by its negated sequence number:
-    # unique, no ties) or a leaf tensor (its gradient, stored in `.grad` once the walk is over)
+    # pending[key] = [gradient, whether the engine owns that buffer exclusively], where key is a node
+    # (the gradient of its output; the node is also on the heap, keyed by its negated sequence
+    # number: unique, no ties) or a leaf tensor (its gradient, stored in `.grad` once the walk is over)
     root_node = root._node
-    pending = {root_node: [gradient, False]}
+    pending = {root_node: [gradient, False]}  # the caller may hold the root gradient
     heap = [(-root_node.seq, root_node)]
     while heap:
         node = heappop(heap)[1]
@@ -125,16 +145,26 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
             g, g_owned = np.array(g, order="C"), True  # NumPy scalars too (0-d arithmetic)
         if keep_grads:
             node.grad = g
+            g_owned = False  # node.grad keeps g: it must never be accumulated into
         rule = node.op.backward
         if rule is None:
             raise NotImplementedError(f"op '{node.op.name}' has no backward rule")
-        grads = rule(g, *node.saved)
+        saved = node.saved
+        grads = rule(g, *saved)
         if not retain_graph:
             node.saved = None
             node.released = True
-        # ids of the owners of buffers already given to an input: a second holder must copy
-        handed = set() if g_owned and not keep_grads else {id(_memory_owner(g))}  # node.grad keeps g
-        for t, gi in zip(node.inputs, grads):
+        inputs = node.inputs
+        if len(grads) != len(inputs):
+            raise RuntimeError(
+                f"the backward rule of op '{node.op.name}' returned {len(grads)} gradients for "
+                f"{len(inputs)} inputs"
+            )
+        # first pass: check each gradient, find its memory owner, count the owners
+        taken = []  # (input, gradient, owner id or None when it cannot be owned anyway)
+        held = None  # what others hold, computed only when some gradient could be owned
+        shared = set()  # owners returned for more than one input
+        for t, gi in zip(inputs, grads):
             if gi is None or not t.requires_grad:
                 continue
             data = t.data
@@ -143,21 +173,41 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
                     f"the backward rule of op '{node.op.name}' returned a {gi.dtype} gradient of shape "
                     f"{gi.shape} for an input of shape {data.shape} and dtype {data.dtype}"
                 )
-            owner = id(gi if gi.base is None else _memory_owner(gi))
-            # read-only buffers (np.broadcast_to from sum/mean) can never be accumulated into
-            owned = gi.flags.writeable and owner not in handed
-            handed.add(owner)
+            # read-only buffers (np.broadcast_to from sum/mean, NumPy scalars) are never owned
+            if gi is g:  # passed through (add, sub): only an exclusively held g can pass on
+                owner = id(_memory_owner(g)) if g_owned else None
+            elif type(gi) is np.ndarray and gi.flags.writeable and gi.flags.c_contiguous:
+                owner = id(gi if gi.base is None else _memory_owner(gi))
+                if held is None:
+                    held = _held(inputs, saved, g, g_owned)
+                if owner in held:
+                    owner = None
+            else:
+                owner = None
+            if owner is not None and taken:  # two holders of one buffer: neither owns it
+                if owner in shared:  # a third holder (or more)
+                    owner = None
+                else:
+                    for other in taken:
+                        if other[2] == owner:
+                            other[2] = None
+                            shared.add(owner)
+                            owner = None
+                            break
+            taken.append([t, gi, owner])
+        # second pass: hand each gradient to its input's pending slot
+        for t, gi, owner in taken:
             parent = t._node
             key = t if parent is None else parent  # a tensor key hashes by identity
             slot = pending.get(key)
             if slot is None:
-                pending[key] = [gi, owned]
+                pending[key] = [gi, owner is not None]
                 if parent is not None:
                     heappush(heap, (-parent.seq, parent))
             elif slot[1]:
                 slot[0] += gi
-            else:  # a borrowed buffer: add into a new one
-                slot[0] = slot[0] + gi
+            else:  # a borrowed buffer: add into a new one (C order: views may be F-ordered)
+                slot[0] = np.add(slot[0], gi, order="C")
                 slot[1] = True
     for t, (gi, owned) in pending.items():  # only leaves are left
         _accumulate_leaf(t, gi, owned)
@@ -165,7 +215,7 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
 
 def _accumulate_leaf(t, gi: np.ndarray, owned: bool) -> None:
     if t.grad is None:
-        if not (owned and gi.flags.c_contiguous and gi.flags.writeable and gi.dtype == t.dtype):
+        if not owned:  # borrowed: .grad gets its own C-contiguous copy
             gi = np.array(gi, dtype=t.dtype, order="C")
         t.grad = gi
     else:

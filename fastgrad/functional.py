@@ -5,9 +5,12 @@ they are combined with) and applies one row of the op table.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from . import ops
+from .random import default_generator
 from .tensor import Tensor, apply, coerce, to_array
 
 
@@ -122,3 +125,187 @@ def svm_loss(scores, labels, delta=1.0) -> Tensor:
     """Mean multiclass hinge loss: sum over j != y of max(0, s_j - s_y + delta), per example."""
     return apply(ops.svm_loss, as_tensor(scores), labels=_labels(labels, "svm_loss"),
                  delta=float(delta))
+
+
+# ---------------------------------------------------------------------------------------------
+# the PyTorch surface: fg.abs/sqrt/clamp/pow, cat/stack/where, and torch.nn.functional's
+# softmax, log_softmax, cross_entropy, dropout (`import fastgrad.functional as F`)
+
+
+def abs(x) -> Tensor:  # noqa: A001 (PyTorch's name)
+    """|x| elementwise; d/dx = sign(x), 0 at x = 0.
+
+    >>> abs(tensor([-1.5, 2.0]))
+    tensor([1.5, 2. ])
+    """
+    return apply(ops.abs_, as_tensor(x))
+
+
+def sqrt(x) -> Tensor:
+    """sqrt(x) elementwise (nan for x < 0); d/dx = 1 / (2 sqrt(x)).
+
+    >>> sqrt(tensor([1.0, 4.0]))
+    tensor([1., 2.])
+    """
+    return apply(ops.sqrt, as_tensor(x))
+
+
+def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002
+    """x clipped to [min, max] (numbers or None); gradient 1 where min <= x <= max, else 0.
+
+    >>> clamp(tensor([-1.0, 0.5, 2.0]), 0.0, 1.0)
+    tensor([0. , 0.5, 1. ])
+    """
+    return as_tensor(x).clamp(min, max)
+
+
+clip = clamp
+
+
+def pow(x, exponent) -> Tensor:  # noqa: A001
+    """x ** exponent for a number or tensor base and a number or tensor exponent, broadcasting.
+
+    With a tensor exponent t, d/dx = t x**(t-1) and d/dt = x**t ln x (0 where x = 0, t >= 0).
+
+    >>> pow(2.0, tensor([1.0, 3.0]))
+    tensor([2., 8.])
+    """
+    if isinstance(x, Tensor):
+        return x**exponent
+    if isinstance(exponent, Tensor):
+        return exponent.__rpow__(x)
+    return as_tensor(x) ** exponent
+
+
+def _tensors(op: str, tensors) -> list:
+    """A list of tensors of one dtype from a sequence of tensors/arrays/numbers."""
+    if isinstance(tensors, (Tensor, np.ndarray)) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{op}: expected a list or tuple of tensors, got {type(tensors).__name__}")
+    if not tensors:
+        raise ValueError(f"{op}: expected at least one tensor")
+    like = next((t for t in tensors if isinstance(t, Tensor)), None)
+    if like is None:
+        like = as_tensor(tensors[0])
+    return [coerce(t, like) for t in tensors]
+
+
+def cat(tensors, dim=0) -> Tensor:
+    """The tensors joined along the existing axis `dim` (their other sizes equal).
+
+    The gradient is split back along `dim` into each input's part.
+
+    >>> cat([tensor([[1.0, 2.0]]), tensor([[3.0, 4.0]])], dim=0)
+    tensor([[1., 2.],
+            [3., 4.]])
+    """
+    return apply(ops.cat, *_tensors("cat", tensors), dim=dim)
+
+
+concat = concatenate = cat
+
+
+def stack(tensors, dim=0) -> Tensor:
+    """The tensors (all of one shape) joined along a new axis `dim` (in [-ndim-1, ndim]).
+
+    >>> stack([tensor([1.0, 2.0]), tensor([3.0, 4.0])], dim=1)
+    tensor([[1., 3.],
+            [2., 4.]])
+    """
+    ts = _tensors("stack", tensors)
+    shapes = {t.shape for t in ts}
+    if len(shapes) != 1:
+        raise ValueError(f"stack: expected tensors of one shape, got {[t.shape for t in ts]}")
+    return apply(ops.cat, *[t.unsqueeze(dim) for t in ts], dim=dim)
+
+
+def _condition(cond) -> np.ndarray:
+    if isinstance(cond, Tensor):  # fastgrad tensors hold floats: nonzero means True
+        return cond.data != 0
+    c = np.asarray(cond)
+    if c.dtype != np.bool_:
+        raise TypeError(f"where: the condition must be a bool array (e.g. x.data > 0), got {c.dtype}")
+    return c
+
+
+def where(cond, a, b) -> Tensor:
+    """a where cond is True, else b, broadcasting all three; the gradient goes to a where cond,
+    else to b. cond: a bool array (or a tensor, whose nonzero entries count as True).
+
+    >>> x = tensor([-1.0, 2.0])
+    >>> where(x.data > 0, x, 0.0)
+    tensor([0., 2.])
+    """
+    return apply(ops.where, *_pair(a, b), cond=_condition(cond))
+
+
+def softmax(x, dim) -> Tensor:
+    """softmax(x)_i = e**(x_i - max x) / sum_j e**(x_j - max x) along `dim` (an int).
+
+    Backward: dx = y (g - sum(g y)) with y the saved output.
+
+    >>> softmax(tensor([[1.0, 1.0, 1.0, 1.0]]), dim=1)
+    tensor([[0.25, 0.25, 0.25, 0.25]])
+    """
+    return apply(ops.softmax, as_tensor(x), dim=dim)
+
+
+def log_softmax(x, dim) -> Tensor:
+    """log softmax(x) = x - max x - log sum e**(x - max x) along `dim`: never overflows.
+
+    Backward: dx = g - softmax(x) sum(g), exact (from the saved output).
+
+    >>> log_softmax(tensor([[0.0, 0.0]]), dim=1).exp()
+    tensor([[0.5, 0.5]])
+    """
+    return apply(ops.log_softmax, as_tensor(x), dim=dim)
+
+
+def cross_entropy(input, target, reduction="mean") -> Tensor:  # noqa: A002 (PyTorch's names)
+    """The softmax cross-entropy loss of scores `input` (N, C) against class indices `target` (N,).
+
+    loss_i = -log softmax(input_i)[target_i]; reduction "mean" (the default, the same op as
+    `softmax_cross_entropy`), "sum" or "none" (the N losses). Class-probability targets,
+    weights and label smoothing are not supported.
+
+    >>> cross_entropy(tensor([[0.0, 0.0]]), [1]).item() == float(np.log(np.float32(2)))
+    True
+    """
+    scores = as_tensor(input)
+    labels = _labels(target, "cross_entropy")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if reduction == "mean":
+        return softmax_cross_entropy(scores, labels)
+    labels = ops.check_labels("cross_entropy", scores.data, labels)
+    n, c = scores.shape
+    if labels.size and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"cross_entropy: labels must be in [0, {c}), got {labels.min()}..{labels.max()}")
+    if reduction == "sum":
+        return softmax_cross_entropy(scores, labels) * n
+    return -log_softmax(scores, 1)[np.arange(n), labels]
+
+
+def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
+    """Inverted dropout (CS231n): each entry kept with probability 1 - p and scaled by 1 / (1 - p),
+    so that no rescaling is needed at test time; zeroed otherwise.
+
+    p: the drop probability, in [0, 1). training=False or p = 0 return x itself.
+    generator: a numpy Generator to draw the mask from (default: fastgrad's, see `manual_seed`).
+    The mask is drawn as `generator.random(x.shape) >= p` (float64 draws, so both dtypes drop the
+    same entries) and saved; backward multiplies g by it.
+
+    >>> y = dropout(tensor(np.ones((2, 4))), p=0.5, generator=np.random.default_rng(0))
+    >>> sorted(set(y.data.ravel().tolist())) in ([0.0, 2.0], [2.0], [0.0])
+    True
+    """
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be a number in [0, 1), got {p!r}")
+    x = as_tensor(x)
+    if not training or p == 0:
+        return x
+    if generator is None:
+        generator = default_generator()
+    elif not isinstance(generator, np.random.Generator):
+        raise TypeError(f"dropout: generator must be a numpy.random.Generator, got {type(generator).__name__}")
+    keep = generator.random(x.shape) >= p
+    return apply(ops.dropout, x, keep=keep, p=float(p))

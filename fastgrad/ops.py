@@ -282,6 +282,193 @@ def tanh_backward(g, y):
 
 
 # ---------------------------------------------------------------------------------------------
+# the PyTorch surface: casts, abs, sqrt, clamp, pow with a tensor exponent, cat, where,
+# softmax, log_softmax, dropout (NumPy: each is one or two vectorized passes)
+
+
+@primitive("cast")
+def cast(x, dtype):
+    """x as float32 or float64, always a new array (Tensor.float/double/to/clone); g is cast back."""
+    dt = np.dtype(dtype)
+    if dt != np.float32 and dt != np.float64:
+        raise TypeError(f"cast: fastgrad tensors are float32 or float64, not {dtype!r}")
+    return x.astype(dt), (x.dtype,)
+
+
+@cast.defbackward
+def cast_backward(g, dtype):
+    return (g.astype(dtype),)
+
+
+@primitive("abs")
+def abs_(x):
+    """|x|; d/dx = sign(x), 0 at x = 0 (as PyTorch)."""
+    return np.abs(x), (x,)
+
+
+@abs_.defbackward
+def abs_backward(g, x):
+    return (g * np.sign(x),)
+
+
+@primitive("sqrt")
+def sqrt(x):
+    """sqrt(x) (nan for x < 0, as PyTorch); d/dx = 1 / (2 sqrt(x)) from the saved output (inf at 0)."""
+    with np.errstate(invalid="ignore"):
+        y = np.sqrt(x)
+    return y, (y,)
+
+
+@sqrt.defbackward
+def sqrt_backward(g, y):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (g / (y + y),)
+
+
+@primitive("clamp")
+def clamp(x, min=None, max=None):
+    """x clipped to [min, max] (either bound may be None); the gradient passes where
+    min <= x <= max (bounds included, as PyTorch) and is 0 elsewhere. Saves that mask."""
+    if min is None and max is None:
+        raise ValueError("clamp: give min, max or both")
+    inside = np.ones(x.shape, dtype=bool)
+    if min is not None:
+        inside &= x >= min
+    if max is not None:
+        inside &= x <= max
+    return np.clip(x, min, max), (inside,)
+
+
+@clamp.defbackward
+def clamp_backward(g, inside):
+    return (g * inside,)
+
+
+@primitive("pow_tensor", takes_needs=True)
+def pow_tensor(a, b, needs=(True, True)):
+    """a ** b elementwise for two tensors, broadcasting (x ** t, 2 ** t).
+
+    da = g b a**(b-1) (0 where b = 0); db = g a**b ln a (0 where a = 0 and b >= 0, as PyTorch;
+    nan for a < 0). The output is saved only when b needs a gradient.
+    """
+    broadcast_shape("pow", a.shape, b.shape)
+    with np.errstate(all="ignore"):
+        out = np.power(a, b)
+    return out, (a, b, out if needs[1] else None, needs)
+
+
+@pow_tensor.defbackward
+def pow_tensor_backward(g, a, b, out, needs):
+    ga = gb = None
+    with np.errstate(all="ignore"):
+        if needs[0]:
+            ga = unbroadcast(np.where(b == 0, 0, g * b * np.power(a, b - 1)), a.shape)
+        if needs[1]:
+            gb = unbroadcast(np.where((a == 0) & (b >= 0), 0, g * out * np.log(a)), b.shape)
+    return ga, gb
+
+
+@primitive("cat")
+def cat(*xs, dim=0):
+    """Concatenation of the inputs along `dim` (their other sizes equal); backward splits g."""
+    if not xs:
+        raise ValueError("cat: expected at least one tensor")
+    first = xs[0]
+    if first.ndim == 0:
+        raise ValueError("cat: 0-d tensors cannot be concatenated (stack them instead)")
+    (axis,) = normalize_axis(dim, first.ndim, "cat")
+    for x in xs:
+        if x.ndim != first.ndim or x.shape[:axis] + x.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]:
+            raise ValueError(
+                f"cat: shapes {[t.shape for t in xs]} differ outside dim {dim}"
+            )
+    return np.concatenate(xs, axis=axis), (axis, [x.shape[axis] for x in xs])
+
+
+@cat.defbackward
+def cat_backward(g, axis, sizes):
+    return tuple(np.split(g, np.cumsum(sizes)[:-1], axis=axis))  # views of g
+
+
+@primitive("where")
+def where(a, b, cond):
+    """a where cond else b, broadcasting cond, a and b; the gradient goes to a where cond, else to b."""
+    try:
+        np.broadcast_shapes(cond.shape, a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"where: condition {cond.shape}, a {a.shape} and b {b.shape} cannot be broadcast together"
+        ) from None
+    return np.where(cond, a, b), (cond, a.shape, b.shape)
+
+
+@where.defbackward
+def where_backward(g, cond, a_shape, b_shape):
+    return unbroadcast(np.where(cond, g, 0), a_shape), unbroadcast(np.where(cond, 0, g), b_shape)
+
+
+def _softmax_axis(op: str, x: np.ndarray, dim) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{op}: dim must be an int, got {dim!r}")
+    return normalize_axis(dim, x.ndim, op)[0]
+
+
+def _shifted(x: np.ndarray, axis: int) -> np.ndarray:
+    """x minus its max along `axis` (so exp never overflows); x itself when there is nothing to shift."""
+    if x.size == 0:
+        return x.copy()
+    return x - x.max(axis=axis, keepdims=True)
+
+
+@primitive("softmax")
+def softmax(x, dim):
+    """exp(x - max) / sum exp(x - max) along `dim`; saves y; dx = y (g - sum(g y))."""
+    axis = _softmax_axis("softmax", x, dim)
+    e = np.exp(_shifted(x, axis))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e, (e, axis)
+
+
+@softmax.defbackward
+def softmax_backward(g, y, axis):
+    gy = g * y
+    gy -= y * gy.sum(axis=axis, keepdims=True)
+    return (gy,)
+
+
+@primitive("log_softmax")
+def log_softmax(x, dim):
+    """x - max - log sum exp(x - max) along `dim` (stable); saves y; dx = g - exp(y) sum(g)."""
+    axis = _softmax_axis("log_softmax", x, dim)
+    y = _shifted(x, axis)
+    if y.size:  # an empty axis: no entries, and no log(0) warning from the empty sums
+        y -= np.log(np.exp(y).sum(axis=axis, keepdims=True))
+    return y, (y, axis)
+
+
+@log_softmax.defbackward
+def log_softmax_backward(g, y, axis):
+    return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
+
+
+@primitive("dropout")
+def dropout(x, keep, p):
+    """Inverted dropout (CS231n): x * keep / (1 - p), keep a bool array of x's shape drawn by
+    `functional.dropout`; saves the mask keep / (1 - p) (as x's dtype) and multiplies g by it."""
+    if keep.shape != x.shape or keep.dtype != np.bool_:
+        raise ValueError(f"dropout: keep must be a bool array of shape {x.shape}, got {keep.dtype} {keep.shape}")
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    mask = np.where(keep, 1.0 / (1.0 - p), 0.0).astype(x.dtype)
+    return x * mask, (mask,)
+
+
+@dropout.defbackward
+def dropout_backward(g, mask):
+    return (g * mask,)
+
+
+# ---------------------------------------------------------------------------------------------
 # linear algebra
 
 

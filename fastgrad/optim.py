@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from .flat import zero_grads
 from .tensor import Tensor
 
 __all__ = ["Optimizer", "SGD", "RMSProp", "Adam"]
@@ -54,9 +55,9 @@ class Optimizer:
         self._scratch = [np.empty_like(p.data) for p in self.params]
 
     def zero_grad(self) -> None:
-        """Forget every parameter's gradient (set it to None)."""
-        for p in self.params:
-            p.grad = None
+        """Forget every parameter's gradient: set it to None, or zero it in place where it lives in
+        a flat buffer (`nn.Module.flatten_parameters`)."""
+        zero_grads(self.params)
 
     def step(self) -> None:
         """Apply one update to every parameter that has a gradient."""
