@@ -10,7 +10,7 @@
 import numpy as np
 
 from . import viz
-from .autograd import is_grad_enabled, no_grad
+from .autograd import is_debug, is_grad_enabled, no_grad, set_debug
 from .functional import (
     affine,
     as_tensor,
@@ -72,7 +72,7 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
     "softmax_cross_entropy", "svm_loss", "viz", "nn", "optim", "data", "set_num_threads",
-    "get_num_threads",
+    "get_num_threads", "set_debug", "is_debug",
     # the PyTorch surface
     "functional", "random", "float32", "float64", "ValuesIndices",
     "abs", "sqrt", "clamp", "clip", "pow", "cat", "concat", "stack", "where", "softmax", "log_softmax",
