@@ -208,13 +208,9 @@ def binary_cases(fg, reference):
     cases += [
         Case("pow(exponent None)", lambda: T(base()) ** None, TypeError),
         Case("pow(exponent 'a')", lambda: T(base()) ** "a", TypeError),
-        Case("pow_tensor(shapes (2,3) (2,))", lambda: T(base()) ** T([1.0, 2.0]), ValueError),
-        Case("pow_tensor(float32, float64)", lambda: T(base()) ** T(2.0, dtype="float64"), TypeError),
-        Case("pow_tensor('a' ** x)", lambda: "a" ** T(base()), TypeError),
-        Case("pow_tensor(None ** x)", lambda: None ** T(base()), TypeError),
-        Case("pow_tensor(negative ** 0.5)", lambda: close(T(-1.0) ** T(0.5), nan), OK(), fp=True),
-        Case("pow_tensor(0-d)", lambda: _against(fg, reference, "pow_tensor", lambda a, b: a ** b, [np.array(1.5), np.array(-0.5)]), OK()),
-        Case("pow_tensor(empty, broadcast)", lambda: _against(fg, reference, "pow_tensor", lambda a, b: a ** b, [np.ones((0, 3)), base((1, 3))]), OK()),
+        Case("pow(exponent tensor)", lambda: close(T(base()) ** T(2.0), base() ** 2), OK()),
+        Case("pow(tensor exponent, shapes (2,3) (4,))", lambda: T(base()) ** T(np.ones(4)), ValueError),
+        Case("pow(tensor exponent, mixed dtypes)", lambda: T(base()) ** T(2.0, dtype="float64"), TypeError),
         Case("pow(exponent nan)", lambda: close(T([1.0, 2.0]) ** nan, [1.0, nan]), OK(), fp=True),
         Case("pow(empty)", lambda: close(T(np.zeros((0, 2))) ** 3, np.zeros((0, 2))), OK()),
         Case("pow(0-d)", lambda: close(T(-2.0) ** 3, -8.0), OK()),
@@ -276,7 +272,7 @@ def reduction_cases(fg, reference):
         Case("reshape(empty, 3, 0)", lambda: close(T(np.zeros((0, 3))).reshape(3, 0), np.zeros((3, 0))), OK()),
         Case("reshape(0-d, 1, 1)", lambda: close(T(2.0).reshape(1, 1), [[2.0]]), OK()),
         Case("transpose(0,)", lambda: T(base()).transpose(0), ValueError),
-        Case("transpose(0, 0) swaps nothing", lambda: close(T(base()).transpose(0, 0), base()), OK()),
+        Case("transpose(0, 0)", lambda: close(T(base()).transpose(0, 0), base()), OK()),  # a swap with itself, as torch
         Case("permute(0, 0)", lambda: T(base()).permute(0, 0), ValueError),
         Case("transpose(0, 5)", lambda: T(base()).transpose(0, 5), ValueError),
         Case("transpose(0-d).T", lambda: close(T(3.0).T, 3.0), OK()),
@@ -443,8 +439,8 @@ def maxout_affine_cases(fg, reference):
         Case("affine(b 2-d)", lambda: fg.affine(x(), W(), base((1, 4))), ValueError),
         Case("affine(activation bogus)", lambda: fg.affine(x(), W(), b(), activation="bogus"), ValueError),
         Case("affine(activation 1)", lambda: fg.affine(x(), W(), b(), activation=1), ValueError),
-        Case("affine(leaky slope nan)", lambda: fg.affine(x(), W(), b(), activation="leaky_relu", negative_slope=nan), ValueError),
-        Case("affine(elu alpha -1)", lambda: fg.affine(x(), W(), b(), activation="elu", alpha=-1.0), ValueError),
+        Case("affine(leaky slope nan)", lambda: good_affine(x(), W(), b(), activation="leaky_relu", negative_slope=nan), OK(), fp=True),
+        Case("affine(elu alpha -1)", lambda: good_affine(x(), W(), b(), activation="elu", alpha=-1.0), OK()),
         Case("affine(mixed dtypes)", lambda: fg.affine(T(x()), T(W(), dtype="float64"), b()), TypeError),
         Case("affine(W None)", lambda: fg.affine(x(), None, b()), TypeError),
         Case("affine(x str)", lambda: fg.affine("abc", W(), b()), TypeError),
@@ -455,122 +451,6 @@ def maxout_affine_cases(fg, reference):
         Case("affine(int arrays)", lambda: close(fg.affine(np.ones((2, 3), int), np.ones((3, 2), int), np.arange(2)), [[3, 4], [3, 4]]), OK()),
         Case("affine(nan, tanh)", lambda: close(fg.affine([[nan, 1.0]], np.eye(2), [0.0, 0.0], activation="tanh"), [[nan, nan]]), OK()),  # nan * 0 is nan
     ]
-
-
-def _against(fg, reference, row, call, arrays, attrs=None, ref_attrs=None):
-    """call(*float64 tensors) against reference.py's row: output and every input gradient."""
-    attrs = attrs or {}
-    ts = [fg.tensor(a, dtype="float64", requires_grad=True) for a in arrays]
-    y = call(*ts, **attrs)
-    forward, backward = reference.REFERENCE[row]
-    expected, cache = forward(*[f64(a) for a in arrays], **(attrs if ref_attrs is None else ref_attrs))
-    close(y, expected, rtol=1e-12)
-    y.backward(np.ones(y.shape))
-    for t, g in zip(ts, backward(np.ones(np.shape(expected)), cache)):
-        close(t.grad, g, rtol=1e-12)
-
-
-def surface_cases(fg, reference):
-    """The PyTorch-style surface: clamp, cat/stack, where, softmax/log_softmax, dropout, casts,
-    cross_entropy, factories."""
-    T = fg.tensor
-    F = fg.functional
-    x = lambda: T(base())  # noqa: E731
-    A = lambda: _against  # noqa: E731
-    cases = [
-        Case("clamp(min 'a')", lambda: x().clamp("a"), TypeError),
-        Case("clamp(min tensor)", lambda: x().clamp(T(0.0)), TypeError),
-        Case("clamp(min array)", lambda: x().clamp(np.zeros(3)), TypeError),
-        Case("clamp(no bounds)", lambda: x().clamp(), ValueError),
-        Case("clamp(nan)", lambda: close(x().clamp(nan), np.full((2, 3), nan)), OK()),
-        Case("clamp(empty)", lambda: A()(fg, reference, "clamp", lambda t: t.clamp(0.0, 1.0), [np.zeros((0, 2))], ref_attrs={"min": 0.0, "max": 1.0}), OK()),
-        Case("clamp(0-d)", lambda: A()(fg, reference, "clamp", lambda t: t.clamp(-1.0, 0.5), [np.array(0.7)], ref_attrs={"min": -1.0, "max": 0.5}), OK()),
-        Case("clamp(nan-inf values)", lambda: close(fg.clamp(np.array([nan, inf, -inf]), -1.0, 1.0), [nan, 1.0, -1.0]), OK()),
-        Case("cat([])", lambda: fg.cat([]), ValueError),
-        Case("cat(tensor)", lambda: fg.cat(x()), TypeError),
-        Case("cat(None item)", lambda: fg.cat([x(), None]), TypeError),
-        Case("cat(str item)", lambda: fg.cat(["a", x()]), TypeError),
-        Case("cat(shapes differ)", lambda: fg.cat([x(), T(np.ones((2, 4)))]), ValueError),
-        Case("cat(dim 5)", lambda: fg.cat([x(), x()], dim=5), ValueError),
-        Case("cat(dim 1.5)", lambda: fg.cat([x(), x()], dim=1.5), TypeError),
-        Case("cat(float32, float64)", lambda: fg.cat([x(), T(np.ones((2, 3)), dtype="float64")]), TypeError),
-        Case("cat(0-d)", lambda: fg.cat([T(1.0), T(2.0)]), ValueError),
-        Case("cat(empty part)", lambda: A()(fg, reference, "cat", lambda a, b: fg.cat([a, b]), [np.zeros((0, 3)), base()], ref_attrs={"dim": 0}), OK()),
-        Case("cat(all empty, dim 1)", lambda: A()(fg, reference, "cat", lambda a, b: fg.cat([a, b], dim=1), [np.zeros((0, 3)), np.zeros((0, 1))], ref_attrs={"dim": 1}), OK()),
-        Case("stack(shapes differ)", lambda: fg.stack([x(), T(np.ones(3))]), ValueError),
-        Case("stack(dim 5)", lambda: fg.stack([x(), x()], dim=5), ValueError),
-        Case("stack([])", lambda: fg.stack([]), ValueError),
-        Case("stack(0-d)", lambda: close(fg.stack([T(1.0), T(2.0)]), [1.0, 2.0]), OK()),
-        Case("where(shapes)", lambda: fg.where(np.ones(4, bool), x(), 0.0), ValueError),
-        Case("where(cond None)", lambda: fg.where(None, x(), 0.0), TypeError),
-        Case("where(cond float)", lambda: fg.where(np.array([0.5, 0.0, 1.0]), x(), 0.0), TypeError),
-        Case("where(cond str)", lambda: fg.where(np.array(["a", "b", "c"]), x(), 0.0), TypeError),
-        Case("where(b str)", lambda: fg.where(np.ones(3, bool), x(), "a"), TypeError),
-        Case("where(float32, float64)", lambda: fg.where(np.ones(3, bool), x(), T(np.ones(3), dtype="float64")), TypeError),
-        Case("where(empty)", lambda: A()(fg, reference, "where", lambda a, b: fg.where(np.ones((0, 3), bool), a, b), [np.ones((0, 3)), np.ones((1, 3))], ref_attrs={"cond": np.ones((0, 3), bool)}), OK()),
-        Case("where(nan in the other branch)", lambda: A()(fg, reference, "where", lambda a, b: fg.where(np.array([True, False]), a, b), [np.array([1.0, nan]), np.array([nan, 2.0])], ref_attrs={"cond": np.array([True, False])}), OK()),
-    ]
-    for name in ("softmax", "log_softmax"):
-        fn = getattr(fg, name)
-        cases += [
-            Case(f"{name}(dim 5)", lambda fn=fn: fn(x(), 5), ValueError),
-            Case(f"{name}(dim 1.5)", lambda fn=fn: fn(x(), 1.5), TypeError),
-            Case(f"{name}(dim None)", lambda fn=fn: fn(x(), None), TypeError),
-            Case(f"{name}(dim (0, 1))", lambda fn=fn: fn(x(), (0, 1)), TypeError),
-            Case(f"{name}(0-d)", lambda fn=fn: fn(T(1.0), 0), ValueError),
-            Case(f"{name}(x str)", lambda fn=fn: fn("abc", 0), TypeError),
-            Case(f"{name}(empty batch)", lambda fn=fn, name=name: A()(fg, reference, name, lambda t: fn(t, 1), [np.zeros((0, 3))], ref_attrs={"dim": 1}), OK()),
-            Case(f"{name}(empty axis)", lambda fn=fn: close(fn(T(np.zeros((2, 0))), 1), np.zeros((2, 0))), OK()),
-            Case(f"{name}(nan row)", lambda fn=fn: None if (lambda y: np.isnan(y[0]).all() and np.isfinite(y[1]).all())(fn(T([[nan, 1.0], [0.0, 1.0]]), 1).data) else _fail(), OK()),
-            Case(f"{name}(strided, dim -1)", lambda fn=fn, name=name: A()(fg, reference, name, lambda t: fn(t, -1), [base((3, 8))[:, ::2]], ref_attrs={"dim": -1}), OK()),
-        ]
-    cases += [
-        Case("dropout(p=1)", lambda: F.dropout(x(), 1.0), ValueError),
-        Case("dropout(p=-0.1)", lambda: F.dropout(x(), -0.1), ValueError),
-        Case("dropout(p=nan)", lambda: F.dropout(x(), nan), ValueError),
-        Case("dropout(p='a')", lambda: F.dropout(x(), "a"), (ValueError, TypeError)),
-        Case("dropout(p=None)", lambda: F.dropout(x(), None), (ValueError, TypeError)),
-        Case("dropout(0-d)", lambda: F.dropout(T(1.0), 0.5, generator=np.random.default_rng(0)).shape == () or _fail(), OK()),
-        Case("dropout(empty)", lambda: close(F.dropout(T(np.zeros((0, 3))), 0.5), np.zeros((0, 3))), OK()),
-        Case("dropout(x None)", lambda: F.dropout(None, 0.5), TypeError),
-        Case("cast(to int32)", lambda: x().to("int32"), TypeError),
-        Case("cast(to 'bogus')", lambda: x().to("bogus"), TypeError),
-        Case("cast(double, 0-d)", lambda: A()(fg, reference, "cast", lambda t: t.float().double(), [np.array(0.5)], ref_attrs={"dtype": "float64"}), OK()),
-        Case("cast(float, empty)", lambda: x()[:0].double().dtype == np.float64 or _fail(), OK()),
-        Case("cross_entropy(reduction bogus)", lambda: F.cross_entropy(x(), [0, 1], reduction="bogus"), ValueError),
-        Case("cross_entropy(labels out of range)", lambda: F.cross_entropy(x(), [0, 3]), ValueError),
-        Case("cross_entropy(labels nan)", lambda: F.cross_entropy(x(), [0, nan]), ValueError),
-        Case("cross_entropy(labels None)", lambda: F.cross_entropy(x(), None), TypeError),
-        Case("cross_entropy(reduction none, nan)", lambda: None if (lambda v: np.isnan(v[0]) and np.isfinite(v[1]))(F.cross_entropy(T([[nan, 0.0], [0.0, 1.0]]), [0, 1], reduction="none").data) else _fail(), OK()),
-        Case("zeros(-1)", lambda: fg.zeros(-1), ValueError),
-        Case("zeros(2.5)", lambda: fg.zeros(2.5), TypeError),
-        Case("zeros('a')", lambda: fg.zeros("a"), TypeError),
-        Case("zeros(2**70)", lambda: fg.zeros(2**70), (ValueError, OverflowError)),
-        Case("zeros(dtype int32)", lambda: fg.zeros(3, dtype="int32"), TypeError),
-        Case("zeros(0, 3)", lambda: close(fg.zeros(0, 3), np.zeros((0, 3))), OK()),
-        Case("zeros(())", lambda: close(fg.zeros(()), 0.0), OK()),
-        Case("full('a')", lambda: fg.full((2,), "a"), TypeError),
-        Case("full(None)", lambda: fg.full((2,), None), TypeError),
-        Case("full(nan)", lambda: close(fg.full((2,), nan), [nan, nan]), OK()),
-        Case("arange(step 0)", lambda: fg.arange(0, 10, 0), ValueError),
-        Case("arange(nan)", lambda: fg.arange(0, nan), ValueError),
-        Case("arange(inf)", lambda: fg.arange(0, inf), ValueError),
-        Case("arange(empty)", lambda: close(fg.arange(3, 0), np.zeros(0)), OK()),
-        Case("eye(-1)", lambda: fg.eye(-1), ValueError),
-        Case("eye(2.5)", lambda: fg.eye(2.5), TypeError),
-        Case("randn(-1)", lambda: fg.randn(-1), ValueError),
-        Case("rand(2.5)", lambda: fg.rand(2.5), TypeError),
-        Case("ones_like('a')", lambda: fg.ones_like("a"), TypeError),
-        Case("manual_seed(-1)", lambda: fg.manual_seed(-1), ValueError),
-        Case("view(4, 4)", lambda: x().view(4, 4), ValueError),
-        Case("flatten(5)", lambda: x().flatten(5), ValueError),
-        Case("unsqueeze(5)", lambda: x().unsqueeze(5), ValueError),
-        Case("argmax(empty)", lambda: T(np.zeros((0, 3))).argmax(), ValueError),
-        Case("argmax(nan) is the first nan", lambda: int(T([1.0, nan, 3.0, nan]).argmax()) == 1 or _fail(), OK()),
-        Case("min(empty)", lambda: T(np.zeros((0, 3))).min(), ValueError),
-        Case("min(nan)", lambda: close(T([1.0, nan, -3.0]).min(), nan), OK()),
-    ]
-    return cases
 
 
 def tensor_cases(fg, reference):
@@ -671,6 +551,147 @@ def nn_cases(fg, reference):
 
 
 # --- the raw bindings, called directly: validation lives in them, not in ops.py ----------------------
+
+
+def surface_cases(fg, reference):
+    """The PyTorch surface's rows: clamp, tensor exponents, cat, where, log_softmax, dropout."""
+    import fastgrad.functional as F
+
+    T = fg.tensor
+    x = lambda: T(base())  # noqa: E731
+    return [
+        Case("clamp(0-d)", lambda: close(fg.clamp(T(2.0), 0.0, 1.0), 1.0), OK()),
+        Case("clamp(empty)", lambda: close(fg.clamp(T(np.zeros((0, 3))), 0.0, 1.0), np.zeros((0, 3))), OK()),
+        Case("clamp(nan)", lambda: close(fg.clamp(T([nan, 2.0]), 0.0, 1.0), [nan, 1.0]), OK(), fp=True),
+        Case("clamp(min 'a')", lambda: fg.clamp(x(), "a"), TypeError),
+        Case("clamp(min > max)", lambda: close(fg.clamp(T([0.5]), 1.0, 0.0), np.clip([0.5], 1.0, 0.0)), OK()),
+        Case("pow_tensor(empty)", lambda: close(T(np.zeros((0, 2))) ** T(np.zeros((0, 2))), np.zeros((0, 2))), OK()),
+        Case("pow_tensor(2 ** t)", lambda: close(2.0 ** T([1.0, 3.0]), [2.0, 8.0]), OK()),
+        Case("cat(empty list)", lambda: fg.cat([]), ValueError),
+        Case("cat(not a list)", lambda: fg.cat(x()), TypeError),
+        Case("cat(shapes (2,3) (2,4), dim 0)", lambda: fg.cat([x(), T(np.ones((2, 4)))]), ValueError),
+        Case("cat(dim 5)", lambda: fg.cat([x(), x()], dim=5), (ValueError, IndexError)),
+        Case("cat(mixed dtypes)", lambda: fg.cat([x(), T(base(), dtype="float64")]), TypeError),
+        Case("cat(0-d)", lambda: fg.cat([T(1.0), T(2.0)]), ValueError),
+        Case("cat(empty parts)", lambda: close(fg.cat([T(np.zeros((0, 3))), x()]), base()), OK()),
+        Case("stack(shapes differ)", lambda: fg.stack([x(), T(np.ones((3, 2)))]), ValueError),
+        Case("where(cond shape)", lambda: fg.where(np.ones((3, 3), bool), x(), x()), ValueError),
+        Case("where(cond None)", lambda: fg.where(None, x(), x()), (TypeError, ValueError)),
+        Case("where(nan)", lambda: close(fg.where(np.array([True, False]), T([nan, 1.0]), T([2.0, nan])), [nan, nan]), OK(), fp=True),
+        Case("log_softmax(dim 2)", lambda: F.log_softmax(x(), 2), (ValueError, IndexError)),
+        Case("log_softmax(empty)", lambda: close(F.log_softmax(T(np.zeros((0, 3))), 1), np.zeros((0, 3))), OK()),
+        Case("log_softmax(inf)", lambda: close(F.log_softmax(T([[inf, 0.0]]), 1), [[nan, nan]]), OK(), fp=True),  # as torch
+        Case("dropout(p=1.5)", lambda: F.dropout(x(), 1.5), ValueError),
+        Case("dropout(p=-0.1)", lambda: F.dropout(x(), -0.1), ValueError),
+        Case("dropout(p=nan)", lambda: F.dropout(x(), nan), ValueError),
+        Case("dropout(p='a')", lambda: F.dropout(x(), "a"), (TypeError, ValueError)),
+        Case("dropout(eval)", lambda: close(F.dropout(x(), 0.5, training=False), base()), OK()),
+        Case("dropout(empty)", lambda: close(F.dropout(T(np.zeros((0, 3))), 0.5), np.zeros((0, 3))), OK()),
+    ]
+
+
+def _against(fg, reference, row, call, arrays, attrs=None, ref_attrs=None):
+    """call(*float64 tensors) against reference.py's row: output and every input gradient."""
+    attrs = attrs or {}
+    ts = [fg.tensor(a, dtype="float64", requires_grad=True) for a in arrays]
+    y = call(*ts, **attrs)
+    forward, backward = reference.REFERENCE[row]
+    expected, cache = forward(*[f64(a) for a in arrays], **(attrs if ref_attrs is None else ref_attrs))
+    close(y, expected, rtol=1e-12)
+    y.backward(np.ones(y.shape))
+    for t, g in zip(ts, backward(np.ones(np.shape(expected)), cache)):
+        close(t.grad, g, rtol=1e-12)
+
+
+def more_surface_cases(fg, reference):
+    """More of the PyTorch-style surface: clamp, cat/stack, where, softmax/log_softmax, dropout,
+    casts, cross_entropy, factories and shape methods, with results against reference.py."""
+    T = fg.tensor
+    F = fg.functional
+    x = lambda: T(base())  # noqa: E731
+    A = lambda: _against  # noqa: E731
+    cases = [
+        Case("clamp(min tensor)", lambda: x().clamp(T(0.0)), TypeError),
+        Case("clamp(min array)", lambda: x().clamp(np.zeros(3)), TypeError),
+        Case("clamp(no bounds)", lambda: x().clamp(), ValueError),
+        Case("clamp(nan-inf values)", lambda: close(fg.clamp(np.array([nan, inf, -inf]), -1.0, 1.0), [nan, 1.0, -1.0]), OK()),
+        Case("cat([])", lambda: fg.cat([]), ValueError),
+        Case("cat(tensor)", lambda: fg.cat(x()), TypeError),
+        Case("cat(None item)", lambda: fg.cat([x(), None]), TypeError),
+        Case("cat(str item)", lambda: fg.cat(["a", x()]), TypeError),
+        Case("cat(shapes differ)", lambda: fg.cat([x(), T(np.ones((2, 4)))]), ValueError),
+        Case("cat(dim 1.5)", lambda: fg.cat([x(), x()], dim=1.5), TypeError),
+        Case("cat(float32, float64)", lambda: fg.cat([x(), T(np.ones((2, 3)), dtype="float64")]), TypeError),
+        Case("cat(empty part)", lambda: A()(fg, reference, "cat", lambda a, b: fg.cat([a, b]), [np.zeros((0, 3)), base()], ref_attrs={"dim": 0}), OK()),
+        Case("cat(all empty, dim 1)", lambda: A()(fg, reference, "cat", lambda a, b: fg.cat([a, b], dim=1), [np.zeros((0, 3)), np.zeros((0, 1))], ref_attrs={"dim": 1}), OK()),
+        Case("stack(dim 5)", lambda: fg.stack([x(), x()], dim=5), ValueError),
+        Case("stack([])", lambda: fg.stack([]), ValueError),
+        Case("stack(0-d)", lambda: close(fg.stack([T(1.0), T(2.0)]), [1.0, 2.0]), OK()),
+        Case("where(shapes)", lambda: fg.where(np.ones(4, bool), x(), 0.0), ValueError),
+        Case("where(cond float)", lambda: fg.where(np.array([0.5, 0.0, 1.0]), x(), 0.0), TypeError),
+        Case("where(cond str)", lambda: fg.where(np.array(["a", "b", "c"]), x(), 0.0), TypeError),
+        Case("where(b str)", lambda: fg.where(np.ones(3, bool), x(), "a"), TypeError),
+        Case("where(float32, float64)", lambda: fg.where(np.ones(3, bool), x(), T(np.ones(3), dtype="float64")), TypeError),
+        Case("where(empty)", lambda: A()(fg, reference, "where", lambda a, b: fg.where(np.ones((0, 3), bool), a, b), [np.ones((0, 3)), np.ones((1, 3))], ref_attrs={"cond": np.ones((0, 3), bool)}), OK()),
+        Case("where(nan in the other branch)", lambda: A()(fg, reference, "where", lambda a, b: fg.where(np.array([True, False]), a, b), [np.array([1.0, nan]), np.array([nan, 2.0])], ref_attrs={"cond": np.array([True, False])}), OK()),
+    ]
+    for name in ("softmax", "log_softmax"):
+        fn = getattr(fg, name)
+        cases += [
+            Case(f"{name}(dim 5)", lambda fn=fn: fn(x(), 5), ValueError),
+            Case(f"{name}(dim 1.5)", lambda fn=fn: fn(x(), 1.5), TypeError),
+            Case(f"{name}(dim None)", lambda fn=fn: fn(x(), None), TypeError),
+            Case(f"{name}(dim (0, 1))", lambda fn=fn: fn(x(), (0, 1)), TypeError),
+            Case(f"{name}(0-d)", lambda fn=fn: fn(T(1.0), 0), ValueError),
+            Case(f"{name}(x str)", lambda fn=fn: fn("abc", 0), TypeError),
+            Case(f"{name}(empty batch)", lambda fn=fn, name=name: A()(fg, reference, name, lambda t: fn(t, 1), [np.zeros((0, 3))], ref_attrs={"dim": 1}), OK()),
+            Case(f"{name}(empty axis)", lambda fn=fn: close(fn(T(np.zeros((2, 0))), 1), np.zeros((2, 0))), OK()),
+            Case(f"{name}(nan row)", lambda fn=fn: None if (lambda y: np.isnan(y[0]).all() and np.isfinite(y[1]).all())(fn(T([[nan, 1.0], [0.0, 1.0]]), 1).data) else _fail(), OK()),
+            Case(f"{name}(strided, dim -1)", lambda fn=fn, name=name: A()(fg, reference, name, lambda t: fn(t, -1), [base((3, 8))[:, ::2]], ref_attrs={"dim": -1}), OK()),
+        ]
+    cases += [
+        Case("dropout(p=1)", lambda: F.dropout(x(), 1.0), ValueError),
+        Case("dropout(p=None)", lambda: F.dropout(x(), None), (ValueError, TypeError)),
+        Case("dropout(0-d)", lambda: F.dropout(T(1.0), 0.5, generator=np.random.default_rng(0)).shape == () or _fail(), OK()),
+        Case("dropout(x None)", lambda: F.dropout(None, 0.5), TypeError),
+        Case("cast(to int32)", lambda: x().to("int32"), TypeError),
+        Case("cast(to 'bogus')", lambda: x().to("bogus"), TypeError),
+        Case("cast(double, 0-d)", lambda: A()(fg, reference, "cast", lambda t: t.float().double(), [np.array(0.5)], ref_attrs={"dtype": "float64"}), OK()),
+        Case("cast(float, empty)", lambda: x()[:0].double().dtype == np.float64 or _fail(), OK()),
+        Case("cross_entropy(reduction bogus)", lambda: F.cross_entropy(x(), [0, 1], reduction="bogus"), ValueError),
+        Case("cross_entropy(labels out of range)", lambda: F.cross_entropy(x(), [0, 3]), ValueError),
+        Case("cross_entropy(labels nan)", lambda: F.cross_entropy(x(), [0, nan]), ValueError),
+        Case("cross_entropy(labels None)", lambda: F.cross_entropy(x(), None), TypeError),
+        Case("cross_entropy(reduction none, nan)", lambda: None if (lambda v: np.isnan(v[0]) and np.isfinite(v[1]))(F.cross_entropy(T([[nan, 0.0], [0.0, 1.0]]), [0, 1], reduction="none").data) else _fail(), OK()),
+        Case("zeros(-1)", lambda: fg.zeros(-1), ValueError),
+        Case("zeros(2.5)", lambda: fg.zeros(2.5), TypeError),
+        Case("zeros('a')", lambda: fg.zeros("a"), TypeError),
+        Case("zeros(2**70)", lambda: fg.zeros(2**70), (ValueError, OverflowError)),
+        Case("zeros(dtype int32)", lambda: fg.zeros(3, dtype="int32"), TypeError),
+        Case("zeros(0, 3)", lambda: close(fg.zeros(0, 3), np.zeros((0, 3))), OK()),
+        Case("zeros(())", lambda: close(fg.zeros(()), 0.0), OK()),
+        Case("full('a')", lambda: fg.full((2,), "a"), TypeError),
+        Case("full(None)", lambda: fg.full((2,), None), TypeError),
+        Case("full(nan)", lambda: close(fg.full((2,), nan), [nan, nan]), OK()),
+        Case("arange(step 0)", lambda: fg.arange(0, 10, 0), ValueError),
+        Case("arange(nan)", lambda: fg.arange(0, nan), ValueError),
+        Case("arange(inf)", lambda: fg.arange(0, inf), ValueError),
+        Case("arange(empty)", lambda: close(fg.arange(3, 0), np.zeros(0)), OK()),
+        Case("eye(-1)", lambda: fg.eye(-1), ValueError),
+        Case("eye(2.5)", lambda: fg.eye(2.5), TypeError),
+        Case("randn(-1)", lambda: fg.randn(-1), ValueError),
+        Case("rand(2.5)", lambda: fg.rand(2.5), TypeError),
+        Case("ones_like('a')", lambda: fg.ones_like("a"), TypeError),
+        Case("manual_seed(-1)", lambda: fg.manual_seed(-1), ValueError),
+        Case("view(4, 4)", lambda: x().view(4, 4), ValueError),
+        Case("flatten(5)", lambda: x().flatten(5), ValueError),
+        Case("unsqueeze(5)", lambda: x().unsqueeze(5), ValueError),
+        Case("argmax(empty)", lambda: T(np.zeros((0, 3))).argmax(), ValueError),
+        Case("argmax(nan) is the first nan", lambda: int(T([1.0, nan, 3.0, nan]).argmax()) == 1 or _fail(), OK()),
+        Case("min(empty)", lambda: T(np.zeros((0, 3))).min(), ValueError),
+        Case("min(nan)", lambda: close(T([1.0, nan, -3.0]).min(), nan), OK()),
+    ]
+    return cases
 
 
 def binding_cases(K, L):
@@ -815,7 +836,9 @@ def binding_cases(K, L):
         Case("L.affine_forward(W mismatch)", lambda: L.affine_forward(A((2, 3)), A((2, 4)), A((4,))), ValueError),
         Case("L.affine_forward(x strided)", lambda: L.affine_forward(A((2, 6))[:, ::2], A((3, 4)), A((4,))), ValueError),
         Case("L.affine_forward(activation bogus)", lambda: L.affine_forward(A((2, 3)), A((3, 4)), A((4,)), "bogus"), ValueError),
-        Case("L.affine_forward(leaky param -1)", lambda: L.affine_forward(A((2, 3)), A((3, 4)), A((4,)), "leaky_relu", -1.0), ValueError),
+        Case("L.affine_forward(leaky param -1)", lambda: close(L.affine_forward(A((2, 3)), A((3, 4)), A((4,)), "leaky_relu", -1.0)[0],
+                                                              np.where(f64(A((2, 3))) @ f64(A((3, 4))) + f64(A((4,))) > 0, 1, -1)
+                                                              * (f64(A((2, 3))) @ f64(A((3, 4))) + f64(A((4,))))), OK()),
         Case("L.affine_backward(dy 1-d)", lambda: L.affine_backward(A((4,)), None, A((2, 3)), A((3, 4))), ValueError),
         Case("L.affine_backward(dy strided)", lambda: L.affine_backward(A((2, 8))[:, ::2], None, A((2, 3)), A((3, 4))), ValueError),
         Case("L.affine_backward(dy int)", lambda: L.affine_backward(np.ones((2, 4), int), None, A((2, 3)), A((3, 4))), TypeError),
@@ -839,7 +862,7 @@ def all_cases():
 
     cases = []
     for build in (unary_cases, binary_cases, reduction_cases, index_cases, loss_cases, maxout_affine_cases,
-                  surface_cases, tensor_cases, nn_cases):
+                  tensor_cases, nn_cases, surface_cases, more_surface_cases):
         cases += build(fg, reference)
     cases += binding_cases(K, L)
     names = [c.name for c in cases]
