@@ -315,6 +315,7 @@ def index_cases(fg, reference):
         Case("x[0] of empty", lambda: T(np.zeros((0, 3)))[0], IndexError),
         Case("x[bool tensor mask]", lambda: good(mask, as_given=Tensor._wrap(mask.copy())), OK()),
         Case("x[bool tensor 2-d mask]", lambda: good(base((4, 5)) > 0, as_given=Tensor._wrap(base((4, 5)) > 0)), OK()),
+        Case("x[int tensor, repeats]", lambda: good(np.array([3, 0, 3]), as_given=Tensor._wrap(np.array([3, 0, 3]))), OK()),
         Case("x[bool list]", lambda: good(mask, as_given=[True, False, True, True]), OK()),
         Case("x[bool ndarray]", lambda: good(mask), OK()),
         Case("x[:, bool tensor]", lambda: good((slice(None), np.array([1, 0, 1, 0, 1], bool)),
