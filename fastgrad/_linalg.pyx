@@ -197,7 +197,8 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const 
     cdef int threads = 1
     cdef uint64_t key = 0
     cdef int64_t t0 = 0
-    cdef int c, lo, w
+    cdef int c, w
+    cdef Py_ssize_t lo  # 64-bit: the offsets lo * k and lo * n can pass INT_MAX (m * k > 2^31)
     if blas_threads > 1 and nchunks > 1:
         key = fg_adapt_key(4 * (floating is double) + 2 * ta + tb, m, n, k)
         threads = fg_adapt_threads(key, blas_threads)
