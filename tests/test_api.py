@@ -729,3 +729,11 @@ def test_function_forms_of_the_methods():
     namespace = {}
     exec("from fastgrad import *", namespace)
     assert not {"max", "min", "sum", "abs", "pow"} & set(namespace)  # builtins stay builtins
+
+
+def test_a_row_name_cannot_be_registered_twice():
+    from fastgrad import ops
+
+    with pytest.raises(RuntimeError, match="'dropout' is already registered"):
+        ops.primitive("dropout")(lambda x: (x, ()))
+    assert ops.TABLE["dropout"].forward is ops.dropout.forward
