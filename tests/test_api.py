@@ -468,8 +468,18 @@ def test_dropout_identity_and_validation():
     for p in (-0.1, 1.0, 1.5, True, "0.5", None):
         with pytest.raises(ValueError, match="dropout: p must be"):
             F.dropout(x, p)
-    with pytest.raises(TypeError, match="generator"):
-        F.dropout(x, 0.5, generator=0)
+    with pytest.raises(TypeError, match="dropout: generator"):
+        F.dropout(x, 0.5, generator="0")
+    np.testing.assert_array_equal(  # an int seeds a new generator
+        F.dropout(fg.ones(20), 0.5, generator=4).data, F.dropout(fg.ones(20), 0.5, generator=4).data
+    )
+
+    class Holder:  # a torch.Generator-like wrapper exposing its numpy Generator as .numpy
+        numpy = np.random.default_rng(1)
+
+    np.testing.assert_array_equal(
+        F.dropout(fg.ones(20), 0.5, generator=Holder()).data != 0, np.random.default_rng(1).random(20) >= 0.5
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,6 +531,9 @@ def test_factory_errors():
         fg.full(2, "x")
     with pytest.raises(TypeError, match="zeros_like"):
         fg.zeros_like([1, 2])
+    with pytest.raises(TypeError, match="generator must be"):
+        fg.randn(2, generator="x")
+    np.testing.assert_array_equal(fg.rand(3, generator=7).data, fg.rand(3, generator=7).data)
 
 
 def test_manual_seed_drives_randn_rand_and_nn_defaults():
