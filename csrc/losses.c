@@ -7,7 +7,9 @@
 
 /* The SVM counts active margins in an int (it vectorizes better than a 64-bit counter), over
  * chunks of at most this many classes, so rows of any length are counted exactly. */
+#ifndef FG_SVM_CHUNK /* overridable (-D) only to test the chunking on small rows */
 #define FG_SVM_CHUNK ((ptrdiff_t)1 << 30)
+#endif
 
 /* Row reductions are FG_SIMD loops (common.h): vectorized, in an order fixed by the compiled code,
  * so the results do not depend on the thread count. */
@@ -68,7 +70,7 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
                                         double *restrict loss__n)                              \
     {                                                                                          \
         const T inv_n = (T)(1.0 / (double)n);                                                  \
-        FG_OMP_FOR(n > 1 && n * c > FG_OMP_MIN_EXP)                                            \
+        FG_OMP_FOR(n > 1 && n * c > FG_OMP_MIN_EXP, n * c)                                            \
         for (ptrdiff_t r = 0; r < n; r++) {                                                    \
             const T *s = scores__nc + r * c;                                                   \
             T *restrict g = grad__nc ? grad__nc + r * c : NULL;                                \
@@ -144,7 +146,7 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
                                  double *restrict loss__n)                                     \
     {                                                                                          \
         const T inv_n = (T)(1.0 / (double)n);                                                  \
-        FG_OMP_FOR(n > 1 && n * c > FG_OMP_MIN_CHEAP)                                          \
+        FG_OMP_FOR(n > 1 && n * c > FG_OMP_MIN_CHEAP, n * c)                                          \
         for (ptrdiff_t r = 0; r < n; r++) {                                                    \
             const T *s = scores__nc + r * c;                                                   \
             T *restrict g = grad__nc ? grad__nc + r * c : NULL;                                \

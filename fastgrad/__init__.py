@@ -10,7 +10,7 @@
 import numpy as np
 
 from . import viz
-from .autograd import is_grad_enabled, no_grad
+from .autograd import is_debug, is_grad_enabled, no_grad, set_debug
 from .functional import (
     affine,
     as_tensor,
@@ -80,7 +80,7 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
     "softmax_cross_entropy", "svm_loss", "viz", "nn", "optim", "data", "set_num_threads",
-    "get_num_threads",
+    "get_num_threads", "set_debug", "is_debug",
     # the PyTorch surface
     "functional", "random", "float32", "float64", "ValuesIndices",
     # (fg.abs, fg.pow, fg.max, fg.min, fg.sum exist but stay out of __all__: `from fastgrad import *`

@@ -24,7 +24,7 @@ import numpy as np
 from . import flat as _flat
 from . import functional as F
 from .random import default_generator
-from .tensor import Tensor, resolve_dtype
+from .tensor import Tensor, resolve_dtype, to_array
 
 # torch.nn.functional's place: fg.nn.functional and `import fastgrad.nn.functional as F` are
 # fastgrad.functional itself (nn is a module, so the import system is told about the alias)
@@ -411,7 +411,9 @@ def _input(x, like: Tensor) -> Tensor:
     """A batch as a constant tensor of the parameters' dtype (arrays of another dtype are converted)."""
     if isinstance(x, Tensor):
         return x
-    return Tensor._wrap(np.require(x, dtype=like.dtype, requirements="CA"))  # C order, aligned, native
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":  # no copy when it is already right
+        return Tensor._wrap(np.require(x, dtype=like.dtype, requirements="CA"))  # C order, aligned, native
+    return Tensor._wrap(to_array(x, like.dtype))  # lists, numbers; TypeError for strings, None, objects
 
 
 class MLP(Module):

@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 
+from .autograd import mark_modified
 from .flat import zero_grads
 from .tensor import Tensor
 
@@ -72,6 +73,7 @@ class Optimizer:
                     f"has shape {g.shape} ({g.dtype})"
                 )
             self._update(i, p.data, g, self._scratch[i])
+            mark_modified(p)  # an in-place change, as in PyTorch: a stale graph's backward raises
 
     def _begin_step(self) -> None:
         pass

@@ -8,7 +8,7 @@ import numbers
 import numpy as np
 
 from . import ops
-from .autograd import Node, is_grad_enabled, run_backward
+from .autograd import Node, _memory_owner, is_grad_enabled, mark_modified, run_backward, version_counter
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -51,7 +51,7 @@ class Tensor:
     pass reaches this tensor, then an array of the same shape and dtype.
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "_node", "name", "__weakref__")
+    __slots__ = ("data", "grad", "requires_grad", "_node", "name", "_vc", "__weakref__")
     __array_ufunc__ = None  # make `ndarray + Tensor` call Tensor.__radd__
 
     def __init__(self, data, dtype=None, requires_grad=False, name=None):
@@ -60,6 +60,7 @@ class Tensor:
         self.requires_grad = bool(requires_grad)
         self._node = None
         self.name = name
+        self._vc = None  # version counter, created on first need (autograd.mark_modified)
 
     @classmethod
     def _wrap(cls, data: np.ndarray, requires_grad: bool = False) -> "Tensor":
@@ -70,6 +71,7 @@ class Tensor:
         t.requires_grad = requires_grad
         t._node = None
         t.name = None
+        t._vc = None
         return t
 
     # --- array facts -------------------------------------------------------------------------
@@ -107,8 +109,18 @@ class Tensor:
         return self.data.item()
 
     def detach(self) -> "Tensor":
-        """A tensor sharing this one's data, cut from the graph (a leaf not requiring grad)."""
-        return Tensor._wrap(self.data)
+        """A tensor sharing this one's data, cut from the graph (a leaf not requiring grad).
+
+        It shares the version counter too: an in-place change through either is seen by backward.
+        """
+        t = Tensor._wrap(self.data)
+        t._vc = version_counter(self)
+        return t
+
+    @property
+    def _version(self) -> int:
+        """How many in-place changes this tensor's data has had (shared with views, as in PyTorch)."""
+        return 0 if self._vc is None else self._vc[0]
 
     # --- backward ----------------------------------------------------------------------------
     def backward(self, gradient=None, retain_graph: bool = False, keep_grads: bool = False) -> None:
@@ -177,6 +189,57 @@ class Tensor:
         return apply(ops.neg, self)
 
     def __pos__(self):
+        return self
+
+    # in-place: update .data itself (views and detached copies see it), as PyTorch does
+    def __iadd__(self, other):
+        return self._inplace(np.add, other, "+=")
+
+    def __isub__(self, other):
+        return self._inplace(np.subtract, other, "-=")
+
+    def __imul__(self, other):
+        return self._inplace(np.multiply, other, "*=")
+
+    def __itruediv__(self, other):
+        return self._inplace(np.divide, other, "/=")
+
+    def _inplace(self, ufunc, other, symbol):
+        """self.data <- ufunc(self.data, other), broadcasting `other` into self's shape; not recorded.
+
+        Allowed on tensors that do not require grad, and on any tensor inside `no_grad()`; a leaf
+        that requires grad outside it raises (as in PyTorch), and so does a recorded output or an
+        operand that requires grad: the tape does not record in-place ops, so the gradient would be
+        lost. Every change bumps the version counter, so a backward that needs the old value raises.
+        """
+        if is_grad_enabled():
+            if self.requires_grad:
+                if self._node is None:
+                    raise RuntimeError(
+                        f"'{symbol}' on a leaf tensor that requires grad: update parameters inside "
+                        f"`with fastgrad.no_grad():` (e.g. W -= lr * W.grad), or write `W = W {symbol[0]} ...` "
+                        "to build a new tensor in the graph"
+                    )
+                raise RuntimeError(
+                    f"'{symbol}' on a tensor that requires grad (the output of op '{self._node.op.name}'): "
+                    f"in-place ops are not recorded on the tape; write `x = x {symbol[0]} y` instead"
+                )
+            if isinstance(other, Tensor) and other.requires_grad:
+                raise RuntimeError(
+                    f"'{symbol}' with an operand that requires grad: in-place ops are not recorded on "
+                    f"the tape, so its gradient would be lost; write `x = x {symbol[0]} y` instead"
+                )
+        o = coerce(other, self).data
+        data = self.data
+        if o.shape != data.shape and ops.broadcast_shape(symbol, data.shape, o.shape) != data.shape:
+            raise ValueError(
+                f"{symbol}: an operand of shape {o.shape} cannot be broadcast into a tensor of shape "
+                f"{data.shape} (in-place ops keep the target's shape)"
+            )
+        if not data.flags.writeable:
+            raise ValueError(f"{symbol}: this tensor's data is read-only (a read-only NumPy array?)")
+        ufunc(data, o, out=data)
+        mark_modified(self)
         return self
 
     def __pow__(self, exponent):
@@ -618,8 +681,14 @@ def apply(op: ops.Op, *inputs: Tensor, **attrs) -> Tensor:
     if type(out) is not np.ndarray:  # NumPy returns scalars from 0-d arithmetic
         out = np.array(out)
     result = Tensor._wrap(out, requires_grad)
+    if out.base is not None:  # a view of an input's data (reshape, basic indexing): one version counter
+        owner = _memory_owner(out)
+        for t in inputs:
+            if _memory_owner(t.data) is owner:
+                result._vc = version_counter(t)
+                break
     if requires_grad:
-        result._node = Node(op, inputs, saved)
+        result._node = Node(op, inputs, saved, out, result._vc)  # out_vc is set when a counter is made
     return result
 
 

@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -29,8 +30,9 @@ import numpy as np
 from . import data as D
 from . import functional as F
 from . import nn, optim
+from ._io import atomic_write, check_writable_dir
 from .autograd import no_grad
-from .threads import get_num_threads, set_num_threads
+from .threads import MAX_THREADS, get_num_threads, set_num_threads
 
 __all__ = ["History", "fit", "accuracy", "make_optimizer", "OPTIMIZERS", "LOSSES", "main"]
 
@@ -236,8 +238,11 @@ def plot_history(history: History, path) -> bool:
     ax2.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return True
 
 
@@ -254,17 +259,30 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive(kind):
+def _positive(kind, most=None):
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most}, got {text}")
         if not value > 0 or (kind is float and not math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
 
     return parse
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
 
 
 def _non_negative_float(text):
@@ -298,8 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive(int), default=20)
     p.add_argument("--reg", type=_non_negative_float, default=1e-3, help="L2 strength: 0.5*reg*sum(W**2)")
     p.add_argument("--loss", choices=list(LOSSES), default="softmax")
-    p.add_argument("--seed", type=int, default=0, help="seeds the split, the initial weights and the batches")
-    p.add_argument("--threads", type=_positive(int), default=None, help="threads for BLAS and the kernels")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seeds the split, the initial weights and the batches")
+    p.add_argument("--threads", type=_positive(int, MAX_THREADS), default=None, help="threads for BLAS and the kernels")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where to write model.npz, history.json, curves.png")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--distributed", action="store_true",
@@ -322,6 +340,47 @@ def _threads(n):
         set_num_threads(previous)
 
 
+#: the files a run writes into --out (all through atomic_write: a reader never sees half a file)
+OUTPUTS = ("model.npz", "history.json", "curves.png")
+
+
+def _say(*text) -> None:
+    """print() to stdout and flush: a closed stdout (`| head -1`) shows up at the line that failed."""
+    print(*text, flush=True)
+
+
+def _prepare_out(out: Path) -> None:
+    """Create --out and prove that the outputs can be written there, before any training starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"argument --out: cannot create the output folder {out}: {e.strerror or e}") from None
+    try:
+        check_writable_dir(out, OUTPUTS)  # creates and removes a file: permission bits alone do not tell
+    except OSError as e:
+        where = f"files in {out}" if e.filename in (None, str(out)) else e.filename
+        raise UsageError(f"argument --out: cannot write {where}: {e.strerror or e}") from None
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """An OSError while writing `path` (a full disk, a vanished folder) as one UsageError line."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _build_model(sizes, args) -> nn.MLP:
+    try:
+        return nn.MLP(sizes, activation=args.activation, seed=args.seed)
+    except (MemoryError, OverflowError, ValueError) as e:
+        what = "not enough memory" if isinstance(e, MemoryError) else str(e) or type(e).__name__
+        raise UsageError(f"argument --hidden: cannot build an MLP {sizes}: {what}") from None
+
+
 def run(args, world=None) -> int:
     """The command line's work; `world` is a DataParallel-ready `_World` under --distributed."""
     if args.lr_decay > 1:
@@ -335,20 +394,16 @@ def run(args, world=None) -> int:
         world.agree(error)  # the same verdict on every rank: all go on, or all stop
     if error is not None:
         raise error from None
-    try:
-        if world is None or world.is_root:
-            args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the output folder {args.out}: {e.strerror}") from None
+    if world is None or world.is_root:
+        _prepare_out(args.out)
     sizes = [splits.num_features, *args.hidden, splits.num_classes]
-    model = nn.MLP(sizes, activation=args.activation, seed=args.seed)
+    model = _build_model(sizes, args)
     lr = OPTIMIZERS[args.optimizer][1] if args.lr is None else args.lr
-    print(f"{args.dataset}: {len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test, "
-          f"{splits.num_features} features, {splits.num_classes} classes")
-    print(f"MLP {sizes} {args.activation}, {args.optimizer} lr={lr:g}, batch {args.batch_size}, "
-          f"{args.epochs} epochs, reg {args.reg:g}, seed {args.seed}"
-          + ("" if world is None else f", {world.size} ranks"))
-    sys.stdout.flush()
+    _say(f"{args.dataset}: {len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test, "
+         f"{splits.num_features} features, {splits.num_classes} classes")
+    _say(f"MLP {sizes} {args.activation}, {args.optimizer} lr={lr:g}, batch {args.batch_size}, "
+         f"{args.epochs} epochs, reg {args.reg:g}, seed {args.seed}"
+         + ("" if world is None else f", {world.size} rank{'s' if world.size > 1 else ''}"))
     with _threads(args.threads):
         try:
             history = fit(model, splits, optimizer=args.optimizer, lr=lr, epochs=args.epochs,
@@ -364,35 +419,23 @@ def run(args, world=None) -> int:
         acc = accuracy if world is None else world.dp.accuracy
         accs = {part: acc(model, getattr(splits, f"X_{part}"), getattr(splits, f"y_{part}"))
                 for part in ("train", "val", "test")}
-    print(f"accuracy: train {accs['train']:.4f}  val {accs['val']:.4f}  test {accs['test']:.4f}  "
-          f"({history.seconds:.1f} s, final loss {history.epoch_loss[-1]:.4f})")
+    _say(f"accuracy: train {accs['train']:.4f}  val {accs['val']:.4f}  test {accs['test']:.4f}  "
+         f"({history.seconds:.1f} s, final loss {history.epoch_loss[-1]:.4f})")
     if world is not None and not world.is_root:
         return 0  # only rank 0 writes files
-    checkpoint = _replace_atomically(args.out / "model.npz", lambda tmp: nn.save(model, tmp))
-    _replace_atomically(args.out / "history.json", lambda tmp: tmp.write_text(
-        json.dumps({**asdict(history), "final_accuracy": accs}) + "\n"))
-    print(f"wrote {checkpoint} and {args.out / 'history.json'}")
+    with _writing(args.out / "model.npz"):
+        checkpoint = nn.save(model, args.out / "model.npz")
+    with _writing(args.out / "history.json"), atomic_write(args.out / "history.json", "w") as f:
+        f.write(json.dumps({**asdict(history), "final_accuracy": accs}) + "\n")
+    _say(f"wrote {checkpoint} and {args.out / 'history.json'}")
     png = args.out / "curves.png"
-    if _replace_atomically(png, lambda tmp: plot_history(history, tmp)):
-        print(f"wrote {png}")
+    with _writing(png):
+        plotted = plot_history(history, png)
+    if plotted:
+        _say(f"wrote {png}")
     else:
-        print('no plot: matplotlib is not installed (pip install "fastgrad[plot]")')
+        _say('no plot: matplotlib is not installed (pip install "fastgrad[plot]")')
     return 0
-
-
-def _replace_atomically(path: Path, write):
-    """Call write(tmp) on a temporary name beside `path`, then rename it to `path` (never a
-    half-written file there); returns path, or write's result when that is False."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        result = write(tmp)
-        if result is False:
-            return False
-        os.replace(tmp, path)
-        return path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 class _World:
@@ -439,21 +482,55 @@ def _run_distributed(args) -> int:
         return run(args, world)
 
 
+def _report(line: str) -> None:
+    """Print `line` to stderr; a second Ctrl-C meanwhile, or a closed stderr, cannot turn it into a traceback."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        previous = None
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):  # stderr closed: nothing left to tell
+        _drop_broken_streams()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _drop_broken_streams() -> None:
+    """Point a closed stdout/stderr at os.devnull, so that the flush at exit cannot fail again."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            with contextlib.suppress(Exception):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+
+
 def main(argv=None) -> int:
     """Entry point of `fastgrad-train` / `python -m fastgrad.train`; returns the exit status.
 
-    A user mistake (bad flag, unknown name, missing or malformed data, a diverging lr) prints one
-    line `fastgrad-train: error: ...` to stderr and returns 2.
+    A user mistake (bad flag, unknown name, missing or malformed data, an --out that cannot be
+    written, a diverging lr) prints one line `fastgrad-train: error: ...` to stderr and returns 2,
+    before any training when it can be known then. Ctrl-C prints `fastgrad-train: interrupted`
+    and returns 130. A closed stdout or stderr (`fastgrad-train | head -1`) stops the run at the
+    line that could not be written and returns 141 (as a process killed by SIGPIPE) without a
+    word. Files are written atomically, so none of these leaves a half-written file.
     """
     try:
         args = build_parser().parse_args(argv)
         return _run_distributed(args) if args.distributed else run(args)
     except UsageError as e:
-        print(f"fastgrad-train: error: {e}", file=sys.stderr)
+        _report(f"fastgrad-train: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("fastgrad-train: interrupted", file=sys.stderr)
+        _report("fastgrad-train: interrupted")
         return 130
+    except BrokenPipeError:
+        _drop_broken_streams()
+        return 128 + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
 
 
 if __name__ == "__main__":
