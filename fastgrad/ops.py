@@ -444,7 +444,8 @@ def log_softmax(x, dim):
     """x - max - log sum exp(x - max) along `dim` (stable); saves y; dx = g - exp(y) sum(g)."""
     axis = _softmax_axis("log_softmax", x, dim)
     y = _shifted(x, axis)
-    y -= np.log(np.exp(y).sum(axis=axis, keepdims=True))
+    if y.size:  # (an empty axis would take the log of a zero sum: nothing to normalise)
+        y -= np.log(np.exp(y).sum(axis=axis, keepdims=True))
     return y, (y, axis)
 
 

@@ -100,7 +100,7 @@ def unary_cases(fg, reference):
     ops = {
         "exp": (fg.exp, {}), "log": (fg.log, {}), "relu": (fg.relu, {}), "sigmoid": (fg.sigmoid, {}),
         "tanh": (fg.tanh, {}), "leaky_relu": (fg.leaky_relu, {"negative_slope": 0.1}),
-        "elu": (fg.elu, {"alpha": 0.5}),
+        "elu": (fg.elu, {"alpha": 0.5}), "abs": (fg.abs, {}), "sqrt": (fg.sqrt, {}),
     }
     cases = []
     for name, (fn, attrs) in ops.items():
@@ -111,11 +111,11 @@ def unary_cases(fg, reference):
                     x = make()
                     with np.errstate(all="ignore"):
                         arr = f64(np.asarray(x, dtype=np.float64) if not isinstance(x, np.ndarray) else x.astype(np.float64))
-                        if name == "log":
-                            arr = np.abs(arr) + (kind != "fp")  # log of positive values (and of NaN/inf/0)
+                        if name in ("log", "sqrt"):
+                            arr = np.abs(arr) + (kind != "fp")  # of positive values (and of NaN/inf/0)
                         expected, cache = ref_fwd(arr, **attrs)
                         expected = np.where(np.isnan(arr), nan, expected)  # NaN in, NaN out
-                    y = fn(arr if name == "log" else x, **attrs)
+                    y = fn(arr if name in ("log", "sqrt") else x, **attrs)
                     close(y, expected, rtol=2e-3 if label == "float16" else 1e-5)
                     if kind == "ok":  # the gradient through a tensor of the same values
                         t = fg.tensor(arr, dtype="float64", requires_grad=True)
@@ -208,7 +208,7 @@ def binary_cases(fg, reference):
     cases += [
         Case("pow(exponent None)", lambda: T(base()) ** None, TypeError),
         Case("pow(exponent 'a')", lambda: T(base()) ** "a", TypeError),
-        Case("pow(exponent tensor)", lambda: T(base()) ** T(2.0), TypeError),
+        Case("pow(exponent tensor)", lambda: close(T(base()) ** T(2.0), base() ** 2), OK()),
         Case("pow(exponent nan)", lambda: close(T([1.0, 2.0]) ** nan, [1.0, nan]), OK(), fp=True),
         Case("pow(empty)", lambda: close(T(np.zeros((0, 2))) ** 3, np.zeros((0, 2))), OK()),
         Case("pow(0-d)", lambda: close(T(-2.0) ** 3, -8.0), OK()),
@@ -270,7 +270,8 @@ def reduction_cases(fg, reference):
         Case("reshape(empty, 3, 0)", lambda: close(T(np.zeros((0, 3))).reshape(3, 0), np.zeros((3, 0))), OK()),
         Case("reshape(0-d, 1, 1)", lambda: close(T(2.0).reshape(1, 1), [[2.0]]), OK()),
         Case("transpose(0,)", lambda: T(base()).transpose(0), ValueError),
-        Case("transpose(0, 0)", lambda: T(base()).transpose(0, 0), ValueError),
+        Case("transpose(0, 0)", lambda: close(T(base()).transpose(0, 0), base()), OK()),  # PyTorch's swap
+        Case("transpose((0, 0))", lambda: T(base()).transpose((0, 0)), ValueError),  # not a permutation
         Case("transpose(0, 5)", lambda: T(base()).transpose(0, 5), ValueError),
         Case("transpose(0-d).T", lambda: close(T(3.0).T, 3.0), OK()),
         Case("transpose(empty).T", lambda: close(T(np.zeros((0, 3))).T, np.zeros((3, 0))), OK()),
@@ -708,6 +709,55 @@ def binding_cases(K, L):
     return cases
 
 
+def surface_cases(fg, reference):
+    """The PyTorch surface: clamp, pow_tensor, cat, stack, where, softmax, log_softmax, dropout, cast."""
+    T, F = fg.tensor, fg.functional
+    x = lambda: T(base())  # noqa: E731
+    nanf = lambda: T([[nan, inf, -inf], [1.0, -1.0, 0.0]], dtype="float64")  # noqa: E731
+    return [
+        Case("clamp()", lambda: x().clamp(), ValueError),
+        Case("clamp(min='a')", lambda: x().clamp(min="a"), TypeError),
+        Case("clamp(min=tensor)", lambda: x().clamp(min=x()), TypeError),
+        Case("clamp(nan-inf)", lambda: close(nanf().clamp(-0.5, 0.5), [[nan, 0.5, -0.5], [0.5, -0.5, 0.0]]), OK()),
+        Case("clamp(empty)", lambda: close(T(np.zeros((0, 3))).clamp(0, 1), np.zeros((0, 3))), OK()),
+        Case("pow_tensor(shapes)", lambda: x() ** T(np.ones(4)), ValueError),
+        Case("pow_tensor(dtype mix)", lambda: x() ** T([2.0], dtype="float64"), TypeError),
+        Case("pow_tensor(nan-inf)", lambda: close(2.0 ** nanf(), 2.0 ** nanf().data), OK(), fp=True),
+        Case("pow_tensor(empty)", lambda: close(2.0 ** T(np.zeros((0, 2))), np.zeros((0, 2))), OK()),
+        Case("cat(shapes)", lambda: fg.cat([x(), T(np.ones((3, 2)))]), ValueError),
+        Case("cat([])", lambda: fg.cat([]), ValueError),
+        Case("cat(None)", lambda: fg.cat(None), TypeError),
+        Case("cat(tensor)", lambda: fg.cat(x()), TypeError),
+        Case("cat([x, 'a'])", lambda: fg.cat([x(), "a"]), TypeError),
+        Case("cat(dim=1.5)", lambda: fg.cat([x(), x()], dim=1.5), TypeError),
+        Case("cat(dim=5)", lambda: fg.cat([x(), x()], dim=5), ValueError),
+        Case("cat(0-d)", lambda: fg.cat([T(1.0), T(2.0)]), ValueError),
+        Case("cat(empty)", lambda: close(fg.cat([T(np.zeros((0, 3))), x()]), base()), OK()),
+        Case("stack(shapes)", lambda: fg.stack([x(), T(np.ones(3))]), ValueError),
+        Case("stack(dim=4)", lambda: fg.stack([x(), x()], dim=4), ValueError),
+        Case("where(float cond)", lambda: fg.where(np.ones((2, 3)), x(), 0.0), TypeError),
+        Case("where(cond shape)", lambda: fg.where(np.ones(4, bool), x(), 0.0), ValueError),
+        Case("where(b None)", lambda: fg.where(np.ones((2, 3), bool), x(), None), TypeError),
+        Case("where(empty)", lambda: close(fg.where(np.ones((0, 3), bool), T(np.zeros((0, 3))), 1.0), np.zeros((0, 3))), OK()),
+        Case("softmax(dim=5)", lambda: F.softmax(x(), 5), ValueError),
+        Case("softmax(dim=None)", lambda: F.softmax(x(), None), TypeError),
+        Case("softmax(nan-inf)", lambda: close(F.softmax(nanf(), 1)[1], reference.REFERENCE["softmax"][0](f64([[1.0, -1.0, 0.0]]), 1)[0][0]),
+             OK(), fp=True),
+        Case("softmax(empty)", lambda: close(F.softmax(T(np.zeros((0, 3))), 1), np.zeros((0, 3))), OK()),
+        Case("log_softmax(dim=1.0)", lambda: F.log_softmax(x(), 1.0), TypeError),
+        Case("log_softmax(0-d)", lambda: F.log_softmax(T(1.0), 0), ValueError),
+        Case("log_softmax(empty row)", lambda: close(F.log_softmax(T(np.zeros((3, 0))), 1), np.zeros((3, 0))), OK()),
+        Case("dropout(p=1)", lambda: F.dropout(x(), 1.0), ValueError),
+        Case("dropout(p=nan)", lambda: F.dropout(x(), nan), ValueError),
+        Case("dropout(p='a')", lambda: F.dropout(x(), "a"), ValueError),
+        Case("dropout(generator='a')", lambda: F.dropout(x(), 0.5, generator="a"), TypeError),
+        Case("dropout(empty)", lambda: close(F.dropout(T(np.zeros((0, 3))), 0.5), np.zeros((0, 3))), OK()),
+        Case("dropout(0-d)", lambda: F.dropout(T(2.0), 0.5).data in (0.0, 4.0) or None, OK()),
+        Case("cast(to int32)", lambda: x().to("int32"), TypeError),
+        Case("cast(nan-inf)", lambda: close(nanf().float(), nanf().data), OK()),
+    ]
+
+
 def all_cases():
     import fastgrad as fg
     from fastgrad import _kernels as K
@@ -716,7 +766,7 @@ def all_cases():
 
     cases = []
     for build in (unary_cases, binary_cases, reduction_cases, index_cases, loss_cases, maxout_affine_cases,
-                  tensor_cases, nn_cases):
+                  tensor_cases, nn_cases, surface_cases):
         cases += build(fg, reference)
     cases += binding_cases(K, L)
     names = [c.name for c in cases]
