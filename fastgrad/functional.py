@@ -10,7 +10,7 @@ import numbers
 import numpy as np
 
 from . import ops
-from .random import as_numpy_generator
+from .random import default_generator
 from .tensor import Tensor, apply, coerce, to_array
 
 
@@ -339,8 +339,7 @@ def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
     so that no rescaling is needed at test time; zeroed otherwise.
 
     p: the drop probability, in [0, 1). training=False or p = 0 return x itself.
-    generator: a numpy Generator (or an int seed) to draw the mask from (default: fastgrad's, see
-    `manual_seed`).
+    generator: a numpy Generator to draw the mask from (default: fastgrad's, see `manual_seed`).
     The mask is drawn as `generator.random(x.shape) >= p` (float64 draws, so both dtypes drop the
     same entries) and saved; backward multiplies g by it.
 
@@ -353,7 +352,11 @@ def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
     x = as_tensor(x)
     if not training or p == 0:
         return x
-    keep = as_numpy_generator(generator, "dropout").random(x.shape) >= p
+    if generator is None:
+        generator = default_generator()
+    elif not isinstance(generator, np.random.Generator):
+        raise TypeError(f"dropout: generator must be a numpy.random.Generator, got {type(generator).__name__}")
+    keep = generator.random(x.shape) >= p
     return apply(ops.dropout, x, keep=keep, p=float(p))
 
 

@@ -468,18 +468,8 @@ def test_dropout_identity_and_validation():
     for p in (-0.1, 1.0, 1.5, True, "0.5", None):
         with pytest.raises(ValueError, match="dropout: p must be"):
             F.dropout(x, p)
-    with pytest.raises(TypeError, match="dropout: generator"):
+    with pytest.raises(TypeError, match="generator"):
         F.dropout(x, 0.5, generator="0")
-    np.testing.assert_array_equal(  # an int seeds a new generator
-        F.dropout(fg.ones(20), 0.5, generator=4).data, F.dropout(fg.ones(20), 0.5, generator=4).data
-    )
-
-    class Holder:  # a torch.Generator-like wrapper exposing its numpy Generator as .numpy
-        numpy = np.random.default_rng(1)
-
-    np.testing.assert_array_equal(
-        F.dropout(fg.ones(20), 0.5, generator=Holder()).data != 0, np.random.default_rng(1).random(20) >= 0.5
-    )
 
 
 # ---------------------------------------------------------------------------------------------
