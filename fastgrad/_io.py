@@ -18,7 +18,7 @@ __all__ = ["atomic_write", "check_writable_dir"]
 def _temp_name(path: Path) -> Path:
     # a hidden name in the target's folder; not ending in .npz (np.savez(name) would add .npz to any
     # other name, which is why callers hand NumPy the open file instead)
-    return path.parent / f".{path.name}.{os.urandom(6).hex()}.tmp"
+    return path.parent / f".{path.name[:200]}.{os.urandom(6).hex()}.tmp"  # within 255 bytes for any valid name
 
 
 _FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)

@@ -55,6 +55,14 @@ cdef enum:
     BLAS_MIN_PARALLEL = 262144
     BLAS_MIN_CHUNK = 1048576  # multiply-adds: ~10-20 us on one core, well above a team's start-up
 
+cdef extern from "forkgate.h" nogil:
+    void fg_gemm_enter()
+    void fg_gemm_exit()
+    void fg_fork_prepare()
+    void fg_fork_parent()
+    void fg_fork_child()
+    int fg_fork_gate_enabled()
+
 ctypedef fused floating:
     float
     double
@@ -178,7 +186,9 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const 
     cdef int ldb = k if tb else n
     cdef int lda = m if ta else k
     if <double>m * n * k < BLAS_MIN_PARALLEL:  # BLAS keeps to one thread here by itself
+        fg_gemm_enter()  # os.fork() waits for the calls in flight (csrc/forkgate.h)
         _gemm1(ta, tb, m, n, k, A, lda, B, ldb, C, n)
+        fg_gemm_exit()
         return
     cdef bint by_columns = n >= m
     cdef int dim = n if by_columns else m
@@ -192,6 +202,7 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const 
         key = fg_adapt_key(4 * (floating is double) + 2 * ta + tb, m, n, k)
         threads = fg_adapt_threads(key, blas_threads)
         t0 = fg_now_ns()
+    fg_gemm_enter()
     fg_blas_set_threads(1)
     if threads == 1:
         for c in range(nchunks):
@@ -210,6 +221,7 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const 
             else:
                 _gemm1(ta, tb, w, n, k, A + (lo if ta else lo * k), lda, B, ldb, C + lo * n, n)
     fg_blas_set_threads(blas_threads)  # what scipy.linalg's own callers were given
+    fg_gemm_exit()
     if key:
         fg_adapt_record(key, threads, fg_now_ns() - t0)
 
@@ -417,3 +429,27 @@ def _adapt_choose(int site, int64_t a, int64_t b, int64_t c, int n):
 def _adapt_record(int site, int64_t a, int64_t b, int64_t c, int threads, int64_t ns):
     """Test hook: record a call's time as csrc/adapt.c would."""
     fg_adapt_record(fg_adapt_key(site, a, b, c), threads, ns)
+
+
+# --- os.fork() waits for BLAS calls in flight (csrc/forkgate.h); registered by fastgrad/threads.py
+
+
+def _fork_prepare():
+    """Before fork: stop new BLAS calls and wait (without the GIL) until none is running."""
+    with nogil:
+        fg_fork_prepare()
+
+
+def _fork_parent():
+    """After fork, in the parent: let BLAS calls run again."""
+    fg_fork_parent()
+
+
+def _fork_child():
+    """After fork, in the child: its only thread is the forking one, so nothing is in flight."""
+    fg_fork_child()
+
+
+def _fork_gate_enabled():
+    """Whether this build has the gate (not on Windows or compilers without GCC atomics)."""
+    return bool(fg_fork_gate_enabled())

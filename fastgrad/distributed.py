@@ -27,6 +27,7 @@ merely exits would leave the others waiting in the next collective forever).
 """
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -134,9 +135,10 @@ def install_excepthook(prog: str = "fastgrad", comm=None) -> None:
 
 
 @contextmanager
-def fail_together(prog: str = "fastgrad", code: int = 1, comm=None, collective=(Collective,)):
+def fail_together(prog: str = "fastgrad", code: int = 1, comm=None, collective=(Collective,), plain=()):
     """Inside: an exception on one rank ends every rank (one line naming the rank and the error,
-    then Abort(code)); exceptions of the `collective` types, which all ranks raise together, pass."""
+    then Abort(code)); exceptions of the `collective` types, which all ranks raise together, pass.
+    Errors of the `plain` types are shown by their message alone (no type name)."""
     comm = comm or MPI.COMM_WORLD
     try:
         yield
@@ -145,7 +147,8 @@ def fail_together(prog: str = "fastgrad", code: int = 1, comm=None, collective=(
     except BaseException as e:
         if comm.Get_size() == 1:
             raise
-        abort(f"{prog}: error: rank {comm.Get_rank()} of {comm.Get_size()}: {_one_line(e)}", code, comm)
+        what = " ".join(str(e).split()) if isinstance(e, plain) else _one_line(e)
+        abort(f"{prog}: error: rank {comm.Get_rank()} of {comm.Get_size()}: {what}", code, comm)
 
 
 def gather_errors(error, comm=None) -> list:
@@ -168,16 +171,21 @@ class DataParallel:
     """Data-parallel training of `model` on the ranks of `comm` (default: the world).
 
     The constructor checks that every rank built the same model (names, shapes, dtypes; a
-    MismatchError, a ValueError, on every rank otherwise), flattens its parameters (one spare gradient slot for the loss),
-    broadcasts rank 0's parameters and buffers, and installs the abort-on-error excepthook.
+    MismatchError, a ValueError, on every rank otherwise), flattens its parameters (one spare
+    gradient slot for the loss), broadcasts rank 0's parameters and buffers, and installs the
+    abort-on-error excepthook.
 
     Per step: `loss_and_gradients(loss_fn, X, y)` (shard, backward, allreduce; returns the global
     loss), or by hand: `backward(loss, weight)` then `allreduce()`. `accuracy(model, X, y)` splits
     the rows across ranks and sums the counts. `comm_seconds` adds up the time spent in the gradient
     Allreduce (waiting for slower ranks included).
+
+    timeout: seconds a rank waits in one Allreduce before it decides that another rank stopped
+    (exited early, or hangs) and aborts every rank with a line saying so; default: the environment
+    variable FASTGRAD_DIST_TIMEOUT, else no limit (MPI itself never times out a collective).
     """
 
-    def __init__(self, model: Module, comm=None, root: int = 0, excepthook: bool = True):
+    def __init__(self, model: Module, comm=None, root: int = 0, excepthook: bool = True, timeout=None):
         if not isinstance(model, Module):
             raise TypeError(f"DataParallel: model must be a fastgrad.nn.Module, got {type(model).__name__}")
         self.comm = comm or MPI.COMM_WORLD
@@ -196,6 +204,14 @@ class DataParallel:
         self.broadcast_buffers()
         self.comm_seconds = 0.0
         self.steps = 0
+        if timeout is None and os.environ.get("FASTGRAD_DIST_TIMEOUT"):
+            timeout = os.environ["FASTGRAD_DIST_TIMEOUT"]
+        try:
+            self.timeout = None if timeout is None else float(timeout)
+        except ValueError:
+            raise ValueError(f"DataParallel: timeout must be a number of seconds, got {timeout!r}") from None
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"DataParallel: timeout must be > 0 seconds, got {timeout!r}")
         self._weight = None
         if excepthook:
             install_excepthook(comm=self.comm)
@@ -206,10 +222,11 @@ class DataParallel:
         named_buffers = getattr(self.model, "named_buffers", None)
         if named_buffers is None:
             return
-        for _, b in named_buffers():
-            a = getattr(b, "data", b)
-            if isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable:
-                self.comm.Bcast(a, root=self.root)
+        for name, b in named_buffers():
+            a = b if isinstance(b, np.ndarray) else getattr(b, "data", None)  # an array or a Tensor
+            if not (isinstance(a, np.ndarray) and a.flags.c_contiguous and a.flags.writeable):
+                raise TypeError(f"DataParallel: buffer {name!r} is not a writeable contiguous array")
+            self.comm.Bcast(a, root=self.root)
 
     def check_same(self, *arrays, what: str = "data") -> None:
         """MismatchError (a ValueError) on every rank unless every rank holds the same `arrays` (shape, dtype and a
@@ -245,10 +262,22 @@ class DataParallel:
         Allreduce; returns the global loss. Every rank must call it once per step."""
         self.flat.gather_grads()
         t = time.perf_counter()
-        self.comm.Allreduce(MPI.IN_PLACE, self.flat.comm, op=MPI.SUM)
+        self._sum(self.flat.comm, f"the gradient Allreduce of step {self.steps + 1}")
         self.comm_seconds += time.perf_counter() - t
         self.steps += 1
         return float(self.flat.tail[0])
+
+    def _sum(self, buffer: np.ndarray, what: str) -> None:
+        """Allreduce(IN_PLACE, SUM) of `buffer`; with a timeout, polled so that a lost rank is noticed."""
+        if self.timeout is None:
+            self.comm.Allreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+            return
+        request = self.comm.Iallreduce(MPI.IN_PLACE, buffer, op=MPI.SUM)
+        deadline = time.monotonic() + self.timeout
+        while not request.Test():
+            if time.monotonic() > deadline:
+                abort(f"fastgrad: rank {self.rank} of {self.size}: {what} got no answer from the other "
+                      f"ranks in {self.timeout:g} s (a rank stopped or hangs); aborting all ranks", 1, self.comm)
 
     def loss_and_gradients(self, loss_fn, X, y) -> float:
         """One data-parallel gradient: this rank's rows of the global batch (X, y) go through
@@ -273,7 +302,10 @@ class DataParallel:
 
     # --- evaluation ----------------------------------------------------------------------------
     def accuracy(self, model, X, y, batch_size: int = 1000) -> float:
-        """The fraction of rows of X whose highest score is y, each rank scoring its share."""
+        """The fraction of rows of X whose highest score is y, each rank scoring its share (with
+        rank 0's buffers, e.g. BatchNorm running statistics, which each rank updates from its own
+        rows during training)."""
+        self.broadcast_buffers()
         part = self.shard(len(X))
         Xr, yr = X[part], y[part]
         correct = 0
@@ -282,7 +314,7 @@ class DataParallel:
                 scores = model(Xr[start:start + batch_size]).data
                 correct += int(np.sum(np.argmax(scores, axis=1) == yr[start:start + batch_size]))
         counts = np.array([correct, len(Xr)], dtype=np.int64)
-        self.comm.Allreduce(MPI.IN_PLACE, counts, op=MPI.SUM)
+        self._sum(counts, "the accuracy Allreduce")
         return float(counts[0] / counts[1]) if counts[1] else float("nan")
 
 

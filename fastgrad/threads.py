@@ -4,8 +4,13 @@ Kernels split work over threads only above a measured size (csrc/common.h); smal
 on the calling thread whatever the setting. The default is OpenMP's (OMP_NUM_THREADS when set,
 else the number of cores); OpenBLAS reads the same variable when it loads.
 
-A child made by os.fork() (multiprocessing's default start method on Linux) runs the kernels on
-one thread: GNU OpenMP cannot use its thread pool after a fork, and a parallel kernel would hang.
+Forking is safe (os.fork, multiprocessing's default start method on Linux):
+- os.fork() waits until no fastgrad BLAS product is running in another thread: OpenBLAS shuts its
+  pool down when a process forks, and a product running meanwhile hung the parent or the child
+  (csrc/forkgate.h). BLAS calls that other code (NumPy, SciPy) makes from other threads are not
+  covered; with those, use the "spawn" or "forkserver" start method.
+- A child of os.fork() runs the kernels on one thread: GNU OpenMP cannot use its thread pool after
+  a fork, and a parallel kernel would hang.
 """
 from __future__ import annotations
 
@@ -33,8 +38,9 @@ MAX_THREADS = 1024
 def set_num_threads(n: int) -> None:
     """Use `n` threads in the C kernels (OpenMP) and in BLAS (through threadpoolctl).
 
-    n: an int in 1..MAX_THREADS (1024); anything else raises ValueError. Applies to every Python thread. In a
-    child of os.fork() the kernels keep to one thread (see the module docstring); BLAS takes n.
+    n: an int in 1..MAX_THREADS (1024); anything else raises ValueError. Applies to every Python
+    thread. In a child of os.fork() the kernels keep to one thread (see the module docstring); BLAS
+    takes n.
 
     >>> import fastgrad as fg
     >>> fg.set_num_threads(1)      # e.g. for timings that do not depend on the machine's load
@@ -71,5 +77,8 @@ def _after_fork_in_child() -> None:
 
 K.set_num_threads(_default_num_threads())
 L.set_num_threads(_default_num_threads())  # fastgrad's products: blocks on its own threads
-if K.openmp_enabled():
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+if hasattr(os, "register_at_fork"):  # POSIX; Windows has no fork
+    os.register_at_fork(before=L._fork_prepare, after_in_parent=L._fork_parent,
+                        after_in_child=L._fork_child)
+    if K.openmp_enabled():
+        os.register_at_fork(after_in_child=_after_fork_in_child)

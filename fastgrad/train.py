@@ -316,7 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive(int), default=20)
     p.add_argument("--reg", type=_non_negative_float, default=1e-3, help="L2 strength: 0.5*reg*sum(W**2)")
     p.add_argument("--loss", choices=list(LOSSES), default="softmax")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seeds the split, the initial weights and the batches")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seeds the split, the initial weights and the batches")
     p.add_argument("--threads", type=_positive(int, MAX_THREADS), default=None, help="threads for BLAS and the kernels")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where to write model.npz, history.json, curves.png")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -416,6 +417,8 @@ def run(args, world=None) -> int:
             if world is None or not isinstance(e, world.dist.MismatchError):
                 raise
             raise world.CollectiveUsageError(str(e)) from None
+        except MemoryError:
+            raise UsageError("out of memory while training: lower --batch-size or --hidden") from None
         acc = accuracy if world is None else world.dp.accuracy
         accs = {part: acc(model, getattr(splits, f"X_{part}"), getattr(splits, f"y_{part}"))
                 for part in ("train", "val", "test")}
@@ -478,7 +481,7 @@ def _run_distributed(args) -> int:
         args.no_progress = True
     dist = world.dist
     dist.install_excepthook("fastgrad-train", world.comm)
-    with dist.fail_together("fastgrad-train", code=2, comm=world.comm):
+    with dist.fail_together("fastgrad-train", code=2, comm=world.comm, plain=(UsageError,)):
         return run(args, world)
 
 

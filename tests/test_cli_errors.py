@@ -272,3 +272,13 @@ def test_a_closed_stderr_under_the_progress_bar_ends_the_run_quietly(tmp_path):
     finally:
         proc.kill()
     assert proc.returncode == 128 + signal.SIGPIPE  # a traceback would end with status 1 or 120
+
+
+def test_running_out_of_memory_while_training_is_one_line(tmp_path, capsys, monkeypatch):
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(train, "fit", no_memory)
+    line = one_error_line(*run_cli(capsys, "--no-progress", "--out", tmp_path))
+    assert line == "fastgrad-train: error: out of memory while training: lower --batch-size or --hidden"
+    assert list(tmp_path.iterdir()) == []

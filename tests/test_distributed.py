@@ -77,16 +77,18 @@ def test_import_without_mpi4py():
     assert "RC 2" in r.stdout and "fastgrad[mpi]" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_launch_command_has_the_flags_in_one_place(capsys):
+def test_launch_command_has_the_flags_in_one_place(capsys, monkeypatch):
     cmd = launch.mpiexec_command(3, ["python", "x.py"], mpiexec="mpiexec")
     assert cmd[:3] == ["mpiexec", "-n", "3"] and cmd[-2:] == ["python", "x.py"]
     assert "--oversubscribe" in cmd and cmd[cmd.index("--bind-to") + 1] == "none"
     with pytest.raises(ValueError):
         launch.mpiexec_command(0, ["python"], mpiexec="mpiexec")
+    monkeypatch.setattr(launch, "find_mpiexec", lambda: "/opt/mpi/bin/mpiexec")  # works without MPI too
     assert launch.main(["-n", "2", "--dry-run", "-m", "fastgrad.train", "--distributed", "--epochs", "1"]) == 0
     printed = capsys.readouterr().out.split()
     assert printed[-4:] == ["fastgrad.train", "--distributed", "--epochs", "1"], printed
-    assert printed[printed.index("-n") + 1] == "2" and "--oversubscribe" in printed
+    assert printed[0] == "/opt/mpi/bin/mpiexec" and printed[printed.index("-n") + 1] == "2"
+    assert "--oversubscribe" in printed
     env = launch.mpi_env({}, threads=2)
     assert env["OMP_NUM_THREADS"] == "2"
     if os.geteuid() == 0:
@@ -110,7 +112,8 @@ def test_n_ranks_follow_the_single_process_trajectory(n, tmp_path, single_proces
     Tolerance (relative to the largest magnitude): 1e-5 in float32, 1e-11 in float64.
     """
     out = tmp_path / "result.npz"
-    r = mpirun(n, WORKER, "trajectory", out)
+    # with 3 ranks through the polled Iallreduce of DataParallel(timeout=...), else plain Allreduce
+    r = mpirun(n, WORKER, "trajectory", out, env_extra={"FASTGRAD_DIST_TIMEOUT": "120"} if n == 3 else None)
     assert r.returncode == 0, r.stdout + r.stderr
     got = np.load(out)
     for name, (losses, params, val) in single_process.items():
@@ -124,6 +127,7 @@ def test_n_ranks_follow_the_single_process_trajectory(n, tmp_path, single_proces
         diff = np.max(np.abs(got[f"manual/{k}"] - v)) / np.max(np.abs(v))
         assert diff <= 1e-5, f"manual loop {k}: relative difference {diff:.2e} with {n} ranks"
     assert got["broadcast_max_diff"] == 0.0  # every rank started from rank 0's parameters
+    assert got["buffers_max_diff"] == 0.0  # ... and rank 0's buffers
 
 
 @needs_mpi
@@ -156,6 +160,17 @@ def test_a_failing_rank_ends_every_rank(fault, n):
         assert "ValueError" in lines[0] and "label" in lines[0], lines[0]
     else:  # Open MPI's launcher notices the dead process and ends the job
         assert re.search(r"rank 1 .*\n?.*signal 9", r.stderr), r.stderr
+
+
+@needs_mpi
+def test_a_rank_that_leaves_early_ends_every_rank_after_the_timeout():
+    """Rank 1 calls sys.exit(0) mid-training: without a timeout the others would wait forever in
+    the next Allreduce; with FASTGRAD_DIST_TIMEOUT=5 they abort, saying why, within seconds."""
+    r = mpirun(3, WORKER, "exit", timeout=120, env_extra={"FASTGRAD_DIST_TIMEOUT": "5"})
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if "got no answer from the other ranks in 5 s" in l]
+    assert lines and all(re.match(r"fastgrad: rank [02] of 3: the gradient Allreduce of step 4 ", l)
+                         for l in lines), r.stderr
 
 
 @needs_mpi

@@ -154,6 +154,12 @@ def _flip_middle(path):
     path.write_bytes(bytes(raw))
 
 
+def _npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
 def _npz(path, **arrays):
     with open(path, "wb") as f:
         np.savez(f, **arrays)
@@ -163,7 +169,7 @@ DAMAGED = {
     "empty": (lambda p: p.write_bytes(b""), "not an .npz"),
     "random bytes": (lambda p: p.write_bytes(np.random.default_rng(0).bytes(3000)), "not an .npz"),
     "text": (lambda p: p.write_text("W1,b1\n1,2\n"), "not an .npz"),
-    "an .npy": (lambda p: np.save(open(p, "wb"), np.zeros(3)), "not an .npz"),
+    "an .npy": (lambda p: p.write_bytes(_npy_bytes(np.zeros(3))), "not an .npz"),
     "a pickle": (lambda p: p.write_bytes(pickle.dumps({"W1": np.zeros(3)})), "not an .npz"),
     "truncated": (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "damaged"),
     "zip header only": (lambda p: p.write_bytes(p.read_bytes()[:40]), "damaged"),
@@ -269,5 +275,6 @@ def test_training_outputs_survive_a_failed_rewrite(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(os, "fsync", full_disk)
     status = train.main(["--epochs", "1", "--hidden", "8", "--seed", "1", "--no-progress", "--out", str(tmp_path)])
     err = capsys.readouterr().err
-    assert status == 2 and err == f"fastgrad-train: error: cannot write {tmp_path / 'model.npz'}: No space left on device\n"
+    assert status == 2
+    assert err == f"fastgrad-train: error: cannot write {tmp_path / 'model.npz'}: No space left on device\n"
     assert {name: (tmp_path / name).read_bytes() for name in files_in(tmp_path)} == before

@@ -56,6 +56,19 @@ def manual_run(distributed):
     return model.state_dict()
 
 
+class _Buffered(fg.nn.MLP):
+    """An MLP with two buffers whose values differ per rank."""
+
+    def __init__(self, r):
+        super().__init__([4, 3], seed=r)
+        self.count = np.array(10 + r, dtype=np.int64)
+        self.stat = fg.tensor(np.full(3, float(r)))
+
+    def named_buffers(self, prefix=""):
+        yield prefix + "count", self.count
+        yield prefix + "stat", self.stat
+
+
 def save(path, arrays):
     tmp = f"{path}.tmp.npz"
     np.savez(tmp, **arrays)
@@ -78,6 +91,11 @@ def trajectory(out):
     oracle = fg.nn.MLP([64, 32, 10], seed=0)
     worst = max(float(np.max(np.abs(p.data - q.data))) for p, q in zip(model.parameters(), oracle.parameters()))
     results["broadcast_max_diff"] = np.array(dist.world().allreduce(worst, op=dist.MPI.MAX))
+    # buffers (an int64 array and a tensor, as BatchNorm keeps them) start as rank 0's too
+    buffered = _Buffered(dist.rank())
+    dist.DataParallel(buffered)
+    off = abs(int(buffered.count) - 10) + float(np.max(np.abs(buffered.stat.data)))
+    results["buffers_max_diff"] = np.array(dist.world().allreduce(off, op=dist.MPI.MAX))
     if dist.is_root():
         save(out, results)
 
@@ -96,6 +114,8 @@ def _loop(fault):
                 yb[dp.shard(len(yb))] = 99  # out of range: softmax_cross_entropy raises ValueError on this rank
             elif fault == "kill":
                 os.kill(os.getpid(), signal.SIGKILL)
+            elif fault == "exit":  # leaves cleanly: MPI_Finalize at exit, the others wait for it
+                sys.exit(0)
         opt.zero_grad()
         dp.loss_and_gradients(lambda a, b: fg.softmax_cross_entropy(model(a), b), Xb, yb)
         opt.step()
@@ -129,7 +149,7 @@ if __name__ == "__main__":
     scenario = sys.argv[1]
     if scenario == "trajectory":
         trajectory(sys.argv[2])
-    elif scenario in ("label", "kill"):
+    elif scenario in ("label", "kill", "exit"):
         _loop(scenario)
     elif scenario == "cli":
         sys.exit(cli(sys.argv[2], sys.argv[3:]))
