@@ -30,15 +30,23 @@ from .functional import (
 )
 from .functional import (  # the PyTorch surface
     abs,
+    argmax,
+    argmin,
     cat,
     clamp,
     clip,
     concat,
+    flatten,
     log_softmax,
+    max,
+    mean,
+    min,
+    minimum,
     pow,
     softmax,
     sqrt,
     stack,
+    sum,
     where,
 )
 from .factories import (
@@ -77,7 +85,10 @@ __all__ = [
     "from_numpy", "BoolArray",
     # the PyTorch surface
     "functional", "random", "float32", "float64", "ValuesIndices",
-    "abs", "sqrt", "clamp", "clip", "pow", "cat", "concat", "stack", "where", "softmax", "log_softmax",
+    # (fg.abs, fg.pow, fg.max, fg.min, fg.sum exist but stay out of __all__: `from fastgrad import *`
+    # must not shadow Python's builtins)
+    "sqrt", "clamp", "clip", "cat", "concat", "stack", "where", "softmax", "log_softmax",
+    "minimum", "mean", "argmax", "argmin", "flatten",
     "zeros", "ones", "full", "empty", "eye", "arange", "randn", "rand", "zeros_like", "ones_like",
     "full_like", "empty_like", "randn_like", "rand_like",
     "manual_seed", "seed", "get_rng_state", "set_rng_state",

@@ -3,7 +3,7 @@
 Each makes a leaf tensor of `dtype` (float32 unless asked; float32 or float64) that requires grad
 when `requires_grad=True`. Sizes are given as PyTorch does: `zeros(2, 3)`, `zeros((2, 3))` or
 `zeros([2, 3])`. Random draws come from fastgrad's generator (`fastgrad.manual_seed`) unless a
-NumPy `generator=` is given.
+`generator=` is given (a numpy Generator or an int seed).
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-from .random import default_generator
+from .random import as_numpy_generator
 from .tensor import Tensor, resolve_dtype
 
 __all__ = [
@@ -110,11 +110,7 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False) -> Tensor:
 
 
 def _generator(generator) -> np.random.Generator:
-    if generator is None:
-        return default_generator()
-    if not isinstance(generator, np.random.Generator):
-        raise TypeError(f"generator must be a numpy.random.Generator, got {type(generator).__name__}")
-    return generator
+    return as_numpy_generator(generator)
 
 
 def randn(*size, dtype=None, requires_grad=False, generator=None) -> Tensor:

@@ -386,3 +386,82 @@ def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
         raise TypeError(f"dropout: generator must be a numpy.random.Generator, got {type(generator).__name__}")
     keep = generator.random(x.shape) >= p
     return apply(ops.dropout, x, keep=keep, p=float(p))
+
+
+# torch.max(x, 1), torch.sum(x, dim=0), ...: the Tensor methods as functions (PyTorch's spellings;
+# these names shadow Python's builtins inside this module only, which calls none of them)
+
+
+def max(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001
+    """`x.max(...)`: values for no axis or `axis=`; `(values, indices)` for PyTorch's int `dim`;
+    `max(a, b)` with two tensors is `maximum(a, b)`. See `Tensor.max`.
+
+    >>> _, predicted = max(tensor([[0.1, 0.9], [0.8, 0.2]]), 1); predicted
+    array([1, 0])
+    """
+    return as_tensor(x).max(dim, keepdim, axis=axis, keepdims=keepdims)
+
+
+def min(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001
+    """`x.min(...)`, with the conventions of `max`.
+
+    >>> min(tensor([[0.1, 0.9], [0.8, 0.2]]), dim=0).values
+    tensor([0.1, 0.2])
+    """
+    return as_tensor(x).min(dim, keepdim, axis=axis, keepdims=keepdims)
+
+
+def minimum(a, b) -> Tensor:
+    """Elementwise min(a, b), broadcasting, as `-maximum(-a, -b)`: the gradient goes to `a` where
+    a <= b (ties: `a`).
+
+    >>> minimum(tensor([1.0, 5.0]), 2.0)
+    tensor([1., 2.])
+    """
+    a, b = _pair(a, b)
+    return -apply(ops.maximum, -a, -b)
+
+
+def sum(x, dim=None, keepdim=None, *, axis=None, keepdims=None):  # noqa: A001
+    """`x.sum(...)` (axis/dim, keepdims/keepdim).
+
+    >>> sum(tensor([[1.0, 2.0], [3.0, 4.0]]), dim=0)
+    tensor([4., 6.])
+    """
+    return as_tensor(x).sum(axis, keepdims, dim=dim, keepdim=keepdim)
+
+
+def mean(x, dim=None, keepdim=None, *, axis=None, keepdims=None):
+    """`x.mean(...)` (axis/dim, keepdims/keepdim).
+
+    >>> mean(tensor([[1.0, 2.0], [3.0, 4.0]]), dim=1)
+    tensor([1.5, 3.5])
+    """
+    return as_tensor(x).mean(axis, keepdims, dim=dim, keepdim=keepdim)
+
+
+def argmax(x, dim=None, keepdim=None, *, axis=None, keepdims=None) -> np.ndarray:
+    """`x.argmax(...)`: a NumPy int64 array of the first maximum's position.
+
+    >>> argmax(tensor([[0.1, 0.9], [0.8, 0.2]]), dim=1)
+    array([1, 0])
+    """
+    return as_tensor(x).argmax(dim, keepdim, axis=axis, keepdims=keepdims)
+
+
+def argmin(x, dim=None, keepdim=None, *, axis=None, keepdims=None) -> np.ndarray:
+    """`x.argmin(...)`: a NumPy int64 array of the first minimum's position.
+
+    >>> argmin(tensor([[0.1, 0.9], [0.8, 0.2]]), dim=1)
+    array([0, 1])
+    """
+    return as_tensor(x).argmin(dim, keepdim, axis=axis, keepdims=keepdims)
+
+
+def flatten(x, start_dim=0, end_dim=-1) -> Tensor:
+    """`x.flatten(start_dim, end_dim)`.
+
+    >>> flatten(tensor(np.zeros((2, 3, 4))), 1).shape
+    (2, 12)
+    """
+    return as_tensor(x).flatten(start_dim, end_dim)

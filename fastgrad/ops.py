@@ -50,6 +50,8 @@ def primitive(name, takes_needs=False):
     """Register the decorated forward as the row `name` of the op table."""
 
     def register(forward):
+        if name in TABLE:  # e.g. two branches that each added a row of this name, merged
+            raise RuntimeError(f"op table: a row named {name!r} is already registered")
         op = Op(name, forward, takes_needs)
         TABLE[name] = op
         return op
@@ -424,7 +426,8 @@ def _shifted(x: np.ndarray, axis: int) -> np.ndarray:
 def softmax(x, dim):
     """exp(x - max) / sum exp(x - max) along `dim`; saves y; dx = y (g - sum(g y))."""
     axis = _softmax_axis("softmax", x, dim)
-    e = np.exp(_shifted(x, axis))
+    e = _shifted(x, axis)  # a fresh array: exponentiated and normalised in place
+    np.exp(e, out=e)
     e /= e.sum(axis=axis, keepdims=True)
     return e, (e, axis)
 

@@ -11,7 +11,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["manual_seed", "seed", "default_generator", "get_rng_state", "set_rng_state"]
+__all__ = ["manual_seed", "seed", "default_generator", "get_rng_state", "set_rng_state", "as_numpy_generator"]
 
 _generator = np.random.Generator(np.random.PCG64())
 
@@ -55,3 +55,21 @@ def set_rng_state(state: dict) -> None:
     if not isinstance(state, dict) or state.get("bit_generator") != "PCG64":
         raise ValueError("set_rng_state: expected a state returned by fastgrad.get_rng_state()")
     _generator.bit_generator.state = copy.deepcopy(state)
+
+
+def as_numpy_generator(generator, op: str = "generator") -> np.random.Generator:
+    """The numpy Generator to draw from: fastgrad's for None, the object itself for a
+    numpy.random.Generator, its `.numpy` for a wrapper holding one (a torch.Generator-like object),
+    a new generator seeded with it for an int; TypeError otherwise (naming `op`)."""
+    if generator is None:
+        return _generator
+    if isinstance(generator, np.random.Generator):
+        return generator
+    inner = getattr(generator, "numpy", None)
+    if isinstance(inner, np.random.Generator):
+        return inner
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        return np.random.default_rng(int(generator))
+    raise TypeError(
+        f"{op}: generator must be a numpy.random.Generator, an int seed or None, got {type(generator).__name__}"
+    )

@@ -469,7 +469,7 @@ def test_dropout_identity_and_validation():
         with pytest.raises(ValueError, match="dropout: p must be"):
             F.dropout(x, p)
     with pytest.raises(TypeError, match="generator"):
-        F.dropout(x, 0.5, generator=0)
+        F.dropout(x, 0.5, generator="0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -521,6 +521,9 @@ def test_factory_errors():
         fg.full(2, "x")
     with pytest.raises(TypeError, match="zeros_like"):
         fg.zeros_like([1, 2])
+    with pytest.raises(TypeError, match="generator must be"):
+        fg.randn(2, generator="x")
+    np.testing.assert_array_equal(fg.rand(3, generator=7).data, fg.rand(3, generator=7).data)
 
 
 def test_manual_seed_drives_randn_rand_and_nn_defaults():
@@ -707,3 +710,33 @@ def test_max_min_indices_match_torch():
             np.testing.assert_array_equal(v.data, tv.numpy())
             np.testing.assert_array_equal(i, ti.numpy())
         np.testing.assert_array_equal(getattr(fg.tensor(x), "arg" + op)(1), getattr(torch.tensor(x), "arg" + op)(1).numpy())
+
+
+def test_function_forms_of_the_methods():
+    x = np.array([[0.1, 0.9], [0.8, 0.2]])
+    _, predicted = fg.max(x, 1)  # torch.max(outputs.data, 1) in PyTorch tutorials
+    np.testing.assert_array_equal(predicted, [1, 0])
+    np.testing.assert_array_equal(fg.max(fg.tensor(x), axis=0).data, np.float32([0.8, 0.9]))
+    np.testing.assert_array_equal(fg.min(x, dim=1).indices, [0, 1])
+    np.testing.assert_allclose(fg.sum(x, dim=0, keepdim=True).data, [[0.9, 1.1]], rtol=1e-6)
+    np.testing.assert_allclose(fg.mean(x, 1).data, [0.5, 0.5], rtol=1e-6)
+    np.testing.assert_array_equal(fg.argmax(x, 1), [1, 0])
+    np.testing.assert_array_equal(fg.argmin(x), 0)
+    assert fg.flatten(np.zeros((2, 3, 4)), 1).shape == (2, 12)
+    a, b = leaf([1.0, 5.0, 2.0]), leaf([2.0, 3.0, 2.0])
+    m = fg.minimum(a, b)
+    np.testing.assert_array_equal(m.data, [1.0, 3.0, 2.0])
+    m.sum().backward()
+    np.testing.assert_array_equal(a.grad, [1.0, 0.0, 1.0])  # ties to a
+    np.testing.assert_array_equal(b.grad, [0.0, 1.0, 0.0])
+    namespace = {}
+    exec("from fastgrad import *", namespace)
+    assert not {"max", "min", "sum", "abs", "pow"} & set(namespace)  # builtins stay builtins
+
+
+def test_a_row_name_cannot_be_registered_twice():
+    from fastgrad import ops
+
+    with pytest.raises(RuntimeError, match="'dropout' is already registered"):
+        ops.primitive("dropout")(lambda x: (x, ()))
+    assert ops.TABLE["dropout"].forward is ops.dropout.forward

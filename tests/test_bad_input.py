@@ -560,43 +560,6 @@ def nn_cases(fg, reference):
 # --- the raw bindings, called directly: validation lives in them, not in ops.py ----------------------
 
 
-def surface_cases(fg, reference):
-    """The PyTorch surface's rows: clamp, tensor exponents, cat, where, log_softmax, dropout."""
-    import fastgrad.functional as F
-
-    T = float32_tensor(fg)
-    x = lambda: T(base())  # noqa: E731
-    return [
-        Case("clamp(0-d)", lambda: close(fg.clamp(T(2.0), 0.0, 1.0), 1.0), OK()),
-        Case("clamp(empty)", lambda: close(fg.clamp(T(np.zeros((0, 3))), 0.0, 1.0), np.zeros((0, 3))), OK()),
-        Case("clamp(nan)", lambda: close(fg.clamp(T([nan, 2.0]), 0.0, 1.0), [nan, 1.0]), OK(), fp=True),
-        Case("clamp(min 'a')", lambda: fg.clamp(x(), "a"), TypeError),
-        Case("clamp(min > max)", lambda: close(fg.clamp(T([0.5]), 1.0, 0.0), np.clip([0.5], 1.0, 0.0)), OK()),
-        Case("pow_tensor(empty)", lambda: close(T(np.zeros((0, 2))) ** T(np.zeros((0, 2))), np.zeros((0, 2))), OK()),
-        Case("pow_tensor(2 ** t)", lambda: close(2.0 ** T([1.0, 3.0]), [2.0, 8.0]), OK()),
-        Case("cat(empty list)", lambda: fg.cat([]), ValueError),
-        Case("cat(not a list)", lambda: fg.cat(x()), TypeError),
-        Case("cat(shapes (2,3) (2,4), dim 0)", lambda: fg.cat([x(), T(np.ones((2, 4)))]), ValueError),
-        Case("cat(dim 5)", lambda: fg.cat([x(), x()], dim=5), (ValueError, IndexError)),
-        Case("cat(mixed dtypes)", lambda: fg.cat([x(), T(base(), dtype="float64")]), TypeError),
-        Case("cat(0-d)", lambda: fg.cat([T(1.0), T(2.0)]), ValueError),
-        Case("cat(empty parts)", lambda: close(fg.cat([T(np.zeros((0, 3))), x()]), base()), OK()),
-        Case("stack(shapes differ)", lambda: fg.stack([x(), T(np.ones((3, 2)))]), ValueError),
-        Case("where(cond shape)", lambda: fg.where(np.ones((3, 3), bool), x(), x()), ValueError),
-        Case("where(cond None)", lambda: fg.where(None, x(), x()), (TypeError, ValueError)),
-        Case("where(nan)", lambda: close(fg.where(np.array([True, False]), T([nan, 1.0]), T([2.0, nan])), [nan, nan]), OK(), fp=True),
-        Case("log_softmax(dim 2)", lambda: F.log_softmax(x(), 2), (ValueError, IndexError)),
-        Case("log_softmax(empty)", lambda: close(F.log_softmax(T(np.zeros((0, 3))), 1), np.zeros((0, 3))), OK()),
-        Case("log_softmax(inf)", lambda: close(F.log_softmax(T([[inf, 0.0]]), 1), [[nan, nan]]), OK(), fp=True),  # as torch
-        Case("dropout(p=1.5)", lambda: F.dropout(x(), 1.5), ValueError),
-        Case("dropout(p=-0.1)", lambda: F.dropout(x(), -0.1), ValueError),
-        Case("dropout(p=nan)", lambda: F.dropout(x(), nan), ValueError),
-        Case("dropout(p='a')", lambda: F.dropout(x(), "a"), (TypeError, ValueError)),
-        Case("dropout(eval)", lambda: close(F.dropout(x(), 0.5, training=False), base()), OK()),
-        Case("dropout(empty)", lambda: close(F.dropout(T(np.zeros((0, 3))), 0.5), np.zeros((0, 3))), OK()),
-    ]
-
-
 def _against(fg, reference, row, call, arrays, attrs=None, ref_attrs=None):
     """call(*float64 tensors) against reference.py's row: output and every input gradient."""
     attrs = attrs or {}
@@ -861,6 +824,41 @@ def binding_cases(K, L):
     return cases
 
 
+def surface_more_cases(fg, reference):
+    """More of the PyTorch surface (api's cases not in more_surface_cases): casts, stack, softmax, ..."""
+    T, F = float32_tensor(fg), fg.functional
+    x = lambda: T(base())  # noqa: E731
+    nanf = lambda: T([[nan, inf, -inf], [1.0, -1.0, 0.0]], dtype="float64")  # noqa: E731
+    return [
+        Case("clamp()", lambda: x().clamp(), ValueError),
+        Case("clamp(min='a')", lambda: x().clamp(min="a"), TypeError),
+        Case("clamp(min=tensor)", lambda: x().clamp(min=x()), TypeError),
+        Case("clamp(nan-inf)", lambda: close(nanf().clamp(-0.5, 0.5), [[nan, 0.5, -0.5], [0.5, -0.5, 0.0]]), OK()),
+        Case("pow_tensor(shapes)", lambda: x() ** T(np.ones(4)), ValueError),
+        Case("pow_tensor(dtype mix)", lambda: x() ** T([2.0], dtype="float64"), TypeError),
+        Case("pow_tensor(nan-inf)", lambda: close(2.0 ** nanf(), 2.0 ** nanf().data), OK(), fp=True),
+        Case("cat(shapes)", lambda: fg.cat([x(), T(np.ones((3, 2)))]), ValueError),
+        Case("cat(None)", lambda: fg.cat(None), TypeError),
+        Case("cat([x, 'a'])", lambda: fg.cat([x(), "a"]), TypeError),
+        Case("cat(dim=1.5)", lambda: fg.cat([x(), x()], dim=1.5), TypeError),
+        Case("cat(dim=5)", lambda: fg.cat([x(), x()], dim=5), ValueError),
+        Case("cat(empty)", lambda: close(fg.cat([T(np.zeros((0, 3))), x()]), base()), OK()),
+        Case("stack(shapes)", lambda: fg.stack([x(), T(np.ones(3))]), ValueError),
+        Case("stack(dim=4)", lambda: fg.stack([x(), x()], dim=4), ValueError),
+        Case("where(float cond)", lambda: fg.where(np.ones((2, 3)), x(), 0.0), TypeError),
+        Case("where(b None)", lambda: fg.where(np.ones((2, 3), bool), x(), None), TypeError),
+        Case("softmax(dim=5)", lambda: F.softmax(x(), 5), ValueError),
+        Case("softmax(dim=None)", lambda: F.softmax(x(), None), TypeError),
+        Case("softmax(nan-inf)", lambda: close(F.softmax(nanf(), 1)[1], reference.REFERENCE["softmax"][0](f64([[1.0, -1.0, 0.0]]), 1)[0][0]),
+             OK(), fp=True),
+        Case("softmax(empty)", lambda: close(F.softmax(T(np.zeros((0, 3))), 1), np.zeros((0, 3))), OK()),
+        Case("log_softmax(dim=1.0)", lambda: F.log_softmax(x(), 1.0), TypeError),
+        Case("log_softmax(empty row)", lambda: close(F.log_softmax(T(np.zeros((3, 0))), 1), np.zeros((3, 0))), OK()),
+        Case("dropout(generator='a')", lambda: F.dropout(x(), 0.5, generator="a"), TypeError),
+        Case("cast(nan-inf)", lambda: close(nanf().float(), nanf().data), OK()),
+    ]
+
+
 def all_cases():
     import fastgrad as fg
     from fastgrad import _kernels as K
@@ -869,7 +867,7 @@ def all_cases():
 
     cases = []
     for build in (unary_cases, binary_cases, reduction_cases, index_cases, loss_cases, maxout_affine_cases,
-                  tensor_cases, nn_cases, surface_cases, more_surface_cases):
+                  tensor_cases, nn_cases, more_surface_cases, surface_more_cases):
         cases += build(fg, reference)
     cases += binding_cases(K, L)
     names = [c.name for c in cases]

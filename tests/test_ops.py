@@ -316,7 +316,7 @@ def where_samples(rng):
 
 def softmax_samples_dim(rng):
     cases = [((3, 5), 1), ((3, 5), 0), ((3, 5), -1), ((2, 3, 4), 1), ((1, 1), 1), ((0, 3), 1), ((4,), 0),
-             ((2, 3), 0)]
+             ((2, 3), 0), ((3, 0), 1)]
     return [Sample((rng.normal(size=s) * 3,), {"dim": d}, label=f"{s}-dim{d}") for s, d in cases]
 
 
