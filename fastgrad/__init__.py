@@ -25,6 +25,7 @@ from .functional import (
     tanh,
     tensor,
 )
+from .generator import Generator, default_generator, manual_seed
 from .gradcheck import GradcheckError, gradcheck
 from .tensor import Tensor
 from .threads import get_num_threads, set_num_threads
@@ -36,7 +37,7 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
     "softmax_cross_entropy", "svm_loss", "viz", "nn", "optim", "data", "set_num_threads",
-    "get_num_threads",
+    "get_num_threads", "Generator", "default_generator", "manual_seed",
 ]
 
 

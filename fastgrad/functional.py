@@ -115,3 +115,72 @@ def softmax_cross_entropy(scores, labels) -> Tensor:
 def svm_loss(scores, labels, delta=1.0) -> Tensor:
     """Mean multiclass hinge loss: sum over j != y of max(0, s_j - s_y + delta), per example."""
     return apply(ops.svm_loss, as_tensor(scores), labels=_labels(labels), delta=float(delta))
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation and dropout (PyTorch's torch.nn.functional signatures)
+
+
+def _uniform(generator, shape, dtype) -> np.ndarray:
+    """Uniform draws in [0, 1): from `generator` if it has a random(shape, dtype=) method (a
+    fastgrad.Generator, a numpy Generator), else from fastgrad's default generator."""
+    from .generator import as_numpy_generator
+
+    if generator is not None and not isinstance(generator, int) and hasattr(generator, "random"):
+        return np.asarray(generator.random(shape, dtype=dtype))
+    return as_numpy_generator(generator).random(shape, dtype=dtype)
+
+
+def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
+    """Inverted dropout (CS231n): each entry is kept with probability 1 - p and scaled by 1 / (1 - p),
+    so the expected output is x; identity when `training` is False or p == 0.
+
+    The mask comes from `generator` (a fastgrad.Generator, a numpy Generator, or an int seed), else
+    from fastgrad.default_generator (see fastgrad.manual_seed).
+
+    >>> y = dropout(tensor([1.0, 2.0, 3.0, 4.0]), p=0.5, generator=0)   # entries 0 or 2x
+    """
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0 <= p <= 1:
+        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+    x = as_tensor(x)
+    if not training or p == 0:
+        return x
+    u = _uniform(generator, x.shape, x.dtype)
+    return apply(ops.dropout, x, p=float(p), u=u)
+
+
+def _affine_params(x: Tensor, weight, bias, shape):
+    """gamma and beta as tensors of x's dtype; ones/zeros constants when not given."""
+    gamma = coerce(weight, x) if weight is not None else Tensor._wrap(np.ones(shape, dtype=x.dtype))
+    beta = coerce(bias, x) if bias is not None else Tensor._wrap(np.zeros(shape, dtype=x.dtype))
+    return gamma, beta
+
+
+def _buffer(a):
+    return a.data if isinstance(a, Tensor) else a
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-5) -> Tensor:
+    """Batch normalisation of x (N, D) per feature: y = weight * xhat + bias (CS231n batchnorm).
+
+    training: xhat uses the batch mean and biased variance, and running_mean/running_var (D,)
+    (arrays or tensors, or None) are updated in place with `momentum` (the variance unbiased), as
+    in PyTorch. Otherwise xhat uses running_mean and running_var. weight/bias: gamma, beta (D,).
+    """
+    x = as_tensor(x)
+    if x.ndim != 2:
+        raise ValueError(f"batch_norm: expected x of shape (N, D), got {x.shape}")
+    gamma, beta = _affine_params(x, weight, bias, (x.shape[1],))
+    return apply(ops.batchnorm, x, gamma, beta, eps=float(eps), training=bool(training),
+                 running_mean=_buffer(running_mean), running_var=_buffer(running_var),
+                 momentum=float(momentum))
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5) -> Tensor:
+    """Layer normalisation over the trailing dims `normalized_shape` of x (each example by its own
+    mean and variance): y = weight * xhat + bias, weight/bias of shape normalized_shape."""
+    x = as_tensor(x)
+    shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    gamma, beta = _affine_params(x, weight, bias, shape)
+    return apply(ops.layernorm, x, gamma, beta, eps=float(eps))

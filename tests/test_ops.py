@@ -294,6 +294,74 @@ OPS = {
     ]
 }
 
+# normalisation and dropout (the nn layers' rows)
+
+
+def _batch_norm(x, gamma, beta, eps=1e-5, training=True, running_mean=None, running_var=None, momentum=0.1):
+    return fg.functional.batch_norm(x, running_mean, running_var, gamma, beta, training, momentum, eps)
+
+
+def _layer_norm(x, gamma, beta, eps=1e-5):
+    return fg.functional.layer_norm(x, gamma.shape, gamma, beta, eps)
+
+
+class FixedDraws:
+    """A generator stub that hands dropout the sample's uniform draws."""
+
+    def __init__(self, u):
+        self.u = u
+
+    def random(self, shape, dtype):
+        assert tuple(shape) == self.u.shape
+        return self.u.astype(dtype)
+
+
+def batchnorm_samples(rng):
+    out = []
+    for n, d in ((4, 3), (2, 1), (7, 5), (3, 6)):
+        arrays = (rng.normal(size=(n, d)) * 2 + 1, rng.normal(size=d), rng.normal(size=d))
+        out.append(Sample(arrays, label=f"{n}x{d}"))
+    arrays = (rng.normal(size=(5, 4)), rng.normal(size=4), rng.normal(size=4))
+    out.append(Sample(arrays, {"eps": 1e-3}, label="eps1e-3"))
+    for needs in ((False, True, True), (True, False, False)):
+        out.append(Sample(arrays, needs=needs, label=f"needs{needs}"))
+    stats = {"training": False, "running_mean": rng.normal(size=4), "running_var": rng.uniform(0.5, 2, size=4)}
+    out.append(Sample(arrays, stats, label="eval"))
+    out.append(Sample(arrays, stats, needs=(True, False, True), label="eval-needs"))
+    return out
+
+
+def layernorm_samples(rng):
+    out = []
+    for xs, gs in (((4, 5), (5,)), ((2, 3, 4), (3, 4)), ((3, 1), (1,)), ((0, 4), (4,)), ((2, 3, 4), (4,))):
+        arrays = (rng.normal(size=xs) * 2 - 1, rng.normal(size=gs), rng.normal(size=gs))
+        out.append(Sample(arrays, label=f"{xs}/{gs}"))
+    arrays = (rng.normal(size=(5, 6)), rng.normal(size=6), rng.normal(size=6))
+    out.append(Sample(arrays, {"eps": 1e-3}, label="eps1e-3"))
+    out.append(Sample(arrays, needs=(False, True, True), label="needs-params"))
+    return out
+
+
+def dropout_samples(rng):
+    out = []
+    for p in (0.3, 0.5, 1.0):
+        for s in UNARY_SHAPES:
+            u = rng.uniform(size=s)
+            u = np.where(np.abs(u - p) < 0.01, (u + 0.5) % 1.0, u)  # no draw at the threshold
+            out.append(Sample((rng.normal(size=s),), {"p": p, "u": u}, label=f"{s}-p{p}"))
+    return out
+
+
+OPS.update({
+    info.name: info
+    for info in [
+        OpInfo("batchnorm", _batch_norm, batchnorm_samples),
+        OpInfo("layernorm", _layer_norm, layernorm_samples),
+        OpInfo("dropout", lambda x, p, u: fg.functional.dropout(x, p, generator=FixedDraws(u)), dropout_samples),
+    ]
+})
+
+
 CASES = [
     pytest.param(info, sample, id=f"{name}-{sample.label}")
     for name, info in OPS.items()
