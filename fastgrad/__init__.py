@@ -29,7 +29,7 @@ from .generator import Generator, default_generator, manual_seed
 from .gradcheck import GradcheckError, gradcheck
 from .tensor import Tensor
 from .threads import get_num_threads, set_num_threads
-from . import data, nn, optim
+from . import checkpoint, data, nn, optim
 
 __version__ = "0.1.0"
 
@@ -37,7 +37,7 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
     "softmax_cross_entropy", "svm_loss", "viz", "nn", "optim", "data", "set_num_threads",
-    "get_num_threads", "Generator", "default_generator", "manual_seed",
+    "get_num_threads", "Generator", "default_generator", "manual_seed", "checkpoint",
 ]
 
 
