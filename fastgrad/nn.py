@@ -806,3 +806,79 @@ def load(path, model: Module | None = None) -> Module:
                     momentum=c.get("momentum", 0.1))
     model.load_state_dict(state)
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch state dicts
+
+
+def _to_numpy(value) -> np.ndarray:
+    """A torch tensor (duck-typed: no torch import here), a fastgrad Tensor or an array as ndarray."""
+    if isinstance(value, Tensor):
+        return value.data
+    if hasattr(value, "detach") and hasattr(value, "numpy"):
+        return value.detach().cpu().numpy()
+    return np.asarray(value)
+
+
+def _named_modules(module: Module, prefix: str = ""):
+    yield prefix.rstrip("."), module
+    for name, child in module._children.items():
+        if isinstance(child, Module):
+            yield from _named_modules(child, prefix + name + ".")
+
+
+def load_torch_state_dict(model: Module, state) -> Module:
+    """Load a PyTorch state_dict (torch tensors or arrays, no torch import needed) into `model`.
+
+    PyTorch's nn.Linear stores weight as (out, in); fastgrad's Linear and MLP as (in, out), as
+    CS231n: every Linear weight is transposed on the way in.
+
+    - `model` an MLP: `state` is that of an nn.Sequential of Linear layers with, between them,
+      activations, Dropout, and BatchNorm1d or LayerNorm after each hidden Linear (the
+      FullyConnectedNet layout): the k-th Linear gives Wk = weight.T and bk, a norm layer after it
+      gammak, betak (and running_meank, running_vark); num_batches_tracked is dropped.
+    - any other module (e.g. an fg.nn.Sequential built like the torch one): keys must match its
+      state_dict; weights of Linear layers are transposed, num_batches_tracked is kept.
+
+    Shapes are checked by `load_state_dict` (nothing changes on a mismatch). Returns `model`.
+
+    >>> load_torch_state_dict(mlp, torch_model.state_dict())          # doctest: +SKIP
+    """
+    arrays = OrderedDict((k, _to_numpy(v)) for k, v in state.items())
+    if not isinstance(model, MLP):
+        linear = {name for name, m in _named_modules(model) if isinstance(m, (Linear, Maxout))}
+        mapped = OrderedDict()
+        for key, a in arrays.items():
+            owner, _, leaf = key.rpartition(".")
+            mapped[key] = a.T if owner in linear and leaf == "weight" and a.ndim == 2 else a
+        model.load_state_dict(mapped)
+        return model
+    groups = OrderedDict()
+    for key, a in arrays.items():
+        owner, _, leaf = key.rpartition(".")
+        groups.setdefault(owner, {})[leaf] = a
+    mapped, k = OrderedDict(), 0
+    for owner, g in groups.items():
+        w = g.get("weight")
+        if w is not None and w.ndim == 2:
+            k += 1
+            mapped[f"W{k}"] = w.T
+            if "bias" in g:
+                mapped[f"b{k}"] = g["bias"]
+        elif "weight" in g or "running_mean" in g:
+            if k == 0:
+                raise ValueError(f"load_torch_state_dict: norm layer {owner!r} comes before any Linear layer")
+            if "weight" in g:
+                mapped[f"gamma{k}"] = g["weight"]
+            if "bias" in g:
+                mapped[f"beta{k}"] = g["bias"]
+            if "running_mean" in g:
+                mapped[f"running_mean{k}"] = g["running_mean"]
+                mapped[f"running_var{k}"] = g["running_var"]
+        else:
+            raise ValueError(f"load_torch_state_dict: cannot place the entries {sorted(g)} of {owner!r} in an MLP")
+    if k != len(model.sizes) - 1:
+        raise ValueError(f"load_torch_state_dict: the state has {k} Linear layers but the MLP has {len(model.sizes) - 1}")
+    model.load_state_dict(mapped)
+    return model

@@ -25,6 +25,7 @@ lr; setting it sets every group's.
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 
@@ -521,3 +522,7 @@ class CosineAnnealingLR(LRScheduler):
             return [lr + (base - lo) * (1 - math.cos(math.pi / T)) / 2 for lr, base in zip(self._lrs(), self.base_lrs)]
         return [(1 + math.cos(math.pi * e / T)) / (1 + math.cos(math.pi * (e - 1) / T)) * (lr - lo) + lo
                 for lr in self._lrs()]
+
+
+# torch.optim.lr_scheduler.StepLR is spelled fastgrad.optim.lr_scheduler.StepLR too
+lr_scheduler = sys.modules[__name__]
