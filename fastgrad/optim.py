@@ -190,7 +190,7 @@ class Optimizer:
             unknown = set(full) - set(self.defaults) - {"initial_lr"}
             if unknown:
                 raise ValueError(f"{name}.load_state_dict: unknown hyperparameters {sorted(unknown)}")
-            self._check_group(full)
+            self._check_group(full, loading=True)
             new_groups.append(full)
         for i, p in enumerate(self.params):
             saved = state.get(i, state.get(str(i)))
@@ -218,8 +218,9 @@ class Optimizer:
                     np.copyto(self.state[i][k], saved[k], casting="unsafe")
             self.state[i]["step"] = int(saved.get("step", 0))
 
-    def _check_group(self, group: dict) -> None:
-        group["lr"] = _check("lr", group["lr"], 0.0)
+    def _check_group(self, group: dict, loading: bool = False) -> None:
+        # a schedule may have brought the lr to 0 (cosine): a saved state may hold it
+        group["lr"] = _check("lr", group["lr"], 0.0, low_open=not loading)
         group["weight_decay"] = _check("weight_decay", group.get("weight_decay", 0.0), 0.0, low_open=False)
 
     def _new_state(self, p: Tensor, group: dict) -> dict:
@@ -270,8 +271,8 @@ class SGD(Optimizer):
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
 
-    def _check_group(self, group):
-        super()._check_group(group)
+    def _check_group(self, group, loading=False):
+        super()._check_group(group, loading)
         group["momentum"] = _check("momentum", group["momentum"], 0.0, 1.0, low_open=False)
 
     def _new_state(self, p, group):
@@ -307,8 +308,8 @@ class RMSProp(Optimizer):
     def __init__(self, params, lr=1e-2, decay=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(params, {"lr": lr, "decay": decay, "eps": eps, "weight_decay": weight_decay})
 
-    def _check_group(self, group):
-        super()._check_group(group)
+    def _check_group(self, group, loading=False):
+        super()._check_group(group, loading)
         group["decay"] = _check("decay", group["decay"], 0.0, 1.0, low_open=False)
         group["eps"] = _check("eps", group["eps"], 0.0)
 
@@ -351,8 +352,8 @@ class Adam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
 
-    def _check_group(self, group):
-        super()._check_group(group)
+    def _check_group(self, group, loading=False):
+        super()._check_group(group, loading)
         try:
             beta1, beta2 = group["betas"]
         except (TypeError, ValueError):
