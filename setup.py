@@ -79,9 +79,10 @@ extensions = [
     # BLAS products (scipy.linalg.cython_blas) and the fused affine passes; BLAS brings its threads
     Extension(
         "fastgrad._linalg",
-        sources=["fastgrad/_linalg.pyx", "csrc/affine.c"],
-        define_macros=[NPY_API],
-        extra_compile_args=CFLAGS,
+        sources=["fastgrad/_linalg.pyx", "csrc/affine.c", "csrc/adapt.c"],
+        define_macros=[NPY_API, *parallel["macros"]],
+        extra_compile_args=CFLAGS + parallel["compile"],
+        extra_link_args=parallel["link"],
         **common,
     ),
     # batch norm, layer norm and dropout (serial kernels; omp simd loops when available)

@@ -133,7 +133,8 @@
         FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T dy = dy__n[i];                                                                   \
-            int a_wins = a__n[i] >= b__n[i];                                                   \
+            T a = a__n[i], b = b__n[i];                                                        \
+            int a_wins = a >= b || a != a; /* the operand forward returned (ties, NaN) */      \
             da__n[i] = a_wins ? dy : (T)0;                                                     \
             db__n[i] = a_wins ? (T)0 : dy;                                                     \
         }                                                                                      \

@@ -34,7 +34,8 @@
     void fg_tanh_backward_##S(const T *dy__n, const T *y__n, T *dx__n, ptrdiff_t n);           \
     /* y = max(a, b) (NaN if either is NaN) */                                                 \
     void fg_maximum_forward_##S(const T *a__n, const T *b__n, T *y__n, ptrdiff_t n);           \
-    /* da = dy where a >= b else 0;  db = dy - da  (ties go to a) */                           \
+    /* da = dy where a >= b or a is NaN, else 0; db = dy - da: the gradient goes to the        \
+     * operand forward returned (ties to a, a NaN to the NaN operand, a if both are NaN) */    \
     void fg_maximum_backward_##S(const T *dy__n, const T *a__n, const T *b__n, T *da__n,       \
                                  T *db__n, ptrdiff_t n);
 

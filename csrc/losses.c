@@ -5,6 +5,12 @@
 #include "common.h"
 #include "fgmath.h"
 
+/* The SVM counts active margins in an int (it vectorizes better than a 64-bit counter), over
+ * chunks of at most this many classes, so rows of any length are counted exactly. */
+#ifndef FG_SVM_CHUNK /* overridable (-D) only to test the chunking on small rows */
+#define FG_SVM_CHUNK ((ptrdiff_t)1 << 30)
+#endif
+
 /* Row reductions are FG_SIMD loops (common.h): vectorized, in an order fixed by the compiled code,
  * so the results do not depend on the thread count. */
 
@@ -82,9 +88,11 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
         return fg_sum_in_order(loss__n, n) / (double)n;                                        \
     }                                                                                          \
                                                                                                \
-    /* Over s[lo:hi] (not holding the label): the sum of positive margins s[k] - sy + delta,   \
-     * their count in *count, and g[k] = [margin > 0] / n unless g is NULL. */                 \
-    FG_INLINE T fg_svm_range_##S(const T *restrict s, ptrdiff_t lo, ptrdiff_t hi, T sy,        \
+    /* Over s[lo:hi] (not holding the label, hi - lo <= FG_SVM_CHUNK): the sum of the active   \
+     * margins s[k] - sy + delta, their count in *count, and g[k] = [active] / n unless g is   \
+     * NULL. A margin is active when it is > 0 or NaN (max(0, NaN) is NaN, and its gradient    \
+     * goes to the NaN operand, as in fg_maximum): NaN scores or delta give a NaN loss. */     \
+    FG_INLINE T fg_svm_chunk_##S(const T *restrict s, ptrdiff_t lo, ptrdiff_t hi, T sy,        \
                                  T delta, T inv_n, T *restrict g, ptrdiff_t *count)            \
     {                                                                                          \
         T loss = 0;                                                                            \
@@ -92,7 +100,7 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
         if (hi - lo < FG_SIMD_MIN_ROW) {                                                       \
             for (ptrdiff_t k = lo; k < hi; k++) {                                              \
                 T margin = s[k] - sy + delta;                                                  \
-                int on = margin > (T)0;                                                        \
+                int on = !(margin <= (T)0); /* > 0 or NaN */                                   \
                 loss += on ? margin : (T)0;                                                    \
                 active += on;                                                                  \
                 if (g)                                                                         \
@@ -102,7 +110,7 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
             FG_SIMD(reduction(+ : loss, active))                                               \
             for (ptrdiff_t k = lo; k < hi; k++) {                                              \
                 T margin = s[k] - sy + delta;                                                  \
-                int on = margin > (T)0;                                                        \
+                int on = !(margin <= (T)0); /* > 0 or NaN */                                   \
                 loss += on ? margin : (T)0;                                                    \
                 active += on;                                                                  \
                 g[k] = on ? inv_n : (T)0;                                                      \
@@ -111,12 +119,24 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
             FG_SIMD(reduction(+ : loss, active))                                               \
             for (ptrdiff_t k = lo; k < hi; k++) {                                              \
                 T margin = s[k] - sy + delta;                                                  \
-                int on = margin > (T)0;                                                        \
+                int on = !(margin <= (T)0); /* > 0 or NaN */                                   \
                 loss += on ? margin : (T)0;                                                    \
                 active += on;                                                                  \
             }                                                                                  \
         }                                                                                      \
         *count += active;                                                                      \
+        return loss;                                                                           \
+    }                                                                                          \
+                                                                                               \
+    /* fg_svm_chunk over s[lo:hi], in chunks whose count fits its int counter */               \
+    FG_INLINE double fg_svm_range_##S(const T *restrict s, ptrdiff_t lo, ptrdiff_t hi, T sy,   \
+                                      T delta, T inv_n, T *restrict g, ptrdiff_t *count)       \
+    {                                                                                          \
+        double loss = 0;                                                                       \
+        for (ptrdiff_t a = lo; a < hi; a += FG_SVM_CHUNK) {                                    \
+            ptrdiff_t b = hi - a > FG_SVM_CHUNK ? a + FG_SVM_CHUNK : hi;                       \
+            loss += fg_svm_chunk_##S(s, a, b, sy, delta, inv_n, g, count);                     \
+        }                                                                                      \
         return loss;                                                                           \
     }                                                                                          \
                                                                                                \

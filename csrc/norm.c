@@ -155,22 +155,6 @@
             dbeta__d[j] = (T)sdy[j];                                                           \
             dgamma__d[j] = (T)sdyx[j];                                                         \
         }                                                                                      \
-    }                                                                                          \
-                                                                                               \
-    FG_TARGETS                                                                                 \
-    void fg_dropout_forward_##S(const T *restrict x__n, const T *restrict u__n, ptrdiff_t n,   \
-                                T p, T scale, T *restrict y__n)                                \
-    {                                                                                          \
-        for (ptrdiff_t k = 0; k < n; k++)                                                      \
-            y__n[k] = u__n[k] >= p ? x__n[k] * scale : (T)0;                                   \
-    }                                                                                          \
-                                                                                               \
-    FG_TARGETS                                                                                 \
-    void fg_dropout_backward_##S(const T *restrict dy__n, const T *restrict u__n, ptrdiff_t n, \
-                                 T p, T scale, T *restrict dx__n)                              \
-    {                                                                                          \
-        for (ptrdiff_t k = 0; k < n; k++)                                                      \
-            dx__n[k] = u__n[k] >= p ? dy__n[k] * scale : (T)0;                                 \
     }
 
 FG_DEFINE_NORM(float, f32)

@@ -1,5 +1,5 @@
-/* Normalisation layers and inverted dropout: batch norm over the rows of an (n, d) batch, layer
- * norm over the columns of each row, and dropout from given uniform draws.
+/* Normalisation layers: batch norm over the rows of an (n, d) batch, layer norm over the columns
+ * of each row.
  *
  * All buffers are contiguous and row-major; the caller (fastgrad/_norm.pyx) checks shapes and
  * dtypes. Statistics are accumulated in double (acc__* scratch of the size named, from the
@@ -15,8 +15,6 @@
  *   dx = gamma invstd / n (n dy - dbeta - xhat dgamma)
  * Layer norm, per row i over its d columns, with the same formulas transposed:
  *   dxhat = dy gamma,  dx = invstd_i / d (d dxhat - sum_j dxhat - xhat sum_j dxhat xhat)
- * Dropout (inverted): y = x scale where u >= p, else 0; dx = dy scale where u >= p, else 0
- *   (u uniform in [0, 1), scale = 1 / (1 - p), or 0 when p = 1).
  */
 #ifndef FASTGRAD_NORM_H
 #define FASTGRAD_NORM_H
@@ -39,11 +37,7 @@
     void fg_layernorm_backward_##S(const T *dy__nd, const T *x__nd, const T *mean__n,          \
                                    const T *invstd__n, const T *gamma__d, ptrdiff_t n,         \
                                    ptrdiff_t d, T *dx__nd, T *dgamma__d, T *dbeta__d,          \
-                                   double *acc__2d);                                           \
-    void fg_dropout_forward_##S(const T *x__n, const T *u__n, ptrdiff_t n, T p, T scale,       \
-                                T *y__n);                                                      \
-    void fg_dropout_backward_##S(const T *dy__n, const T *u__n, ptrdiff_t n, T p, T scale,     \
-                                 T *dx__n);
+                                   double *acc__2d);
 
 FG_DECLARE_NORM(float, f32)
 FG_DECLARE_NORM(double, f64)

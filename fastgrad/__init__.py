@@ -7,8 +7,10 @@
 >>> x.grad, y.grad, z.grad
 (array(-4., dtype=float32), array(-4., dtype=float32), array(3., dtype=float32))
 """
+import numpy as np
+
 from . import viz
-from .autograd import is_grad_enabled, no_grad
+from .autograd import is_debug, is_grad_enabled, no_grad, set_debug
 from .functional import (
     affine,
     as_tensor,
@@ -25,11 +27,45 @@ from .functional import (
     tanh,
     tensor,
 )
-from .generator import Generator, default_generator, manual_seed
+from .functional import (  # the PyTorch surface
+    abs,
+    cat,
+    clamp,
+    clip,
+    concat,
+    log_softmax,
+    pow,
+    softmax,
+    sqrt,
+    stack,
+    where,
+)
+from .factories import (
+    arange,
+    empty,
+    empty_like,
+    eye,
+    full,
+    full_like,
+    ones,
+    ones_like,
+    rand,
+    rand_like,
+    randn,
+    randn_like,
+    zeros,
+    zeros_like,
+)
+from .random import get_rng_state, manual_seed, seed, set_rng_state
+from .tensor import ValuesIndices
 from .gradcheck import GradcheckError, gradcheck
 from .tensor import Tensor
 from .threads import get_num_threads, set_num_threads
+from .generator import Generator
 from . import checkpoint, data, nn, optim
+from . import functional, random
+
+float32, float64 = np.float32, np.float64  # dtype=fg.float64, as torch.float64
 
 __version__ = "0.1.0"
 
@@ -37,7 +73,14 @@ __all__ = [
     "Tensor", "tensor", "as_tensor", "no_grad", "is_grad_enabled", "gradcheck", "GradcheckError",
     "maximum", "exp", "log", "relu", "sigmoid", "tanh", "leaky_relu", "elu", "maxout", "affine",
     "softmax_cross_entropy", "svm_loss", "viz", "nn", "optim", "data", "set_num_threads",
-    "get_num_threads", "Generator", "default_generator", "manual_seed", "checkpoint",
+    "get_num_threads", "set_debug", "is_debug",
+    # the PyTorch surface
+    "functional", "random", "float32", "float64", "ValuesIndices",
+    "abs", "sqrt", "clamp", "clip", "pow", "cat", "concat", "stack", "where", "softmax", "log_softmax",
+    "zeros", "ones", "full", "empty", "eye", "arange", "randn", "rand", "zeros_like", "ones_like",
+    "full_like", "empty_like", "randn_like", "rand_like",
+    "manual_seed", "seed", "get_rng_state", "set_rng_state",
+    "Generator", "checkpoint",
 ]
 
 

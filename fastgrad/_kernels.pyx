@@ -1,11 +1,13 @@
 """Cython bindings of the C kernels in csrc/.
 
-Each binding validates its arguments (ndarray, dtype float32/float64, C-contiguous, matching shapes,
-index and label ranges), allocates the outputs, and only then calls the C kernel with the GIL
-released: no C kernel ever sees a buffer it could read or write out of bounds. Nothing here is
-differentiable: the op table in ops.py decides what is computed and what is saved.
+Each binding validates its arguments (ndarray, dtype float32/float64, C-contiguous, aligned, native
+byte order, matching shapes, sizes that fit a Py_ssize_t, index and label ranges), allocates the
+outputs, and only then calls the C kernel with the GIL released: no C kernel ever sees a buffer it
+could read or write out of bounds. Nothing here is differentiable: the op table in ops.py decides
+what is computed and what is saved.
 """
 cimport numpy as cnp
+from cpython.pyport cimport PY_SSIZE_T_MAX
 import numpy as np
 
 cnp.import_array()
@@ -132,16 +134,27 @@ cdef inline void *_data(cnp.ndarray a) noexcept:
     return cnp.PyArray_DATA(a)
 
 
+cdef int _check_layout(cnp.ndarray a, str op, str arg) except -1:
+    """Raise unless `a` is C-contiguous, aligned and in native byte order (what C may assume)."""
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
+        raise ValueError(f"{op}: {arg} must be C-contiguous")
+    if not cnp.PyArray_ISALIGNED(a):
+        raise ValueError(f"{op}: {arg} must be aligned (use numpy.require(a, requirements='CA'))")
+    if not cnp.PyArray_ISNOTSWAPPED(a):
+        raise TypeError(f"{op}: {arg} must be in native byte order, got {a.dtype.str}")
+    return 0
+
+
 cdef int _check(object a, str op, str arg) except -1:
-    """Raise unless `a` is a C-contiguous float32/float64 ndarray; return its type number."""
+    """Raise unless `a` is a C-contiguous, aligned, native float32/float64 ndarray; return its
+    type number."""
     if not isinstance(a, cnp.ndarray):
         raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
     cdef cnp.ndarray arr = <cnp.ndarray>a
     cdef int t = cnp.PyArray_TYPE(arr)
     if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
         raise TypeError(f"{op}: {arg} must be float32 or float64, got {arr.dtype}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        raise ValueError(f"{op}: {arg} must be C-contiguous")
+    _check_layout(arr, op, arg)
     return t
 
 
@@ -162,8 +175,7 @@ cdef int _check_index(object a, str op, str arg, tuple shape, Py_ssize_t stop) e
         raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
     if not cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(<cnp.ndarray>a), cnp.NPY_INTP):
         raise TypeError(f"{op}: {arg} must be {np.dtype(np.intp)} (numpy.intp), got {a.dtype}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
-        raise ValueError(f"{op}: {arg} must be C-contiguous")
+    _check_layout(<cnp.ndarray>a, op, arg)
     if a.shape != shape:
         raise ValueError(f"{op}: {arg} has shape {a.shape}, expected {shape}")
     cdef const Py_ssize_t *p = <const Py_ssize_t *>_data(<cnp.ndarray>a)
@@ -327,13 +339,19 @@ cdef tuple _split(tuple shape, Py_ssize_t start, Py_ssize_t stop, str op):
     if not 0 <= start < stop <= len(shape):
         raise ValueError(f"{op}: axes [{start}, {stop}) are not a non-empty range of the "
                          f"axes of shape {shape}")
-    cdef Py_ssize_t o = 1, w = 1, i = 1, k
+    for n in shape:
+        if not isinstance(n, (int, np.integer)) or n < 0:
+            raise ValueError(f"{op}: shape {shape} must hold non-negative integers")
+    # Python integers: the products cannot wrap around before they are checked
+    o = w = i = 1
     for k in range(start):
-        o *= shape[k]
+        o *= int(shape[k])
     for k in range(start, stop):
-        w *= shape[k]
+        w *= int(shape[k])
     for k in range(stop, len(shape)):
-        i *= shape[k]
+        i *= int(shape[k])
+    if o * w * i > PY_SSIZE_T_MAX:
+        raise ValueError(f"{op}: shape {shape} has more elements than fit a Py_ssize_t")
     if w == 0:
         raise ValueError(f"{op}: cannot reduce over empty axes of shape {shape}")
     return o, w, i
@@ -416,6 +434,9 @@ def maxout_backward(dy, idx, Py_ssize_t pieces):
                          f"{dy.shape} and pieces={pieces}")
     _check_index(idx, "maxout_backward", "idx", dy.shape, pieces)
     cdef Py_ssize_t n = dy.shape[0], h = dy.shape[1]
+    if h and pieces > PY_SSIZE_T_MAX // h or n and h * pieces > PY_SSIZE_T_MAX // n:
+        raise ValueError(f"maxout_backward: dy {dy.shape} with pieces={pieces} gives more "
+                         "elements than fit a Py_ssize_t")
     cdef cnp.ndarray dz = np.zeros((n, h * pieces), dtype=dy.dtype)  # the kernel only scatters
     cdef void *pg = _data(<cnp.ndarray>dy)
     cdef const Py_ssize_t *pi = <const Py_ssize_t *>_data(<cnp.ndarray>idx)

@@ -7,11 +7,13 @@ column-major product C^T = op(B)^T op(A)^T: the operands are swapped, the transp
 through, and no operand is ever copied. An F-contiguous operand (e.g. `W.T` of a C-contiguous NumPy
 array) is the row-major buffer of its transpose, so it costs a flipped flag, not a copy.
 
-Every function validates its arguments (ndarray, float32/float64, one dtype, 2-D, contiguous, matching
-shapes) before any `nogil` code. Nothing here is differentiable: ops.py decides what is computed.
+Every function validates its arguments (ndarray, float32/float64 in native byte order, aligned, one
+dtype, 2-D, contiguous, matching shapes, sizes that fit BLAS's int) before any `nogil` code.
+Nothing here is differentiable: ops.py decides what is computed.
 """
 cimport numpy as cnp
 from libc.limits cimport INT_MAX
+from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
 import numpy as np
@@ -27,6 +29,28 @@ cdef extern from "affine.h" nogil:
                                     Py_ssize_t n, Py_ssize_t m, int act, float param)
     void fg_act_backward_colsum_f64(const double *dy, const double *y, double *dz, double *db,
                                     Py_ssize_t n, Py_ssize_t m, int act, double param)
+
+cdef extern from "adapt.h" nogil:
+    ctypedef unsigned long long uint64_t "uint64_t"
+    ctypedef long long int64_t "int64_t"
+    uint64_t fg_adapt_key(int site, int64_t a, int64_t b, int64_t c)
+    int fg_adapt_threads(uint64_t key, int n)
+    void fg_adapt_record(uint64_t key, int threads, int64_t ns)
+    int64_t fg_now_ns()
+    int fg_blas_bind(void *symbol_in_caller)
+    void fg_blas_set_threads(int n)
+    void fg_blas_forget()
+    int fg_blas_bound()
+    void fg_adapt_reset()
+    void fg_adapt_counts(int64_t *serial, int64_t *parallel)
+
+cdef int blas_threads = 1  # the setting (fg.set_num_threads); 1 or n is used per call
+
+# A product of fewer multiply-adds than this runs on one BLAS thread without being timed (OpenBLAS
+# itself stays on one thread below 4 * 65536).
+cdef enum:
+    BLAS_MIN_PARALLEL = 262144
+    BLAS_MIN_CHUNK = 1048576  # multiply-adds: ~10-20 us on one core, well above a team's start-up
 
 ctypedef fused floating:
     float
@@ -50,12 +74,17 @@ cdef struct Matrix:
 
 
 cdef int _dtype(object a, str op, str arg) except -1:
-    """The type number of ndarray `a` if it is float32/float64, else TypeError."""
+    """The type number of ndarray `a` if it is float32/float64 (native byte order, aligned), else
+    TypeError (ValueError when it is not aligned)."""
     if not isinstance(a, cnp.ndarray):
         raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
     cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>a)
     if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
         raise TypeError(f"{op}: {arg} must be float32 or float64, got {a.dtype}")
+    if not cnp.PyArray_ISNOTSWAPPED(<cnp.ndarray>a):
+        raise TypeError(f"{op}: {arg} must be in native byte order, got {a.dtype.str}")
+    if not cnp.PyArray_ISALIGNED(<cnp.ndarray>a):
+        raise ValueError(f"{op}: {arg} must be aligned (use numpy.require(a, requirements='CA'))")
     return t
 
 
@@ -95,23 +124,82 @@ cdef cnp.ndarray _contiguous(object a, int t, tuple shape, str op, str arg, obje
     return <cnp.ndarray>a
 
 
+cdef inline void _gemm1(bint ta, bint tb, int m, int n, int k, const floating *A, int lda,
+                        const floating *B, int ldb, floating *C, int ldc) noexcept nogil:
+    """One BLAS call: row-major C (m, n; row stride ldc) := op(A) op(B), as column-major
+    C^T = op(B)^T op(A)^T (B first, each with its own flag and leading dimension)."""
+    cdef char *flag_b = b"T" if tb else b"N"
+    cdef char *flag_a = b"T" if ta else b"N"
+    cdef floating one = 1
+    cdef floating zero = 0
+    if floating is float:
+        sgemm(flag_b, flag_a, &n, &m, &k, &one, <float *>B, &ldb, <float *>A, &lda, &zero, C, &ldc)
+    else:
+        dgemm(flag_b, flag_a, &n, &m, &k, &one, <double *>B, &ldb, <double *>A, &lda, &zero, C, &ldc)
+
+
+cdef inline int _chunk_width(int dim, double per_entry) noexcept nogil:
+    """The width of the blocks a product is split into along a dimension of `dim` entries, each
+    entry of which costs `per_entry` multiply-adds: about 16 blocks, none under 64 wide or under
+    BLAS_MIN_CHUNK multiply-adds, a multiple of 16. A function of the shape alone, never of the
+    thread count, so every entry of the product is computed by the same BLAS call for any threads."""
+    cdef int w = (dim + 15) // 16
+    cdef int least = <int>(BLAS_MIN_CHUNK / per_entry) + 1
+    if w < least:
+        w = least
+    if w < 64:
+        w = 64
+    w = (w + 15) // 16 * 16
+    return w if w < dim else dim
+
+
 cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const floating *B,
                 floating *C) noexcept nogil:
     """Row-major C (m, n) := op(A) op(B), op(A) of shape (m, k), op(B) of shape (k, n); m, n, k > 0.
 
-    op(X) is X or X^T as the flag says; A and B are row-major buffers. Computed as the column-major
-    C^T = op(B)^T op(A)^T: B is passed first, each with its own flag and leading dimension.
+    op(X) is X or X^T as the flag says; A and B are row-major buffers. Small products are one BLAS
+    call. Larger ones are split into fixed blocks of C's columns (or rows, when C is taller than
+    wide), each one single-threaded BLAS call, run on 1 or n of our own threads as csrc/adapt.h
+    measures: results are bit-identical for any thread count, and a busy core never makes a product
+    wait (BLAS's own pool would split the work by thread count and spin for a busy core).
     """
-    cdef char *flag_b = b"T" if tb else b"N"
-    cdef char *flag_a = b"T" if ta else b"N"
     cdef int ldb = k if tb else n
     cdef int lda = m if ta else k
-    cdef floating one = 1
-    cdef floating zero = 0
-    if floating is float:
-        sgemm(flag_b, flag_a, &n, &m, &k, &one, <float *>B, &ldb, <float *>A, &lda, &zero, C, &n)
+    if <double>m * n * k < BLAS_MIN_PARALLEL:  # BLAS keeps to one thread here by itself
+        _gemm1(ta, tb, m, n, k, A, lda, B, ldb, C, n)
+        return
+    cdef bint by_columns = n >= m
+    cdef int dim = n if by_columns else m
+    cdef int width = _chunk_width(dim, <double>k * (m if by_columns else n))
+    cdef int nchunks = (dim + width - 1) // width
+    cdef int threads = 1
+    cdef uint64_t key = 0
+    cdef int64_t t0 = 0
+    cdef int c, lo, w
+    if blas_threads > 1 and nchunks > 1:
+        key = fg_adapt_key(4 * (floating is double) + 2 * ta + tb, m, n, k)
+        threads = fg_adapt_threads(key, blas_threads)
+        t0 = fg_now_ns()
+    fg_blas_set_threads(1)
+    if threads == 1:
+        for c in range(nchunks):
+            lo = c * width
+            w = min(width, dim - lo)
+            if by_columns:
+                _gemm1(ta, tb, m, w, k, A, lda, B + (lo * k if tb else lo), ldb, C + lo, n)
+            else:
+                _gemm1(ta, tb, w, n, k, A + (lo if ta else lo * k), lda, B, ldb, C + lo * n, n)
     else:
-        dgemm(flag_b, flag_a, &n, &m, &k, &one, <double *>B, &ldb, <double *>A, &lda, &zero, C, &n)
+        for c in prange(nchunks, num_threads=threads, schedule="dynamic"):
+            lo = c * width
+            w = min(width, dim - lo)
+            if by_columns:
+                _gemm1(ta, tb, m, w, k, A, lda, B + (lo * k if tb else lo), ldb, C + lo, n)
+            else:
+                _gemm1(ta, tb, w, n, k, A + (lo if ta else lo * k), lda, B, ldb, C + lo * n, n)
+    fg_blas_set_threads(blas_threads)  # what scipy.linalg's own callers were given
+    if key:
+        fg_adapt_record(key, threads, fg_now_ns() - t0)
 
 
 cdef cnp.ndarray _product(Matrix a, bint ta, Matrix b, bint tb, int t, str op, object a_shape,
@@ -262,3 +350,39 @@ def affine_backward(dy, y, x, W, activation=None, double param=0.0, bint need_db
     dW = _product(xm, True, dzm, False, t, "affine_backward", x.shape, shape) \
         if x is not None else None
     return dx, dW, db
+
+
+# ---------------------------------------------------------------------------------------------
+# BLAS threads: chosen per call (csrc/adapt.h)
+
+BLAS_THREADS_PER_CALL = bool(fg_blas_bind(<void *>sgemm))
+
+
+def set_num_threads(int n):
+    """Let products use up to `n` BLAS threads (each call uses 1 or n, as measured)."""
+    global blas_threads
+    blas_threads = max(n, 1)
+    fg_blas_forget()  # threadpoolctl may have changed BLAS's own count
+
+
+def adapt_counts():
+    """(calls run on one thread, calls run on several) since the last `adapt_reset()`: products
+    and kernels large enough to be split, as chosen by csrc/adapt.c."""
+    cdef int64_t serial = 0, parallel = 0
+    fg_adapt_counts(&serial, &parallel)
+    return int(serial), int(parallel)
+
+
+def adapt_reset():
+    """Forget every timing (each call site measures one and n threads again)."""
+    fg_adapt_reset()
+
+
+def _adapt_choose(int site, int64_t a, int64_t b, int64_t c, int n):
+    """Test hook: the thread count the next call at (site, a, b, c) would use with setting n."""
+    return fg_adapt_threads(fg_adapt_key(site, a, b, c), n)
+
+
+def _adapt_record(int site, int64_t a, int64_t b, int64_t c, int threads, int64_t ns):
+    """Test hook: record a call's time as csrc/adapt.c would."""
+    fg_adapt_record(fg_adapt_key(site, a, b, c), threads, ns)

@@ -1,4 +1,4 @@
-"""Cython bindings of csrc/norm.c: batch norm, layer norm and inverted dropout.
+"""Cython bindings of csrc/norm.c: batch norm and layer norm.
 
 Like _kernels: every argument is checked here (ndarray, float32/float64, one dtype, C-contiguous,
 shapes) and outputs are allocated before the C kernel runs with the GIL released. Kept apart from
@@ -40,14 +40,6 @@ cdef extern from "norm.h" nogil:
                                    const double *invstd, const double *gamma, Py_ssize_t n,
                                    Py_ssize_t d, double *dx, double *dgamma, double *dbeta,
                                    double *acc)
-    void fg_dropout_forward_f32(const float *x, const float *u, Py_ssize_t n, float p, float scale,
-                                float *y)
-    void fg_dropout_forward_f64(const double *x, const double *u, Py_ssize_t n, double p,
-                                double scale, double *y)
-    void fg_dropout_backward_f32(const float *dy, const float *u, Py_ssize_t n, float p,
-                                 float scale, float *dx)
-    void fg_dropout_backward_f64(const double *dy, const double *u, Py_ssize_t n, double p,
-                                 double scale, double *dx)
 
 
 cdef inline void *_data(cnp.ndarray a) noexcept:
@@ -215,40 +207,3 @@ def layernorm_forward(x, gamma, beta, double eps):
 def layernorm_backward(dy, x, mean, invstd, gamma, bint needs_x=True):
     """(dx or None, dgamma, dbeta) of layer norm, recomputing xhat from x, mean and invstd."""
     return _norm_backward(dy, x, mean, invstd, gamma, needs_x, False)
-
-
-cdef cnp.ndarray _dropout(object a, object u, double p, bint forward):
-    cdef str op = "dropout" if forward else "dropout_backward"
-    cdef int t = _check(a, op, "x" if forward else "dy")
-    _check(u, op, "u", t, a.shape)
-    if not 0.0 <= p <= 1.0:
-        raise ValueError(f"{op}: p must be in [0, 1], got {p}")
-    cdef double scale = 0.0 if p == 1.0 else 1.0 / (1.0 - p)
-    cdef cnp.ndarray out = np.empty(a.shape, dtype=a.dtype)
-    cdef Py_ssize_t n = out.size
-    cdef void *pa = _data(<cnp.ndarray>a)
-    cdef void *pu = _data(<cnp.ndarray>u)
-    cdef void *po = _data(out)
-    with nogil:
-        if forward and t == cnp.NPY_FLOAT32:
-            fg_dropout_forward_f32(<const float *>pa, <const float *>pu, n, <float>p, <float>scale,
-                                   <float *>po)
-        elif forward:
-            fg_dropout_forward_f64(<const double *>pa, <const double *>pu, n, p, scale, <double *>po)
-        elif t == cnp.NPY_FLOAT32:
-            fg_dropout_backward_f32(<const float *>pa, <const float *>pu, n, <float>p,
-                                    <float>scale, <float *>po)
-        else:
-            fg_dropout_backward_f64(<const double *>pa, <const double *>pu, n, p, scale,
-                                    <double *>po)
-    return out
-
-
-def dropout_forward(x, u, double p):
-    """y = x / (1 - p) where u >= p, else 0 (u: uniform draws in [0, 1) of x's shape and dtype)."""
-    return _dropout(x, u, p, True)
-
-
-def dropout_backward(dy, u, double p):
-    """dx = dy / (1 - p) where u >= p, else 0."""
-    return _dropout(dy, u, p, False)

@@ -13,6 +13,7 @@ consumer has a larger sequence number still, so it was visited first.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 from contextlib import contextmanager
 from heapq import heappop, heappush
@@ -27,6 +28,32 @@ class _GradMode(threading.local):
 
 
 _state = _GradMode()
+
+
+class _Debug:
+    """Process-wide debug switch: FASTGRAD_DEBUG=1 in the environment, or `set_debug(True)`."""
+
+    enabled = os.environ.get("FASTGRAD_DEBUG", "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+_debug = _Debug()
+
+
+def set_debug(enabled: bool) -> None:
+    """Turn the backward checks on or off (for every thread; the default comes from FASTGRAD_DEBUG).
+
+    With debug on, every `backward()` also checks, and raises a RuntimeError naming the op or tensor:
+    that no rule wrote into its upstream gradient or returned something other than an array; and, at
+    the end, that no `.grad` shares memory with another `.grad`, with the data of any tensor of the
+    graph, or with any buffer saved for backward. It costs a copy of every upstream gradient and an
+    overlap sweep over the graph's buffers: for tests and debugging, not for training runs.
+    """
+    _debug.enabled = bool(enabled)
+
+
+def is_debug() -> bool:
+    """Whether the backward debug checks are on (see `set_debug`)."""
+    return _debug.enabled
 
 
 def is_grad_enabled() -> bool:
@@ -53,20 +80,86 @@ class Node:
     """One recorded op application: op row, input tensors, saved buffers, sequence number.
 
     `grad` holds this node's output gradient after a backward with `keep_grads=True` (for drawing).
+    `out_data` and `out_vc` are the output's data and version counter (see `mark_modified`); the
+    data stays alive with the output tensor anyway, so holding it costs no memory.
     """
 
-    __slots__ = ("op", "inputs", "saved", "seq", "released", "grad")
+    __slots__ = ("op", "inputs", "saved", "seq", "released", "grad", "out_data", "out_vc")
 
-    def __init__(self, op, inputs, saved):
+    def __init__(self, op, inputs, saved, out_data=None, out_vc=None):
         self.op = op
         self.inputs = inputs
         self.saved = saved
         self.seq = next(_sequence)
         self.released = False
         self.grad = None
+        self.out_data = out_data
+        self.out_vc = out_vc
 
     def __repr__(self):
         return f"<Node {self.op.name} #{self.seq}>"
+
+
+# --- version counters: in-place modification of a saved tensor -------------------------------------
+# A tensor's version counter is a list [version, sequence number of its last in-place change], shared
+# by the tensors that share its data (detach(), view outputs such as reshape). It is created lazily
+# (None until needed; a node learns its output's counter when it is created). `_inplace.last` is the sequence number of the
+# latest in-place change anywhere: a node created after it can have seen no modification, so backward
+# checks a node only when node.seq < _inplace.last (one comparison per node in a training loop).
+
+
+class _Inplace:
+    last = -1
+
+
+_inplace = _Inplace()
+
+
+def version_counter(t) -> list:
+    """`t`'s version counter, created if it has none yet (to share it with a view or a detached copy)."""
+    vc = t._vc
+    if vc is None:
+        vc = t._vc = [0, -1]
+        if t._node is not None:  # the node that made t watches its output through the same counter
+            t._node.out_vc = vc
+    return vc
+
+
+def mark_modified(t) -> None:
+    """Record that `t.data` was changed in place: bump its version (every in-place op calls this)."""
+    vc = t._vc
+    if vc is None:
+        vc = version_counter(t)
+    vc[0] += 1
+    vc[1] = _inplace.last = next(_sequence)
+
+
+def _saves(node, data) -> bool:
+    """Whether one of node's saved arrays shares its memory owner with `data`."""
+    owner = _memory_owner(data)
+    for s in node.saved:
+        if type(s) is np.ndarray and _memory_owner(s) is owner:
+            return True
+    return False
+
+
+def _check_versions(node) -> None:
+    """RuntimeError when a buffer that `node` saved was modified in place after the node ran."""
+    for i, t in enumerate(node.inputs):
+        vc = t._vc
+        if vc is not None and vc[1] > node.seq and _saves(node, t.data):
+            _modified(node, f"input {i} of shape {t.shape}", vc[0])
+    vc = node.out_vc
+    if vc is not None and vc[1] > node.seq and node.out_data is not None and _saves(node, node.out_data):
+        _modified(node, f"its output of shape {node.out_data.shape}", vc[0])
+
+
+def _modified(node, what, version):
+    raise RuntimeError(
+        f"backward of op '{node.op.name}' #{node.seq} needs {what}, which it saved, but that tensor was "
+        f"modified in place afterwards (it is now at version {version}); the gradient would be wrong. "
+        "Modify a copy instead (x = x + 0 before the in-place update) or run the forward again"
+    )
 
 
 def graph_nodes(root_node: Node) -> list[Node]:
@@ -97,21 +190,45 @@ def _memory_owner(a):
     return a
 
 
+def _held(node_inputs, saved, g, g_owned: bool) -> set:
+    """ids of the memory owners that someone besides the engine holds while a rule's result is taken.
+
+    The inputs' data, the saved arrays, and the upstream gradient `g` unless the engine held it
+    exclusively (then the node is done with it and it may pass on to one input).
+    """
+    held = {id(_memory_owner(t.data)) for t in node_inputs}
+    for s in saved:
+        if type(s) is np.ndarray:
+            held.add(id(_memory_owner(s)))
+    if not g_owned:
+        held.add(id(_memory_owner(g)))
+    return held
+
+
 def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: bool) -> None:
     """Backpropagate `gradient` from tensor `root` into the `.grad` of every leaf that requires grad.
 
-    Gradients add up where a value is used more than once. A buffer a backward rule hands back may be
-    a view of its upstream gradient or of a sibling's; such borrowed buffers are copied before anyone
-    accumulates into them or stores them, so no two gradients ever alias. Leaf gradients are gathered
-    during the walk and written to `.grad` only when it has finished, so a backward that fails
-    (a released graph, a missing rule) leaves every `.grad` as it was.
+    Gradients add up where a value is used more than once. The engine accumulates in place only into
+    buffers it owns exclusively, and it decides that itself from what it can see, whatever the rules
+    return (see `docs/ARCHITECTURE.md`, "Backward and buffer ownership"): a gradient a rule returns
+    is *owned* when it is a writeable C-contiguous array whose memory owner (`.base` followed to the
+    end) is held by no other returned gradient, by no input's data, by no saved array, and by no
+    one holding the upstream gradient `g`. Anything else is *borrowed*: the first accumulation into
+    it adds out of place into a new buffer (then owned), and a borrowed leaf gradient is copied when
+    stored in `.grad`. Leaf gradients are gathered during the walk and written to `.grad` only when
+    it has finished, so a backward that fails (a released graph, a missing rule) leaves every `.grad`
+    as it was.
     """
-    # pending[key] = [gradient, whether we own that buffer exclusively], where key is a node (the
-    # gradient of its output; the node is also on the heap, keyed by its negated sequence number:
-    # unique, no ties) or a leaf tensor (its gradient, stored in `.grad` once the walk is over)
+    # pending[key] = [gradient, whether the engine owns that buffer exclusively], where key is a node
+    # (the gradient of its output; the node is also on the heap, keyed by its negated sequence
+    # number: unique, no ties) or a leaf tensor (its gradient, stored in `.grad` once the walk is over)
     root_node = root._node
-    pending = {root_node: [gradient, False]}
+    pending = {root_node: [gradient, False]}  # the caller may hold the root gradient
     heap = [(-root_node.seq, root_node)]
+    debug = _debug.enabled
+    if debug:
+        record = _DebugRecord(root)
+    last_inplace = _inplace.last
     while heap:
         node = heappop(heap)[1]
         g, g_owned = pending.pop(node)
@@ -123,18 +240,34 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
             )
         if type(g) is not np.ndarray or not g.flags.c_contiguous:  # rules take contiguous arrays
             g, g_owned = np.array(g, order="C"), True  # NumPy scalars too (0-d arithmetic)
+        if node.seq < last_inplace:  # something was modified in place after this node ran
+            _check_versions(node)
         if keep_grads:
             node.grad = g
+            g_owned = False  # node.grad keeps g: it must never be accumulated into
         rule = node.op.backward
         if rule is None:
             raise NotImplementedError(f"op '{node.op.name}' has no backward rule")
-        grads = rule(g, *node.saved)
+        saved = node.saved
+        if debug:
+            g_before = record.before(node, g)
+        grads = rule(g, *saved)
+        if debug:
+            record.after(node, g, g_before, grads)
         if not retain_graph:
             node.saved = None
             node.released = True
-        # ids of the owners of buffers already given to an input: a second holder must copy
-        handed = set() if g_owned and not keep_grads else {id(_memory_owner(g))}  # node.grad keeps g
-        for t, gi in zip(node.inputs, grads):
+        inputs = node.inputs
+        if len(grads) != len(inputs):
+            raise RuntimeError(
+                f"the backward rule of op '{node.op.name}' returned {len(grads)} gradients for "
+                f"{len(inputs)} inputs"
+            )
+        # first pass: check each gradient, find its memory owner, count the owners
+        taken = []  # (input, gradient, owner id or None when it cannot be owned anyway)
+        held = None  # what others hold, computed only when some gradient could be owned
+        shared = set()  # owners returned for more than one input
+        for t, gi in zip(inputs, grads):
             if gi is None or not t.requires_grad:
                 continue
             data = t.data
@@ -143,30 +276,118 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
                     f"the backward rule of op '{node.op.name}' returned a {gi.dtype} gradient of shape "
                     f"{gi.shape} for an input of shape {data.shape} and dtype {data.dtype}"
                 )
-            owner = id(gi if gi.base is None else _memory_owner(gi))
-            # read-only buffers (np.broadcast_to from sum/mean) can never be accumulated into
-            owned = gi.flags.writeable and owner not in handed
-            handed.add(owner)
+            # read-only buffers (np.broadcast_to from sum/mean, NumPy scalars) are never owned
+            if gi is g:  # passed through (add, sub): only an exclusively held g can pass on
+                owner = id(_memory_owner(g)) if g_owned else None
+            elif type(gi) is np.ndarray and gi.flags.writeable and gi.flags.c_contiguous:
+                owner = id(gi if gi.base is None else _memory_owner(gi))
+                if held is None:
+                    held = _held(inputs, saved, g, g_owned)
+                if owner in held:
+                    owner = None
+            else:
+                owner = None
+            if owner is not None and taken:  # two holders of one buffer: neither owns it
+                if owner in shared:  # a third holder (or more)
+                    owner = None
+                else:
+                    for other in taken:
+                        if other[2] == owner:
+                            other[2] = None
+                            shared.add(owner)
+                            owner = None
+                            break
+            taken.append([t, gi, owner])
+        # second pass: hand each gradient to its input's pending slot
+        for t, gi, owner in taken:
             parent = t._node
             key = t if parent is None else parent  # a tensor key hashes by identity
             slot = pending.get(key)
             if slot is None:
-                pending[key] = [gi, owned]
+                pending[key] = [gi, owner is not None]
                 if parent is not None:
                     heappush(heap, (-parent.seq, parent))
             elif slot[1]:
                 slot[0] += gi
-            else:  # a borrowed buffer: add into a new one
-                slot[0] = slot[0] + gi
+            else:  # a borrowed buffer: add into a new one (C order: views may be F-ordered)
+                slot[0] = np.add(slot[0], gi, order="C")
                 slot[1] = True
     for t, (gi, owned) in pending.items():  # only leaves are left
         _accumulate_leaf(t, gi, owned)
+    if debug:
+        record.check()
 
 
 def _accumulate_leaf(t, gi: np.ndarray, owned: bool) -> None:
     if t.grad is None:
-        if not (owned and gi.flags.c_contiguous and gi.flags.writeable and gi.dtype == t.dtype):
+        if not owned:  # borrowed: .grad gets its own C-contiguous copy
             gi = np.array(gi, dtype=t.dtype, order="C")
         t.grad = gi
     else:
         t.grad += gi
+
+
+# --- debug checks (set_debug / FASTGRAD_DEBUG) ------------------------------------------------------
+
+
+def _describe(t) -> str:
+    what = f"tensor {t.name!r}" if t.name else "a tensor"
+    if t._node is not None:
+        what += f" (output of op '{t._node.op.name}' #{t._node.seq})"
+    elif t.requires_grad:
+        what += " (a leaf)"
+    return f"{what} of shape {t.shape}"
+
+
+class _DebugRecord:
+    """What one backward touched: the graph's tensors and saved buffers, checked for aliasing at the end."""
+
+    def __init__(self, root):
+        self.tensors = {id(root): root}
+        self.saved = []  # (array, description)
+
+    def before(self, node, g):
+        for t in node.inputs:
+            self.tensors[id(t)] = t
+        for i, s in enumerate(node.saved):
+            if type(s) is np.ndarray:
+                self.saved.append((s, f"saved buffer {i} of op '{node.op.name}' #{node.seq}"))
+        return g.copy()
+
+    def after(self, node, g, g_before, grads):
+        if not np.array_equal(g, g_before, equal_nan=True):
+            raise RuntimeError(
+                f"debug: the backward rule of op '{node.op.name}' #{node.seq} wrote into its upstream "
+                "gradient g (rules must not modify their arguments)"
+            )
+        for i, gi in enumerate(grads):
+            if gi is not None and not isinstance(gi, (np.ndarray, np.generic)):
+                raise RuntimeError(
+                    f"debug: the backward rule of op '{node.op.name}' #{node.seq} returned a "
+                    f"{type(gi).__name__} as the gradient of input {i}, not a NumPy array"
+                )
+
+    def check(self):
+        """No .grad may share memory with another .grad, any tensor's data, or a saved buffer."""
+        from numpy.lib.array_utils import byte_bounds
+
+        entries = []  # (low address, high address, is a .grad, array, description)
+        for t in self.tensors.values():
+            for arr, what in ((t.data, f"the data of {_describe(t)}"),
+                              (t.grad, f"the .grad of {_describe(t)}")):
+                if isinstance(arr, np.ndarray) and arr.size:
+                    lo, hi = byte_bounds(arr)
+                    entries.append((lo, hi, what.startswith("the .grad"), arr, what))
+        for arr, what in self.saved:
+            if arr.size:
+                lo, hi = byte_bounds(arr)
+                entries.append((lo, hi, False, arr, what))
+        entries.sort(key=lambda e: e[0])
+        active = []  # entries whose address range reaches the current one's start
+        for e in entries:
+            active = [a for a in active if a[1] > e[0]]
+            for a in active:
+                if (a[2] or e[2]) and np.shares_memory(a[3], e[3]):
+                    first, second = (a, e) if a[2] else (e, a)
+                    raise RuntimeError(f"debug: {first[4]} shares memory with {second[4]}")
+            active.append(e)

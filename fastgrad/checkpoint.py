@@ -12,19 +12,19 @@ and M more steps give the same numbers as N + M straight:
 
 Layout: "model/<name>" arrays (the model's state_dict), "optim/<i>/<entry>" arrays (per parameter
 state), and "__meta__", one JSON string: format version, step, the optimizer's type, groups and
-step counts, the scheduler's state, the generators' states (fastgrad.default_generator always) and
+step counts, the scheduler's state, the generators' states (fastgrad.random's always) and
 `extra` (anything JSON-serialisable the caller adds, e.g. the training history).
 """
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import generator as _gen
+from . import random as _random
+from ._io import atomic_write
 
 __all__ = ["save", "load", "atomic_savez"]
 
@@ -33,21 +33,10 @@ _META = "__meta__"
 
 
 def atomic_savez(path, arrays: dict) -> Path:
-    """np.savez(path, **arrays) through a temporary file in path's folder and os.replace."""
+    """np.savez(path, **arrays) through fastgrad's atomic_write (temporary file, fsync, os.replace)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **arrays)
     return path
 
 
@@ -91,7 +80,7 @@ def save(path, model, optimizer=None, scheduler=None, step: int = 0, generators:
         meta["optimizer"] = {"type": type(optimizer).__name__, "param_groups": groups, "steps": steps}
     if scheduler is not None:
         meta["scheduler"] = {"type": type(scheduler).__name__, "state": scheduler.state_dict()}
-    gens = {"fastgrad.default_generator": _gen.default_generator, **(generators or {})}
+    gens = {"fastgrad.random": _random.default_generator(), **(generators or {})}
     meta["generators"] = {name: _generator_state(g) for name, g in gens.items()}
     arrays[_META] = np.array(json.dumps(meta))
     return atomic_savez(path, arrays)
@@ -135,7 +124,7 @@ def load(path, model, optimizer=None, scheduler=None, generators: dict | None = 
             raise ValueError(f"checkpoint: {path} holds no scheduler state")
         if s["type"] != type(scheduler).__name__:
             raise ValueError(f"checkpoint: {path} holds a {s['type']} state, not a {type(scheduler).__name__} one")
-    gens = {"fastgrad.default_generator": _gen.default_generator, **(generators or {})}
+    gens = {"fastgrad.random": _random.default_generator(), **(generators or {})}
     saved_gens = meta.get("generators", {})
     missing = [name for name in gens if name not in saved_gens]
     if missing:

@@ -348,7 +348,7 @@ class DataLoader:
 
     generator: a fastgrad.Generator (`fg.Generator().manual_seed(0)`, the analogue of
     `torch.Generator().manual_seed(0)`), a numpy Generator or an int seed; default
-    fastgrad.default_generator (seeded by fastgrad.manual_seed). sampler: an iterable of indices
+    fastgrad's global generator (fastgrad.random, seeded by fastgrad.manual_seed). sampler: an iterable of indices
     (iterated anew every epoch) to use instead of shuffle. Each batch is a tuple with one entry per
     dataset field (a single entry when the dataset yields single items): float fields as fastgrad
     Tensors, integer fields (labels) as NumPy arrays.

@@ -5,9 +5,12 @@ they are combined with) and applies one row of the op table.
 """
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from . import ops
+from .random import default_generator
 from .tensor import Tensor, apply, coerce, to_array
 
 
@@ -78,9 +81,10 @@ def elu(x, alpha=1.0) -> Tensor:
 def maxout(z, pieces) -> Tensor:
     """Maxout units: z of shape (N, H * pieces) -> (N, H), the max of each run of `pieces` columns.
 
-    The gradient is routed to the first maximal column of each group.
+    `pieces` must be a positive integer (2.5 raises TypeError). The gradient is routed to the
+    first maximal column of each group (the first NaN, if the group holds one).
     """
-    return apply(ops.maxout, as_tensor(z), pieces=int(pieces))
+    return apply(ops.maxout, as_tensor(z), pieces=pieces)
 
 
 def affine(x, W, b, activation=None, negative_slope=0.01, alpha=1.0) -> Tensor:
@@ -100,53 +104,221 @@ def affine(x, W, b, activation=None, negative_slope=0.01, alpha=1.0) -> Tensor:
                  negative_slope=float(negative_slope), alpha=float(alpha))
 
 
-def _labels(labels) -> np.ndarray:
+def _labels(labels, op: str) -> np.ndarray:
     labels = labels.data if isinstance(labels, Tensor) else np.asarray(labels)
     if labels.dtype.kind == "f" and labels.size and np.all(labels == np.round(labels)):
+        huge = np.flatnonzero(~(np.abs(labels) < 2.0**53))  # inf: no cast to int for it
+        if huge.size:
+            k = huge[0]
+            raise ValueError(f"{op}: label {labels.flat[k]} at position {k} is out of range")
         labels = labels.astype(np.intp)
     return np.ascontiguousarray(labels)
 
 
 def softmax_cross_entropy(scores, labels) -> Tensor:
     """Mean softmax (cross-entropy) loss of class scores (N, C) against integer labels (N,)."""
-    return apply(ops.softmax_cross_entropy, as_tensor(scores), labels=_labels(labels))
+    return apply(ops.softmax_cross_entropy, as_tensor(scores),
+                 labels=_labels(labels, "softmax_cross_entropy"))
 
 
 def svm_loss(scores, labels, delta=1.0) -> Tensor:
     """Mean multiclass hinge loss: sum over j != y of max(0, s_j - s_y + delta), per example."""
-    return apply(ops.svm_loss, as_tensor(scores), labels=_labels(labels), delta=float(delta))
+    return apply(ops.svm_loss, as_tensor(scores), labels=_labels(labels, "svm_loss"),
+                 delta=float(delta))
 
 
 # ---------------------------------------------------------------------------------------------
-# normalisation and dropout (PyTorch's torch.nn.functional signatures)
+# the PyTorch surface: fg.abs/sqrt/clamp/pow, cat/stack/where, and torch.nn.functional's
+# softmax, log_softmax, cross_entropy, dropout (`import fastgrad.functional as F`)
 
 
-def _uniform(generator, shape, dtype) -> np.ndarray:
-    """Uniform draws in [0, 1): from `generator` if it has a random(shape, dtype=) method (a
-    fastgrad.Generator, a numpy Generator), else from fastgrad's default generator."""
-    from .generator import as_numpy_generator
+def abs(x) -> Tensor:  # noqa: A001 (PyTorch's name)
+    """|x| elementwise; d/dx = sign(x), 0 at x = 0.
 
-    if generator is not None and not isinstance(generator, int) and hasattr(generator, "random"):
-        return np.asarray(generator.random(shape, dtype=dtype))
-    return as_numpy_generator(generator).random(shape, dtype=dtype)
+    >>> abs(tensor([-1.5, 2.0]))
+    tensor([1.5, 2. ])
+    """
+    return apply(ops.abs_, as_tensor(x))
+
+
+def sqrt(x) -> Tensor:
+    """sqrt(x) elementwise (nan for x < 0); d/dx = 1 / (2 sqrt(x)).
+
+    >>> sqrt(tensor([1.0, 4.0]))
+    tensor([1., 2.])
+    """
+    return apply(ops.sqrt, as_tensor(x))
+
+
+def clamp(x, min=None, max=None) -> Tensor:  # noqa: A002
+    """x clipped to [min, max] (numbers or None); gradient 1 where min <= x <= max, else 0.
+
+    >>> clamp(tensor([-1.0, 0.5, 2.0]), 0.0, 1.0)
+    tensor([0. , 0.5, 1. ])
+    """
+    return as_tensor(x).clamp(min, max)
+
+
+clip = clamp
+
+
+def pow(x, exponent) -> Tensor:  # noqa: A001
+    """x ** exponent for a number or tensor base and a number or tensor exponent, broadcasting.
+
+    With a tensor exponent t, d/dx = t x**(t-1) and d/dt = x**t ln x (0 where x = 0, t >= 0).
+
+    >>> pow(2.0, tensor([1.0, 3.0]))
+    tensor([2., 8.])
+    """
+    if isinstance(x, Tensor):
+        return x**exponent
+    if isinstance(exponent, Tensor):
+        return exponent.__rpow__(x)
+    return as_tensor(x) ** exponent
+
+
+def _tensors(op: str, tensors) -> list:
+    """A list of tensors of one dtype from a sequence of tensors/arrays/numbers."""
+    if isinstance(tensors, (Tensor, np.ndarray)) or not isinstance(tensors, (list, tuple)):
+        raise TypeError(f"{op}: expected a list or tuple of tensors, got {type(tensors).__name__}")
+    if not tensors:
+        raise ValueError(f"{op}: expected at least one tensor")
+    like = next((t for t in tensors if isinstance(t, Tensor)), None)
+    if like is None:
+        like = as_tensor(tensors[0])
+    return [coerce(t, like) for t in tensors]
+
+
+def cat(tensors, dim=0) -> Tensor:
+    """The tensors joined along the existing axis `dim` (their other sizes equal).
+
+    The gradient is split back along `dim` into each input's part.
+
+    >>> cat([tensor([[1.0, 2.0]]), tensor([[3.0, 4.0]])], dim=0)
+    tensor([[1., 2.],
+            [3., 4.]])
+    """
+    return apply(ops.cat, *_tensors("cat", tensors), dim=dim)
+
+
+concat = concatenate = cat
+
+
+def stack(tensors, dim=0) -> Tensor:
+    """The tensors (all of one shape) joined along a new axis `dim` (in [-ndim-1, ndim]).
+
+    >>> stack([tensor([1.0, 2.0]), tensor([3.0, 4.0])], dim=1)
+    tensor([[1., 3.],
+            [2., 4.]])
+    """
+    ts = _tensors("stack", tensors)
+    shapes = {t.shape for t in ts}
+    if len(shapes) != 1:
+        raise ValueError(f"stack: expected tensors of one shape, got {[t.shape for t in ts]}")
+    return apply(ops.cat, *[t.unsqueeze(dim) for t in ts], dim=dim)
+
+
+def _condition(cond) -> np.ndarray:
+    if isinstance(cond, Tensor):  # fastgrad tensors hold floats: nonzero means True
+        return cond.data != 0
+    c = np.asarray(cond)
+    if c.dtype != np.bool_:
+        raise TypeError(f"where: the condition must be a bool array (e.g. x.data > 0), got {c.dtype}")
+    return c
+
+
+def where(cond, a, b) -> Tensor:
+    """a where cond is True, else b, broadcasting all three; the gradient goes to a where cond,
+    else to b. cond: a bool array (or a tensor, whose nonzero entries count as True).
+
+    >>> x = tensor([-1.0, 2.0])
+    >>> where(x.data > 0, x, 0.0)
+    tensor([0., 2.])
+    """
+    return apply(ops.where, *_pair(a, b), cond=_condition(cond))
+
+
+def softmax(x, dim) -> Tensor:
+    """softmax(x)_i = e**(x_i - max x) / sum_j e**(x_j - max x) along `dim` (an int).
+
+    Backward: dx = y (g - sum(g y)) with y the saved output.
+
+    >>> softmax(tensor([[1.0, 1.0, 1.0, 1.0]]), dim=1)
+    tensor([[0.25, 0.25, 0.25, 0.25]])
+    """
+    return apply(ops.softmax, as_tensor(x), dim=dim)
+
+
+def log_softmax(x, dim) -> Tensor:
+    """log softmax(x) = x - max x - log sum e**(x - max x) along `dim`: never overflows.
+
+    Backward: dx = g - softmax(x) sum(g), exact (from the saved output).
+
+    >>> log_softmax(tensor([[0.0, 0.0]]), dim=1).exp()
+    tensor([[0.5, 0.5]])
+    """
+    return apply(ops.log_softmax, as_tensor(x), dim=dim)
+
+
+def cross_entropy(input, target, reduction="mean") -> Tensor:  # noqa: A002 (PyTorch's names)
+    """The softmax cross-entropy loss of scores `input` (N, C) against class indices `target` (N,).
+
+    loss_i = -log softmax(input_i)[target_i]; reduction "mean" (the default, the same op as
+    `softmax_cross_entropy`), "sum" or "none" (the N losses). Class-probability targets,
+    weights and label smoothing are not supported.
+
+    >>> cross_entropy(tensor([[0.0, 0.0]]), [1]).item() == float(np.log(np.float32(2)))
+    True
+    """
+    scores = as_tensor(input)
+    labels = _labels(target, "cross_entropy")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"cross_entropy: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    if reduction == "mean":
+        return softmax_cross_entropy(scores, labels)
+    labels = ops.check_labels("cross_entropy", scores.data, labels)
+    n, c = scores.shape
+    if labels.size and (labels.min() < 0 or labels.max() >= c):
+        raise ValueError(f"cross_entropy: labels must be in [0, {c}), got {labels.min()}..{labels.max()}")
+    if reduction == "sum":
+        return softmax_cross_entropy(scores, labels) * n
+    return -log_softmax(scores, 1)[np.arange(n), labels]
 
 
 def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
-    """Inverted dropout (CS231n): each entry is kept with probability 1 - p and scaled by 1 / (1 - p),
-    so the expected output is x; identity when `training` is False or p == 0.
+    """Inverted dropout (CS231n): each entry kept with probability 1 - p and scaled by 1 / (1 - p),
+    so that no rescaling is needed at test time; zeroed otherwise.
 
-    The mask comes from `generator` (a fastgrad.Generator, a numpy Generator, or an int seed), else
-    from fastgrad.default_generator (see fastgrad.manual_seed).
+    p: the drop probability, in [0, 1). training=False or p = 0 return x itself.
+    generator: a numpy Generator or a fastgrad.Generator to draw the mask from (default:
+    fastgrad's, see `manual_seed`).
+    The mask is drawn as `generator.random(x.shape) >= p` (float64 draws, so both dtypes drop the
+    same entries) and saved; backward multiplies g by it.
 
-    >>> y = dropout(tensor([1.0, 2.0, 3.0, 4.0]), p=0.5, generator=0)   # entries 0 or 2x
+    >>> y = dropout(tensor(np.ones((2, 4))), p=0.5, generator=np.random.default_rng(0))
+    >>> sorted(set(y.data.ravel().tolist())) in ([0.0, 2.0], [2.0], [0.0])
+    True
     """
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)) or not 0 <= p <= 1:
-        raise ValueError(f"dropout: p must be a probability in [0, 1], got {p!r}")
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be a number in [0, 1), got {p!r}")
     x = as_tensor(x)
     if not training or p == 0:
         return x
-    u = _uniform(generator, x.shape, x.dtype)
-    return apply(ops.dropout, x, p=float(p), u=u)
+    if generator is None:
+        generator = default_generator()
+    elif not isinstance(generator, np.random.Generator):
+        # a fastgrad.Generator, or any object with random(shape) (replayed masks)
+        from .generator import as_draws
+
+        if isinstance(generator, numbers.Integral):  # a seed here would repeat one mask forever
+            raise TypeError(f"dropout: generator must be a Generator, not {type(generator).__name__}")
+        generator = as_draws(generator, "dropout")
+    keep = np.asarray(generator.random(x.shape)) >= p
+    return apply(ops.dropout, x, keep=keep, p=float(p))
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation (PyTorch's torch.nn.functional signatures; the rows are in ops.py, C in csrc/norm.c)
 
 
 def _affine_params(x: Tensor, weight, bias, shape):

@@ -15,19 +15,26 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
+from . import flat as _flat
 from . import functional as F
 from . import nn_init as init
 from . import nn_utils as utils
 from .autograd import no_grad
 from .generator import Generator
-from .tensor import Tensor, resolve_dtype
+from .random import default_generator
+from .tensor import Tensor, resolve_dtype, to_array
 
-functional = F  # fg.nn.functional, as torch.nn.functional
+# torch.nn.functional's place: fg.nn.functional and `import fastgrad.nn.functional as F` are
+# fastgrad.functional itself (nn is a module, so the import system is told about the alias)
+functional = F
+sys.modules[__name__ + ".functional"] = F
+
 
 __all__ = [
     "Module", "Linear", "ReLU", "Sigmoid", "Tanh", "LeakyReLU", "ELU", "Maxout", "Sequential", "MLP",
@@ -161,9 +168,34 @@ class Module:
         return [p for p in self.parameters() if p.ndim >= 2]
 
     def zero_grad(self) -> None:
-        """Forget every parameter's gradient (set it to None; the next backward stores a fresh one)."""
-        for p in self.parameters():
-            p.grad = None
+        """Forget every parameter's gradient: set it to None (the next backward stores a fresh one),
+        or, after `flatten_parameters()`, zero it in place (PyTorch's set_to_none=False)."""
+        flat = self.__dict__.get("_flat")
+        if flat is not None:
+            flat.zero_grad()
+        else:
+            _flat.zero_grads(self.parameters())
+
+    def flatten_parameters(self, tail: int = 0) -> "_flat.FlatBuffers":
+        """Move every parameter into one contiguous buffer and every gradient into another.
+
+        Each parameter's `.data` and `.grad` become views into `flat.data` and `flat.grad` (1-D, in
+        `parameters()` order); from then on `zero_grad()` zeroes in place and backward accumulates
+        into the views. Returns the `fastgrad.flat.FlatBuffers`; calling it again returns the same
+        one while every parameter still lives in it. All parameters must share one dtype. tail:
+        spare slots after the gradients in `flat.comm` (fastgrad.distributed sends the loss there).
+
+        >>> flat = MLP([4, 8, 3], seed=0).flatten_parameters()
+        >>> flat.data.shape
+        (67,)
+        """
+        flat = self.__dict__.get("_flat")
+        params = self.parameters()
+        if flat is not None and flat.holds(params) and flat.tail.size == tail:
+            return flat
+        flat = _flat.flatten(params, tail)
+        object.__setattr__(self, "_flat", flat)
+        return flat
 
     def l2(self, reg: float) -> Tensor:
         """The L2 penalty 0.5 * reg * sum of W**2 over the weights (biases excluded), as in CS231n.
@@ -290,7 +322,8 @@ def init_weight(fan_in: int, fan_out: int, init="he", rng=None, dtype=None) -> n
 
     init: "he" (std sqrt(2 / fan_in), for ReLU-family units), "xavier" (Glorot: std
     sqrt(2 / (fan_in + fan_out)), for sigmoid/tanh units), or a number used as the std itself
-    (CS231n's `weight_scale`). rng: a numpy Generator (default: a fresh unseeded one).
+    (CS231n's `weight_scale`). rng: a numpy Generator (default: fastgrad's generator, which
+    `fastgrad.manual_seed` seeds).
 
     >>> init_weight(4, 3, "he", np.random.default_rng(0)).shape
     (4, 3)
@@ -306,14 +339,16 @@ def init_weight(fan_in: int, fan_out: int, init="he", rng=None, dtype=None) -> n
         std = float(init)
         if not std >= 0:
             raise ValueError(f"init std must be >= 0, got {init}")
-    rng = np.random.default_rng() if rng is None else rng
+    rng = default_generator() if rng is None else rng
     return (rng.standard_normal((fan_in, fan_out)) * std).astype(resolve_dtype(dtype))
 
 
 def _rng(rng, seed):
     if rng is not None and seed is not None:
         raise ValueError("give rng or seed, not both")
-    return rng if rng is not None else np.random.default_rng(seed)
+    if rng is not None:
+        return rng
+    return default_generator() if seed is None else np.random.default_rng(seed)
 
 
 def _is_count(n) -> bool:
@@ -454,7 +489,7 @@ class Dropout(Module):
     the kept ones are scaled by 1 / (1 - p); in evaluation (`eval()`) it is the identity.
 
     generator: where the masks come from (a fastgrad.Generator, a numpy Generator, or an int seed);
-    default fastgrad.default_generator, reseeded by fastgrad.manual_seed.
+    default fastgrad's global generator (fastgrad.random, reseeded by fastgrad.manual_seed).
 
     >>> drop = Dropout(0.5, generator=Generator().manual_seed(0))
     >>> drop.eval()(np.ones(3)).data
@@ -463,8 +498,8 @@ class Dropout(Module):
 
     def __init__(self, p=0.5, generator=None):
         super().__init__()
-        if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0 <= p <= 1:
-            raise ValueError(f"Dropout: p must be a probability in [0, 1], got {p!r}")
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.number)) or not 0 <= p < 1:
+            raise ValueError(f"Dropout: p must be a probability in [0, 1), got {p!r}")
         self.p = float(p)
         self.generator = Generator(generator) if isinstance(generator, (int, np.integer)) else generator
 
@@ -658,7 +693,9 @@ def _input(x, like: Tensor) -> Tensor:
     """A batch as a constant tensor of the parameters' dtype (arrays of another dtype are converted)."""
     if isinstance(x, Tensor):
         return x
-    return Tensor._wrap(np.ascontiguousarray(x, dtype=like.dtype))
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":  # no copy when it is already right
+        return Tensor._wrap(np.require(x, dtype=like.dtype, requirements="CA"))  # C order, aligned, native
+    return Tensor._wrap(to_array(x, like.dtype))  # lists, numbers; TypeError for strings, None, objects
 
 
 def _input_dtype(x, dtype) -> Tensor:
@@ -686,7 +723,7 @@ class MLP(Module):
     {affine - [batch/layer norm] - activation - [dropout]} x (L - 1) - affine. Each normalised layer
     k adds gammak (ones) and betak (zeros) right after bk, and batch norm the buffers running_meank
     and running_vark (eps, momentum as BatchNorm1d). Dropout masks come from `generator`
-    (default fastgrad.default_generator); `train()`/`eval()` switch dropout and the statistics.
+    (default fastgrad's global one, see fastgrad.manual_seed); `train()`/`eval()` switch dropout and the statistics.
 
     >>> net = MLP([2, 100, 3], activation="tanh", seed=0)
     >>> [(n, p.shape) for n, p in net.named_parameters()]
@@ -767,44 +804,96 @@ class MLP(Module):
 # files
 
 _CONFIG_KEY = "__config__"
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip's first entry, or an empty zip
+
+
+class LoadError(ValueError):
+    """`load` found a file that is not a whole checkpoint written by `save` (damaged or foreign)."""
+
+
+__all__ += ["LoadError"]
 
 
 def save(model: Module, path) -> Path:
     """Write `model`'s parameters (and an MLP's config) to one .npz file; returns the path.
 
+    The file is written atomically (a temporary file in the same folder, flushed, then renamed):
+    an error or Ctrl-C while saving leaves any previous file at `path` as it was. The name is used
+    as given (no ".npz" is appended).
+
     >>> save(MLP([4, 8, 3], seed=0), "model.npz")      # doctest: +SKIP
     """
+    from ._io import atomic_write
+
     path = Path(path)
     state = model.state_dict()
     if _CONFIG_KEY in state:
         raise ValueError(f"save: a parameter may not be called {_CONFIG_KEY!r}")
     if isinstance(model, MLP):
         state[_CONFIG_KEY] = np.array(json.dumps(model.config))
-    with open(path, "wb") as f:
-        np.savez(f, **state)
+    with atomic_write(path, "wb") as f:
+        np.savez(f, **state)  # a file object, so NumPy adds no suffix
     return path
+
+
+def _read_npz(path: Path) -> dict:
+    """Every array of the .npz at `path`, or LoadError saying why it cannot be read."""
+    with open(path, "rb") as f:
+        if f.read(4) not in _ZIP_MAGIC:
+            raise LoadError(f"load: {path} is not a checkpoint written by fastgrad.nn.save (not an .npz file)")
+        f.seek(0)
+        try:
+            with np.load(f, allow_pickle=False) as archive:
+                return {k: archive[k] for k in archive.files}
+        except Exception as e:  # BadZipFile, zlib.error, EOFError, a bad .npy header, pickled objects, ...
+            reason = str(e) or type(e).__name__
+            if "allow_pickle" in reason:
+                reason = "it holds Python objects (pickles), which fastgrad never loads"
+            raise LoadError(f"load: {path} is damaged or not a fastgrad checkpoint: {reason}") from None
+
+
+def _model_from_config(config, path: Path) -> "MLP":
+    """The MLP that `config` (the saved JSON string) describes, or LoadError."""
+    try:
+        c = json.loads(str(config)) if config.ndim == 0 and config.dtype.kind == "U" else None
+        if not isinstance(c, dict):
+            raise ValueError("it is not a JSON object")
+        return MLP(c["sizes"], activation=c["activation"], pieces=c["pieces"], dtype=c["dtype"], seed=0,
+                   norm=c.get("norm"), dropout=c.get("dropout", 0.0), eps=c.get("eps", 1e-5),
+                   momentum=c.get("momentum", 0.1))
+    except (ValueError, TypeError, KeyError, MemoryError, OverflowError) as e:
+        reason = f"missing {e}" if isinstance(e, KeyError) else str(e) or type(e).__name__
+        raise LoadError(f"load: {path} has a damaged MLP config ({reason})") from None
 
 
 def load(path, model: Module | None = None) -> Module:
     """Read a .npz written by `save`: into `model` (checked by `load_state_dict`), or, without one,
     into a new MLP built from the saved config. Returns the model.
 
+    Raises FileNotFoundError for a missing file and `LoadError` (a ValueError) naming the file and
+    the problem for anything that is not a whole fastgrad checkpoint: truncated, empty or random
+    bytes, an .npz without the config (when no model is given), with pickled objects, or with keys
+    or shapes that do not fit the model. A failed load leaves `model` unchanged.
+
     >>> model = load("model.npz")                       # doctest: +SKIP
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"load: no such file: {path}")
-    with np.load(path, allow_pickle=False) as archive:
-        state = {k: archive[k] for k in archive.files}
+    if not path.is_file():
+        raise LoadError(f"load: {path} is not a file")
+    if model is not None and not isinstance(model, Module):
+        raise TypeError(f"load: model must be a fastgrad.nn.Module, got {type(model).__name__}")
+    state = _read_npz(path)
     config = state.pop(_CONFIG_KEY, None)
     if model is None:
         if config is None:
-            raise ValueError(f"load: {path} holds no MLP config; pass the model to load into")
-        c = json.loads(str(config))
-        model = MLP(c["sizes"], activation=c["activation"], pieces=c["pieces"], dtype=c["dtype"], seed=0,
-                    norm=c.get("norm"), dropout=c.get("dropout", 0.0), eps=c.get("eps", 1e-5),
-                    momentum=c.get("momentum", 0.1))
-    model.load_state_dict(state)
+            raise LoadError(f"load: {path} holds no MLP config; pass the model to load into")
+        model = _model_from_config(config, path)
+    try:
+        model.load_state_dict(state)
+    except ValueError as e:
+        raise LoadError(f"load: {path} does not fit the {type(model).__name__}: {e}") from None
     return model
 
 

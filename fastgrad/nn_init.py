@@ -4,7 +4,7 @@ Every function writes into `tensor.data` under no_grad and returns the tensor. F
 fastgrad's weight layout (in_features, out_features), the transpose of PyTorch's: for a 2-D
 weight fan_in = shape[0] and fan_out = shape[1] (further dims multiply both, as a receptive
 field). Draws come from `generator` (a fastgrad.Generator, a numpy Generator or an int seed),
-else from fastgrad.default_generator.
+else from fastgrad's global generator (fastgrad.manual_seed).
 
 >>> import fastgrad as fg
 >>> W = fg.tensor(np.empty((100, 10)), requires_grad=True)

@@ -17,6 +17,7 @@ own: its gradient follows from theirs.
 from __future__ import annotations
 
 import operator
+import sys
 
 import numpy as np
 
@@ -203,7 +204,8 @@ def log_backward(g, x):
 
 @primitive("maximum")
 def maximum(a, b):
-    """Elementwise max; the gradient goes to `a` where a >= b (ties to the first argument).
+    """Elementwise max; the gradient goes to the operand whose value the output is: `a` where
+    a >= b (ties to the first argument) or a is NaN, `b` where b > a or b alone is NaN.
 
     Operands of one shape run in C and save nothing new (the inputs decide the routing);
     broadcasting operands take the NumPy path and save the mask.
@@ -211,7 +213,9 @@ def maximum(a, b):
     if a.shape == b.shape:
         return K.maximum_forward(a, b), (a, b)
     broadcast_shape("maximum", a.shape, b.shape)
-    return np.maximum(a, b), (a >= b, a.shape, b.shape)
+    a_wins = a >= b
+    np.logical_or(a_wins, a != a, out=a_wins)  # NaN in a: a is the output (np.maximum keeps it)
+    return np.maximum(a, b), (a_wins, a.shape, b.shape)
 
 
 @maximum.defbackward
@@ -276,6 +280,192 @@ def tanh(x):
 @tanh.defbackward
 def tanh_backward(g, y):
     return (K.tanh_backward(g, y),)
+
+
+# ---------------------------------------------------------------------------------------------
+# the PyTorch surface: casts, abs, sqrt, clamp, pow with a tensor exponent, cat, where,
+# softmax, log_softmax, dropout (NumPy: each is one or two vectorized passes)
+
+
+@primitive("cast")
+def cast(x, dtype):
+    """x as float32 or float64, always a new array (Tensor.float/double/to/clone); g is cast back."""
+    dt = np.dtype(dtype)
+    if dt != np.float32 and dt != np.float64:
+        raise TypeError(f"cast: fastgrad tensors are float32 or float64, not {dtype!r}")
+    return x.astype(dt), (x.dtype,)
+
+
+@cast.defbackward
+def cast_backward(g, dtype):
+    return (g.astype(dtype),)
+
+
+@primitive("abs")
+def abs_(x):
+    """|x|; d/dx = sign(x), 0 at x = 0 (as PyTorch)."""
+    return np.abs(x), (x,)
+
+
+@abs_.defbackward
+def abs_backward(g, x):
+    return (g * np.sign(x),)
+
+
+@primitive("sqrt")
+def sqrt(x):
+    """sqrt(x) (nan for x < 0, as PyTorch); d/dx = 1 / (2 sqrt(x)) from the saved output (inf at 0)."""
+    with np.errstate(invalid="ignore"):
+        y = np.sqrt(x)
+    return y, (y,)
+
+
+@sqrt.defbackward
+def sqrt_backward(g, y):
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (g / (y + y),)
+
+
+@primitive("clamp")
+def clamp(x, min=None, max=None):
+    """x clipped to [min, max] (either bound may be None); the gradient passes where
+    min <= x <= max (bounds included, as PyTorch) and is 0 elsewhere. Saves that mask."""
+    if min is None and max is None:
+        raise ValueError("clamp: give min, max or both")
+    inside = np.ones(x.shape, dtype=bool)
+    if min is not None:
+        inside &= x >= min
+    if max is not None:
+        inside &= x <= max
+    return np.clip(x, min, max), (inside,)
+
+
+@clamp.defbackward
+def clamp_backward(g, inside):
+    return (g * inside,)
+
+
+@primitive("pow_tensor", takes_needs=True)
+def pow_tensor(a, b, needs=(True, True)):
+    """a ** b elementwise for two tensors, broadcasting (x ** t, 2 ** t).
+
+    da = g b a**(b-1) (0 where b = 0); db = g a**b ln a (0 where a = 0 and b >= 0, as PyTorch;
+    nan for a < 0). The output is saved only when b needs a gradient.
+    """
+    broadcast_shape("pow", a.shape, b.shape)
+    with np.errstate(all="ignore"):
+        out = np.power(a, b)
+    return out, (a, b, out if needs[1] else None, needs)
+
+
+@pow_tensor.defbackward
+def pow_tensor_backward(g, a, b, out, needs):
+    ga = gb = None
+    with np.errstate(all="ignore"):
+        if needs[0]:
+            ga = unbroadcast(np.where(b == 0, 0, g * b * np.power(a, b - 1)), a.shape)
+        if needs[1]:
+            gb = unbroadcast(np.where((a == 0) & (b >= 0), 0, g * out * np.log(a)), b.shape)
+    return ga, gb
+
+
+@primitive("cat")
+def cat(*xs, dim=0):
+    """Concatenation of the inputs along `dim` (their other sizes equal); backward splits g."""
+    if not xs:
+        raise ValueError("cat: expected at least one tensor")
+    first = xs[0]
+    if first.ndim == 0:
+        raise ValueError("cat: 0-d tensors cannot be concatenated (stack them instead)")
+    (axis,) = normalize_axis(dim, first.ndim, "cat")
+    for x in xs:
+        if x.ndim != first.ndim or x.shape[:axis] + x.shape[axis + 1:] != first.shape[:axis] + first.shape[axis + 1:]:
+            raise ValueError(
+                f"cat: shapes {[t.shape for t in xs]} differ outside dim {dim}"
+            )
+    return np.concatenate(xs, axis=axis), (axis, [x.shape[axis] for x in xs])
+
+
+@cat.defbackward
+def cat_backward(g, axis, sizes):
+    return tuple(np.split(g, np.cumsum(sizes)[:-1], axis=axis))  # views of g
+
+
+@primitive("where")
+def where(a, b, cond):
+    """a where cond else b, broadcasting cond, a and b; the gradient goes to a where cond, else to b."""
+    try:
+        np.broadcast_shapes(cond.shape, a.shape, b.shape)
+    except ValueError:
+        raise ValueError(
+            f"where: condition {cond.shape}, a {a.shape} and b {b.shape} cannot be broadcast together"
+        ) from None
+    return np.where(cond, a, b), (cond, a.shape, b.shape)
+
+
+@where.defbackward
+def where_backward(g, cond, a_shape, b_shape):
+    return unbroadcast(np.where(cond, g, 0), a_shape), unbroadcast(np.where(cond, 0, g), b_shape)
+
+
+def _softmax_axis(op: str, x: np.ndarray, dim) -> int:
+    if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+        raise TypeError(f"{op}: dim must be an int, got {dim!r}")
+    return normalize_axis(dim, x.ndim, op)[0]
+
+
+def _shifted(x: np.ndarray, axis: int) -> np.ndarray:
+    """x minus its max along `axis` (so exp never overflows); x itself when there is nothing to shift."""
+    if x.size == 0:
+        return x.copy()
+    return x - x.max(axis=axis, keepdims=True)
+
+
+@primitive("softmax")
+def softmax(x, dim):
+    """exp(x - max) / sum exp(x - max) along `dim`; saves y; dx = y (g - sum(g y))."""
+    axis = _softmax_axis("softmax", x, dim)
+    e = np.exp(_shifted(x, axis))
+    e /= e.sum(axis=axis, keepdims=True)
+    return e, (e, axis)
+
+
+@softmax.defbackward
+def softmax_backward(g, y, axis):
+    gy = g * y
+    gy -= y * gy.sum(axis=axis, keepdims=True)
+    return (gy,)
+
+
+@primitive("log_softmax")
+def log_softmax(x, dim):
+    """x - max - log sum exp(x - max) along `dim` (stable); saves y; dx = g - exp(y) sum(g)."""
+    axis = _softmax_axis("log_softmax", x, dim)
+    y = _shifted(x, axis)
+    y -= np.log(np.exp(y).sum(axis=axis, keepdims=True))
+    return y, (y, axis)
+
+
+@log_softmax.defbackward
+def log_softmax_backward(g, y, axis):
+    return (g - np.exp(y) * g.sum(axis=axis, keepdims=True),)
+
+
+@primitive("dropout")
+def dropout(x, keep, p):
+    """Inverted dropout (CS231n): x * keep / (1 - p), keep a bool array of x's shape drawn by
+    `functional.dropout`; saves the mask keep / (1 - p) (as x's dtype) and multiplies g by it."""
+    if keep.shape != x.shape or keep.dtype != np.bool_:
+        raise ValueError(f"dropout: keep must be a bool array of shape {x.shape}, got {keep.dtype} {keep.shape}")
+    if not 0 <= p < 1:
+        raise ValueError(f"dropout: p must be in [0, 1), got {p}")
+    mask = np.where(keep, 1.0 / (1.0 - p), 0.0).astype(x.dtype)
+    return x * mask, (mask,)
+
+
+@dropout.defbackward
+def dropout_backward(g, mask):
+    return (g * mask,)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -383,7 +573,9 @@ def _reduced_range(x: np.ndarray, axes: tuple):
 
 @primitive("max")
 def max_(x, axis=None, keepdims=False):
-    """Max over `axis`; saves the index of the first maximal entry, where backward routes g."""
+    """Max over `axis`; saves the index of the first maximal entry, where backward routes g.
+
+    NaN wins, as in numpy.max: the output is NaN and the gradient goes to the first NaN."""
     axes = normalize_axis(axis, x.ndim, "max")
     if any(x.shape[a] == 0 for a in axes):
         raise ValueError(f"max: cannot reduce an empty axis of a tensor of shape {x.shape}")
@@ -404,8 +596,15 @@ def max_backward(g, idx, layout, start, stop, perm, shape):
 
 @primitive("maxout")
 def maxout(z, pieces):
-    """(N, H * pieces) -> (N, H): max over consecutive groups of `pieces` columns."""
-    if z.ndim != 2 or pieces < 1 or z.shape[1] % pieces:
+    """(N, H * pieces) -> (N, H): max over consecutive groups of `pieces` columns.
+
+    A NaN wins its group (the output is NaN and the gradient goes to the first NaN)."""
+    if isinstance(pieces, bool) or not isinstance(pieces, (int, np.integer)):
+        raise TypeError(f"maxout: pieces must be a positive integer, got {pieces!r}")
+    if not 1 <= pieces <= sys.maxsize:
+        raise ValueError(f"maxout: pieces={pieces} must be a positive integer (z {z.shape})")
+    pieces = int(pieces)
+    if z.ndim != 2 or z.shape[1] % pieces:
         raise ValueError(
             f"maxout: expected z of shape (N, H * pieces) with pieces={pieces}, got {z.shape}"
         )
@@ -451,24 +650,35 @@ def transpose_backward(g, inverse):
     return (g.transpose(inverse),)
 
 
-def _is_basic(index) -> bool:
+def _picks_once(index) -> bool:
+    """Whether `index` names every entry at most once: no integer arrays (ints, slices, None,
+    Ellipsis and boolean masks only), so that backward may assign instead of scatter-adding."""
     parts = index if isinstance(index, tuple) else (index,)
-    return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice)) for p in parts)
+    return all(p is None or p is Ellipsis or isinstance(p, (int, np.integer, slice, np.bool_))
+               or (isinstance(p, np.ndarray) and p.dtype == np.bool_) for p in parts)
 
 
 @primitive("getitem")
 def getitem(x, index):
+    """x[index] with NumPy's rules: ints, slices (any step), None, Ellipsis, integer arrays
+    (repeats allowed) and boolean masks; a float index raises IndexError."""
     try:
         out = x[index]
-    except IndexError as e:
-        raise IndexError(f"getitem: {e} (tensor of shape {x.shape})") from None
+    except (IndexError, ValueError) as e:  # ValueError: a slice step of 0
+        raise type(e)(f"getitem: {e} (tensor of shape {x.shape})") from None
+    # the index arrays are saved for backward: copies, so that changing the caller's array later
+    # cannot change the gradient
+    if isinstance(index, np.ndarray):
+        index = index.copy()
+    elif isinstance(index, tuple) and any(isinstance(p, np.ndarray) for p in index):
+        index = tuple(p.copy() if isinstance(p, np.ndarray) else p for p in index)
     return np.asarray(out, order="C"), (x.shape, index)
 
 
 @getitem.defbackward
 def getitem_backward(g, shape, index):
     gx = np.zeros(shape, dtype=g.dtype)
-    if _is_basic(index):
+    if _picks_once(index):
         gx[index] = g
     else:  # integer arrays may repeat an entry: scatter-add
         np.add.at(gx, index, g)
@@ -482,8 +692,13 @@ def getitem_backward(g, shape, index):
 def check_labels(op: str, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """scores must be (N, C) with N > 0, labels N integers; returns them as intp.
 
+    Labels that are not numbers raise TypeError; non-integers, a wrong shape or an empty batch
+    ValueError.
+
     The kernels check the range [0, C) (a ValueError naming the op) before they run.
     """
+    if labels.dtype.kind not in "biuf":  # None, strings, objects, complex numbers
+        raise TypeError(f"{op}: labels must be integers, got dtype {labels.dtype}")
     if scores.ndim != 2:
         raise ValueError(f"{op}: scores must be 2-D (N, C), got shape {scores.shape}")
     n, c = scores.shape
@@ -495,7 +710,7 @@ def check_labels(op: str, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
         raise ValueError(f"{op}: labels must be integers, got dtype {labels.dtype}")
     if labels.dtype.kind == "u" and labels.max() >= c:  # would wrap around in intp
         raise ValueError(f"{op}: label {labels.max()} is out of range for {c} classes")
-    return np.ascontiguousarray(labels, dtype=np.intp)
+    return np.require(labels, dtype=np.intp, requirements="CA")  # C-contiguous, aligned, native
 
 
 # Both losses compute the gradient of the mean loss in the same C pass as the loss (when the
@@ -535,7 +750,7 @@ def svm_loss_backward(g, grad):
 
 
 # ---------------------------------------------------------------------------------------------
-# normalisation and dropout (C kernels in csrc/norm.c, bound in _norm.pyx)
+# normalisation (C kernels in csrc/norm.c, bound in _norm.pyx)
 
 
 def _stat(a, like: np.ndarray, op: str, what: str) -> np.ndarray:
@@ -607,19 +822,3 @@ def layernorm_backward(g, x2, mean, invstd, gamma, needs_x):
     shape = g.shape
     return (dx.reshape(shape) if dx is not None else None), dgamma.reshape(gamma.shape), dbeta.reshape(gamma.shape)
 
-
-@primitive("dropout")
-def dropout(x, p, u):
-    """Inverted dropout: y = x / (1 - p) where u >= p, else 0 (u: uniform draws in [0, 1), x's shape).
-
-    Saves the draws u; backward applies the same mask to g.
-    """
-    u = np.asarray(u, dtype=x.dtype, order="C")  # (ascontiguousarray would make a 0-d u 1-d)
-    if u.shape != x.shape:
-        raise ValueError(f"dropout: the draws u have shape {u.shape} but x has shape {x.shape}")
-    return N.dropout_forward(x, u, p), (u, p)
-
-
-@dropout.defbackward
-def dropout_backward(g, u, p):
-    return (N.dropout_backward(g, u, p),)

@@ -29,6 +29,8 @@ import sys
 
 import numpy as np
 
+from .autograd import mark_modified
+from .flat import zero_grads
 from .tensor import Tensor
 
 __all__ = [
@@ -127,11 +129,13 @@ class Optimizer:
             group["lr"] = value
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Forget every parameter's gradient (set it to None, or to zeros with set_to_none=False)."""
+        """Forget every parameter's gradient: set it to None (zero it in place where it lives in a
+        flat buffer, `nn.Module.flatten_parameters`), or to zeros with set_to_none=False."""
+        if set_to_none:
+            zero_grads(self.params)
+            return
         for p in self.params:
-            if set_to_none or p.grad is None:
-                p.grad = None
-            else:
+            if p.grad is not None:
                 p.grad[...] = 0
 
     def step(self) -> None:
@@ -149,6 +153,7 @@ class Optimizer:
                     state = self.state[i]
                     state["step"] += 1
                     self._update(i, p.data, g, self._scratch[i], group, state)
+                    mark_modified(p)  # an in-place change, as in PyTorch: a stale graph's backward raises
                 i += 1
 
     # --- state ---------------------------------------------------------------------------------

@@ -101,8 +101,10 @@ def pow_forward(x, exponent=2):
 
 
 def pow_backward(dout, cache):
-    """dx = dout * exponent * x ** (exponent - 1)."""
+    """dx = dout * exponent * x ** (exponent - 1); 0 for exponent 0 (also at x = 0)."""
     x, exponent = cache
+    if exponent == 0:  # x ** -1 would be inf at x = 0, and 0 * inf is nan
+        return (np.zeros_like(dout),)
     return (dout * exponent * np.power(x, exponent - 1),)
 
 
@@ -132,14 +134,14 @@ def log_backward(dout, cache):
 
 
 def maximum_forward(a, b):
-    """out = max(a, b) elementwise, broadcasting; ties go to `a`."""
+    """out = max(a, b) elementwise, broadcasting; ties go to `a`, a NaN wins (`a` if both are)."""
     a_b, b_b = np.broadcast_arrays(a, b)
-    first = a_b >= b_b
+    first = (a_b >= b_b) | np.isnan(a_b)
     return np.where(first, a_b, b_b), (first, np.shape(a), np.shape(b))
 
 
 def maximum_backward(dout, cache):
-    """da = dout where a >= b, db = dout where a < b, each summed to its input's shape."""
+    """da = dout where a won (a >= b or a is NaN), db = dout elsewhere, each summed to its input's shape."""
     first, a_shape, b_shape = cache
     zero = np.zeros_like(dout)
     return _reduce_to(np.where(first, dout, zero), a_shape), _reduce_to(np.where(first, zero, dout), b_shape)
@@ -202,6 +204,157 @@ def tanh_forward(x):
 def tanh_backward(dout, cache):
     """dx = dout * (1 - tanh(x) ** 2)."""
     return (dout * (1 - cache * cache),)
+
+
+# ---------------------------------------------------------------------------------------------
+# the PyTorch surface
+
+
+def cast_forward(x, dtype="float64"):
+    """out = x converted to `dtype` (float32 or float64)."""
+    return x.astype(dtype), x.dtype
+
+
+def cast_backward(dout, cache):
+    """dx = dout converted back to x's dtype."""
+    return (dout.astype(cache),)
+
+
+def abs_forward(x):
+    """out = |x|."""
+    return np.where(x < 0, -x, x), x
+
+
+def abs_backward(dout, cache):
+    """dx = dout * sign(x): +1 for x > 0, -1 for x < 0, 0 at x = 0."""
+    x = cache
+    return (dout * ((x > 0).astype(np.int8) - (x < 0).astype(np.int8)),)
+
+
+def sqrt_forward(x):
+    """out = x ** 0.5 (x >= 0)."""
+    return np.power(x, 0.5), x
+
+
+def sqrt_backward(dout, cache):
+    """dx = dout * 0.5 * x ** -0.5."""
+    return (dout * 0.5 * np.power(cache, -0.5),)
+
+
+def clamp_forward(x, min=None, max=None):
+    """out = min(max(x, min), max), a missing bound not applied."""
+    out = x
+    if min is not None:
+        out = np.maximum(out, np.asarray(min, dtype=x.dtype))
+    if max is not None:
+        out = np.minimum(out, np.asarray(max, dtype=x.dtype))
+    return out, (x, min, max)
+
+
+def clamp_backward(dout, cache):
+    """dx = dout where min <= x <= max (bounds included), else 0."""
+    x, lo, hi = cache
+    passes = np.ones(x.shape, dtype=bool)
+    if lo is not None:
+        passes = passes & (x >= lo)
+    if hi is not None:
+        passes = passes & (x <= hi)
+    return (np.where(passes, dout, np.zeros_like(dout)),)
+
+
+def pow_tensor_forward(a, b):
+    """out = a ** b elementwise, broadcasting."""
+    out = np.power(a, b)
+    return out, (a, b, out)
+
+
+def pow_tensor_backward(dout, cache):
+    """da = dout * b * a ** (b - 1) (0 where b = 0); db = dout * a ** b * ln a (0 where a = 0, b >= 0)."""
+    a, b, out = cache
+    zero = np.zeros_like(dout)
+    with np.errstate(all="ignore"):
+        da = np.where(np.broadcast_to(b == 0, dout.shape), zero, dout * b * np.power(a, b - 1))
+        log_a = np.log(np.where(a == 0, np.ones_like(a), a))
+        db = np.where(np.broadcast_to((a == 0) & (b >= 0), dout.shape), zero, dout * out * log_a)
+    return _reduce_to(da, np.shape(a)), _reduce_to(db, np.shape(b))
+
+
+def cat_forward(*xs, dim=0):
+    """out = the inputs concatenated along `dim`."""
+    axis = dim % xs[0].ndim
+    return np.concatenate(xs, axis=axis), (axis, [x.shape[axis] for x in xs])
+
+
+def cat_backward(dout, cache):
+    """d input k = the slice of dout along `dim` that input k filled."""
+    axis, sizes = cache
+    grads, start = [], 0
+    for n in sizes:
+        grads.append(np.take(dout, np.arange(start, start + n), axis=axis))
+        start += n
+    return tuple(grads)
+
+
+def where_forward(a, b, cond):
+    """out = a where cond else b, broadcasting all three."""
+    return np.where(cond, a, b), (cond, np.shape(a), np.shape(b))
+
+
+def where_backward(dout, cache):
+    """da = dout where cond, db = dout where not cond, each summed to its input's shape."""
+    cond, a_shape, b_shape = cache
+    return _reduce_to(dout * cond, a_shape), _reduce_to(dout * ~np.asarray(cond), b_shape)
+
+
+def _softmax_jacobian_product(dout, jac, axis):
+    """dx_j = sum_i dout_i J_ij along `axis`, J of shape (..., n, n) with `axis` moved last."""
+    d = np.moveaxis(dout, axis, -1)
+    return np.moveaxis(np.einsum("...i,...ij->...j", d, jac), -1, axis)
+
+
+def softmax_forward(x, dim):
+    """out = e**(x - max) / sum e**(x - max) along `dim`."""
+    axis = dim % x.ndim
+    e = np.exp(x - np.max(x, axis=axis, keepdims=True)) if x.size else x.copy()
+    out = e / np.sum(e, axis=axis, keepdims=True)
+    return out, (out, axis)
+
+
+def softmax_backward(dout, cache):
+    """dx = J^T dout with the softmax Jacobian J_ij = s_i (delta_ij - s_j)."""
+    s, axis = cache
+    sl = np.moveaxis(s, axis, -1)
+    jac = sl[..., :, None] * (np.eye(sl.shape[-1], dtype=s.dtype) - sl[..., None, :])
+    return (_softmax_jacobian_product(dout, jac, axis),)
+
+
+def log_softmax_forward(x, dim):
+    """out = x - logsumexp(x) along `dim`, the logsumexp shifted by the max."""
+    axis = dim % x.ndim
+    if x.size == 0:
+        return x.copy(), (x.copy(), axis)
+    m = np.max(x, axis=axis, keepdims=True)
+    out = x - (m + np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)))
+    return out, (np.exp(out), axis)
+
+
+def log_softmax_backward(dout, cache):
+    """dx = J^T dout with the log-softmax Jacobian J_ij = delta_ij - s_j (s = softmax(x))."""
+    s, axis = cache
+    sl = np.moveaxis(s, axis, -1)
+    jac = np.eye(sl.shape[-1], dtype=s.dtype) - sl[..., None, :]
+    return (_softmax_jacobian_product(dout, jac, axis),)
+
+
+def dropout_forward(x, keep, p):
+    """out = x * keep / (1 - p): inverted dropout with the kept positions `keep` (bools)."""
+    return x * keep / (1 - p), (keep, p)
+
+
+def dropout_backward(dout, cache):
+    """dx = dout * keep / (1 - p)."""
+    keep, p = cache
+    return (dout * keep / (1 - p),)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,12 +556,12 @@ def svm_loss_forward(scores, labels, delta=1.0):
     n, c = scores.shape
     correct = scores[np.arange(n), labels][:, None]
     other = labels[:, None] != np.arange(c)
-    margins = np.where(other, np.maximum(scores - correct + delta, 0), 0)
-    return np.asarray(np.sum(margins) / n, dtype=scores.dtype), (margins > 0, other)
+    margins = np.where(other, np.maximum(scores - correct + delta, 0), 0)  # max(0, NaN) = NaN
+    return np.asarray(np.sum(margins) / n, dtype=scores.dtype), (other & ~(margins <= 0), other)
 
 
 def svm_loss_backward(dout, cache):
-    """dscores[i, j] = dout / N * (1[margin_ij > 0] for j != y_i, -#positive margins for j = y_i)."""
+    """dscores[i, j] = dout / N * (1[margin_ij > 0 or NaN] for j != y_i, -#such margins for j = y_i)."""
     positive, other = cache
     n = positive.shape[0]
     count = positive.sum(axis=1, keepdims=True)
@@ -418,7 +571,7 @@ def svm_loss_backward(dout, cache):
 
 
 # ---------------------------------------------------------------------------------------------
-# normalisation and dropout (CS231n assignment 2)
+# normalisation (CS231n assignment 2)
 
 
 def batchnorm_forward(x, gamma, beta, eps=1e-5, training=True, running_mean=None, running_var=None,
@@ -488,27 +641,15 @@ def layernorm_backward(dout, cache):
     return dx.astype(dout.dtype, copy=False), dgamma, dbeta
 
 
-def dropout_forward(x, p, u):
-    """Inverted dropout (CS231n): mask = (u >= p) / (1 - p), out = x * mask; u uniform in [0, 1)."""
-    keep = np.asarray(u) >= p
-    mask = keep / (1.0 - p) if p < 1 else np.zeros(x.shape)
-    return (x * mask).astype(x.dtype, copy=False), (mask,)
-
-
-def dropout_backward(dout, cache):
-    """dx = dout * mask."""
-    (mask,) = cache
-    return ((dout * mask).astype(dout.dtype, copy=False),)
-
-
 REFERENCE = {
     name: (globals()[f"{name}_forward"], globals()[f"{name}_backward"])
     for name in (
         "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "maximum", "relu", "leaky_relu",
         "elu", "sigmoid", "tanh", "matmul", "affine", "sum", "mean", "max", "maxout", "reshape",
         "transpose", "getitem", "softmax_cross_entropy", "svm_loss",
+        "cast", "abs", "sqrt", "clamp", "pow_tensor", "cat", "where", "softmax", "log_softmax", "dropout",
     )
 }
 """name -> (forward, backward) for every primitive of the op table."""
 REFERENCE.update({name: (globals()[f"{name}_forward"], globals()[f"{name}_backward"])
-                  for name in ("batchnorm", "layernorm", "dropout")})
+                  for name in ("batchnorm", "layernorm")})

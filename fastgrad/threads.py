@@ -13,6 +13,7 @@ import numbers
 import os
 
 from . import _kernels as K
+from . import _linalg as L
 
 
 def _default_num_threads() -> int:
@@ -44,6 +45,7 @@ def set_num_threads(n: int) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=n, user_api="blas")
+    L.set_num_threads(1 if _forked else n)
 
 
 def get_num_threads() -> int:
@@ -58,8 +60,10 @@ def _after_fork_in_child() -> None:
     global _forked
     _forked = True
     K.set_num_threads(1)
+    L.set_num_threads(1)
 
 
 K.set_num_threads(_default_num_threads())
+L.set_num_threads(_default_num_threads())  # fastgrad's products: blocks on its own threads
 if K.openmp_enabled():
     os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -128,8 +129,8 @@ def _arrays(data):
 
 def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: int = 64, reg: float = 0.0,
         loss: str = "softmax", seed: int = 0, lr_decay: float = 1.0, acc_samples: int = 2000,
-        progress: bool = False, weight_decay: float = 0.0, scheduler=None, checkpoint=None, resume=None,
-        on_epoch=None) -> History:
+        progress: bool = False, distributed=None, weight_decay: float = 0.0, scheduler=None, checkpoint=None,
+        resume=None, on_epoch=None) -> History:
     """Train `model` on `data` with mini-batch gradient descent; returns its `History`.
 
     Each step draws a shuffled batch X (B, D), y (B,) and minimises
@@ -139,6 +140,10 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
     accuracy (on a fixed sample of at most `acc_samples` training examples) and the validation
     accuracy are recorded. `seed` fixes the batch order: the same seeded model, data and arguments
     give the same losses to the last digit. `progress` shows a tqdm bar with loss and accuracy.
+    `distributed`: a `fastgrad.distributed.DataParallel` over `model` (or True for one on all MPI
+    ranks): every rank runs `fit` with the same arguments and data, takes its share of each global
+    batch of `batch_size` rows, and all ranks apply the same update (see fastgrad.distributed); the
+    accuracies are counted across ranks and only rank 0 shows progress.
 
     weight_decay goes to an optimizer given by name; scheduler: an LRScheduler over the optimizer,
     or a name for `make_scheduler`, stepped after every epoch. checkpoint: a path written (atomically)
@@ -147,7 +152,8 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
     resumed after epoch k gives the same losses as one that never stopped. on_epoch(epoch, history)
     is called after each epoch (and its checkpoint).
 
-    Raises ValueError for bad arguments and TrainingError if the loss stops being finite.
+    Raises ValueError for bad arguments and TrainingError when the loss or a parameter stops being
+    finite (NaN or infinite), naming the epoch and the step.
     """
     X, y, X_val, y_val = _arrays(data)
     for name, v in (("epochs", epochs), ("batch_size", batch_size)):
@@ -160,6 +166,8 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
     if loss not in LOSSES:
         raise ValueError(f"fit: unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
     loss_fn = LOSSES[loss]
+    dp = None if distributed is None or distributed is False else _data_parallel(
+        model, distributed, (X, y, X_val, y_val, [epochs, batch_size, seed, acc_samples]))
     opt = (make_optimizer(optimizer, model.parameters(), lr, weight_decay) if isinstance(optimizer, str)
            else optimizer)
     sched = make_scheduler(scheduler, opt, epochs) if scheduler is None or isinstance(scheduler, str) else scheduler
@@ -175,8 +183,15 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
         meta = C.load(resume, model, opt, sched, generators)
         first = meta["step"] + 1
         history = History(**meta["extra"]["history"])
-    bar = _progress_bar((epochs - first + 1) * steps_per_epoch, progress)
+    bar = _progress_bar((epochs - first + 1) * steps_per_epoch, progress and (dp is None or dp.rank == 0))
+    acc = accuracy if dp is None else dp.accuracy
+
+    def step_loss(Xb, yb):
+        L = loss_fn(model(Xb), yb)
+        return L + model.l2(reg) if reg else L
+
     start_time = time.perf_counter() - history.seconds
+    named = list(model.named_parameters())
     model.train()
     # an exploding loss is reported below as a TrainingError, not as NumPy overflow warnings
     with np.errstate(over="ignore", invalid="ignore"), contextlib.closing(bar):
@@ -184,16 +199,25 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
             total = 0.0
             for Xb, yb in D.minibatches(X, y, batch_size, rng=rng):
                 opt.zero_grad()
-                L = loss_fn(model(Xb), yb)
-                if reg:
-                    L = L + model.l2(reg)
-                L.backward()
-                opt.step()
-                value = L.item()
-                if not math.isfinite(value):
+                if dp is None:
+                    L = step_loss(Xb, yb)
+                    value = L.item()
+                else:  # this rank's share of the batch, then one Allreduce of gradients and loss
+                    value = dp.loss_and_gradients(step_loss, Xb, yb)
+                if not math.isfinite(value):  # checked before the step: the weights stay as they were
                     raise TrainingError(
                         f"the loss became {value} at epoch {epoch}, step {len(history.loss) + 1}; "
-                        "lower the learning rate"
+                        "lower the learning rate or check the data for NaN or infinite values"
+                    )
+                if dp is None:
+                    L.backward()
+                opt.step()
+                bad = _non_finite_parameter(named)
+                if bad is not None:
+                    raise TrainingError(
+                        f"the parameter {bad} became NaN or infinite at epoch {epoch}, step "
+                        f"{len(history.loss) + 1}; lower the learning rate or check the data for NaN "
+                        "or infinite values"
                     )
                 history.loss.append(value)
                 total += value
@@ -204,8 +228,8 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
                 sched.step()
             model.eval()
             history.epoch_loss.append(total / steps_per_epoch)
-            history.train_acc.append(accuracy(model, X_acc, y_acc))
-            history.val_acc.append(accuracy(model, X_val, y_val))
+            history.train_acc.append(acc(model, X_acc, y_acc))
+            history.val_acc.append(acc(model, X_val, y_val))
             model.train()
             bar.set_postfix(epoch=epoch, loss=f"{history.epoch_loss[-1]:.4f}",
                             train=f"{history.train_acc[-1]:.3f}", val=f"{history.val_acc[-1]:.3f}")
@@ -218,6 +242,29 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
     model.eval()
     history.seconds = time.perf_counter() - start_time
     return history
+
+
+def _non_finite_parameter(named):
+    """The name of the first parameter holding a NaN or an infinity, else None.
+
+    One sum per parameter (no temporary): a NaN or an infinity makes it non-finite; only then is the
+    parameter searched, so that a finite sum that overflowed is not taken for divergence.
+    """
+    for name, p in named:
+        if not math.isfinite(np.add.reduce(p.data, axis=None)) and not np.isfinite(p.data).all():
+            return name
+    return None
+
+
+def _data_parallel(model, distributed, arrays):
+    """The DataParallel of `fit(..., distributed=...)`, after checking every rank got the same data."""
+    from . import distributed as dist
+
+    dp = dist.DataParallel(model) if distributed is True else distributed
+    if not isinstance(dp, dist.DataParallel) or dp.model is not model:
+        raise ValueError("fit: distributed must be True or a fastgrad.distributed.DataParallel of the model")
+    dp.check_same(*arrays, what="training data or fit arguments")
+    return dp
 
 
 def _progress_bar(total: int, enabled: bool):
@@ -334,6 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive(int), default=None, help="threads for BLAS and the kernels")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where to write model.npz, history.json, curves.png")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel over MPI: start under mpiexec -n N; --batch-size is the global "
+                        "batch (pip install \"fastgrad[mpi]\"; docs/DISTRIBUTED.md)")
     return p
 
 
@@ -355,15 +405,22 @@ def _threads(n):
         set_num_threads(previous)
 
 
-def run(args) -> int:
+def run(args, world=None) -> int:
+    """The command line's work; `world` is a DataParallel-ready `_World` under --distributed."""
     if args.lr_decay > 1:
         raise UsageError(f"argument --lr-decay: must be in (0, 1], got {args.lr_decay}")
+    error = None
     try:
         splits = D.load(args.dataset, data_dir=args.data_dir, seed=args.seed)
     except (D.DataError, ValueError) as e:
-        raise UsageError(str(e)) from None
+        error = UsageError(str(e))
+    if world is not None:
+        world.agree(error)  # the same verdict on every rank: all go on, or all stop
+    if error is not None:
+        raise error from None
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
+        if world is None or world.is_root:
+            args.out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UsageError(f"cannot create the output folder {args.out}: {e.strerror}") from None
     sizes = [splits.num_features, *args.hidden, splits.num_classes]
@@ -377,7 +434,8 @@ def run(args) -> int:
                       f", weight decay {args.weight_decay:g}" if args.weight_decay else "",
                       f", {args.scheduler} schedule" if args.scheduler != "none" else ""])
     print(f"MLP {sizes} {args.activation}, {args.optimizer} lr={lr:g}, batch {args.batch_size}, "
-          f"{args.epochs} epochs, reg {args.reg:g}, seed {args.seed}{extras}")
+          f"{args.epochs} epochs, reg {args.reg:g}, seed {args.seed}{extras}"
+          + ("" if world is None else f", {world.size} ranks"))
     if args.resume is not None and not args.resume.is_file():
         raise UsageError(f"--resume: no such checkpoint: {args.resume}")
     sys.stdout.flush()
@@ -386,28 +444,94 @@ def run(args) -> int:
             history = fit(model, splits, optimizer=args.optimizer, lr=lr, epochs=args.epochs,
                           batch_size=args.batch_size, reg=args.reg, loss=args.loss, seed=args.seed,
                           lr_decay=args.lr_decay, progress=not args.no_progress,
+                          distributed=None if world is None else world.data_parallel(model),
                           weight_decay=args.weight_decay, scheduler=args.scheduler,
-                          checkpoint=args.out / "checkpoint.npz", resume=args.resume,
-                          on_epoch=_print_epoch if args.no_progress else None)
-        except TrainingError as e:
-            raise UsageError(str(e)) from None
-        except ValueError as e:  # a checkpoint that does not fit these arguments
+                          checkpoint=args.out / "checkpoint.npz" if world is None or world.is_root else None,
+                          resume=args.resume, on_epoch=_print_epoch if args.no_progress else None)
+        except TrainingError as e:  # under --distributed: decided from the reduced loss, on all ranks
+            raise (UsageError if world is None else world.CollectiveUsageError)(str(e)) from None
+        except ValueError as e:  # ranks that disagree on the data (MismatchError, raised by all)
+            if world is not None and isinstance(e, world.dist.MismatchError):
+                raise world.CollectiveUsageError(str(e)) from None
             if args.resume is None:
                 raise
-            raise UsageError(f"--resume {args.resume}: {e}") from None
-        accs = {part: accuracy(model, getattr(splits, f"X_{part}"), getattr(splits, f"y_{part}"))
+            raise UsageError(f"--resume {args.resume}: {e}") from None  # a checkpoint that does not fit
+        acc = accuracy if world is None else world.dp.accuracy
+        accs = {part: acc(model, getattr(splits, f"X_{part}"), getattr(splits, f"y_{part}"))
                 for part in ("train", "val", "test")}
     print(f"accuracy: train {accs['train']:.4f}  val {accs['val']:.4f}  test {accs['test']:.4f}  "
           f"({history.seconds:.1f} s, final loss {history.epoch_loss[-1]:.4f})")
-    checkpoint = nn.save(model, args.out / "model.npz")
-    (args.out / "history.json").write_text(json.dumps({**asdict(history), "final_accuracy": accs}) + "\n")
+    if world is not None and not world.is_root:
+        return 0  # only rank 0 writes files
+    checkpoint = _replace_atomically(args.out / "model.npz", lambda tmp: nn.save(model, tmp))
+    _replace_atomically(args.out / "history.json", lambda tmp: tmp.write_text(
+        json.dumps({**asdict(history), "final_accuracy": accs}) + "\n"))
     print(f"wrote {checkpoint} and {args.out / 'history.json'}")
     png = args.out / "curves.png"
-    if plot_history(history, png):
+    if _replace_atomically(png, lambda tmp: plot_history(history, tmp)):
         print(f"wrote {png}")
     else:
         print('no plot: matplotlib is not installed (pip install "fastgrad[plot]")')
     return 0
+
+
+def _replace_atomically(path: Path, write):
+    """Call write(tmp) on a temporary name beside `path`, then rename it to `path` (never a
+    half-written file there); returns path, or write's result when that is False."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    try:
+        result = write(tmp)
+        if result is False:
+            return False
+        os.replace(tmp, path)
+        return path
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class _World:
+    """What `run` needs under --distributed (fastgrad.distributed imported only then)."""
+
+    def __init__(self):
+        try:
+            from . import distributed as dist
+        except ImportError as e:
+            raise UsageError(str(e)) from None
+        self.dist = dist
+        self.comm = dist.world()
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.is_root = self.rank == 0
+        self.dp = None
+
+        class CollectiveUsageError(UsageError, dist.Collective):
+            """A usage error that every rank raises together."""
+
+        self.CollectiveUsageError = CollectiveUsageError
+
+    def agree(self, error) -> None:
+        """One allgather: if any rank has an error, every rank raises the first one, naming its rank."""
+        failed = self.dist.gather_errors(error, self.comm)
+        if failed:
+            r, message = failed[0]
+            raise self.CollectiveUsageError(f"rank {r} of {self.size}: {message}" if self.size > 1 else message)
+
+    def data_parallel(self, model):
+        self.dp = self.dist.DataParallel(model, self.comm, excepthook=False)
+        return self.dp
+
+
+def _run_distributed(args) -> int:
+    """run() on every MPI rank: only rank 0 prints (others write stdout/stderr to os.devnull); an
+    error on one rank prints one line naming it and aborts every rank (MPI Abort, exit status 2)."""
+    world = _World()
+    if not world.is_root:
+        sys.stdout = sys.stderr = open(os.devnull, "w")
+        args.no_progress = True
+    dist = world.dist
+    dist.install_excepthook("fastgrad-train", world.comm)
+    with dist.fail_together("fastgrad-train", code=2, comm=world.comm):
+        return run(args, world)
 
 
 def main(argv=None) -> int:
@@ -418,7 +542,7 @@ def main(argv=None) -> int:
     """
     try:
         args = build_parser().parse_args(argv)
-        return run(args)
+        return _run_distributed(args) if args.distributed else run(args)
     except UsageError as e:
         print(f"fastgrad-train: error: {e}", file=sys.stderr)
         return 2

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastgrad as fg
+import fastgrad.functional as F
 from fastgrad import ops, reference
 from fastgrad.tensor import apply
 
@@ -243,6 +244,20 @@ def getitem_samples(rng):
         ((2, 3, 4), (Ellipsis, 1)),
         ((2, 3, 4), (1, None, slice(None, None, -1))),
         ((0, 3), (slice(None), 1)),  # empty batch
+        # boolean masks: every entry picked at most once
+        ((3, 4), np.array([[True, False, True, True], [False, False, True, False], [True] * 4])),
+        ((4, 5), (slice(None), np.array([True, False, True, False, True]))),
+        ((4, 5), (np.array([False, True, True, False]), slice(None, None, -2))),
+        ((4, 5), (np.array([3, 0, 3]), np.array([False, False, False, True, False]))),  # (3, 3) twice
+        ((4, 5), np.zeros(4, dtype=bool)),  # picks nothing
+        ((2, 3, 4), (Ellipsis, np.array([True, False, True, True]))),
+        # negative steps, repeats with negative integers, Ellipsis and None together
+        ((6, 5), (slice(None, None, -2), slice(4, 0, -1))),
+        ((6,), slice(-1, -7, -3)),
+        ((4, 5), np.array([-1, 3, 0, -1, -1])),
+        ((4, 5), (np.array([[0, 0], [3, -4]]), Ellipsis)),  # a 2-D integer array, repeats
+        ((2, 3, 4), (None, Ellipsis, None, np.array([1, 1, 0]))),
+        ((2, 3, 4), (1, Ellipsis, None)),
     ]
     return [Sample((rng.normal(size=s),), {"index": i}, label=f"{s}[{i!r}]") for s, i in cases]
 
@@ -260,6 +275,56 @@ def svm_samples(rng):
     for n, c, delta in ((1, 3, 1.0), (4, 5, 1.0), (7, 3, 0.5), (2, 2, 2.0)):
         s, y = svm_scores(rng, n, c, delta)
         out.append(Sample((s,), {"labels": y, "delta": delta}, label=f"{n}x{c}-delta{delta}"))
+    return out
+
+
+def clamp_samples(rng):
+    out = []
+    for attrs in ({"min": -0.5, "max": 0.5}, {"min": -0.3}, {"max": 0.2}, {"min": 0.4, "max": 0.1}):
+        for s in UNARY_SHAPES:
+            while True:  # keep x off the bounds, where the gradient jumps
+                x = rng.normal(size=s)
+                if all(np.all(np.abs(x - v) > 0.05) for v in attrs.values()):
+                    break
+            out.append(Sample((x,), attrs, label=f"{s}{attrs}"))
+    return out
+
+
+def pow_tensor_samples(rng):
+    out = [Sample((positive(rng, sa), rng.normal(size=sb)), label=f"{sa}-{sb}") for sa, sb in BROADCAST]
+    out.append(Sample((np.full((), 2.0), rng.normal(size=(3, 4))), needs=(False, True), label="2**t"))
+    ints = rng.integers(-2, 4, size=(3, 4)).astype(float)  # negative bases, integer exponents (and 0)
+    out.append(Sample((away(rng, (3, 4)), ints), needs=(True, False), label="x**ints"))
+    return out
+
+
+def cat_samples(rng):
+    cases = [
+        ([(2, 3), (4, 3)], 0), ([(2, 3), (2, 1), (2, 0)], 1), ([(2, 3, 4), (2, 3, 1)], -1),
+        ([(5,)], 0), ([(0, 3), (2, 3)], 0), ([(1,), (1,), (1,)], 0),
+    ]
+    return [Sample(tuple(rng.normal(size=s) for s in shapes), {"dim": d}, label=f"{shapes}-dim{d}")
+            for shapes, d in cases]
+
+
+def where_samples(rng):
+    cases = [((3, 4), (3, 4), (3, 4)), ((3, 4), (4,), ()), ((3, 1), (1, 4), (3, 4)), ((), (), ()),
+             ((0, 3), (0, 3), (3,)), ((2, 3, 4), (3, 4), (2, 1, 4))]
+    return [Sample((rng.normal(size=sa), rng.normal(size=sb)), {"cond": rng.random(sc) < 0.5},
+                   label=f"{sc}?{sa}:{sb}") for sc, sa, sb in cases]
+
+
+def softmax_samples_dim(rng):
+    cases = [((3, 5), 1), ((3, 5), 0), ((3, 5), -1), ((2, 3, 4), 1), ((1, 1), 1), ((0, 3), 1), ((4,), 0),
+             ((2, 3), 0)]
+    return [Sample((rng.normal(size=s) * 3,), {"dim": d}, label=f"{s}-dim{d}") for s, d in cases]
+
+
+def dropout_samples(rng):
+    out = []
+    for s in UNARY_SHAPES:
+        for p in (0.5, 0.2):
+            out.append(Sample((rng.normal(size=s),), {"keep": rng.random(s) >= p, "p": p}, label=f"{s}-p{p}"))
     return out
 
 
@@ -291,10 +356,22 @@ OPS = {
         OpInfo("getitem", lambda x, index: x[index], getitem_samples),
         OpInfo("softmax_cross_entropy", fg.softmax_cross_entropy, softmax_samples),
         OpInfo("svm_loss", fg.svm_loss, svm_samples),
+        # the PyTorch surface
+        OpInfo("cast", lambda x, dtype: x.to(dtype, copy=True), unary(normal, attrs=({"dtype": "float64"},))),
+        OpInfo("abs", lambda x: x.abs(), unary()),
+        OpInfo("sqrt", fg.sqrt, unary(positive)),
+        OpInfo("clamp", lambda x, **kw: x.clamp(**kw), clamp_samples),
+        OpInfo("pow_tensor", lambda a, b: a**b, pow_tensor_samples),
+        OpInfo("cat", lambda *xs, dim: fg.cat(list(xs), dim=dim), cat_samples),
+        OpInfo("where", lambda a, b, cond: fg.where(cond, a, b), where_samples),
+        OpInfo("softmax", F.softmax, softmax_samples_dim),
+        OpInfo("log_softmax", lambda x, dim: x.log_softmax(dim), softmax_samples_dim),
+        # the public F.dropout draws its own mask (tests/test_api.py); here the row gets the sample's
+        OpInfo("dropout", lambda x, keep, p: apply(ops.dropout, x, keep=keep, p=p), dropout_samples),
     ]
 }
 
-# normalisation and dropout (the nn layers' rows)
+# normalisation (the nn layers' rows)
 
 
 def _batch_norm(x, gamma, beta, eps=1e-5, training=True, running_mean=None, running_var=None, momentum=0.1):
@@ -303,17 +380,6 @@ def _batch_norm(x, gamma, beta, eps=1e-5, training=True, running_mean=None, runn
 
 def _layer_norm(x, gamma, beta, eps=1e-5):
     return fg.functional.layer_norm(x, gamma.shape, gamma, beta, eps)
-
-
-class FixedDraws:
-    """A generator stub that hands dropout the sample's uniform draws."""
-
-    def __init__(self, u):
-        self.u = u
-
-    def random(self, shape, dtype):
-        assert tuple(shape) == self.u.shape
-        return self.u.astype(dtype)
 
 
 def batchnorm_samples(rng):
@@ -342,22 +408,11 @@ def layernorm_samples(rng):
     return out
 
 
-def dropout_samples(rng):
-    out = []
-    for p in (0.3, 0.5, 1.0):
-        for s in UNARY_SHAPES:
-            u = rng.uniform(size=s)
-            u = np.where(np.abs(u - p) < 0.01, (u + 0.5) % 1.0, u)  # no draw at the threshold
-            out.append(Sample((rng.normal(size=s),), {"p": p, "u": u}, label=f"{s}-p{p}"))
-    return out
-
-
 OPS.update({
     info.name: info
     for info in [
         OpInfo("batchnorm", _batch_norm, batchnorm_samples),
         OpInfo("layernorm", _layer_norm, layernorm_samples),
-        OpInfo("dropout", lambda x, p, u: fg.functional.dropout(x, p, generator=FixedDraws(u)), dropout_samples),
     ]
 })
 
@@ -386,15 +441,16 @@ def test_against_reference(info, sample, dtype):
     inputs = make_tensors(sample, dtype)
     out = info.call(*inputs, **sample.attrs)
     assert out._node is not None and out._node.op is ops.TABLE[info.name]  # the public call runs this row
-    assert out.dtype == dtype and out.data.flags.c_contiguous
+    out_dtype = sample.attrs.get("dtype", dtype)  # only cast changes the dtype
+    assert out.dtype == out_dtype and out.data.flags.c_contiguous
 
     arrays = [t.data.copy() for t in inputs]
     expected, cache = forward(*arrays, **sample.attrs)
-    assert out.shape == np.shape(expected) and np.result_type(expected) == dtype  # the reference keeps dtype
+    assert out.shape == np.shape(expected) and np.result_type(expected) == out_dtype  # the reference keeps dtype
     np.testing.assert_allclose(out.data, expected, **TOL[dtype])
 
     rng = np.random.default_rng(zlib.crc32(sample.label.encode()))
-    dout = rng.standard_normal(out.shape).astype(dtype)
+    dout = rng.standard_normal(out.shape).astype(out_dtype)
     out.backward(dout.copy())
     expected_grads = backward(dout, cache)
     assert len(expected_grads) == len(inputs)

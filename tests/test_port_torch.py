@@ -104,7 +104,7 @@ class Replay:
     def __init__(self, masks):
         self.masks = list(masks)
 
-    def random(self, shape, dtype):
+    def random(self, shape, dtype=np.float64):
         kept = self.masks.pop(0)
         assert kept.shape == tuple(shape)
         return np.where(kept, 0.999, 0.0).astype(dtype)

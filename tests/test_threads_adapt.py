@@ -1,0 +1,105 @@
+"""Threads that never hurt: products split into fixed blocks (bit-identical for any thread count)
+and a thread count chosen per call site by measurement (csrc/adapt.c)."""
+import time
+
+import numpy as np
+import pytest
+
+import fastgrad as fg
+from fastgrad import _linalg as L
+
+SITE = 99  # a call site no kernel uses
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    before = fg.get_num_threads()
+    yield
+    fg.set_num_threads(before)
+    L.adapt_reset()
+
+
+def test_first_calls_measure_n_then_one_thread():
+    L.adapt_reset()
+    assert L._adapt_choose(SITE, 1, 2, 3, 4) == 4
+    L._adapt_record(SITE, 1, 2, 3, 4, 1000)
+    assert L._adapt_choose(SITE, 1, 2, 3, 4) == 1
+    L._adapt_record(SITE, 1, 2, 3, 1, 1800)
+    assert L._adapt_choose(SITE, 1, 2, 3, 4) == 4  # n threads were faster: keep them
+
+
+def test_a_slow_parallel_call_switches_to_one_thread_at_once():
+    L.adapt_reset()
+    L._adapt_record(SITE, 5, 5, 5, 2, 1000)
+    L._adapt_record(SITE, 5, 5, 5, 1, 1800)
+    assert L._adapt_choose(SITE, 5, 5, 5, 2) == 2
+    L._adapt_record(SITE, 5, 5, 5, 2, 40_000)  # a busy core: the team waited for it
+    assert L._adapt_choose(SITE, 5, 5, 5, 2) == 1
+
+
+def test_the_losing_choice_is_tried_again_later():
+    L.adapt_reset()
+    L._adapt_record(SITE, 6, 6, 6, 2, 50_000)
+    L._adapt_record(SITE, 6, 6, 6, 1, 1000)  # contended: one thread wins
+    choices = {L._adapt_choose(SITE, 6, 6, 6, 2) for _ in range(100)}
+    assert choices == {1}
+    time.sleep(0.3)  # past FG_ADAPT_REPROBE_NS (0.25 s)
+    assert L._adapt_choose(SITE, 6, 6, 6, 2) == 2  # the probe
+    L._adapt_record(SITE, 6, 6, 6, 2, 500)  # the machine is free again
+    assert L._adapt_choose(SITE, 6, 6, 6, 2) == 2
+
+
+def test_setting_of_one_thread_never_runs_parallel():
+    L.adapt_reset()
+    assert {L._adapt_choose(SITE, 7, 7, 7, 1) for _ in range(10)} == {1}
+
+
+SHAPES = [  # (m, k, n, trans_a, trans_b): the training steps' products, odd sizes, tall and wide
+    (32, 64, 256, False, False), (128, 784, 256, False, False), (128, 256, 784, False, True),
+    (784, 128, 256, True, False), (256, 3072, 512, False, False), (1000, 37, 9, False, False),
+    (3, 5000, 1100, False, False), (777, 130, 1, True, True), (1025, 300, 200, False, True),
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,k,n,ta,tb", SHAPES)
+def test_products_are_bit_identical_for_any_thread_count(m, k, n, ta, tb, dtype):
+    rng = np.random.default_rng(m * n + k)
+    a = rng.standard_normal((k, m) if ta else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if tb else (k, n)).astype(dtype)
+    exact = (a.T if ta else a).astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+    results = []
+    for threads in (1, 2, 1, 2, 2):
+        fg.set_num_threads(threads)
+        L.adapt_reset()  # the first call at 2 threads does run on 2
+        results.append(L.matmul(a, b, trans_a=ta, trans_b=tb))
+    tol = 1e-4 * np.sqrt(k) if dtype == np.float32 else 1e-12 * np.sqrt(k)
+    np.testing.assert_allclose(results[0], exact, rtol=0, atol=tol * np.abs(exact).max())
+    for r in results[1:]:
+        assert np.array_equal(r, results[0])
+
+
+def test_large_products_did_run_in_parallel_when_asked():
+    fg.set_num_threads(2)
+    L.adapt_reset()
+    a = np.ones((256, 512), np.float32)
+    L.matmul(a, a.T.copy())
+    serial, parallel = L.adapt_counts()
+    assert parallel == 1 and serial == 0
+
+
+def test_scipy_blas_keeps_the_thread_setting_after_a_product():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not L.BLAS_THREADS_PER_CALL:
+        pytest.skip("this BLAS has no openblas_set_num_threads")
+    import scipy.linalg  # noqa: F401
+
+    fg.set_num_threads(2)
+    a = np.ones((512, 512), np.float32)
+    L.matmul(a, a)
+    counts = {
+        info["filepath"]: info["num_threads"]
+        for info in threadpoolctl.threadpool_info()
+        if info["user_api"] == "blas"
+    }
+    assert counts and set(counts.values()) == {2}, counts
