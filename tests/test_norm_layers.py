@@ -349,7 +349,7 @@ def test_fully_connected_net_gradient_check(norm, dropout):
 
     Central differences with h = 1e-5 carry a round-off noise of about eps * |loss| / h (1e-10
     at reg 0, 3e-9 at reg 3.14), so the measure is the relative error of each whole gradient
-    array (measured: 1e-8 to 1e-10). The bias before a batch norm has a zero gradient (the norm
+    array (measured: 1e-10 at reg 0, up to 5e-9 at reg 3.14). The bias before a batch norm has a zero gradient (the norm
     removes any shift); there both sides must be zero to within that noise.
     """
     rng = np.random.default_rng(231)
@@ -382,4 +382,4 @@ def test_fully_connected_net_gradient_check(norm, dropout):
                 assert np.abs(p.grad).max() < 1e-14 and np.abs(numeric).max() < 1e-9, name
                 continue
             err = rel_error(p.grad, numeric)
-            assert err < 1e-7, f"{name}: relative error {err:.2e}"
+            assert err < 2e-8, f"{name}: relative error {err:.2e}"
