@@ -12,11 +12,17 @@ import tempfile
 import numpy as np
 from Cython.Build import cythonize
 from setuptools import Extension, setup
-from setuptools._distutils.ccompiler import new_compiler
-from setuptools._distutils.errors import CompileError, LinkError
-from setuptools._distutils.sysconfig import customize_compiler
 
-CSRC = [f"csrc/{name}.c" for name in ("threads", "validate", "elementwise", "routing", "losses")]
+try:  # the copy of distutils that setuptools ships (and builds with), else the standard library's
+    from setuptools._distutils.ccompiler import new_compiler
+    from setuptools._distutils.sysconfig import customize_compiler
+except ImportError:
+    from distutils.ccompiler import new_compiler
+    from distutils.sysconfig import customize_compiler
+
+# the fused affine passes (affine.c) share the thread setting and the activations of _kernels
+CSRC = [f"csrc/{name}.c" for name in ("threads", "adapt", "validate", "elementwise", "affine", "routing",
+                                       "losses")]
 
 # -fno-trapping-math lets GCC turn `c ? a * b : a` into a vector select (we never read FP flags).
 CFLAGS = ["-O3", "-fno-trapping-math"]
@@ -28,17 +34,24 @@ SIMD_TEST = "int main(void) {\n#pragma omp simd\nfor (int i = 0; i < 4; i++) {}\
 
 
 def compiles(source: str, flags: dict) -> bool:
-    """Whether the C compiler setuptools will use compiles and links `source` with `flags`."""
-    cc = new_compiler()
-    customize_compiler(cc)
-    with tempfile.TemporaryDirectory() as tmp:
-        src = os.path.join(tmp, "test.c")
-        with open(src, "w") as f:
-            f.write(source)
+    """Whether the C compiler setuptools will use compiles and links `source` with `flags`.
+
+    Any failure means no: a CompileError or LinkError (whichever distutils copy raised it: old
+    setuptools and the standard library each have their own classes), a compiler that cannot be
+    run, or anything else the compiler machinery raises. The test files go to a temporary
+    folder that is removed either way.
+    """
+    with tempfile.TemporaryDirectory(prefix="fastgrad-cc-") as tmp:
         try:
+            cc = new_compiler()
+            customize_compiler(cc)
+            src = os.path.join(tmp, "test.c")
+            with open(src, "w") as f:
+                f.write(source)
             objs = cc.compile([src], output_dir=tmp, extra_postargs=flags["compile"] + ["-Werror"])
             cc.link_executable(objs, os.path.join(tmp, "test"), extra_postargs=flags["link"])
-        except (CompileError, LinkError):
+        except Exception as e:  # noqa: BLE001 (any failure of the probe means "no")
+            print(f"fastgrad: {' '.join(flags['compile']) or 'plain C'} not usable ({type(e).__name__})")
             return False
     return True
 
@@ -76,10 +89,11 @@ extensions = [
         extra_link_args=parallel["link"],
         **common,
     ),
-    # BLAS products (scipy.linalg.cython_blas) and the fused affine passes; BLAS brings its threads
+    # BLAS products (scipy.linalg.cython_blas), BLAS brings its threads; the fused passes around
+    # them are cimported from _kernels
     Extension(
         "fastgrad._linalg",
-        sources=["fastgrad/_linalg.pyx", "csrc/affine.c", "csrc/adapt.c"],
+        sources=["fastgrad/_linalg.pyx", "csrc/adapt.c"],
         define_macros=[NPY_API, *parallel["macros"]],
         extra_compile_args=CFLAGS + parallel["compile"],
         extra_link_args=parallel["link"],

@@ -1,97 +1,120 @@
 #include "affine.h"
 
-#include <math.h>
 #include <string.h>
 
-/* for each row i: v = z[i, j] + b[j]; z[i, j] = EXPR(v). The switch on the activation sits outside
- * the loops so that each inner loop is branch-free and vectorizable. */
-#define FG_FORWARD_ROWS(T, EXPR)                                                               \
+#include "activations.h"
+#include "common.h"
+
+/* The loops of one activation `name` (its functions in activations.h), for the switch statements
+ * below that FG_ACTIVATION_LIST generates: one case per activation, so that each inner loop is
+ * branch-free and vectorizes. The bias is added first, as its own rounding (v = z + b), exactly
+ * as the unfused `x @ W + b` does before the gate sees v. */
+
+/* act' reads the output: y = f(z + b) over z in place */
+#define FG_FORWARD_OUTPUT(T, S, name)                                                          \
     for (ptrdiff_t i = 0; i < n; i++) {                                                        \
         T *restrict zi = z__nm + i * m;                                                        \
         for (ptrdiff_t j = 0; j < m; j++) {                                                    \
             T v = zi[j] + b__m[j];                                                             \
-            zi[j] = (EXPR);                                                                    \
+            zi[j] = fg_##name##_##S(v, param);                                                 \
         }                                                                                      \
     }
 
-/* for each row i: dz[i, j] = EXPR(g = dy[i, j], y = y[i, j]); then db += that row (still in L1). */
-#define FG_BACKWARD_ROWS(T, EXPR)                                                              \
+/* act' reads the input: z += b kept for backward, y = f(z) written beside it */
+#define FG_FORWARD_INPUT(T, S, name)                                                           \
     for (ptrdiff_t i = 0; i < n; i++) {                                                        \
-        const T *restrict gi = dy__nm + i * m;                                                 \
-        const T *restrict yi = y__nm + i * m;                                                  \
-        T *restrict di = dz__nm + i * m;                                                       \
+        T *restrict zi = z__nm + i * m;                                                        \
+        T *restrict yi = y__nm + i * m;                                                        \
         for (ptrdiff_t j = 0; j < m; j++) {                                                    \
-            T g = gi[j], y = yi[j];                                                            \
-            di[j] = (EXPR);                                                                    \
+            T v = zi[j] + b__m[j];                                                             \
+            zi[j] = v;                                                                         \
+            yi[j] = fg_##name##_##S(v, param);                                                 \
         }                                                                                      \
-        if (db__m)                                                                             \
-            for (ptrdiff_t j = 0; j < m; j++)                                                  \
-                db__m[j] += di[j];                                                             \
     }
 
-#define FG_DEFINE_AFFINE(T, S, EXP, EXPM1, ABS, TANH)                                          \
-    static inline T fg_sigmoid_##S(T v)                                                        \
-    {                                                                                          \
-        T e = EXP(-ABS(v)); /* never overflows */                                              \
-        T s = (T)1 / ((T)1 + e);                                                               \
-        return v >= (T)0 ? s : e * s;                                                          \
-    }                                                                                          \
-                                                                                               \
-    void fg_bias_act_forward_##S(T *restrict z__nm, const T *restrict b__m, ptrdiff_t n,       \
-                                 ptrdiff_t m, int act, T param)                                \
+#define FG_FORWARD_CASE(CODE, name, param_name, FROM, omp_fwd, omp_bwd, T, S)                  \
+    case FG_ACT_##CODE:                                                                        \
+        FG_OMP_FOR(n * m > (omp_fwd), n * m)                                                   \
+        FG_FORWARD_##FROM(T, S, name)                                                          \
+        break;
+
+/* rows [i0, i1) x columns [j0, j1): dz = act'(s) dy, and db[j] += dz[i, j] in row order */
+#define FG_BACKWARD_CASE(CODE, name, param_name, FROM, omp_fwd, omp_bwd, T, S)                 \
+    case FG_ACT_##CODE:                                                                        \
+        for (ptrdiff_t i = i0; i < i1; i++) {                                                  \
+            const T *restrict gi = dy__nm + i * m;                                             \
+            const T *restrict si = s__nm + i * m;                                              \
+            T *restrict di = dz__nm + i * m;                                                   \
+            if (db__m)                                                                         \
+                for (ptrdiff_t j = j0; j < j1; j++) {                                          \
+                    T d = fg_##name##_grad_##S(gi[j], si[j], param);                           \
+                    di[j] = d;                                                                 \
+                    db__m[j] += d;                                                             \
+                }                                                                              \
+            else                                                                               \
+                for (ptrdiff_t j = j0; j < j1; j++)                                            \
+                    di[j] = fg_##name##_grad_##S(gi[j], si[j], param);                         \
+        }                                                                                      \
+        break;
+
+#define FG_DEFINE_AFFINE(T, S)                                                                 \
+    FG_TARGETS                                                                                 \
+    void fg_bias_act_forward_##S(T *restrict z__nm, const T *restrict b__m, T *restrict y__nm, \
+                                 ptrdiff_t n, ptrdiff_t m, int act, T param)                   \
     {                                                                                          \
         switch (act) {                                                                         \
-        case FG_ACT_RELU:                                                                      \
-            FG_FORWARD_ROWS(T, v > (T)0 ? v : (T)0)                                            \
-            break;                                                                             \
-        case FG_ACT_LEAKY_RELU:                                                                \
-            FG_FORWARD_ROWS(T, v > (T)0 ? v : param * v)                                       \
-            break;                                                                             \
-        case FG_ACT_SIGMOID:                                                                  \
-            FG_FORWARD_ROWS(T, fg_sigmoid_##S(v))                                              \
-            break;                                                                             \
-        case FG_ACT_TANH:                                                                      \
-            FG_FORWARD_ROWS(T, TANH(v))                                                        \
-            break;                                                                             \
-        case FG_ACT_ELU:                                                                       \
-            FG_FORWARD_ROWS(T, v > (T)0 ? v : param * EXPM1(v))                                \
-            break;                                                                             \
+            FG_ACTIVATION_LIST(FG_FORWARD_CASE, T, S)                                          \
         default:                                                                               \
-            FG_FORWARD_ROWS(T, v)                                                              \
+            break;                                                                             \
         }                                                                                      \
     }                                                                                          \
                                                                                                \
-    void fg_act_backward_colsum_##S(const T *restrict dy__nm, const T *restrict y__nm,         \
+    FG_TARGETS                                                                                 \
+    void fg_act_backward_colsum_##S(const T *restrict dy__nm, const T *restrict s__nm,         \
                                     T *restrict dz__nm, T *restrict db__m, ptrdiff_t n,        \
                                     ptrdiff_t m, int act, T param)                             \
     {                                                                                          \
+        if (act < 0 || act >= FG_ACT_COUNT)                                                    \
+            return;                                                                            \
         if (db__m)                                                                             \
             memset(db__m, 0, (size_t)m * sizeof(T));                                           \
-        switch (act) {                                                                         \
-        case FG_ACT_RELU:                                                                      \
-            FG_BACKWARD_ROWS(T, y > (T)0 ? g : (T)0)                                           \
-            break;                                                                             \
-        case FG_ACT_LEAKY_RELU:                                                                \
-            FG_BACKWARD_ROWS(T, y > (T)0 ? g : param * g)                                      \
-            break;                                                                             \
-        case FG_ACT_SIGMOID:                                                                   \
-            FG_BACKWARD_ROWS(T, g * y * ((T)1 - y))                                            \
-            break;                                                                             \
-        case FG_ACT_TANH:                                                                      \
-            FG_BACKWARD_ROWS(T, g * ((T)1 - y * y))                                            \
-            break;                                                                             \
-        case FG_ACT_ELU:                                                                       \
-            FG_BACKWARD_ROWS(T, y > (T)0 ? g : g * (y + param))                                \
-            break;                                                                             \
-        default: /* dz = dy: only the column sums */                                           \
-            if (db__m)                                                                         \
-                for (ptrdiff_t i = 0; i < n; i++) {                                            \
-                    const T *restrict gi = dy__nm + i * m;                                     \
-                    for (ptrdiff_t j = 0; j < m; j++)                                          \
-                        db__m[j] += gi[j];                                                     \
-                }                                                                              \
+        /* Threads take blocks: of columns when db is summed (each column summed by one thread \
+         * in row order, as serially), else of rows. One block per thread. */                 \
+        ptrdiff_t rows = n, cols = m, row_blocks = 1, col_blocks = 1;                          \
+        int parallel = 0;                                                                      \
+        if (n * m > fg_activations[act].omp_min_backward && fg_num_threads > 1) {              \
+            if (db__m) {                                                                       \
+                cols = (m + fg_num_threads - 1) / fg_num_threads;                              \
+                cols = cols < 16 ? 16 : (cols + 15) / 16 * 16; /* whole vectors */             \
+                col_blocks = (m + cols - 1) / cols;                                            \
+            } else {                                                                           \
+                rows = (n + fg_num_threads - 1) / fg_num_threads;                              \
+                row_blocks = (n + rows - 1) / rows;                                            \
+            }                                                                                  \
+            parallel = row_blocks * col_blocks > 1;                                            \
+        }                                                                                      \
+        (void)parallel;                                                                        \
+        FG_OMP_FOR(parallel, n * m)                                                            \
+        for (ptrdiff_t k = 0; k < row_blocks * col_blocks; k++) {                              \
+            ptrdiff_t i0 = k / col_blocks * rows, j0 = k % col_blocks * cols;                  \
+            ptrdiff_t i1 = i0 + rows < n ? i0 + rows : n;                                      \
+            ptrdiff_t j1 = j0 + cols < m ? j0 + cols : m;                                      \
+            if (act == FG_ACT_NONE) { /* dz = dy: only the column sums */                      \
+                if (db__m)                                                                     \
+                    for (ptrdiff_t i = i0; i < i1; i++) {                                      \
+                        const T *restrict gi = dy__nm + i * m;                                 \
+                        for (ptrdiff_t j = j0; j < j1; j++)                                    \
+                            db__m[j] += gi[j];                                                 \
+                    }                                                                          \
+                continue;                                                                      \
+            }                                                                                  \
+            switch (act) {                                                                     \
+                FG_ACTIVATION_LIST(FG_BACKWARD_CASE, T, S)                                     \
+            default:                                                                           \
+                break;                                                                         \
+            }                                                                                  \
         }                                                                                      \
     }
 
-FG_DEFINE_AFFINE(float, f32, expf, expm1f, fabsf, tanhf)
-FG_DEFINE_AFFINE(double, f64, exp, expm1, fabs, tanh)
+FG_DEFINE_AFFINE(float, f32)
+FG_DEFINE_AFFINE(double, f64)

@@ -32,6 +32,7 @@
 #define FASTGRAD_COMMON_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #ifndef FG_OMP_MIN_CHEAP /* overridable (-D) only to re-measure */
 #define FG_OMP_MIN_CHEAP 65536
@@ -64,12 +65,28 @@ int fg_openmp_enabled(void);
 #define FG_STR_(x) #x
 #define FG_STR(x) FG_STR_(x)
 
-/* FG_OMP_FOR(cond) placed right before a for loop: split it over the threads when cond holds. */
+/* FG_OMP_FOR(cond, work) placed right before a for loop: split it over the threads when `cond`
+ * holds (the work is large enough) and, for work of that size at that kernel, a team has been
+ * measured to beat one thread (csrc/adapt.h: a team that has to wait for a core another process
+ * holds is 10-40 times slower, whatever the size). `work` (the element count `cond` compares) keys
+ * the measurement. The loop is wrapped in a one-pass `for` that times it. */
+typedef struct {
+    int threads;  /* the team size of this call */
+    int once;     /* the wrapping loop's condition: 1, then 0 */
+    uint64_t key; /* 0: not measured (serial by setting or by size) */
+    int64_t t0;
+} fg_team_t;
+fg_team_t fg_team_begin(const char *site, int cond, ptrdiff_t work);
+void fg_team_end(fg_team_t *team);
+
 #ifdef _OPENMP
-#define FG_OMP_FOR(cond)                                                                       \
-    _Pragma(FG_STR(omp parallel for schedule(static) num_threads(fg_num_threads) if (cond)))
+#define FG_OMP_FOR(cond, work)                                                                 \
+    for (fg_team_t fg_team_ = fg_team_begin(__func__, (cond), (work)); fg_team_.once;            \
+         fg_team_end(&fg_team_))                                                               \
+    _Pragma(FG_STR(omp parallel for schedule(static) num_threads(fg_team_.threads)              \
+                   if (fg_team_.threads > 1)))
 #else
-#define FG_OMP_FOR(cond)
+#define FG_OMP_FOR(cond, work)
 #endif
 
 /* FG_SIMD(clauses) placed right before a for loop: `omp simd` with those clauses, e.g.

@@ -1,124 +1,102 @@
 #include "elementwise.h"
 
+#include "activations.h"
 #include "common.h"
 #include "fgmath.h"
 
-/* Loops load every input into a local before a select (`c ? a : b`): a load or an arithmetic
+/* The gates' forward and derivative are the functions of activations.h, shared with the fused
+ * affine pass (affine.c); here each is one loop over n elements, split over threads above the
+ * activation's threshold (its row in FG_ACTIVATION_LIST).
+ *
+ * Loops load every input into a local before a select (`c ? a : b`): a load or an arithmetic
  * operation that appears in one arm only is not if-converted, and the loop stays scalar.
  *
  * One template, instantiated for float and double. EXP_NEG, EXPM1_NEG: exp and expm1 of
- * arguments <= 0 (fgmath.h); ABS, COPYSIGN: fabsf/copysignf or fabs/copysign. */
+ * arguments <= 0 (fgmath.h); ABS, COPYSIGN: fabsf/copysignf or fabs/copysign (the gates get
+ * theirs through activations.h). */
+
+/* y = f(x) and dx = f'(x) dy (from s = y or x) of activation `name`, p its parameter or 0 */
+#define FG_GATE_FORWARD(T, S, name, CODE, x__n, y__n, n, p)                                    \
+    FG_OMP_FOR(n > fg_activations[FG_ACT_##CODE].omp_min_forward, n)                           \
+    for (ptrdiff_t i = 0; i < n; i++)                                                          \
+        y__n[i] = fg_##name##_##S(x__n[i], p);
+#define FG_GATE_BACKWARD(T, S, name, CODE, dy__n, s__n, dx__n, n, p)                           \
+    FG_OMP_FOR(n > fg_activations[FG_ACT_##CODE].omp_min_backward, n)                          \
+    for (ptrdiff_t i = 0; i < n; i++)                                                          \
+        dx__n[i] = fg_##name##_grad_##S(dy__n[i], s__n[i], p);
+
 #define FG_DEFINE_ELEMENTWISE(T, S, EXP_NEG, EXPM1_NEG, ABS, COPYSIGN)                         \
     FG_TARGETS                                                                                 \
     void fg_relu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)            \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
-            T x = x__n[i];                                                                     \
-            y__n[i] = (x > (T)0 || x != x) ? x : (T)0; /* NaN stays NaN */                     \
-        }                                                                                      \
+        FG_GATE_FORWARD(T, S, relu, RELU, x__n, y__n, n, (T)0)                                 \
     }                                                                                          \
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_relu_backward_##S(const T *restrict dy__n, const T *restrict y__n,                 \
                               T *restrict dx__n, ptrdiff_t n)                                  \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
-            T dy = dy__n[i];                                                                   \
-            dx__n[i] = y__n[i] > (T)0 ? dy : (T)0;                                             \
-        }                                                                                      \
+        FG_GATE_BACKWARD(T, S, relu, RELU, dy__n, y__n, dx__n, n, (T)0)                        \
     }                                                                                          \
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_leaky_relu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n,      \
                                    T slope)                                                    \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
-        for (ptrdiff_t i = 0; i < n; i++)                                                      \
-            y__n[i] = x__n[i] > (T)0 ? x__n[i] : slope * x__n[i];                              \
+        FG_GATE_FORWARD(T, S, leaky_relu, LEAKY_RELU, x__n, y__n, n, slope)                    \
     }                                                                                          \
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_leaky_relu_backward_##S(const T *restrict dy__n, const T *restrict x__n,           \
                                     T *restrict dx__n, ptrdiff_t n, T slope)                   \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
-            T dy = dy__n[i];                                                                   \
-            dx__n[i] = x__n[i] > (T)0 ? dy : slope * dy;                                       \
-        }                                                                                      \
+        FG_GATE_BACKWARD(T, S, leaky_relu, LEAKY_RELU, dy__n, x__n, dx__n, n, slope)           \
     }                                                                                          \
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_elu_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n, T alpha)    \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
-            T x = x__n[i];                                                                     \
-            T e = alpha * EXPM1_NEG(x > (T)0 ? (T)0 : x); /* NaN stays NaN */                  \
-            y__n[i] = x > (T)0 ? x : e;                                                        \
-        }                                                                                      \
+        FG_GATE_FORWARD(T, S, elu, ELU, x__n, y__n, n, alpha)                                  \
     }                                                                                          \
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_elu_backward_##S(const T *restrict dy__n, const T *restrict x__n,                  \
                              T *restrict dx__n, ptrdiff_t n, T alpha)                          \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
-            T x = x__n[i];                                                                     \
-            T slope = alpha * EXP_NEG(x > (T)0 ? (T)0 : x);                                    \
-            dx__n[i] = dy__n[i] * (x > (T)0 ? (T)1 : slope);                                   \
-        }                                                                                      \
+        FG_GATE_BACKWARD(T, S, elu, ELU, dy__n, x__n, dx__n, n, alpha)                         \
     }                                                                                          \
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_sigmoid_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)         \
     {                                                                                          \
-        /* e = exp(-|x|) <= 1; sigma(x) = 1/(1+e) for x >= 0 and e/(1+e) below */              \
-        FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
-            T e = EXP_NEG(-ABS(x__n[i]));                                                      \
-            T s = (T)1 / ((T)1 + e);                                                           \
-            y__n[i] = x__n[i] >= (T)0 ? s : e * s;                                             \
-        }                                                                                      \
+        FG_GATE_FORWARD(T, S, sigmoid, SIGMOID, x__n, y__n, n, (T)0)                           \
     }                                                                                          \
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_sigmoid_backward_##S(const T *restrict dy__n, const T *restrict y__n,              \
                                  T *restrict dx__n, ptrdiff_t n)                               \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
-        for (ptrdiff_t i = 0; i < n; i++)                                                      \
-            dx__n[i] = dy__n[i] * y__n[i] * ((T)1 - y__n[i]);                                  \
+        FG_GATE_BACKWARD(T, S, sigmoid, SIGMOID, dy__n, y__n, dx__n, n, (T)0)                  \
     }                                                                                          \
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_tanh_forward_##S(const T *restrict x__n, T *restrict y__n, ptrdiff_t n)            \
     {                                                                                          \
-        /* m = expm1(-2|x|) in (-1, 0]; tanh|x| = -m / (2 + m), exact near 0 too */            \
-        FG_OMP_FOR(n > FG_OMP_MIN_EXP)                                                         \
-        for (ptrdiff_t i = 0; i < n; i++) {                                                    \
-            T m = EXPM1_NEG((T)-2 * ABS(x__n[i]));                                             \
-            y__n[i] = COPYSIGN(-m / ((T)2 + m), x__n[i]);                                      \
-        }                                                                                      \
+        FG_GATE_FORWARD(T, S, tanh, TANH, x__n, y__n, n, (T)0)                                 \
     }                                                                                          \
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_tanh_backward_##S(const T *restrict dy__n, const T *restrict y__n,                 \
                               T *restrict dx__n, ptrdiff_t n)                                  \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
-        for (ptrdiff_t i = 0; i < n; i++)                                                      \
-            dx__n[i] = dy__n[i] * ((T)1 - y__n[i] * y__n[i]);                                  \
+        FG_GATE_BACKWARD(T, S, tanh, TANH, dy__n, y__n, dx__n, n, (T)0)                        \
     }                                                                                          \
                                                                                                \
     FG_TARGETS                                                                                 \
     void fg_maximum_forward_##S(const T *restrict a__n, const T *restrict b__n,                \
                                 T *restrict y__n, ptrdiff_t n)                                 \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                    \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T a = a__n[i], b = b__n[i];                                                        \
             y__n[i] = (a >= b || a != a) ? a : b;                                              \
@@ -130,7 +108,7 @@
                                  const T *restrict b__n, T *restrict da__n,                    \
                                  T *restrict db__n, ptrdiff_t n)                               \
     {                                                                                          \
-        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP)                                                       \
+        FG_OMP_FOR(n > FG_OMP_MIN_CHEAP, n)                                                    \
         for (ptrdiff_t i = 0; i < n; i++) {                                                    \
             T dy = dy__n[i];                                                                   \
             T a = a__n[i], b = b__n[i];                                                        \

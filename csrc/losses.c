@@ -70,7 +70,7 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
                                         double *restrict loss__n)                              \
     {                                                                                          \
         const T inv_n = (T)(1.0 / (double)n);                                                  \
-        FG_OMP_FOR(n > 1 && n * c > FG_OMP_MIN_EXP)                                            \
+        FG_OMP_FOR(n > 1 && n * c > FG_OMP_MIN_EXP, n * c)                                            \
         for (ptrdiff_t r = 0; r < n; r++) {                                                    \
             const T *s = scores__nc + r * c;                                                   \
             T *restrict g = grad__nc ? grad__nc + r * c : NULL;                                \
@@ -146,7 +146,7 @@ static double fg_sum_in_order(const double *x__n, ptrdiff_t n)
                                  double *restrict loss__n)                                     \
     {                                                                                          \
         const T inv_n = (T)(1.0 / (double)n);                                                  \
-        FG_OMP_FOR(n > 1 && n * c > FG_OMP_MIN_CHEAP)                                          \
+        FG_OMP_FOR(n > 1 && n * c > FG_OMP_MIN_CHEAP, n * c)                                          \
         for (ptrdiff_t r = 0; r < n; r++) {                                                    \
             const T *s = scores__nc + r * c;                                                   \
             T *restrict g = grad__nc ? grad__nc + r * c : NULL;                                \

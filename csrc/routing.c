@@ -54,7 +54,7 @@
                                        ptrdiff_t *restrict idx__oi)                            \
     {                                                                                          \
         if (i == 1) {                                                                          \
-            FG_OMP_FOR(o > 1 && o * w > FG_OMP_MIN_CHEAP)                                      \
+            FG_OMP_FOR(o > 1 && o * w > FG_OMP_MIN_CHEAP, o * w)                                      \
             for (ptrdiff_t r = 0; r < o; r++) {                                                \
                 ptrdiff_t k = fg_argmax_##S(x__owi + r * w, w);                                \
                 y__oi[r] = x__owi[r * w + k];                                                  \
@@ -63,7 +63,7 @@
             return;                                                                            \
         }                                                                                      \
         ptrdiff_t strips = (i + FG_STRIP - 1) / FG_STRIP;                                      \
-        FG_OMP_FOR(o * strips > 1 && o * w * i > FG_OMP_MIN_CHEAP)                             \
+        FG_OMP_FOR(o * strips > 1 && o * w * i > FG_OMP_MIN_CHEAP, o * w * i)                             \
         for (ptrdiff_t t = 0; t < o * strips; t++) {                                           \
             ptrdiff_t r = t / strips, lo = (t % strips) * FG_STRIP;                            \
             ptrdiff_t hi = lo + FG_STRIP < i ? lo + FG_STRIP : i;                              \
@@ -89,7 +89,7 @@
                                         const ptrdiff_t *restrict idx__oi, ptrdiff_t o,        \
                                         ptrdiff_t w, ptrdiff_t i, T *restrict dx__owi)         \
     {                                                                                          \
-        FG_OMP_FOR(o > 1 && o * i > FG_OMP_MIN_CHEAP)                                          \
+        FG_OMP_FOR(o > 1 && o * i > FG_OMP_MIN_CHEAP, o * i)                                          \
         for (ptrdiff_t r = 0; r < o; r++)                                                      \
             for (ptrdiff_t j = 0; j < i; j++)                                                  \
                 dx__owi[(r * w + idx__oi[r * i + j]) * i + j] = dy__oi[r * i + j];             \
@@ -118,7 +118,7 @@
                                           ptrdiff_t p, T *restrict y__nh,                      \
                                           ptrdiff_t *restrict idx__nh)                         \
     {                                                                                          \
-        FG_OMP_FOR(n > 1 && n * h * p > FG_OMP_MIN_CHEAP)                                      \
+        FG_OMP_FOR(n > 1 && n * h * p > FG_OMP_MIN_CHEAP, n * h * p)                                      \
         for (ptrdiff_t r = 0; r < n; r++) {                                                    \
             const T *z = z__nhp + r * h * p;                                                   \
             T *y = y__nh + r * h;                                                              \
@@ -136,7 +136,7 @@
                                            const ptrdiff_t *restrict idx__nh, ptrdiff_t n,     \
                                            ptrdiff_t h, ptrdiff_t p, T *restrict dz__nhp)      \
     {                                                                                          \
-        FG_OMP_FOR(n > 1 && n * h * p > FG_OMP_MIN_CHEAP)                                      \
+        FG_OMP_FOR(n > 1 && n * h * p > FG_OMP_MIN_CHEAP, n * h * p)                                      \
         for (ptrdiff_t r = 0; r < n; r++)                                                      \
             for (ptrdiff_t u = 0; u < h; u++)                                                  \
                 dz__nhp[(r * h + u) * p + idx__nh[r * h + u]] = dy__nh[r * h + u];             \

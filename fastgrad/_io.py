@@ -92,6 +92,8 @@ def check_writable_dir(folder, names=()) -> None:
     probe = _temp_name(folder / "fastgrad-probe")
     try:
         os.close(os.open(probe, _FLAGS, 0o666))
+    except OSError as e:  # name the folder, not the probe
+        raise OSError(e.errno, e.strerror, str(folder)) from None
     finally:
         with contextlib.suppress(OSError):
             os.unlink(probe)

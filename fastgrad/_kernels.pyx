@@ -497,3 +497,59 @@ def svm_loss(scores, labels, double delta, bint want_grad=True):
         else:
             loss = fg_svm_f64(<const double *>ps, pl, n, c, delta, <double *>pg, &loss_n[0])
     return loss, grad
+
+
+# ------------------------------------------------------------------------------------------------
+# the fused passes of the affine layer, for fastgrad._linalg (declared in _kernels.pxd; it
+# validates). They live in this module to share its thread setting and OpenMP build.
+
+cdef extern from "affine.h" nogil:
+    void fg_bias_act_forward_f32(float *z, const float *b, float *y, Py_ssize_t n, Py_ssize_t m,
+                                 int act, float param)
+    void fg_bias_act_forward_f64(double *z, const double *b, double *y, Py_ssize_t n,
+                                 Py_ssize_t m, int act, double param)
+    void fg_act_backward_colsum_f32(const float *dy, const float *s, float *dz, float *db,
+                                    Py_ssize_t n, Py_ssize_t m, int act, float param)
+    void fg_act_backward_colsum_f64(const double *dy, const double *s, double *dz, double *db,
+                                    Py_ssize_t n, Py_ssize_t m, int act, double param)
+
+
+cdef void bias_act_forward_f32(float *z, const float *b, float *y, Py_ssize_t n, Py_ssize_t m,
+                               int act, float param) noexcept nogil:
+    fg_bias_act_forward_f32(z, b, y, n, m, act, param)
+
+
+cdef void bias_act_forward_f64(double *z, const double *b, double *y, Py_ssize_t n, Py_ssize_t m,
+                               int act, double param) noexcept nogil:
+    fg_bias_act_forward_f64(z, b, y, n, m, act, param)
+
+
+cdef void act_backward_colsum_f32(const float *dy, const float *s, float *dz, float *db,
+                                  Py_ssize_t n, Py_ssize_t m, int act, float param) noexcept nogil:
+    fg_act_backward_colsum_f32(dy, s, dz, db, n, m, act, param)
+
+
+cdef void act_backward_colsum_f64(const double *dy, const double *s, double *dz, double *db,
+                                  Py_ssize_t n, Py_ssize_t m, int act, double param) noexcept nogil:
+    fg_act_backward_colsum_f64(dy, s, dz, db, n, m, act, param)
+
+
+# ---------------------------------------------------------------------------------------------
+# the kernels' thread choice (csrc/adapt.h, through FG_OMP_FOR in csrc/common.h)
+
+cdef extern from "adapt.h" nogil:
+    void fg_adapt_reset()
+    void fg_adapt_counts(long long *serial, long long *parallel)
+
+
+def adapt_counts():
+    """(calls run on one thread, calls run on a team) since the last `adapt_reset()`, counting the
+    kernel calls large enough to be split."""
+    cdef long long serial = 0, parallel = 0
+    fg_adapt_counts(&serial, &parallel)
+    return int(serial), int(parallel)
+
+
+def adapt_reset():
+    """Forget every kernel timing (each kernel measures a team and one thread again)."""
+    fg_adapt_reset()

@@ -20,15 +20,18 @@ import numpy as np
 
 cnp.import_array()
 
-cdef extern from "affine.h" nogil:
-    void fg_bias_act_forward_f32(float *z, const float *b, Py_ssize_t n, Py_ssize_t m, int act,
-                                 float param)
-    void fg_bias_act_forward_f64(double *z, const double *b, Py_ssize_t n, Py_ssize_t m, int act,
-                                 double param)
-    void fg_act_backward_colsum_f32(const float *dy, const float *y, float *dz, float *db,
-                                    Py_ssize_t n, Py_ssize_t m, int act, float param)
-    void fg_act_backward_colsum_f64(const double *dy, const double *y, double *dz, double *db,
-                                    Py_ssize_t n, Py_ssize_t m, int act, double param)
+from fastgrad._kernels cimport (act_backward_colsum_f32, act_backward_colsum_f64,
+                                bias_act_forward_f32, bias_act_forward_f64)
+
+cdef extern from "activations.h" nogil:
+    enum: FG_ACT_NONE
+    enum: FG_ACT_COUNT
+    enum: FG_ACT_FROM_INPUT
+    cdef struct fg_activation_info:
+        const char *name
+        const char *param
+        int grad_from_input
+    const fg_activation_info fg_activations[]
 
 cdef extern from "adapt.h" nogil:
     ctypedef unsigned long long uint64_t "uint64_t"
@@ -56,12 +59,21 @@ ctypedef fused floating:
     float
     double
 
-#: Activation name -> code of csrc/affine.h. `param` is leaky_relu's slope or elu's alpha.
-ACTIVATIONS = {None: 0, "relu": 1, "leaky_relu": 2, "sigmoid": 3, "tanh": 4, "elu": 5}
-cdef enum:
-    ACT_NONE = 0
-    ACT_LEAKY_RELU = 2
-    ACT_ELU = 5
+
+def _activation_table():
+    names, params, from_input = {}, [], []
+    for code in range(FG_ACT_COUNT):
+        names[None if code == FG_ACT_NONE else fg_activations[code].name.decode()] = code
+        params.append(fg_activations[code].param.decode() or None)
+        from_input.append(fg_activations[code].grad_from_input == FG_ACT_FROM_INPUT)
+    return names, params, from_input
+
+
+#: Activation name -> code of enum fg_activation, read from its one table (csrc/activations.h);
+#: None is the layer without an activation.
+ACTIVATIONS, _PARAM, _FROM_INPUT = _activation_table()
+#: Activation name -> the keyword of fg.affine that holds its parameter (None if it has none).
+ACTIVATION_PARAMS = {name: _PARAM[code] for name, code in ACTIVATIONS.items()}
 
 
 cdef struct Matrix:
@@ -248,30 +260,36 @@ def matmul(a, b, bint trans_a=False, bint trans_b=False):
                     "matmul", a.shape, b.shape)
 
 
-cdef int _activation_code(object activation, double param) except -1:
-    code = ACTIVATIONS.get(activation)
+cdef int _activation_code(object activation, str op) except -1:
+    code = ACTIVATIONS.get(activation) if isinstance(activation, (str, type(None))) else None
     if code is None:
         raise ValueError(
-            f"affine: unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}")
-    if (code == ACT_LEAKY_RELU or code == ACT_ELU) and not param >= 0:
-        raise ValueError(
-            f"affine: fused {activation} needs a parameter >= 0 (got {param}), so that its "
-            "gradient follows from the output; apply it as a separate op instead")
+            f"{op}: unknown activation {activation!r}; expected one of {list(ACTIVATIONS)}")
     return code
 
 
-def affine_forward(x, W, b, activation=None, double param=0.0):
-    """y = act(x @ W + b): one sgemm/dgemm into the output, then one pass adding b and applying act.
+cdef double _param(int act, double negative_slope, double alpha):
+    """The parameter of activation `act`: the keyword its row in activations.h names."""
+    name = _PARAM[act]
+    return negative_slope if name == "negative_slope" else alpha if name == "alpha" else 0.0
+
+
+def affine_forward(x, W, b, activation=None, double negative_slope=0.01, double alpha=1.0):
+    """y = act(x @ W + b): one sgemm/dgemm into z, then one pass adding b and applying act.
 
     x: (N, D), W: (D, M) (C- or F-contiguous), b: (M,) contiguous, one float dtype.
-    activation: None, "relu", "leaky_relu", "sigmoid", "tanh" or "elu"; param: the slope or alpha
-    (>= 0). Returns y, a new C-contiguous (N, M) array; act'(z) can be computed from y alone.
+    activation: a key of ACTIVATIONS (None, "relu", "leaky_relu", "sigmoid", "tanh", "elu"), with
+    the negative_slope of leaky_relu or the alpha of elu (any value, as fg.leaky_relu and fg.elu).
+    Returns (y, saved): y a new C-contiguous (N, M) array and saved what affine_backward needs:
+    y itself when act' reads the output (relu, sigmoid, tanh), z = x @ W + b when it reads the
+    input (leaky_relu, elu: y is then a second array), None without an activation.
 
-    >>> affine_forward(np.ones((2, 3)), np.ones((3, 4)), np.full(4, -5.0), "relu")
+    >>> affine_forward(np.ones((2, 3)), np.ones((3, 4)), np.full(4, -5.0), "relu")[0]
     array([[0., 0., 0., 0.],
            [0., 0., 0., 0.]])
     """
-    cdef int act = _activation_code(activation, param)
+    cdef int act = _activation_code(activation, "affine")
+    cdef double param = _param(act, negative_slope, alpha)
     cdef int t = _dtype(x, "affine", "x")
     _same_dtype(t, W, "affine", "W", x)
     _same_dtype(t, b, "affine", "b", x)
@@ -282,28 +300,38 @@ def affine_forward(x, W, b, activation=None, double param=0.0):
             f"affine: expected x (N, D), W (D, M), b (M,), got x {x.shape}, W {W.shape}, b {b.shape}")
     if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>b):
         raise ValueError(f"affine: b of shape {b.shape} must be contiguous")
-    cdef cnp.ndarray y = _product(xm, False, wm, False, t, "affine", x.shape, W.shape)
+    cdef cnp.ndarray z = _product(xm, False, wm, False, t, "affine", x.shape, W.shape)
+    cdef cnp.ndarray y = z
+    cdef bint from_input = _FROM_INPUT[act]
+    if from_input:
+        y = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(z), t, 0)
     cdef Py_ssize_t n = xm.rows, m = wm.cols
-    cdef void *py = cnp.PyArray_DATA(y)
+    cdef void *pz = cnp.PyArray_DATA(z)
+    cdef void *py = cnp.PyArray_DATA(y) if from_input else NULL
     cdef void *pb = cnp.PyArray_DATA(<cnp.ndarray>b)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fg_bias_act_forward_f32(<float *>py, <const float *>pb, n, m, act, <float>param)
+            bias_act_forward_f32(<float *>pz, <const float *>pb, <float *>py, n, m, act,
+                                 <float>param)
         else:
-            fg_bias_act_forward_f64(<double *>py, <const double *>pb, n, m, act, param)
-    return y
+            bias_act_forward_f64(<double *>pz, <const double *>pb, <double *>py, n, m, act, param)
+    return y, (None if act == FG_ACT_NONE else z)
 
 
-def affine_backward(dy, y, x, W, activation=None, double param=0.0, bint need_db=True):
+def affine_backward(dy, saved, x, W, activation=None, double negative_slope=0.01,
+                    double alpha=1.0, bint need_db=True):
     """Gradients of y = act(x @ W + b): (dx, dW, db), each None where not asked for.
 
-    One pass computes dz = dy * act'(z) from the saved output y (skipped when activation is None:
-    dz = dy) and, in the same pass, db = sum_i dz[i]; then dx = dz @ W^T and dW = x^T @ dz are
-    sgemm/dgemm calls with transpose flags (no transposed copies).
-    dy, y: (N, M) C-contiguous (y may be None when activation is None); x: (N, D) or None when dW is
-    not needed; W: (D, M) or None when dx is not needed.
+    One pass computes dz = dy * act'(z) from `saved` (what affine_forward returned beside y;
+    skipped when activation is None: dz = dy) and, in the same pass, db = sum_i dz[i], summed
+    row by row as NumPy's dz.sum(axis=0) does (NumPy itself for M == 1, where it sums pairwise),
+    so that the layer's gradients equal those of x @ W + b followed by the gate bit for bit; then
+    dx = dz @ W^T and dW = x^T @ dz are sgemm/dgemm calls with transpose flags (no copies).
+    dy, saved: (N, M) C-contiguous (saved may be None when activation is None); x: (N, D) or None
+    when dW is not needed; W: (D, M) or None when dx is not needed.
     """
-    cdef int act = _activation_code(activation, param)
+    cdef int act = _activation_code(activation, "affine_backward")
+    cdef double param = _param(act, negative_slope, alpha)
     cdef int t = _dtype(dy, "affine_backward", "dy")
     if dy.ndim != 2:
         raise ValueError(f"affine_backward: dy must be 2-D, got shape {dy.shape}")
@@ -327,23 +355,26 @@ def affine_backward(dy, y, x, W, activation=None, double param=0.0, bint need_db
     cdef cnp.ndarray db = None
     cdef void *pdz = NULL
     cdef void *pdb = NULL
-    cdef void *py = NULL
+    cdef void *ps = NULL
     cdef void *pdy = cnp.PyArray_DATA(dz)
-    if need_db:
+    cdef bint sum_here = need_db and m != 1  # NumPy sums a single column pairwise: leave it that
+    if sum_here:
         db = cnp.PyArray_EMPTY(1, &cnp.PyArray_DIMS(dz)[1], t, 0)
         pdb = cnp.PyArray_DATA(db)
-    if act != ACT_NONE:
-        py = cnp.PyArray_DATA(_contiguous(y, t, shape, "affine_backward", "y", dy))
+    if act != FG_ACT_NONE:
+        ps = cnp.PyArray_DATA(_contiguous(saved, t, shape, "affine_backward", "saved", dy))
         dz = cnp.PyArray_EMPTY(2, cnp.PyArray_DIMS(dz), t, 0)
         pdz = cnp.PyArray_DATA(dz)
-    if act != ACT_NONE or need_db:
+    if act != FG_ACT_NONE or sum_here:
         with nogil:
             if t == cnp.NPY_FLOAT32:
-                fg_act_backward_colsum_f32(<const float *>pdy, <const float *>py, <float *>pdz,
-                                           <float *>pdb, n, m, act, <float>param)
+                act_backward_colsum_f32(<const float *>pdy, <const float *>ps, <float *>pdz,
+                                        <float *>pdb, n, m, act, <float>param)
             else:
-                fg_act_backward_colsum_f64(<const double *>pdy, <const double *>py, <double *>pdz,
-                                           <double *>pdb, n, m, act, param)
+                act_backward_colsum_f64(<const double *>pdy, <const double *>ps, <double *>pdz,
+                                        <double *>pdb, n, m, act, param)
+    if need_db and not sum_here:
+        db = dz.sum(axis=0)
     cdef Matrix dzm = _matrix(dz, "affine_backward", "dz")
     dx = _product(dzm, False, wm, True, t, "affine_backward", shape, W.shape) \
         if W is not None else None

@@ -16,7 +16,9 @@ Images come back flattened to rows: X (N, D) float32, y (N,) int64 class labels.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,23 +99,31 @@ def read_idx(path) -> np.ndarray:
     """An IDX file (the MNIST format, gzipped or not) as a uint8 array of its stated shape.
 
     The header is two zero bytes, a type byte (0x08 = unsigned byte), the number of dims, and one
-    big-endian int32 per dim; the data follows in row-major order.
+    big-endian int32 per dim; the data follows in row-major order. Gzip is recognised by its first
+    bytes, whatever the name. Anything else (a bad header, negative or inconsistent sizes, a
+    truncated or corrupt file) raises DataError naming the file.
     """
     path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
+    gzipped = False
     try:
-        with opener(path, "rb") as f:
+        with open(path, "rb") as f:
+            gzipped = f.read(2) == b"\x1f\x8b"
+        with (gzip.open if gzipped else open)(path, "rb") as f:
             raw = f.read()
-    except (OSError, EOFError) as e:
-        raise DataError(f"cannot read {path}: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:  # BadGzipFile is an OSError; a bad deflate stream, zlib.error
+        what = "a damaged gzip file" if gzipped else "unreadable"
+        raise DataError(f"cannot read {path}: {what} ({e})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08 or raw[3] < 1:
-        raise DataError(f"{path} is not an unsigned-byte IDX file (bad header)")
+        raise DataError(f"{path} is not an unsigned-byte IDX file (bad header {raw[:4].hex() or 'empty'}, "
+                        "expected 000008 and a dimension count)")
     ndim = raw[3]
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path} is truncated (header)")
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
-    size = int(np.prod(shape))
+    if min(shape) < 0:
+        raise DataError(f"{path}: header gives a negative size, shape {shape}")
+    size = math.prod(shape)  # Python ints: no overflow
     if len(raw) - header != size:
         raise DataError(f"{path}: header says shape {shape} ({size} bytes) but {len(raw) - header} bytes follow")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
@@ -127,13 +137,26 @@ def mnist(data_dir) -> dict[str, np.ndarray]:
     t10k-labels-idx1-ubyte (each optionally with .gz), from http://yann.lecun.com/exdb/mnist/ or a mirror.
     """
     data_dir = Path(data_dir)
-    out = {k: read_idx(_find(data_dir, name, "mnist", gz=True)) for k, name in _MNIST_FILES.items()}
+    paths = {k: _find(data_dir, name, "mnist", gz=True) for k, name in _MNIST_FILES.items()}
+    out = {k: read_idx(path) for k, path in paths.items()}
     for part in ("train", "test"):
         X, y = out[f"X_{part}"], out[f"y_{part}"]
-        if X.ndim != 3 or y.ndim != 1 or len(X) != len(y):
-            raise DataError(f"mnist: {part} images {X.shape} and labels {y.shape} do not match")
+        X_path, y_path = paths[f"X_{part}"], paths[f"y_{part}"]
+        if X.ndim != 3:
+            raise DataError(f"mnist: {X_path} holds shape {X.shape}, expected images (n, rows, cols)")
+        if y.ndim != 1:
+            raise DataError(f"mnist: {y_path} holds shape {y.shape}, expected labels (n,)")
+        if len(X) == 0 or X.shape[1] == 0 or X.shape[2] == 0:
+            raise DataError(f"mnist: {X_path} holds no images (shape {X.shape})")
+        if len(X) != len(y):
+            raise DataError(f"mnist: {X_path} holds {len(X)} images but {y_path} holds {len(y)} labels")
         if y.max(initial=0) > 9:
-            raise DataError(f"mnist: {part} labels go up to {y.max()}, expected 0..9")
+            raise DataError(f"mnist: {y_path} has labels up to {y.max()}, expected 0..9")
+    if out["X_train"].shape[1:] != out["X_test"].shape[1:]:
+        raise DataError(f"mnist: the images of {paths['X_train']} are {out['X_train'].shape[1:]} but those of "
+                        f"{paths['X_test']} are {out['X_test'].shape[1:]}")
+    for part in ("train", "test"):
+        X, y = out[f"X_{part}"], out[f"y_{part}"]
         out[f"X_{part}"] = X.reshape(len(X), -1).astype(np.float32)
         out[f"y_{part}"] = y.astype(np.int64)
     return out
@@ -166,8 +189,14 @@ def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
     if "data" not in batch or "labels" not in batch:
         raise DataError(f"cifar10: {path} lacks 'data' or 'labels'")
-    X = np.asarray(batch["data"])
-    y = np.asarray(batch["labels"])
+    try:
+        X = np.asarray(batch["data"])
+        y = np.asarray(batch["labels"])
+    except (ValueError, TypeError) as e:  # ragged lists and the like
+        raise DataError(f"cifar10: {path} holds malformed data or labels ({e})") from None
+    if X.dtype.kind not in "uif" or y.dtype.kind not in "ui":
+        raise DataError(f"cifar10: {path} has data of type {X.dtype} and labels of type {y.dtype}; "
+                        "expected numbers and integer labels")
     if X.ndim != 2 or X.shape[1] != 3072 or y.shape != (len(X),) or (y.size and (y.min() < 0 or y.max() > 9)):
         raise DataError(f"cifar10: {path} has data {X.shape} and labels {y.shape}; expected (n, 3072) and (n,) in 0..9")
     return X, y
@@ -289,8 +318,10 @@ def load(name: str, data_dir=None, seed: int = 0, val: float = 0.1, test: float 
     else:
         if data_dir is None:
             raise DataError(f"{name}: give the folder holding the downloaded files (--data-dir)")
-        if not Path(data_dir).is_dir():
+        if not Path(data_dir).exists():
             raise DataError(f"{name}: data directory {data_dir} does not exist")
+        if not Path(data_dir).is_dir():
+            raise DataError(f"{name}: data directory {data_dir} is not a folder")
         raw = mnist(data_dir) if name == "mnist" else cifar10(data_dir)
         Xtr, ytr, Xva, yva, _, _ = split(raw["X_train"], raw["y_train"], (0.0, val), seed)
         Xte, yte = raw["X_test"], raw["y_test"]

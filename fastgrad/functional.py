@@ -26,7 +26,11 @@ def tensor(data, dtype=None, requires_grad=False, name=None) -> Tensor:
 
 
 def as_tensor(x, dtype=None) -> Tensor:
-    """`x` itself if it is a Tensor, else a new float32 (or `dtype`) constant tensor."""
+    """`x` itself if it is a Tensor, else a new float32 (or `dtype`) constant tensor.
+
+    >>> as_tensor([1, 2])
+    tensor([1., 2.])
+    """
     return x if isinstance(x, Tensor) else Tensor._wrap(to_array(x, dtype))
 
 
@@ -39,42 +43,74 @@ def _pair(a, b):
 
 
 def maximum(a, b) -> Tensor:
-    """Elementwise max(a, b), broadcasting; the gradient goes to `a` where a >= b (ties: `a`)."""
+    """Elementwise max(a, b), broadcasting; the gradient goes to `a` where a >= b (ties: `a`).
+
+    >>> maximum(tensor([1.0, 5.0]), 2.0)
+    tensor([2., 5.])
+    """
     return apply(ops.maximum, *_pair(a, b))
 
 
 def exp(x) -> Tensor:
-    """e**x elementwise; d/dx = e**x (saved output)."""
+    """e**x elementwise; d/dx = e**x (saved output).
+
+    >>> exp(tensor([0.0]))
+    tensor([1.])
+    """
     return apply(ops.exp, as_tensor(x))
 
 
 def log(x) -> Tensor:
-    """Natural log elementwise; d/dx = 1/x."""
+    """Natural log elementwise; d/dx = 1/x.
+
+    >>> log(tensor([1.0]))
+    tensor([0.])
+    """
     return apply(ops.log, as_tensor(x))
 
 
 def relu(x) -> Tensor:
-    """max(0, x) elementwise; the gradient is 0 where x <= 0 (ReLU'(0) = 0)."""
+    """max(0, x) elementwise; the gradient is 0 where x <= 0 (ReLU'(0) = 0).
+
+    >>> relu(tensor([-1.0, 3.0]))
+    tensor([0., 3.])
+    """
     return apply(ops.relu, as_tensor(x))
 
 
 def sigmoid(x) -> Tensor:
-    """sigma(x) = 1 / (1 + e**-x), one gate with local gradient sigma(1 - sigma); never overflows."""
+    """sigma(x) = 1 / (1 + e**-x), one gate with local gradient sigma(1 - sigma); never overflows.
+
+    >>> sigmoid(tensor([0.0, -1000.0]))
+    tensor([0.5, 0. ])
+    """
     return apply(ops.sigmoid, as_tensor(x))
 
 
 def tanh(x) -> Tensor:
-    """tanh(x) elementwise; d/dx = 1 - tanh(x)**2."""
+    """tanh(x) elementwise; d/dx = 1 - tanh(x)**2.
+
+    >>> tanh(tensor([0.0]))
+    tensor([0.])
+    """
     return apply(ops.tanh, as_tensor(x))
 
 
 def leaky_relu(x, negative_slope=0.01) -> Tensor:
-    """x where x > 0, else negative_slope * x; the gradient at 0 is negative_slope."""
+    """x where x > 0, else negative_slope * x; the gradient at 0 is negative_slope.
+
+    >>> leaky_relu(tensor([-2.0, 3.0]), 0.5)
+    tensor([-1.,  3.])
+    """
     return apply(ops.leaky_relu, as_tensor(x), negative_slope=float(negative_slope))
 
 
 def elu(x, alpha=1.0) -> Tensor:
-    """x where x > 0, else alpha * (e**x - 1); the gradient at 0 is alpha."""
+    """x where x > 0, else alpha * (e**x - 1); the gradient at 0 is alpha.
+
+    >>> elu(tensor([0.0, 2.0]))
+    tensor([0., 2.])
+    """
     return apply(ops.elu, as_tensor(x), alpha=float(alpha))
 
 
@@ -83,6 +119,9 @@ def maxout(z, pieces) -> Tensor:
 
     `pieces` must be a positive integer (2.5 raises TypeError). The gradient is routed to the
     first maximal column of each group (the first NaN, if the group holds one).
+
+    >>> maxout(tensor([[1.0, 4.0, 3.0, 2.0]]), 2)
+    tensor([[4., 3.]])
     """
     return apply(ops.maxout, as_tensor(z), pieces=pieces)
 
@@ -116,13 +155,23 @@ def _labels(labels, op: str) -> np.ndarray:
 
 
 def softmax_cross_entropy(scores, labels) -> Tensor:
-    """Mean softmax (cross-entropy) loss of class scores (N, C) against integer labels (N,)."""
+    """Mean softmax (cross-entropy) loss of class scores (N, C) against integer labels (N,).
+
+    loss = -(1/N) sum_i log softmax(scores_i)[labels_i]; the gradient (softmax - onehot) / N.
+
+    >>> round(softmax_cross_entropy(tensor([[0.0, 0.0]]), [0]).item(), 4)  # log 2
+    0.6931
+    """
     return apply(ops.softmax_cross_entropy, as_tensor(scores),
                  labels=_labels(labels, "softmax_cross_entropy"))
 
 
 def svm_loss(scores, labels, delta=1.0) -> Tensor:
-    """Mean multiclass hinge loss: sum over j != y of max(0, s_j - s_y + delta), per example."""
+    """Mean multiclass hinge loss: sum over j != y of max(0, s_j - s_y + delta), per example.
+
+    >>> svm_loss(tensor([[1.0, 1.5]]), [0]).item()  # max(0, 1.5 - 1 + 1)
+    1.5
+    """
     return apply(ops.svm_loss, as_tensor(scores), labels=_labels(labels, "svm_loss"),
                  delta=float(delta))
 

@@ -509,23 +509,24 @@ def matmul_backward(g, a, b, a_ndim, b_ndim):
 @primitive("affine", takes_needs=True)
 def affine(x, W, b, activation=None, negative_slope=0.01, alpha=1.0, needs=(True, True, True)):
     """y = act(x @ W + b) with x (N, D), W (D, M), b (M,): one sgemm/dgemm, then one pass that adds
-    b and applies the activation (None, relu, leaky_relu, sigmoid, tanh or elu, with the slope and
-    alpha of fg.leaky_relu and fg.elu, both >= 0). act'(z) follows from y, so y is all it saves.
+    b and applies the activation (a key of `_linalg.ACTIVATIONS`: None, relu, leaky_relu, sigmoid,
+    tanh or elu, with the slope and alpha of fg.leaky_relu and fg.elu), computed by the same C
+    functions as the separate gates, so the result equals act(x @ W + b) bit for bit. It saves
+    what act' reads: y (relu, sigmoid, tanh), or z = x @ W + b (leaky_relu, elu).
     """
     if x.ndim != 2 or W.ndim != 2 or b.ndim != 1 or x.shape[1] != W.shape[0] or b.shape[0] != W.shape[1]:
         raise ValueError(
             f"affine: expected x (N, D), W (D, M), b (M,), got x {x.shape}, W {W.shape}, b {b.shape}"
         )
-    param = negative_slope if activation == "leaky_relu" else alpha if activation == "elu" else 0.0
-    y = L.affine_forward(x, W, b, activation, param)
-    saved_y = y if activation is not None else None
-    return y, (saved_y, x if needs[1] else None, W if needs[0] else None, activation, param, needs[2])
+    y, saved = L.affine_forward(x, W, b, activation, negative_slope, alpha)
+    return y, (saved, x if needs[1] else None, W if needs[0] else None, activation, negative_slope, alpha,
+               needs[2])
 
 
 @affine.defbackward
-def affine_backward(g, y, x, W, activation, param, needs_b):
+def affine_backward(g, saved, x, W, activation, negative_slope, alpha, needs_b):
     """dz = g act'(z) and db = sum_i dz in one pass; dx = dz W^T and dW = x^T dz through BLAS."""
-    return L.affine_backward(g, y, x, W, activation, param, needs_b)
+    return L.affine_backward(g, saved, x, W, activation, negative_slope, alpha, needs_b)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -411,6 +411,27 @@ class Tensor:
         axis, keepdims = _reduce_args("argmin", axis, keepdims, dim, keepdim)
         return _arg_index("argmin", self.data, axis, keepdims)
 
+    def tolist(self):
+        """The data as (nested) Python lists of floats; a 0-d tensor gives a float.
+
+        >>> tensor([[1.0, 2.0]]).tolist()
+        [[1.0, 2.0]]
+        """
+        return self.data.tolist()
+
+    def requires_grad_(self, requires_grad=True):
+        """Set `requires_grad` on this leaf in place and return it (PyTorch's `w.requires_grad_()`).
+
+        >>> tensor([1.0]).requires_grad_().requires_grad
+        True
+        """
+        if self._node is not None and not requires_grad:
+            raise RuntimeError(
+                "requires_grad_(False) on a tensor computed by a recorded op: use detach() to cut it from the graph"
+            )
+        self.requires_grad = bool(requires_grad) or self._node is not None
+        return self
+
     # --- PyTorch surface: sizes and shapes ----------------------------------------------------
     def size(self, dim=None):
         """The shape as a tuple, or the length of axis `dim` as an int (PyTorch's `x.size()`).

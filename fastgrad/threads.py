@@ -25,11 +25,15 @@ def _default_num_threads() -> int:
 
 _forked = False  # True in a child of os.fork(): kernels stay on one thread
 
+#: The most threads `set_num_threads` accepts: more is a typo, and GNU OpenMP aborts the process when
+#: it cannot allocate a team (10**9 threads asks it for 224 GB).
+MAX_THREADS = 1024
+
 
 def set_num_threads(n: int) -> None:
     """Use `n` threads in the C kernels (OpenMP) and in BLAS (through threadpoolctl).
 
-    n: a positive int; anything else raises ValueError. Applies to every Python thread. In a
+    n: an int in 1..MAX_THREADS (1024); anything else raises ValueError. Applies to every Python thread. In a
     child of os.fork() the kernels keep to one thread (see the module docstring); BLAS takes n.
 
     >>> import fastgrad as fg
@@ -39,6 +43,8 @@ def set_num_threads(n: int) -> None:
     """
     if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 1:
         raise ValueError(f"set_num_threads: n must be a positive integer, got {n!r}")
+    if n > MAX_THREADS:
+        raise ValueError(f"set_num_threads: n must be at most {MAX_THREADS}, got {n}")
     n = int(n)
     K.set_num_threads(1 if _forked else n)
     import scipy.linalg  # noqa: F401  (load scipy's BLAS first, so that its pool is limited too)

@@ -19,6 +19,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,9 +31,10 @@ from . import checkpoint as C
 from . import data as D
 from . import functional as F
 from . import nn, optim
+from ._io import atomic_write, check_writable_dir
 from .generator import Generator
 from .autograd import no_grad
-from .threads import get_num_threads, set_num_threads
+from .threads import MAX_THREADS, get_num_threads, set_num_threads
 
 __all__ = ["History", "fit", "accuracy", "make_optimizer", "make_scheduler", "OPTIMIZERS", "SCHEDULERS",
            "LOSSES", "main"]
@@ -150,7 +152,7 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
     at the end of every epoch with the model and its buffers, the optimizer, the scheduler, the
     epoch, the history and every RNG state; resume: such a path to continue from, so that a run
     resumed after epoch k gives the same losses as one that never stopped. on_epoch(epoch, history)
-    is called after each epoch (and its checkpoint).
+    is called after each epoch, before its checkpoint is written.
 
     Raises ValueError for bad arguments and TrainingError when the loss or a parameter stops being
     finite (NaN or infinite), naming the epoch and the step.
@@ -233,12 +235,12 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
             model.train()
             bar.set_postfix(epoch=epoch, loss=f"{history.epoch_loss[-1]:.4f}",
                             train=f"{history.train_acc[-1]:.3f}", val=f"{history.val_acc[-1]:.3f}")
+            if on_epoch is not None:  # first: a report that cannot be printed stops the run before it writes
+                on_epoch(epoch, history)
             if checkpoint is not None:
                 history.seconds = time.perf_counter() - start_time
                 C.save(checkpoint, model, opt, sched, step=epoch, generators=generators,
                        extra={"history": asdict(history)})
-            if on_epoch is not None:
-                on_epoch(epoch, history)
     model.eval()
     history.seconds = time.perf_counter() - start_time
     return history
@@ -295,8 +297,11 @@ def plot_history(history: History, path) -> bool:
     ax2.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_write(path, "wb") as f:
+            fig.savefig(f, format="png", dpi=100)
+    finally:
+        plt.close(fig)
     return True
 
 
@@ -313,12 +318,15 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _positive(kind):
+def _positive(kind, most=None):
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if most is not None and value > most:
+            raise argparse.ArgumentTypeError(f"must be at most {most}, got {text}")
         if not value > 0 or (kind is float and not math.isfinite(value)):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
@@ -333,6 +341,16 @@ def _probability(text):
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
@@ -377,8 +395,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from a checkpoint (OUT/checkpoint.npz, written after every epoch) "
                         "with the same arguments; --epochs is the total")
     p.add_argument("--loss", choices=list(LOSSES), default="softmax")
-    p.add_argument("--seed", type=int, default=0, help="seeds the split, the initial weights and the batches")
-    p.add_argument("--threads", type=_positive(int), default=None, help="threads for BLAS and the kernels")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seeds the split, the initial weights and the batches")
+    p.add_argument("--threads", type=_positive(int, MAX_THREADS), default=None, help="threads for BLAS and the kernels")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where to write model.npz, history.json, curves.png")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--distributed", action="store_true",
@@ -405,6 +423,48 @@ def _threads(n):
         set_num_threads(previous)
 
 
+#: the files a run writes into --out (all through atomic_write: a reader never sees half a file)
+OUTPUTS = ("model.npz", "history.json", "curves.png", "checkpoint.npz")
+
+
+def _say(*text) -> None:
+    """print() to stdout and flush: a closed stdout (`| head -1`) shows up at the line that failed."""
+    print(*text, flush=True)
+
+
+def _prepare_out(out: Path) -> None:
+    """Create --out and prove that the outputs can be written there, before any training starts."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"argument --out: cannot create the output folder {out}: {e.strerror or e}") from None
+    try:
+        check_writable_dir(out, OUTPUTS)  # creates and removes a file: permission bits alone do not tell
+    except OSError as e:
+        where = f"files in {out}" if e.filename in (None, str(out)) else e.filename
+        raise UsageError(f"argument --out: cannot write {where}: {e.strerror or e}") from None
+
+
+@contextlib.contextmanager
+def _writing(path):
+    """An OSError while writing `path` (a full disk, a vanished folder) as one UsageError line."""
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        raise UsageError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _build_model(sizes, args) -> nn.MLP:
+    try:
+        return nn.MLP(sizes, activation=args.activation, seed=args.seed, dropout=args.dropout, norm=args.norm,
+                      generator=Generator(args.seed))
+    except (MemoryError, OverflowError, ValueError) as e:
+        what = "not enough memory" if isinstance(e, MemoryError) else str(e) or type(e).__name__
+        raise UsageError(f"argument --hidden: cannot build an MLP {sizes}: {what}") from None
+
+
 def run(args, world=None) -> int:
     """The command line's work; `world` is a DataParallel-ready `_World` under --distributed."""
     if args.lr_decay > 1:
@@ -418,27 +478,22 @@ def run(args, world=None) -> int:
         world.agree(error)  # the same verdict on every rank: all go on, or all stop
     if error is not None:
         raise error from None
-    try:
-        if world is None or world.is_root:
-            args.out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"cannot create the output folder {args.out}: {e.strerror}") from None
+    if world is None or world.is_root:
+        _prepare_out(args.out)
     sizes = [splits.num_features, *args.hidden, splits.num_classes]
-    model = nn.MLP(sizes, activation=args.activation, seed=args.seed, dropout=args.dropout, norm=args.norm,
-                   generator=Generator(args.seed))
+    model = _build_model(sizes, args)
     lr = OPTIMIZERS[args.optimizer][1] if args.lr is None else args.lr
-    print(f"{args.dataset}: {len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test, "
-          f"{splits.num_features} features, {splits.num_classes} classes")
+    _say(f"{args.dataset}: {len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test, "
+         f"{splits.num_features} features, {splits.num_classes} classes")
     extras = "".join([f", {args.norm} norm" if args.norm != "none" else "",
                       f", dropout {args.dropout:g}" if args.dropout else "",
                       f", weight decay {args.weight_decay:g}" if args.weight_decay else "",
                       f", {args.scheduler} schedule" if args.scheduler != "none" else ""])
-    print(f"MLP {sizes} {args.activation}, {args.optimizer} lr={lr:g}, batch {args.batch_size}, "
-          f"{args.epochs} epochs, reg {args.reg:g}, seed {args.seed}{extras}"
-          + ("" if world is None else f", {world.size} ranks"))
+    _say(f"MLP {sizes} {args.activation}, {args.optimizer} lr={lr:g}, batch {args.batch_size}, "
+         f"{args.epochs} epochs, reg {args.reg:g}, seed {args.seed}{extras}"
+         + ("" if world is None else f", {world.size} rank{'s' if world.size > 1 else ''}"))
     if args.resume is not None and not args.resume.is_file():
         raise UsageError(f"--resume: no such checkpoint: {args.resume}")
-    sys.stdout.flush()
     with _threads(args.threads):
         try:
             history = fit(model, splits, optimizer=args.optimizer, lr=lr, epochs=args.epochs,
@@ -447,9 +502,14 @@ def run(args, world=None) -> int:
                           distributed=None if world is None else world.data_parallel(model),
                           weight_decay=args.weight_decay, scheduler=args.scheduler,
                           checkpoint=args.out / "checkpoint.npz" if world is None or world.is_root else None,
-                          resume=args.resume, on_epoch=_print_epoch if args.no_progress else None)
+                          resume=args.resume,
+                          on_epoch=_print_epoch if args.no_progress and (world is None or world.is_root) else None)
         except TrainingError as e:  # under --distributed: decided from the reduced loss, on all ranks
             raise (UsageError if world is None else world.CollectiveUsageError)(str(e)) from None
+        except BrokenPipeError:
+            raise
+        except OSError as e:  # the per-epoch checkpoint could not be written (a full disk)
+            raise UsageError(f"cannot write {args.out / 'checkpoint.npz'}: {e.strerror or e}") from None
         except ValueError as e:  # ranks that disagree on the data (MismatchError, raised by all)
             if world is not None and isinstance(e, world.dist.MismatchError):
                 raise world.CollectiveUsageError(str(e)) from None
@@ -459,35 +519,23 @@ def run(args, world=None) -> int:
         acc = accuracy if world is None else world.dp.accuracy
         accs = {part: acc(model, getattr(splits, f"X_{part}"), getattr(splits, f"y_{part}"))
                 for part in ("train", "val", "test")}
-    print(f"accuracy: train {accs['train']:.4f}  val {accs['val']:.4f}  test {accs['test']:.4f}  "
-          f"({history.seconds:.1f} s, final loss {history.epoch_loss[-1]:.4f})")
+    _say(f"accuracy: train {accs['train']:.4f}  val {accs['val']:.4f}  test {accs['test']:.4f}  "
+         f"({history.seconds:.1f} s, final loss {history.epoch_loss[-1]:.4f})")
     if world is not None and not world.is_root:
         return 0  # only rank 0 writes files
-    checkpoint = _replace_atomically(args.out / "model.npz", lambda tmp: nn.save(model, tmp))
-    _replace_atomically(args.out / "history.json", lambda tmp: tmp.write_text(
-        json.dumps({**asdict(history), "final_accuracy": accs}) + "\n"))
-    print(f"wrote {checkpoint} and {args.out / 'history.json'}")
+    with _writing(args.out / "model.npz"):
+        checkpoint = nn.save(model, args.out / "model.npz")
+    with _writing(args.out / "history.json"), atomic_write(args.out / "history.json", "w") as f:
+        f.write(json.dumps({**asdict(history), "final_accuracy": accs}) + "\n")
+    _say(f"wrote {checkpoint} and {args.out / 'history.json'}")
     png = args.out / "curves.png"
-    if _replace_atomically(png, lambda tmp: plot_history(history, tmp)):
-        print(f"wrote {png}")
+    with _writing(png):
+        plotted = plot_history(history, png)
+    if plotted:
+        _say(f"wrote {png}")
     else:
-        print('no plot: matplotlib is not installed (pip install "fastgrad[plot]")')
+        _say('no plot: matplotlib is not installed (pip install "fastgrad[plot]")')
     return 0
-
-
-def _replace_atomically(path: Path, write):
-    """Call write(tmp) on a temporary name beside `path`, then rename it to `path` (never a
-    half-written file there); returns path, or write's result when that is False."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
-    try:
-        result = write(tmp)
-        if result is False:
-            return False
-        os.replace(tmp, path)
-        return path
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 class _World:
@@ -534,21 +582,55 @@ def _run_distributed(args) -> int:
         return run(args, world)
 
 
+def _report(line: str) -> None:
+    """Print `line` to stderr; a second Ctrl-C meanwhile, or a closed stderr, cannot turn it into a traceback."""
+    try:
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    except ValueError:  # not the main thread: signals are not ours to change
+        previous = None
+    try:
+        print(line, file=sys.stderr, flush=True)
+    except (BrokenPipeError, ValueError):  # stderr closed: nothing left to tell
+        _drop_broken_streams()
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _drop_broken_streams() -> None:
+    """Point a closed stdout/stderr at os.devnull, so that the flush at exit cannot fail again."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError):
+            with contextlib.suppress(Exception):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+
+
 def main(argv=None) -> int:
     """Entry point of `fastgrad-train` / `python -m fastgrad.train`; returns the exit status.
 
-    A user mistake (bad flag, unknown name, missing or malformed data, a diverging lr) prints one
-    line `fastgrad-train: error: ...` to stderr and returns 2.
+    A user mistake (bad flag, unknown name, missing or malformed data, an --out that cannot be
+    written, a diverging lr) prints one line `fastgrad-train: error: ...` to stderr and returns 2,
+    before any training when it can be known then. Ctrl-C prints `fastgrad-train: interrupted`
+    and returns 130. A closed stdout or stderr (`fastgrad-train | head -1`) stops the run at the
+    line that could not be written and returns 141 (as a process killed by SIGPIPE) without a
+    word. Files are written atomically, so none of these leaves a half-written file.
     """
     try:
         args = build_parser().parse_args(argv)
         return _run_distributed(args) if args.distributed else run(args)
     except UsageError as e:
-        print(f"fastgrad-train: error: {e}", file=sys.stderr)
+        _report(f"fastgrad-train: error: {e}")
         return 2
     except KeyboardInterrupt:
-        print("fastgrad-train: interrupted", file=sys.stderr)
+        _report("fastgrad-train: interrupted")
         return 130
+    except BrokenPipeError:
+        _drop_broken_streams()
+        return 128 + signal.SIGPIPE if hasattr(signal, "SIGPIPE") else 1
 
 
 if __name__ == "__main__":

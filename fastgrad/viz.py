@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._io import atomic_write
 from .autograd import graph_nodes
 
 __all__ = ["to_dot", "draw", "format_array", "node_outputs"]
@@ -205,12 +206,14 @@ def draw(tensor, path, rankdir: str = "LR", timeout: float | None = 60) -> Path:
         raise ValueError(f"draw: cannot tell the format of {str(path)!r}: use .svg, .png, .dot or .gv")
     text = to_dot(tensor, rankdir)
     if suffix in (".dot", ".gv"):
-        path.write_text(text, encoding="utf-8")
+        with atomic_write(path, "w") as f:
+            f.write(text)
         return path
     dot = shutil.which("dot")
     if dot is None:
         dot_path = path.with_suffix(".dot")
-        dot_path.write_text(text, encoding="utf-8")
+        with atomic_write(dot_path, "w") as f:
+            f.write(text)
         print(
             f"fastgrad.viz: Graphviz 'dot' not found, wrote {dot_path}; render it with "
             f"`dot -T{_FORMATS[suffix]} {dot_path} -o {path}` (Debian/Ubuntu: apt-get install graphviz)",
@@ -219,7 +222,7 @@ def draw(tensor, path, rankdir: str = "LR", timeout: float | None = 60) -> Path:
         return dot_path
     try:
         done = subprocess.run(
-            [dot, f"-T{_FORMATS[suffix]}", "-o", str(path)],
+            [dot, f"-T{_FORMATS[suffix]}"],  # to stdout: the file is written atomically below
             input=text.encode("utf-8"),
             capture_output=True,
             timeout=timeout,
@@ -232,4 +235,6 @@ def draw(tensor, path, rankdir: str = "LR", timeout: float | None = 60) -> Path:
     if done.returncode != 0:
         reason = done.stderr.decode(errors="replace").strip()
         raise RuntimeError(f"draw: Graphviz dot failed (exit {done.returncode}): {reason}")
+    with atomic_write(path, "wb") as f:
+        f.write(done.stdout)
     return path

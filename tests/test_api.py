@@ -639,3 +639,71 @@ def test_docstring_examples_run(name, obj):
     for test in finder.find(obj, name, globs=globs):
         runner.run(test)
     assert runner.failures == 0, f"the example in {name}'s docstring fails (run with -s to see it)"
+
+
+def test_tolist_and_requires_grad_():
+    assert fg.tensor([[1.0, 2.5]]).tolist() == [[1.0, 2.5]] and fg.tensor(3.0).tolist() == 3.0
+    w = fg.tensor([1.0, 2.0])
+    assert w.requires_grad_() is w and w.requires_grad
+    (w * w).sum().backward()
+    np.testing.assert_array_equal(w.grad, [2.0, 4.0])
+    assert not w.requires_grad_(False).requires_grad
+    y = fg.tensor([1.0], requires_grad=True) * 2
+    with pytest.raises(RuntimeError, match="detach"):
+        y.requires_grad_(False)
+
+
+TORCH_CASES = {
+    "abs": (lambda x: x.abs(), lambda x: x.abs()),
+    "sqrt": (lambda x: fg.sqrt(x.abs() + 0.5), lambda x: (x.abs() + 0.5).sqrt()),
+    "clamp": (lambda x: x.clamp(-0.3, 0.4), lambda x: x.clamp(-0.3, 0.4)),
+    "pow": (lambda x: (x.abs() + 0.5) ** x, lambda x: (x.abs() + 0.5) ** x),
+    "rpow": (lambda x: 3.0 ** x, lambda x: 3.0 ** x),
+    "cat": (lambda x: fg.cat([x, x * 2, x[:, :2]], dim=1), None),
+    "stack": (lambda x: fg.stack([x, -x], dim=1), None),
+    "where": (lambda x: fg.where(x.data > 0, x * 3, x), None),
+    "max_dim": (lambda x: x.max(1).values * 2 + x.min(dim=0).values.sum(), lambda x: x.max(1).values * 2 + x.min(dim=0).values.sum()),
+    "shapes": (lambda x: x.unsqueeze(0).permute(2, 0, 1).flatten(1).transpose(0, 1).squeeze(),
+               lambda x: x.unsqueeze(0).permute(2, 0, 1).flatten(1).transpose(0, 1).squeeze()),
+}
+
+
+@pytest.mark.skipif(_torch() is None, reason="torch is not installed")
+@pytest.mark.parametrize("name", sorted(TORCH_CASES))
+def test_surface_matches_torch_in_float64(name):
+    torch = _torch()
+    ours_fn, torch_fn = TORCH_CASES[name]
+    if torch_fn is None:  # the same call with torch's spelling
+        torch_fn = {
+            "cat": lambda x: torch.cat([x, x * 2, x[:, :2]], dim=1),
+            "stack": lambda x: torch.stack([x, -x], dim=1),
+            "where": lambda x: torch.where(x > 0, x * 3, x),
+        }[name]
+    rng = np.random.default_rng(9)
+    while True:  # off the kinks (0 and the clamp bounds) so both libraries agree on the side
+        x = rng.normal(size=(3, 4))
+        if np.all(np.abs(x) > 0.05) and np.all(np.abs(x + 0.3) > 0.05) and np.all(np.abs(x - 0.4) > 0.05):
+            break
+    ours = leaf(x)
+    out = ours_fn(ours)
+    theirs = torch.tensor(x, requires_grad=True)
+    tout = torch_fn(theirs)
+    assert out.shape == tuple(tout.shape)
+    np.testing.assert_allclose(out.data, tout.detach().numpy(), rtol=1e-13, atol=1e-15)
+    g = rng.normal(size=out.shape)
+    out.backward(g)
+    tout.backward(torch.tensor(g))
+    np.testing.assert_allclose(ours.grad, theirs.grad.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.skipif(_torch() is None, reason="torch is not installed")
+def test_max_min_indices_match_torch():
+    torch = _torch()
+    x = np.random.default_rng(10).normal(size=(4, 6))
+    for op in ("max", "min"):
+        for dim in (0, 1, -1):
+            v, i = getattr(fg.tensor(x, dtype="float64"), op)(dim)
+            tv, ti = getattr(torch.tensor(x), op)(dim)
+            np.testing.assert_array_equal(v.data, tv.numpy())
+            np.testing.assert_array_equal(i, ti.numpy())
+        np.testing.assert_array_equal(getattr(fg.tensor(x), "arg" + op)(1), getattr(torch.tensor(x), "arg" + op)(1).numpy())

@@ -8,6 +8,8 @@ import importlib.util
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,11 +31,16 @@ needs_mpi = pytest.mark.skipif(
 )
 
 
-def mpirun(n, *argv, timeout=TIMEOUT):
-    """Run `python argv...` on n ranks; returns the CompletedProcess (never hangs: a timeout fails)."""
+def mpirun(n, *argv, timeout=TIMEOUT, extra=(), wrap=None, env_extra=None):
+    """Run `python argv...` on n ranks; returns the CompletedProcess (never hangs: a timeout fails).
+
+    extra: more mpiexec flags; wrap(cmd) -> the command line actually run (e.g. inside a namespace)."""
     env = launch.mpi_env(threads=1)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    cmd = launch.mpiexec_command(n, [sys.executable, *map(str, argv)])
+    env.update(env_extra or {})
+    cmd = launch.mpiexec_command(n, [sys.executable, *map(str, argv)], extra=extra)
+    if wrap is not None:
+        cmd = wrap(cmd)
     # a session of its own, so that a hang can be ended with every rank (killpg), not only mpiexec
     proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
@@ -70,12 +77,16 @@ def test_import_without_mpi4py():
     assert "RC 2" in r.stdout and "fastgrad[mpi]" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_launch_command_has_the_flags_in_one_place():
+def test_launch_command_has_the_flags_in_one_place(capsys):
     cmd = launch.mpiexec_command(3, ["python", "x.py"], mpiexec="mpiexec")
     assert cmd[:3] == ["mpiexec", "-n", "3"] and cmd[-2:] == ["python", "x.py"]
     assert "--oversubscribe" in cmd and cmd[cmd.index("--bind-to") + 1] == "none"
     with pytest.raises(ValueError):
         launch.mpiexec_command(0, ["python"], mpiexec="mpiexec")
+    assert launch.main(["-n", "2", "--dry-run", "-m", "fastgrad.train", "--distributed", "--epochs", "1"]) == 0
+    printed = capsys.readouterr().out.split()
+    assert printed[-4:] == ["fastgrad.train", "--distributed", "--epochs", "1"], printed
+    assert printed[printed.index("-n") + 1] == "2" and "--oversubscribe" in printed
     env = launch.mpi_env({}, threads=2)
     assert env["OMP_NUM_THREADS"] == "2"
     if os.geteuid() == 0:
@@ -109,6 +120,10 @@ def test_n_ranks_follow_the_single_process_trajectory(n, tmp_path, single_proces
             diff = np.max(np.abs(got[f"{name}/{k}"] - v)) / np.max(np.abs(v))
             assert diff <= tol, f"{name} {k}: relative difference {diff:.2e} > {tol:g} with {n} ranks"
         np.testing.assert_array_equal(got[f"{name}/val_acc"], val, err_msg=name)
+    for k, v in _worker_module()["manual_run"](None).items():  # average_gradients, by hand
+        diff = np.max(np.abs(got[f"manual/{k}"] - v)) / np.max(np.abs(v))
+        assert diff <= 1e-5, f"manual loop {k}: relative difference {diff:.2e} with {n} ranks"
+    assert got["broadcast_max_diff"] == 0.0  # every rank started from rank 0's parameters
 
 
 @needs_mpi
@@ -164,5 +179,89 @@ def test_cli_failed_write_on_rank_0_leaves_no_half_written_file(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     errors = [l for l in r.stderr.splitlines() if l.startswith("fastgrad-train")]
     assert len(errors) == 1 and "rank 0 of 2" in errors[0] and "No space left" in errors[0], r.stderr
-    # neither model.npz nor its temporary (the checkpoint of the finished epoch was written before)
-    assert [p.name for p in out.iterdir()] == ["checkpoint.npz"]
+    assert list(out.iterdir()) == []  # neither model.npz nor its temporary (nor the epoch's checkpoint)
+
+
+# ---------------------------------------------------------------------------------------------
+# two "hosts": network namespaces joined by a veth pair, so the ranks talk over TCP
+
+
+def _sh(*cmd):
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces with 10.X.Y.1 and .2 on a veth pair; yields (names, addresses); removed after."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    if shutil.which("ip") is None or shutil.which("unshare") is None:
+        pytest.skip("needs the ip (iproute2) and unshare (util-linux) commands")
+    tag = f"fg{os.getpid() % 100000}"
+    names = (f"{tag}a", f"{tag}b")
+    subnet = f"10.231.{os.getpid() % 250}"
+    addrs = (f"{subnet}.1", f"{subnet}.2")
+    created = []
+    try:
+        for ns in names:
+            r = _sh("ip", "netns", "add", ns)
+            if r.returncode:
+                pytest.skip(f"ip netns add is not allowed here: {r.stderr.strip()}")
+            created.append(ns)
+        steps = [("ip", "link", "add", f"{tag}va", "type", "veth", "peer", "name", f"{tag}vb")]
+        for ns, dev, addr in zip(names, (f"{tag}va", f"{tag}vb"), addrs):
+            steps += [("ip", "link", "set", dev, "netns", ns),
+                      ("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", dev),
+                      ("ip", "-n", ns, "link", "set", dev, "up"),
+                      ("ip", "-n", ns, "link", "set", "lo", "up")]
+        for step in steps:
+            r = _sh(*step)
+            if r.returncode:
+                pytest.skip(f"cannot build the veth pair ({' '.join(step)}): {r.stderr.strip()}")
+        # the "ssh" stand-in enters a namespace and a UTS namespace of its own (distinct hostnames)
+        r = _sh("ip", "netns", "exec", names[0], "unshare", "--uts", "/bin/sh", "-c", "hostname probe")
+        if r.returncode:
+            pytest.skip(f"cannot enter a network + UTS namespace here: {r.stderr.strip()}")
+        yield names, addrs, (f"{tag}va", f"{tag}vb")
+    finally:
+        for ns in created:  # deleting a namespace deletes its end of the veth pair (and so both)
+            _sh("ip", "netns", "del", ns)
+
+
+def _veth_bytes(ns, dev):
+    stats = json.loads(_sh("ip", "-n", ns, "-j", "-s", "link", "show", dev).stdout)[0]["stats64"]
+    return stats["rx"]["bytes"]
+
+
+@needs_mpi
+def test_two_hosts_over_tcp_follow_the_single_process_trajectory(two_hosts, tmp_path, single_process):
+    """Rank 0 in one network namespace, rank 1 in another, Open MPI's TCP transport between them
+    (shared memory excluded): the same trajectory as one process, and the bytes cross the veth."""
+    (ns_a, ns_b), (addr_a, addr_b), (dev_a, dev_b) = two_hosts
+    hostfile = tmp_path / "hosts"
+    hostfile.write_text(f"{addr_a} slots=1\n{addr_b} slots=1\n")
+    agent = Path(__file__).with_name("mpi") / "netns_agent.py"
+    net = f"{addr_a.rsplit('.', 1)[0]}.0/24"
+    extra = ["--hostfile", str(hostfile), "--map-by", "node",
+             "--prtemca", "plm_ssh_agent", f"{sys.executable} {agent}",
+             "--prtemca", "oob_tcp_if_include", net,
+             "--mca", "btl", "self,tcp", "--mca", "btl_tcp_if_include", net, "-x", "PYTHONPATH"]
+
+    def in_host_a(cmd):
+        return ["ip", "netns", "exec", ns_a, "unshare", "--uts", "/bin/sh", "-c",
+                f"hostname {ns_a}; exec " + " ".join(shlex.quote(c) for c in cmd)]
+
+    before = _veth_bytes(ns_b, dev_b)
+    out = tmp_path / "result.npz"
+    r = mpirun(2, WORKER, "trajectory", out, extra=extra, wrap=in_host_a,
+               env_extra={"FG_NETNS_MAP": f"{addr_a}={ns_a},{addr_b}={ns_b}"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    got = np.load(out)
+    for name, (losses, params, _) in single_process.items():
+        tol = 1e-11 if "float64" in str(params["W1"].dtype) else 1e-5
+        np.testing.assert_allclose(got[f"{name}/loss"], losses, rtol=tol, atol=0, err_msg=name)
+        for k, v in params.items():
+            assert np.max(np.abs(got[f"{name}/{k}"] - v)) / np.max(np.abs(v)) <= tol, (name, k)
+    # every step's gradient buffer (2,410 float32/float64 values) crossed the wire
+    steps = sum(len(got[f"{name}/loss"]) for name, *_ in _worker_module()["CONFIGS"])
+    assert _veth_bytes(ns_b, dev_b) - before > steps * 2410 * 4

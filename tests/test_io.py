@@ -224,3 +224,55 @@ def test_load_of_a_missing_file_or_a_folder(tmp_path):
         nn.load(tmp_path / "missing.npz")
     with pytest.raises(nn.LoadError, match="is not a file"):
         nn.load(tmp_path)
+
+
+# --- the other writers ------------------------------------------------------------------------
+
+
+def _fake_dot(folder, script):
+    dot = Path(folder) / "dot"
+    dot.write_text("#!/bin/sh\n" + script)
+    dot.chmod(0o755)
+    return dot
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a shell-script stand-in for Graphviz")
+def test_viz_draw_writes_the_rendering_atomically(tmp_path, monkeypatch):
+    import fastgrad as fg
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    x = fg.tensor([1.0, 2.0], requires_grad=True)
+    f = (x * 2.0).sum()
+    _fake_dot(bin_dir, 'cat > /dev/null; printf "<svg>%s</svg>" "$1"\n')  # dot -Tsvg, reading DOT on stdin
+    assert fg.viz.draw(f, out / "g.svg") == out / "g.svg"
+    assert (out / "g.svg").read_text() == "<svg>-Tsvg</svg>"
+    _fake_dot(bin_dir, 'cat > /dev/null; printf "<svg>half"; echo "dot: out of memory" >&2; exit 3\n')
+    with pytest.raises(RuntimeError, match="exit 3.*out of memory"):
+        fg.viz.draw(f, out / "g.svg")
+    assert (out / "g.svg").read_text() == "<svg>-Tsvg</svg>"  # the failed render replaced nothing
+    fg.viz.draw(f, out / "g.dot")
+    assert (out / "g.dot").read_text().startswith("digraph")
+    assert files_in(out) == ["g.dot", "g.svg"]
+
+
+def test_training_outputs_survive_a_failed_rewrite(tmp_path, monkeypatch, capsys):
+    from fastgrad import train
+
+    assert train.main(["--epochs", "1", "--hidden", "8", "--no-progress", "--out", str(tmp_path)]) == 0
+    before = {name: (tmp_path / name).read_bytes() for name in files_in(tmp_path)}
+    assert sorted(before) == ["checkpoint.npz", "curves.png", "history.json", "model.npz"] or sorted(before) == [
+        "checkpoint.npz", "history.json", "model.npz"]  # curves.png needs matplotlib
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    status = train.main(["--epochs", "1", "--hidden", "8", "--seed", "1", "--no-progress", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    # the first write of the run, the checkpoint after epoch 1, is the one that fails
+    assert status == 2 and err == f"fastgrad-train: error: cannot write {tmp_path / 'checkpoint.npz'}: No space left on device\n"
+    assert {name: (tmp_path / name).read_bytes() for name in files_in(tmp_path)} == before

@@ -103,3 +103,22 @@ def test_scipy_blas_keeps_the_thread_setting_after_a_product():
         if info["user_api"] == "blas"
     }
     assert counts and set(counts.values()) == {2}, counts
+
+
+def test_kernels_measure_a_team_then_one_thread_and_agree_bit_for_bit():
+    from fastgrad import _kernels as K
+
+    if not K.openmp_enabled():
+        pytest.skip("built without OpenMP: every kernel is serial")
+    fg.set_num_threads(2)
+    K.adapt_reset()
+    x = np.random.default_rng(3).standard_normal(1 << 20).astype(np.float32)
+    first = K.sigmoid_forward(x)   # a team (the first measurement)
+    second = K.sigmoid_forward(x)  # one thread (the second)
+    assert K.adapt_counts() == (1, 1)
+    assert np.array_equal(first, second)
+    small = K.sigmoid_forward(x[:100])  # below the threshold: neither timed nor split
+    assert K.adapt_counts() == (1, 1) and small.shape == (100,)
+    fg.set_num_threads(1)
+    K.sigmoid_forward(x)
+    assert K.adapt_counts() == (1, 1)  # a setting of one thread is not measured

@@ -137,10 +137,10 @@ def write_bad_idx(folder):
     (["--optimizer", "lbfgs"], "argument --optimizer: invalid choice: 'lbfgs'"),
     (["--lr", "0"], "argument --lr: must be positive, got 0"),
     (["--lr", "-0.1"], "argument --lr: must be positive"),
-    (["--lr", "fast"], "argument --lr: expected a float"),
+    (["--lr", "fast"], "argument --lr: expected a number"),
     (["--batch-size", "0"], "argument --batch-size: must be positive, got 0"),
     (["--batch-size", "-4"], "argument --batch-size: must be positive"),
-    (["--epochs", "two"], "argument --epochs: expected a int"),
+    (["--epochs", "two"], "argument --epochs: expected an integer"),
     (["--hidden", "64", "0"], "argument --hidden: must be positive"),
     (["--reg", "-1"], "argument --reg: must be >= 0"),
     (["--threads", "0"], "argument --threads: must be positive"),
@@ -152,7 +152,7 @@ def write_bad_idx(folder):
     (["--dataset", "mnist", "--data-dir", "BAD"], "train-images-idx3-ubyte: header says shape (5,)"),
     (["--dataset", "cifar10", "--data-dir", "EMPTY"], "cifar10: missing file "),
     (["--optimizer", "sgd", "--lr", "1e30", "--epochs", "1"], "lower the learning rate"),
-    (["--out", "A_FILE"], "cannot create the output folder"),
+    (["--out", "A_FILE"], "argument --out: cannot create the output folder"),
 ])
 def test_user_mistakes_print_one_line_and_exit_2(tmp_path, capsys, argv, fragment):
     (tmp_path / "empty").mkdir()

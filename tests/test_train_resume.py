@@ -40,7 +40,7 @@ def test_killed_run_resumed_in_a_fresh_process_gives_the_same_losses(tmp_path, s
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         for line in proc.stdout:
-            if line.startswith("epoch 2:"):
+            if line.startswith("epoch 3:"):  # printed before epoch 3's checkpoint: epoch 2's is on disk
                 proc.send_signal(signal.SIGKILL)  # no chance to clean up: only the atomic write protects the file
                 break
     finally:
@@ -61,7 +61,8 @@ def test_killed_run_resumed_in_a_fresh_process_gives_the_same_losses(tmp_path, s
 
 
 def test_fit_resume_after_an_interruption_in_process(tmp_path):
-    """The same through fit(): interrupted by on_epoch after epoch 2, resumed into fresh objects."""
+    """The same through fit(): stopped by on_epoch at the end of epoch 3 (before its checkpoint), resumed
+    from epoch 2's checkpoint into fresh objects."""
     splits = data.load("digits", seed=0)
 
     def setup():
@@ -75,10 +76,10 @@ def test_fit_resume_after_an_interruption_in_process(tmp_path):
         pass
 
     def stop_after_2(epoch, history):
-        if epoch == 2:
+        if epoch == 3:
             raise Stop
 
-    with pytest.raises(Stop):
+    with pytest.raises(Stop):  # on_epoch(3) runs before epoch 3's checkpoint: epoch 2's stays
         train.fit(setup(), splits, checkpoint=tmp_path / "c.npz", on_epoch=stop_after_2, **kwargs)
     resumed = train.fit(setup(), splits, checkpoint=tmp_path / "c.npz", resume=tmp_path / "c.npz", **kwargs)
     assert resumed.loss == straight.loss and resumed.val_acc == straight.val_acc

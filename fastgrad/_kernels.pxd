@@ -1,0 +1,14 @@
+# C-level entry points of fastgrad._kernels for the other extension modules (`from
+# fastgrad._kernels cimport ...`). The fused passes of the affine layer (csrc/affine.c) are
+# compiled into this module, beside the thread setting (fg_num_threads) and the elementwise
+# gates they share their activations with; fastgrad._linalg calls them around its BLAS products.
+# No validation here: callers pass valid contiguous buffers (see csrc/affine.h).
+
+cdef void bias_act_forward_f32(float *z, const float *b, float *y, Py_ssize_t n, Py_ssize_t m,
+                               int act, float param) noexcept nogil
+cdef void bias_act_forward_f64(double *z, const double *b, double *y, Py_ssize_t n, Py_ssize_t m,
+                               int act, double param) noexcept nogil
+cdef void act_backward_colsum_f32(const float *dy, const float *s, float *dz, float *db,
+                                  Py_ssize_t n, Py_ssize_t m, int act, float param) noexcept nogil
+cdef void act_backward_colsum_f64(const double *dy, const double *s, double *dz, double *db,
+                                  Py_ssize_t n, Py_ssize_t m, int act, double param) noexcept nogil
