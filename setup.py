@@ -99,6 +99,15 @@ extensions = [
         extra_link_args=parallel["link"],
         **common,
     ),
+    # batch norm, layer norm and dropout (serial kernels; omp simd loops when available)
+    Extension(
+        "fastgrad._norm",
+        sources=["fastgrad/_norm.pyx", "csrc/norm.c"],
+        define_macros=[NPY_API, *parallel["macros"]],
+        extra_compile_args=CFLAGS + parallel["compile"],
+        extra_link_args=parallel["link"],
+        **common,
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

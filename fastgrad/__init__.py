@@ -70,7 +70,8 @@ from .tensor import ValuesIndices
 from .gradcheck import GradcheckError, gradcheck
 from .tensor import BoolArray, Tensor, get_default_dtype, set_default_dtype
 from .threads import get_num_threads, set_num_threads
-from . import data, nn, optim
+from .generator import Generator
+from . import checkpoint, data, nn, optim
 from . import functional, random
 
 float32, float64 = np.float32, np.float64  # dtype=fg.float64, as torch.float64
@@ -92,6 +93,7 @@ __all__ = [
     "zeros", "ones", "full", "empty", "eye", "arange", "randn", "rand", "zeros_like", "ones_like",
     "full_like", "empty_like", "randn_like", "rand_like",
     "manual_seed", "seed", "get_rng_state", "set_rng_state",
+    "Generator", "checkpoint",
 ]
 
 

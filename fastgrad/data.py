@@ -26,7 +26,7 @@ import numpy as np
 
 __all__ = [
     "DataError", "Splits", "digits", "spiral", "mnist", "cifar10", "split", "normalize", "minibatches",
-    "load", "DATASETS",
+    "load", "DATASETS", "TensorDataset", "DataLoader",
 ]
 
 DATASETS = ("digits", "spiral", "mnist", "cifar10")
@@ -328,3 +328,131 @@ def load(name: str, data_dir=None, seed: int = 0, val: float = 0.1, test: float 
     Xtr, Xva, Xte = normalize(Xtr, Xva, Xte)
     num_classes = int(max(ytr.max(), yva.max(initial=0), yte.max(initial=0))) + 1
     return Splits(Xtr, ytr, Xva, yva, Xte, yte, num_classes, name)
+
+
+# ---------------------------------------------------------------------------------------------
+# PyTorch-style datasets and loader
+
+
+class TensorDataset:
+    """Rows of equally long tensors or arrays: dataset[i] = (t0[i], t1[i], ...), as torch's.
+
+    >>> ds = TensorDataset(np.zeros((10, 3)), np.arange(10))
+    >>> len(ds), ds[2][1]
+    (10, 2)
+    """
+
+    def __init__(self, *tensors):
+        if not tensors:
+            raise ValueError("TensorDataset: give at least one tensor or array")
+        from .tensor import Tensor
+
+        self.tensors = tuple(t.data if isinstance(t, Tensor) else np.asarray(t) for t in tensors)
+        lengths = [len(t) if t.ndim else None for t in self.tensors]
+        if None in lengths or len(set(lengths)) != 1:
+            shapes = [t.shape for t in self.tensors]
+            raise ValueError(f"TensorDataset: every tensor needs the same first dimension, got shapes {shapes}")
+
+    def __len__(self):
+        return len(self.tensors[0])
+
+    def __getitem__(self, index):
+        return tuple(t[index] for t in self.tensors)
+
+
+def _as_batch(a):
+    """A gathered batch: float arrays become fastgrad Tensors (their dtype kept when float32/64),
+    integer and bool arrays (labels, masks) stay NumPy arrays, since fastgrad tensors are floats."""
+    from .tensor import Tensor
+
+    a = np.asarray(a)
+    if a.dtype == np.float32 or a.dtype == np.float64:
+        return Tensor._wrap(np.ascontiguousarray(a))
+    if a.dtype.kind == "f":
+        return Tensor(a)
+    return a
+
+
+class DataLoader:
+    """Mini-batches of a dataset, as torch.utils.data.DataLoader (single process):
+    batch_size, shuffle (a new order every epoch), drop_last, and a seeded `generator`.
+
+    generator: a fastgrad.Generator (`fg.Generator().manual_seed(0)`, the analogue of
+    `torch.Generator().manual_seed(0)`), a numpy Generator or an int seed; default
+    fastgrad's global generator (fastgrad.random, seeded by fastgrad.manual_seed). sampler: an iterable of indices
+    (iterated anew every epoch) to use instead of shuffle. Each batch is a tuple with one entry per
+    dataset field (a single entry when the dataset yields single items): float fields as fastgrad
+    Tensors, integer fields (labels) as NumPy arrays.
+
+    >>> loader = DataLoader(TensorDataset(np.zeros((10, 3)), np.arange(10)), batch_size=4, shuffle=True,
+    ...                     generator=0)
+    >>> [len(y) for X, y in loader]
+    [4, 4, 2]
+    """
+
+    def __init__(self, dataset, batch_size=1, shuffle=False, drop_last=False, generator=None, sampler=None,
+                 collate_fn=None):
+        from .generator import Generator, as_numpy_generator
+
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("DataLoader: sampler and shuffle=True are exclusive")
+        try:
+            len(dataset)
+        except TypeError:
+            raise TypeError(f"DataLoader: the dataset ({type(dataset).__name__}) must have a length") from None
+        if generator is not None and not isinstance(generator, (Generator, np.random.Generator, int, np.integer)):
+            raise TypeError(
+                f"DataLoader: generator must be a fastgrad.Generator, a numpy Generator or an int seed, got "
+                f"{type(generator).__module__}.{type(generator).__name__} (for torch.Generator().manual_seed(s) "
+                "use fastgrad.Generator().manual_seed(s))"
+            )
+        self.dataset, self.batch_size = dataset, int(batch_size)
+        self.shuffle, self.drop_last, self.sampler, self.collate_fn = bool(shuffle), bool(drop_last), sampler, collate_fn
+        if isinstance(generator, (int, np.integer)) and not isinstance(generator, bool):
+            generator = Generator(int(generator))
+        self.generator = generator
+        self._rng = as_numpy_generator(generator) if generator is not None else None
+
+    def __len__(self):
+        n = len(self.sampler) if self.sampler is not None and hasattr(self.sampler, "__len__") else len(self.dataset)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def _order(self) -> np.ndarray:
+        n = len(self.dataset)
+        if self.sampler is not None:
+            order = np.fromiter((int(i) for i in self.sampler), dtype=np.intp)
+            if order.size and (order.min() < -n or order.max() >= n):
+                raise IndexError(f"DataLoader: the sampler gave an index outside [0, {n})")
+            return order
+        if self.shuffle:
+            from .generator import as_numpy_generator
+
+            rng = self._rng if self._rng is not None else as_numpy_generator(None)
+            return rng.permutation(n)
+        return np.arange(n)
+
+    def __iter__(self):
+        order = self._order()
+        n = len(order)
+        stop = n - n % self.batch_size if self.drop_last else n
+        fast = isinstance(self.dataset, TensorDataset) and self.collate_fn is None
+        for start in range(0, stop, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if fast:
+                yield tuple(_as_batch(t[idx]) for t in self.dataset.tensors)
+                continue
+            items = [self.dataset[int(i)] for i in idx]
+            if self.collate_fn is not None:
+                yield self.collate_fn(items)
+            elif isinstance(items[0], tuple):
+                yield tuple(_as_batch(np.stack([_plain(it[k]) for it in items])) for k in range(len(items[0])))
+            else:
+                yield _as_batch(np.stack([_plain(it) for it in items]))
+
+
+def _plain(x):
+    from .tensor import Tensor
+
+    return x.data if isinstance(x, Tensor) else x

@@ -367,7 +367,8 @@ def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
     so that no rescaling is needed at test time; zeroed otherwise.
 
     p: the drop probability, in [0, 1). training=False or p = 0 return x itself.
-    generator: a numpy Generator to draw the mask from (default: fastgrad's, see `manual_seed`).
+    generator: a numpy Generator or a fastgrad.Generator to draw the mask from (default:
+    fastgrad's, see `manual_seed`).
     The mask is drawn as `generator.random(x.shape) >= p` (float64 draws, so both dtypes drop the
     same entries) and saved; backward multiplies g by it.
 
@@ -383,8 +384,13 @@ def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
     if generator is None:
         generator = default_generator()
     elif not isinstance(generator, np.random.Generator):
-        raise TypeError(f"dropout: generator must be a numpy.random.Generator, got {type(generator).__name__}")
-    keep = generator.random(x.shape) >= p
+        # a fastgrad.Generator, or any object with random(shape) (replayed masks)
+        from .generator import as_draws
+
+        if isinstance(generator, numbers.Integral):  # a seed here would repeat one mask forever
+            raise TypeError(f"dropout: generator must be a Generator, not {type(generator).__name__}")
+        generator = as_draws(generator, "dropout")
+    keep = np.asarray(generator.random(x.shape)) >= p
     return apply(ops.dropout, x, keep=keep, p=float(p))
 
 
@@ -465,3 +471,44 @@ def flatten(x, start_dim=0, end_dim=-1) -> Tensor:
     (2, 12)
     """
     return as_tensor(x).flatten(start_dim, end_dim)
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation (PyTorch's torch.nn.functional signatures; the rows are in ops.py, C in csrc/norm.c)
+
+
+def _affine_params(x: Tensor, weight, bias, shape):
+    """gamma and beta as tensors of x's dtype; ones/zeros constants when not given."""
+    gamma = coerce(weight, x) if weight is not None else Tensor._wrap(np.ones(shape, dtype=x.dtype))
+    beta = coerce(bias, x) if bias is not None else Tensor._wrap(np.zeros(shape, dtype=x.dtype))
+    return gamma, beta
+
+
+def _buffer(a):
+    return a.data if isinstance(a, Tensor) else a
+
+
+def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
+               eps=1e-5) -> Tensor:
+    """Batch normalisation of x (N, D) per feature: y = weight * xhat + bias (CS231n batchnorm).
+
+    training: xhat uses the batch mean and biased variance, and running_mean/running_var (D,)
+    (arrays or tensors, or None) are updated in place with `momentum` (the variance unbiased), as
+    in PyTorch. Otherwise xhat uses running_mean and running_var. weight/bias: gamma, beta (D,).
+    """
+    x = as_tensor(x)
+    if x.ndim != 2:
+        raise ValueError(f"batch_norm: expected x of shape (N, D), got {x.shape}")
+    gamma, beta = _affine_params(x, weight, bias, (x.shape[1],))
+    return apply(ops.batchnorm, x, gamma, beta, eps=float(eps), training=bool(training),
+                 running_mean=_buffer(running_mean), running_var=_buffer(running_var),
+                 momentum=float(momentum))
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5) -> Tensor:
+    """Layer normalisation over the trailing dims `normalized_shape` of x (each example by its own
+    mean and variance): y = weight * xhat + bias, weight/bias of shape normalized_shape."""
+    x = as_tensor(x)
+    shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    gamma, beta = _affine_params(x, weight, bias, shape)
+    return apply(ops.layernorm, x, gamma, beta, eps=float(eps))

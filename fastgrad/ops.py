@@ -23,6 +23,7 @@ import numpy as np
 
 from . import _kernels as K
 from . import _linalg as L
+from . import _norm as N
 
 TABLE: dict[str, "Op"] = {}
 
@@ -751,3 +752,78 @@ def svm_loss(scores, labels, delta=1.0, needs=(True,)):
 @svm_loss.defbackward
 def svm_loss_backward(g, grad):
     return (grad * g,)
+
+
+# ---------------------------------------------------------------------------------------------
+# normalisation (C kernels in csrc/norm.c, bound in _norm.pyx)
+
+
+def _stat(a, like: np.ndarray, op: str, what: str) -> np.ndarray:
+    """A (D,) statistic as a contiguous array of `like`'s dtype (a copy only when it must be)."""
+    a = np.ascontiguousarray(a, dtype=like.dtype)
+    if a.shape != (like.shape[1],):
+        raise ValueError(f"{op}: {what} has shape {a.shape}, expected ({like.shape[1]},) for x {like.shape}")
+    return a
+
+
+@primitive("batchnorm", takes_needs=True)
+def batchnorm(x, gamma, beta, eps=1e-5, training=True, running_mean=None, running_var=None,
+              momentum=0.1, needs=(True, True, True)):
+    """Batch norm of x (N, D) per feature, y = gamma * xhat + beta (CS231n's batchnorm_forward).
+
+    training: xhat from the batch mean and (biased) variance; running_mean/running_var (D,), when
+    given, are updated in place (rm <- (1 - momentum) rm + momentum mean, the same for the
+    unbiased variance), as PyTorch's BatchNorm1d does. Not training: xhat from running_mean and
+    running_var, which are then required. Saves x (alive anyway), the mean and 1/std.
+    """
+    if x.ndim != 2 or gamma.shape != (x.shape[1],) or beta.shape != (x.shape[1],):
+        raise ValueError(
+            f"batchnorm: expected x (N, D), gamma (D,), beta (D,), got x {x.shape}, gamma {gamma.shape}, "
+            f"beta {beta.shape}"
+        )
+    if training:
+        y, mean, invstd = N.batchnorm_forward(x, gamma, beta, eps, running_mean, running_var, momentum)
+        return y, (True, x, mean, invstd, gamma, needs[0])
+    if running_mean is None or running_var is None:
+        raise ValueError("batchnorm: evaluation (training=False) needs running_mean and running_var")
+    mean = _stat(running_mean, x, "batchnorm", "running_mean")
+    invstd = 1.0 / np.sqrt(_stat(running_var, x, "batchnorm", "running_var") + x.dtype.type(eps))
+    xhat = (x - mean) * invstd
+    return xhat * gamma + beta, (False, xhat, None, invstd, gamma, needs[0])
+
+
+@batchnorm.defbackward
+def batchnorm_backward(g, training, x, mean, invstd, gamma, needs_x):
+    """Training: CS231n's fast formula dx = gamma invstd / N (N g - sum g - xhat sum g xhat).
+    Evaluation (the statistics are constants): dx = g gamma invstd."""
+    if training:
+        return N.batchnorm_backward(g, x, mean, invstd, gamma, needs_x)
+    xhat = x
+    return (g * (gamma * invstd) if needs_x else None), (g * xhat).sum(axis=0), g.sum(axis=0)
+
+
+@primitive("layernorm", takes_needs=True)
+def layernorm(x, gamma, beta, eps=1e-5, needs=(True, True, True)):
+    """Layer norm over the trailing dims of x that gamma's shape names (PyTorch's normalized_shape):
+    each example is normalised by its own mean and variance, y = gamma * xhat + beta.
+    """
+    k = gamma.ndim
+    if k == 0 or beta.shape != gamma.shape or x.shape[x.ndim - k:] != gamma.shape or x.ndim < k:
+        raise ValueError(
+            f"layernorm: expected x (..., *S), gamma S, beta S, got x {x.shape}, gamma {gamma.shape}, "
+            f"beta {beta.shape}"
+        )
+    d = gamma.size
+    x2 = x.reshape(-1, d)
+    y, mean, invstd = N.layernorm_forward(x2, gamma.reshape(d), beta.reshape(d), eps)
+    return y.reshape(x.shape), (x2, mean, invstd, gamma, needs[0])
+
+
+@layernorm.defbackward
+def layernorm_backward(g, x2, mean, invstd, gamma, needs_x):
+    """dx = invstd / D (D dxhat - sum dxhat - xhat sum dxhat xhat), dxhat = g gamma, per row."""
+    d = gamma.size
+    dx, dgamma, dbeta = N.layernorm_backward(g.reshape(-1, d), x2, mean, invstd, gamma.reshape(d), needs_x)
+    shape = g.shape
+    return (dx.reshape(shape) if dx is not None else None), dgamma.reshape(gamma.shape), dbeta.reshape(gamma.shape)
+

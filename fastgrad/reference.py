@@ -569,6 +569,78 @@ def svm_loss_backward(dout, cache):
     return ((dout * local / n).astype(np.result_type(dout), copy=False),)
 
 
+
+# ---------------------------------------------------------------------------------------------
+# normalisation (CS231n assignment 2)
+
+
+def batchnorm_forward(x, gamma, beta, eps=1e-5, training=True, running_mean=None, running_var=None,
+                      momentum=0.1):
+    """out = gamma * (x - mu) / sqrt(var + eps) + beta per column of x (N, D); gamma, beta (D,).
+
+    training: mu and var (biased) of the batch, and running_mean/running_var, when given, updated in
+    place with momentum (the variance unbiased, N / (N - 1), as PyTorch). Otherwise mu, var are the
+    running statistics.
+    """
+    if training:
+        mu = x.mean(axis=0)
+        var = ((x - mu) ** 2).mean(axis=0)
+        if running_mean is not None:
+            n = x.shape[0]
+            running_mean[...] = (1 - momentum) * running_mean + momentum * mu
+            running_var[...] = (1 - momentum) * running_var + momentum * var * n / (n - 1)
+    else:
+        mu = np.asarray(running_mean, dtype=x.dtype)
+        var = np.asarray(running_var, dtype=x.dtype)
+    std = np.sqrt(var + eps)
+    xhat = (x - mu) / std
+    return gamma * xhat + beta, (training, xhat, std, gamma)
+
+
+def batchnorm_backward(dout, cache):
+    """The chain rule step by step through the graph mu -> var -> xhat (CS231n's slow version):
+    dxhat = dout gamma; dvar = sum dxhat (x - mu) (-1/2) std^-3; dmu = -sum dxhat / std + dvar
+    mean(-2 (x - mu)); dx = dxhat / std + dvar 2 (x - mu) / N + dmu / N. Evaluation: dx = dxhat / std.
+    """
+    training, xhat, std, gamma = cache
+    n = xhat.shape[0]
+    dbeta = dout.sum(axis=0)
+    dgamma = (dout * xhat).sum(axis=0)
+    dxhat = dout * gamma
+    if not training:
+        return dxhat / std, dgamma, dbeta
+    xc = xhat * std  # x - mu
+    dvar = np.sum(dxhat * xc, axis=0) * -0.5 * std**-3
+    dmu = -np.sum(dxhat, axis=0) / std + dvar * np.mean(-2.0 * xc, axis=0)
+    dx = dxhat / std + dvar * 2.0 * xc / n + dmu / n
+    return dx.astype(dout.dtype, copy=False), dgamma, dbeta
+
+
+def layernorm_forward(x, gamma, beta, eps=1e-5):
+    """out = gamma * xhat + beta with xhat = x normalised over its trailing gamma.ndim dims."""
+    axes = tuple(range(x.ndim - gamma.ndim, x.ndim))
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    std = np.sqrt(var + eps)
+    xhat = (x - mu) / std
+    return gamma * xhat + beta, (xhat, std, gamma, axes)
+
+
+def layernorm_backward(dout, cache):
+    """Batch norm's step-by-step backward applied per example over the normalised dims."""
+    xhat, std, gamma, axes = cache
+    lead = tuple(range(xhat.ndim - gamma.ndim))
+    d = gamma.size
+    dbeta = dout.sum(axis=lead)
+    dgamma = (dout * xhat).sum(axis=lead)
+    dxhat = dout * gamma
+    xc = xhat * std
+    dvar = np.sum(dxhat * xc, axis=axes, keepdims=True) * -0.5 * std**-3
+    dmu = -np.sum(dxhat, axis=axes, keepdims=True) / std + dvar * np.mean(-2.0 * xc, axis=axes, keepdims=True)
+    dx = dxhat / std + dvar * 2.0 * xc / d + dmu / d
+    return dx.astype(dout.dtype, copy=False), dgamma, dbeta
+
+
 REFERENCE = {
     name: (globals()[f"{name}_forward"], globals()[f"{name}_backward"])
     for name in (
@@ -579,3 +651,5 @@ REFERENCE = {
     )
 }
 """name -> (forward, backward) for every primitive of the op table."""
+REFERENCE.update({name: (globals()[f"{name}_forward"], globals()[f"{name}_backward"])
+                  for name in ("batchnorm", "layernorm")})

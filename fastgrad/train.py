@@ -27,22 +27,28 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checkpoint as C
 from . import data as D
 from . import functional as F
 from . import nn, optim
 from ._io import atomic_write, check_writable_dir
+from .generator import Generator
 from .autograd import no_grad
 from .threads import MAX_THREADS, get_num_threads, set_num_threads
 
-__all__ = ["History", "fit", "accuracy", "make_optimizer", "OPTIMIZERS", "LOSSES", "main"]
+__all__ = ["History", "fit", "accuracy", "make_optimizer", "make_scheduler", "OPTIMIZERS", "SCHEDULERS",
+           "LOSSES", "main"]
 
-#: optimizer name -> (constructor taking params and lr, default lr)
+#: optimizer name -> (constructor taking params, lr and weight decay, default lr)
 OPTIMIZERS = {
-    "sgd": (lambda params, lr: optim.SGD(params, lr), 1e-1),
-    "momentum": (lambda params, lr: optim.SGD(params, lr, momentum=0.9), 1e-2),
-    "rmsprop": (lambda params, lr: optim.RMSProp(params, lr), 1e-3),
-    "adam": (lambda params, lr: optim.Adam(params, lr), 1e-3),
+    "sgd": (lambda params, lr, wd=0.0: optim.SGD(params, lr, weight_decay=wd), 1e-1),
+    "momentum": (lambda params, lr, wd=0.0: optim.SGD(params, lr, momentum=0.9, weight_decay=wd), 1e-2),
+    "rmsprop": (lambda params, lr, wd=0.0: optim.RMSProp(params, lr, weight_decay=wd), 1e-3),
+    "adam": (lambda params, lr, wd=0.0: optim.Adam(params, lr, weight_decay=wd), 1e-3),
+    "adamw": (lambda params, lr, wd=0.0: optim.AdamW(params, lr, weight_decay=wd), 1e-3),
 }
+
+SCHEDULERS = ("none", "step", "cosine", "exponential")
 
 LOSSES = {"softmax": F.softmax_cross_entropy, "svm": F.svm_loss}
 
@@ -62,15 +68,43 @@ class History:
     seconds: float = 0.0
 
 
-def make_optimizer(name: str, params, lr: float | None = None) -> optim.Optimizer:
-    """An optimizer by name ("sgd", "momentum" = SGD with momentum 0.9, "rmsprop", "adam").
+def make_optimizer(name: str, params, lr: float | None = None, weight_decay: float = 0.0) -> optim.Optimizer:
+    """An optimizer by name ("sgd", "momentum" = SGD with momentum 0.9, "rmsprop", "adam", "adamw").
 
-    lr defaults to a value that suits the name (see `OPTIMIZERS`).
+    lr defaults to a value that suits the name (see `OPTIMIZERS`); weight_decay is L2 decay added to
+    the gradient, except for adamw where it is decoupled.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {', '.join(OPTIMIZERS)}")
     make, default_lr = OPTIMIZERS[name]
-    return make(params, default_lr if lr is None else lr)
+    return make(params, default_lr if lr is None else lr, weight_decay)
+
+
+def make_scheduler(name, opt: optim.Optimizer, epochs: int, step_size: int | None = None,
+                   gamma: float | None = None):
+    """A per-epoch lr scheduler by name: "step" (x gamma, default 0.1, every step_size epochs,
+    default max(1, epochs // 3)), "cosine" (to 0 over `epochs`), "exponential" (x gamma, default
+    0.9, every epoch); None or "none" for no scheduler."""
+    if name in (None, "none"):
+        return None
+    if name == "step":
+        return optim.StepLR(opt, step_size or max(1, epochs // 3), 0.1 if gamma is None else gamma)
+    if name == "cosine":
+        return optim.CosineAnnealingLR(opt, T_max=epochs)
+    if name == "exponential":
+        return optim.ExponentialLR(opt, 0.9 if gamma is None else gamma)
+    raise ValueError(f"unknown scheduler {name!r}; choose from {', '.join(SCHEDULERS)}")
+
+
+def _generators(model) -> dict:
+    """Every fastgrad/numpy Generator a module of `model` draws from (dropout), by module path."""
+    found, seen = {}, set()
+    for name, m in nn._named_modules(model):
+        g = getattr(m, "generator", None)
+        if isinstance(g, (Generator, np.random.Generator)) and id(g) not in seen:
+            seen.add(id(g))
+            found[f"module:{name}"] = g
+    return found
 
 
 def accuracy(model, X, y, batch_size: int = 1000) -> float:
@@ -97,7 +131,8 @@ def _arrays(data):
 
 def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: int = 64, reg: float = 0.0,
         loss: str = "softmax", seed: int = 0, lr_decay: float = 1.0, acc_samples: int = 2000,
-        progress: bool = False, distributed=None) -> History:
+        progress: bool = False, distributed=None, weight_decay: float = 0.0, scheduler=None, checkpoint=None,
+        resume=None, on_epoch=None) -> History:
     """Train `model` on `data` with mini-batch gradient descent; returns its `History`.
 
     Each step draws a shuffled batch X (B, D), y (B,) and minimises
@@ -111,6 +146,13 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
     ranks): every rank runs `fit` with the same arguments and data, takes its share of each global
     batch of `batch_size` rows, and all ranks apply the same update (see fastgrad.distributed); the
     accuracies are counted across ranks and only rank 0 shows progress.
+
+    weight_decay goes to an optimizer given by name; scheduler: an LRScheduler over the optimizer,
+    or a name for `make_scheduler`, stepped after every epoch. checkpoint: a path written (atomically)
+    at the end of every epoch with the model and its buffers, the optimizer, the scheduler, the
+    epoch, the history and every RNG state; resume: such a path to continue from, so that a run
+    resumed after epoch k gives the same losses as one that never stopped. on_epoch(epoch, history)
+    is called after each epoch, before its checkpoint is written.
 
     Raises ValueError for bad arguments and TrainingError when the loss or a parameter stops being
     finite (NaN or infinite), naming the epoch and the step.
@@ -128,26 +170,34 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
     loss_fn = LOSSES[loss]
     dp = None if distributed is None or distributed is False else _data_parallel(
         model, distributed, (X, y, X_val, y_val, [epochs, batch_size, seed, acc_samples]))
-    opt = make_optimizer(optimizer, model.parameters(), lr) if isinstance(optimizer, str) else optimizer
+    opt = (make_optimizer(optimizer, model.parameters(), lr, weight_decay) if isinstance(optimizer, str)
+           else optimizer)
+    sched = make_scheduler(scheduler, opt, epochs) if scheduler is None or isinstance(scheduler, str) else scheduler
 
     rng = np.random.default_rng(seed)
     sample = rng.permutation(len(X))[:acc_samples] if len(X) > acc_samples else slice(None)
     X_acc, y_acc = X[sample], y[sample]
     steps_per_epoch = math.ceil(len(X) / batch_size)
     history = History()
-    bar = _progress_bar(epochs * steps_per_epoch, progress and (dp is None or dp.rank == 0))
+    generators = {"data": rng, **_generators(model)}
+    first = 1
+    if resume is not None:
+        meta = C.load(resume, model, opt, sched, generators)
+        first = meta["step"] + 1
+        history = History(**meta["extra"]["history"])
+    bar = _progress_bar((epochs - first + 1) * steps_per_epoch, progress and (dp is None or dp.rank == 0))
     acc = accuracy if dp is None else dp.accuracy
 
     def step_loss(Xb, yb):
         L = loss_fn(model(Xb), yb)
         return L + model.l2(reg) if reg else L
 
-    start_time = time.perf_counter()
+    start_time = time.perf_counter() - history.seconds
     named = list(model.named_parameters())
     model.train()
     # an exploding loss is reported below as a TrainingError, not as NumPy overflow warnings
     with np.errstate(over="ignore", invalid="ignore"), contextlib.closing(bar):
-        for epoch in range(1, epochs + 1):
+        for epoch in range(first, epochs + 1):
             total = 0.0
             for Xb, yb in D.minibatches(X, y, batch_size, rng=rng):
                 opt.zero_grad()
@@ -177,7 +227,10 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
                     f"{len(history.loss)}); lower the learning rate or check the data for NaN or "
                     "infinite values"
                 )
-            opt.lr *= lr_decay
+            if lr_decay != 1.0:
+                opt.lr *= lr_decay
+            if sched is not None:
+                sched.step()
             model.eval()
             history.epoch_loss.append(total / steps_per_epoch)
             history.train_acc.append(acc(model, X_acc, y_acc))
@@ -185,6 +238,12 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
             model.train()
             bar.set_postfix(epoch=epoch, loss=f"{history.epoch_loss[-1]:.4f}",
                             train=f"{history.train_acc[-1]:.3f}", val=f"{history.val_acc[-1]:.3f}")
+            if on_epoch is not None:  # first: a report that cannot be printed stops the run before it writes
+                on_epoch(epoch, history)
+            if checkpoint is not None:
+                history.seconds = time.perf_counter() - start_time
+                C.save(checkpoint, model, opt, sched, step=epoch, generators=generators,
+                       extra={"history": asdict(history)})
     model.eval()
     history.seconds = time.perf_counter() - start_time
     return history
@@ -278,6 +337,16 @@ def _positive(kind, most=None):
     return parse
 
 
+def _probability(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
 def _non_negative_int(text):
     try:
         value = int(text)
@@ -311,6 +380,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_positive(int), nargs="*", default=[256], metavar="H",
                    help="hidden layer widths, e.g. --hidden 256 128 (none: a linear classifier)")
     p.add_argument("--activation", choices=sorted(nn.ACTIVATIONS), default="relu")
+    p.add_argument("--dropout", type=_probability, default=0.0, help="dropout probability after each hidden layer")
+    p.add_argument("--norm", choices=["none", "batch", "layer"], default="none",
+                   help="batch or layer normalisation before each hidden activation")
     p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
     p.add_argument("--lr", type=_positive(float), default=None,
                    help="learning rate (default: " + ", ".join(f"{k} {v[1]:g}" for k, v in OPTIMIZERS.items()) + ")")
@@ -318,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive(int), default=32)
     p.add_argument("--epochs", type=_positive(int), default=20)
     p.add_argument("--reg", type=_non_negative_float, default=1e-3, help="L2 strength: 0.5*reg*sum(W**2)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0,
+                   help="the optimizer's weight decay (decoupled for adamw); biases included, unlike --reg")
+    p.add_argument("--scheduler", choices=list(SCHEDULERS), default="none",
+                   help="per-epoch lr schedule: step (x0.1 every epochs/3), cosine (to 0), exponential (x0.9)")
+    p.add_argument("--resume", type=Path, default=None, metavar="PATH",
+                   help="continue from a checkpoint (OUT/checkpoint.npz, written after every epoch) "
+                        "with the same arguments; --epochs is the total")
     p.add_argument("--loss", choices=list(LOSSES), default="softmax")
     p.add_argument("--seed", type=_non_negative_int, default=0,
                    help="seeds the split, the initial weights and the batches")
@@ -328,6 +407,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="data-parallel over MPI: start under mpiexec -n N; --batch-size is the global "
                         "batch (pip install \"fastgrad[mpi]\"; docs/DISTRIBUTED.md)")
     return p
+
+
+def _print_epoch(epoch, history):
+    print(f"epoch {epoch}: loss {history.epoch_loss[-1]:.6f}, val {history.val_acc[-1]:.4f}", flush=True)
 
 
 @contextlib.contextmanager
@@ -345,7 +428,7 @@ def _threads(n):
 
 
 #: the files a run writes into --out (all through atomic_write: a reader never sees half a file)
-OUTPUTS = ("model.npz", "history.json", "curves.png")
+OUTPUTS = ("model.npz", "history.json", "curves.png", "checkpoint.npz")
 
 
 def _say(*text) -> None:
@@ -379,7 +462,8 @@ def _writing(path):
 
 def _build_model(sizes, args) -> nn.MLP:
     try:
-        return nn.MLP(sizes, activation=args.activation, seed=args.seed)
+        return nn.MLP(sizes, activation=args.activation, seed=args.seed, dropout=args.dropout, norm=args.norm,
+                      generator=Generator(args.seed))
     except (MemoryError, OverflowError, ValueError) as e:
         what = "not enough memory" if isinstance(e, MemoryError) else str(e) or type(e).__name__
         raise UsageError(f"argument --hidden: cannot build an MLP {sizes}: {what}") from None
@@ -405,21 +489,37 @@ def run(args, world=None) -> int:
     lr = OPTIMIZERS[args.optimizer][1] if args.lr is None else args.lr
     _say(f"{args.dataset}: {len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test, "
          f"{splits.num_features} features, {splits.num_classes} classes")
+    extras = "".join([f", {args.norm} norm" if args.norm != "none" else "",
+                      f", dropout {args.dropout:g}" if args.dropout else "",
+                      f", weight decay {args.weight_decay:g}" if args.weight_decay else "",
+                      f", {args.scheduler} schedule" if args.scheduler != "none" else ""])
     _say(f"MLP {sizes} {args.activation}, {args.optimizer} lr={lr:g}, batch {args.batch_size}, "
-         f"{args.epochs} epochs, reg {args.reg:g}, seed {args.seed}"
+         f"{args.epochs} epochs, reg {args.reg:g}, seed {args.seed}{extras}"
          + ("" if world is None else f", {world.size} rank{'s' if world.size > 1 else ''}"))
+    if args.resume is not None and not args.resume.is_file():
+        raise UsageError(f"--resume: no such checkpoint: {args.resume}")
     with _threads(args.threads):
         try:
             history = fit(model, splits, optimizer=args.optimizer, lr=lr, epochs=args.epochs,
                           batch_size=args.batch_size, reg=args.reg, loss=args.loss, seed=args.seed,
                           lr_decay=args.lr_decay, progress=not args.no_progress,
-                          distributed=None if world is None else world.data_parallel(model))
+                          distributed=None if world is None else world.data_parallel(model),
+                          weight_decay=args.weight_decay, scheduler=args.scheduler,
+                          checkpoint=args.out / "checkpoint.npz" if world is None or world.is_root else None,
+                          resume=args.resume,
+                          on_epoch=_print_epoch if args.no_progress and (world is None or world.is_root) else None)
         except TrainingError as e:  # under --distributed: decided from the reduced loss, on all ranks
             raise (UsageError if world is None else world.CollectiveUsageError)(str(e)) from None
+        except BrokenPipeError:
+            raise
+        except OSError as e:  # the per-epoch checkpoint could not be written (a full disk)
+            raise UsageError(f"cannot write {args.out / 'checkpoint.npz'}: {e.strerror or e}") from None
         except ValueError as e:  # ranks that disagree on the data (MismatchError, raised by all)
-            if world is None or not isinstance(e, world.dist.MismatchError):
+            if world is not None and isinstance(e, world.dist.MismatchError):
+                raise world.CollectiveUsageError(str(e)) from None
+            if args.resume is None:
                 raise
-            raise world.CollectiveUsageError(str(e)) from None
+            raise UsageError(f"--resume {args.resume}: {e}") from None  # a checkpoint that does not fit
         except MemoryError:
             raise UsageError("out of memory while training: lower --batch-size or --hidden") from None
         acc = accuracy if world is None else world.dp.accuracy

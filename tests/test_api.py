@@ -307,7 +307,7 @@ def test_cat_and_stack_match_numpy():
 
 
 def test_cat_stack_errors():
-    a, b = fg.tensor(np.zeros((2, 3))), fg.tensor(np.zeros((3, 2)))
+    a, b = fg.tensor(np.zeros((2, 3)), dtype="float32"), fg.tensor(np.zeros((3, 2)), dtype="float32")
     with pytest.raises(ValueError, match="cat: shapes"):
         fg.cat([a, b], dim=0)
     with pytest.raises(ValueError, match="cat: shapes"):

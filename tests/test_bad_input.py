@@ -859,6 +859,100 @@ def surface_more_cases(fg, reference):
     ]
 
 
+def norm_cases(fg, reference):
+    """batchnorm/layernorm rows (F.batch_norm, F.layer_norm), the nn layers and the _norm bindings."""
+    from fastgrad import _norm as N
+
+    F, nn = fg.functional, fg.nn
+    x, g, b = (lambda: base((4, 3))), (lambda: np.ones(3)), (lambda: np.zeros(3))
+
+    def good_bn(xa, training=True):
+        t = fg.tensor(f64(xa), dtype="float64", requires_grad=True)
+        out = F.batch_norm(t, np.zeros(xa.shape[1]), np.ones(xa.shape[1]), None, None, training)
+        expected, cache = reference.REFERENCE["batchnorm"][0](f64(xa), np.ones(xa.shape[1]), np.zeros(xa.shape[1]),
+                                                              training=training, running_mean=np.zeros(xa.shape[1]),
+                                                              running_var=np.ones(xa.shape[1]))
+        close(out, expected, rtol=1e-12, atol=1e-12)
+
+    def ro(a):
+        a.flags.writeable = False
+        return a
+
+    def z32(n):
+        return np.zeros(n, np.float32)
+
+    def o32(n):
+        return np.ones(n, np.float32)
+
+    return [
+        Case("batchnorm(ok)", lambda: good_bn(base((4, 3))), OK()),
+        Case("batchnorm(strided x)", lambda: good_bn(base((4, 6))[:, ::2]), OK()),
+        Case("batchnorm(eval)", lambda: good_bn(base((4, 3)), training=False), OK()),
+        Case("batchnorm(nan)", lambda: close(F.batch_norm(np.array([[nan], [1.0]]), None, None, training=True),
+                                             [[nan], [nan]]), OK(), fp=True),
+        Case("batchnorm(x 1-d)", lambda: F.batch_norm(np.ones(3), None, None, training=True), ValueError),
+        Case("batchnorm(x 3-d)", lambda: F.batch_norm(np.ones((2, 3, 4)), None, None, training=True), ValueError),
+        Case("batchnorm(empty batch)", lambda: F.batch_norm(np.zeros((0, 3)), None, None, training=True), ValueError),
+        Case("batchnorm(one row, running stats)", lambda: F.batch_norm(np.ones((1, 3)), z32(3), o32(3),
+                                                                       training=True), ValueError),
+        Case("batchnorm(float64 stats, float32 x)", lambda: F.batch_norm(x(), np.zeros(3), np.ones(3), training=True),
+             TypeError),
+        Case("batchnorm(gamma shape)", lambda: F.batch_norm(x(), None, None, np.ones(4), None, True), ValueError),
+        Case("batchnorm(running_mean shape)", lambda: F.batch_norm(x(), z32(4), o32(4), training=True),
+             ValueError),
+        Case("batchnorm(eval without stats)", lambda: F.batch_norm(x(), None, None, training=False), ValueError),
+        Case("batchnorm(eps 0)", lambda: F.batch_norm(x(), None, None, training=True, eps=0.0), ValueError),
+        Case("batchnorm(eps nan)", lambda: F.batch_norm(x(), None, None, training=True, eps=nan), ValueError),
+        Case("batchnorm(momentum 2)", lambda: F.batch_norm(x(), z32(3), o32(3), training=True, momentum=2.0),
+             ValueError),
+        Case("batchnorm(read-only stats)", lambda: F.batch_norm(x(), ro(z32(3)), ro(o32(3)), training=True),
+             ValueError),
+        Case("batchnorm(dtype mix)", lambda: F.batch_norm(fg.tensor(x()), None, None,
+                                                          fg.tensor(g(), dtype="float64"), None, True), TypeError),
+        Case("batchnorm(x strings)", lambda: F.batch_norm([["a"]], None, None, training=True), TypeError),
+        Case("layernorm(ok)", lambda: close(F.layer_norm(x(), 3),
+                                            reference.REFERENCE["layernorm"][0](x().astype(np.float32),
+                                                                                 np.ones(3, np.float32),
+                                                                                 np.zeros(3, np.float32))[0]), OK()),
+        Case("layernorm(empty batch)", lambda: close(F.layer_norm(np.zeros((0, 3)), 3), np.zeros((0, 3))), OK()),
+        Case("layernorm(nan)", lambda: close(F.layer_norm(np.array([[nan, 1.0]]), 2), [[nan, nan]]), OK(), fp=True),
+        Case("layernorm(shape mismatch)", lambda: F.layer_norm(x(), 4), ValueError),
+        Case("layernorm(0-d x)", lambda: F.layer_norm(np.array(1.0), 1), ValueError),
+        Case("layernorm(zero features)", lambda: F.layer_norm(np.zeros((2, 0)), (0,), np.ones(0), np.zeros(0)),
+             ValueError),
+        Case("layernorm(eps -1)", lambda: F.layer_norm(x(), 3, eps=-1.0), ValueError),
+        Case("BatchNorm1d(0 features)", lambda: nn.BatchNorm1d(0), ValueError),
+        Case("BatchNorm1d(2.5 features)", lambda: nn.BatchNorm1d(2.5), ValueError),
+        Case("BatchNorm1d(momentum -1)", lambda: nn.BatchNorm1d(3, momentum=-1), ValueError),
+        Case("BatchNorm1d(wrong width)", lambda: nn.BatchNorm1d(3)(np.ones((4, 2))), ValueError),
+        Case("BatchNorm1d(one example)", lambda: nn.BatchNorm1d(3)(np.ones((1, 3))), ValueError),
+        Case("LayerNorm(shape 0)", lambda: nn.LayerNorm(0), ValueError),
+        Case("LayerNorm(wrong width)", lambda: nn.LayerNorm(3)(np.ones((2, 4))), ValueError),
+        Case("Dropout(p 1)", lambda: nn.Dropout(1.0), ValueError),
+        Case("Dropout(p nan)", lambda: nn.Dropout(nan), ValueError),
+        Case("Dropout(generator str)", lambda: nn.Dropout(0.5, generator="seed")(np.ones(3)), TypeError),
+        Case("N.batchnorm_forward(list)", lambda: N.batchnorm_forward([[1.0]], np.ones(1), np.zeros(1), 1e-5),
+             TypeError),
+        Case("N.batchnorm_forward(int64)", lambda: N.batchnorm_forward(np.ones((2, 1), np.int64), np.ones(1),
+                                                                       np.zeros(1), 1e-5), TypeError),
+        Case("N.batchnorm_forward(strided)", lambda: N.batchnorm_forward(np.ones((2, 4))[:, ::2], np.ones(2),
+                                                                         np.zeros(2), 1e-5), ValueError),
+        Case("N.batchnorm_forward(gamma float32)", lambda: N.batchnorm_forward(np.ones((2, 2)), np.ones(2, np.float32),
+                                                                               np.zeros(2), 1e-5), TypeError),
+        Case("N.batchnorm_forward(one running stat)", lambda: N.batchnorm_forward(np.ones((2, 2)), np.ones(2),
+                                                                                  np.zeros(2), 1e-5, np.zeros(2)),
+             ValueError),
+        Case("N.batchnorm_backward(dy shape)", lambda: N.batchnorm_backward(np.ones((3, 2)), np.ones((2, 2)),
+                                                                            np.ones(2), np.ones(2), np.ones(2)),
+             ValueError),
+        Case("N.layernorm_backward(mean shape)", lambda: N.layernorm_backward(np.ones((2, 2)), np.ones((2, 2)),
+                                                                              np.ones(3), np.ones(2), np.ones(2)),
+             ValueError),
+        Case("N.layernorm_forward(1-d)", lambda: N.layernorm_forward(np.ones(3), np.ones(3), np.zeros(3), 1e-5),
+             ValueError),
+    ]
+
+
 def all_cases():
     import fastgrad as fg
     from fastgrad import _kernels as K
@@ -867,7 +961,7 @@ def all_cases():
 
     cases = []
     for build in (unary_cases, binary_cases, reduction_cases, index_cases, loss_cases, maxout_affine_cases,
-                  tensor_cases, nn_cases, more_surface_cases, surface_more_cases):
+                  tensor_cases, nn_cases, more_surface_cases, surface_more_cases, norm_cases):
         cases += build(fg, reference)
     cases += binding_cases(K, L)
     names = [c.name for c in cases]

@@ -141,7 +141,7 @@ def test_cli_distributed_prints_once_and_only_rank_0_writes(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
     assert r.stdout.count("accuracy: train") == 1 and r.stdout.count("digits:") == 1, r.stdout
     assert "3 ranks" in r.stdout
-    assert sorted(p.name for p in many.iterdir()) == ["curves.png", "history.json", "model.npz"]
+    assert sorted(p.name for p in many.iterdir()) == ["checkpoint.npz", "curves.png", "history.json", "model.npz"]
     a, b = (json.loads((d / "history.json").read_text()) for d in (one, many))
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=1e-5)
     assert a["final_accuracy"] == b["final_accuracy"]  # reduced over ranks: the same counts
@@ -194,7 +194,7 @@ def test_cli_failed_write_on_rank_0_leaves_no_half_written_file(tmp_path):
     assert r.returncode == 2, r.stdout + r.stderr
     errors = [l for l in r.stderr.splitlines() if l.startswith("fastgrad-train")]
     assert len(errors) == 1 and "rank 0 of 2" in errors[0] and "No space left" in errors[0], r.stderr
-    assert list(out.iterdir()) == []  # neither model.npz nor its temporary
+    assert list(out.iterdir()) == []  # neither model.npz nor its temporary (nor the epoch's checkpoint)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -371,6 +371,52 @@ OPS = {
     ]
 }
 
+# normalisation (the nn layers' rows)
+
+
+def _batch_norm(x, gamma, beta, eps=1e-5, training=True, running_mean=None, running_var=None, momentum=0.1):
+    return fg.functional.batch_norm(x, running_mean, running_var, gamma, beta, training, momentum, eps)
+
+
+def _layer_norm(x, gamma, beta, eps=1e-5):
+    return fg.functional.layer_norm(x, gamma.shape, gamma, beta, eps)
+
+
+def batchnorm_samples(rng):
+    out = []
+    for n, d in ((4, 3), (2, 1), (7, 5), (3, 6)):
+        arrays = (rng.normal(size=(n, d)) * 2 + 1, rng.normal(size=d), rng.normal(size=d))
+        out.append(Sample(arrays, label=f"{n}x{d}"))
+    arrays = (rng.normal(size=(5, 4)), rng.normal(size=4), rng.normal(size=4))
+    out.append(Sample(arrays, {"eps": 1e-3}, label="eps1e-3"))
+    for needs in ((False, True, True), (True, False, False)):
+        out.append(Sample(arrays, needs=needs, label=f"needs{needs}"))
+    stats = {"training": False, "running_mean": rng.normal(size=4), "running_var": rng.uniform(0.5, 2, size=4)}
+    out.append(Sample(arrays, stats, label="eval"))
+    out.append(Sample(arrays, stats, needs=(True, False, True), label="eval-needs"))
+    return out
+
+
+def layernorm_samples(rng):
+    out = []
+    for xs, gs in (((4, 5), (5,)), ((2, 3, 4), (3, 4)), ((3, 1), (1,)), ((0, 4), (4,)), ((2, 3, 4), (4,))):
+        arrays = (rng.normal(size=xs) * 2 - 1, rng.normal(size=gs), rng.normal(size=gs))
+        out.append(Sample(arrays, label=f"{xs}/{gs}"))
+    arrays = (rng.normal(size=(5, 6)), rng.normal(size=6), rng.normal(size=6))
+    out.append(Sample(arrays, {"eps": 1e-3}, label="eps1e-3"))
+    out.append(Sample(arrays, needs=(False, True, True), label="needs-params"))
+    return out
+
+
+OPS.update({
+    info.name: info
+    for info in [
+        OpInfo("batchnorm", _batch_norm, batchnorm_samples),
+        OpInfo("layernorm", _layer_norm, layernorm_samples),
+    ]
+})
+
+
 CASES = [
     pytest.param(info, sample, id=f"{name}-{sample.label}")
     for name, info in OPS.items()
