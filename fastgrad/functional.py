@@ -488,6 +488,18 @@ def _buffer(a):
     return a.data if isinstance(a, Tensor) else a
 
 
+def _norm_input(x, *like) -> Tensor:
+    """x as a tensor; a plain array or number takes the dtype of the first tensor or float array among
+    `like` (the layer's parameters or buffers), as `affine` gives an array input its weight's dtype."""
+    if isinstance(x, Tensor):
+        return x
+    for a in like:
+        a = _buffer(a)
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f":
+            return Tensor._wrap(to_array(x, a.dtype))
+    return as_tensor(x)
+
+
 def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=False, momentum=0.1,
                eps=1e-5) -> Tensor:
     """Batch normalisation of x (N, D) per feature: y = weight * xhat + bias (CS231n batchnorm).
@@ -496,7 +508,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
     (arrays or tensors, or None) are updated in place with `momentum` (the variance unbiased), as
     in PyTorch. Otherwise xhat uses running_mean and running_var. weight/bias: gamma, beta (D,).
     """
-    x = as_tensor(x)
+    x = _norm_input(x, weight, running_mean)
     if x.ndim != 2:
         raise ValueError(f"batch_norm: expected x of shape (N, D), got {x.shape}")
     gamma, beta = _affine_params(x, weight, bias, (x.shape[1],))
@@ -508,7 +520,7 @@ def batch_norm(x, running_mean, running_var, weight=None, bias=None, training=Fa
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5) -> Tensor:
     """Layer normalisation over the trailing dims `normalized_shape` of x (each example by its own
     mean and variance): y = weight * xhat + bias, weight/bias of shape normalized_shape."""
-    x = as_tensor(x)
+    x = _norm_input(x, weight)
     shape = (int(normalized_shape),) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
     gamma, beta = _affine_params(x, weight, bias, shape)
     return apply(ops.layernorm, x, gamma, beta, eps=float(eps))

@@ -76,7 +76,7 @@ def test_dropout_by_hand():
 
 
 def test_dropout_statistics_and_seeds():
-    x = fg.tensor(np.ones((200, 500)))
+    x = fg.tensor(np.ones((200, 500), np.float32))
     a = nn.Dropout(0.3, generator=fg.Generator().manual_seed(4))(x).data
     b = nn.Dropout(0.3, generator=fg.Generator().manual_seed(4))(x).data
     np.testing.assert_array_equal(a, b)
@@ -165,7 +165,7 @@ def test_batchnorm_errors():
     bn.eval()
     assert bn(np.ones((1, 3))).shape == (1, 3)  # one example is fine in evaluation
     with pytest.raises(TypeError):
-        fg.functional.batch_norm(fg.tensor(np.ones((2, 3))), None, None, fg.tensor(np.ones(3), dtype="float64"),
+        fg.functional.batch_norm(fg.tensor(np.ones((2, 3)), dtype="float32"), None, None, fg.tensor(np.ones(3), dtype="float64"),
                                  None, training=True)
 
 

@@ -179,7 +179,7 @@ def test_param_groups_have_their_own_lr_and_the_lr_property():
     lambda ps: optim.AdamW(ps),
 ], ids=["sgd", "rmsprop", "adam", "adamw"])
 def test_weight_decay_steps_allocate_no_parameter_sized_buffers(make):
-    w = fg.tensor(np.zeros((500, 500)), requires_grad=True)
+    w = fg.tensor(np.zeros((500, 500), np.float32), requires_grad=True)
     w.grad = np.ones((500, 500), dtype=np.float32)
     opt = make([w])
     sched = optim.CosineAnnealingLR(opt, T_max=5)
