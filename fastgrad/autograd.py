@@ -310,7 +310,9 @@ def run_backward(root, gradient: np.ndarray, retain_graph: bool, keep_grads: boo
             elif slot[1]:
                 slot[0] += gi
             else:  # a borrowed buffer: add into a new one (C order: views may be F-ordered)
-                slot[0] = np.add(slot[0], gi, order="C")
+                total = np.add(slot[0], gi, order="C")
+                # NumPy returns a scalar for 0-d operands: keep every gradient an ndarray
+                slot[0] = total if type(total) is np.ndarray else np.array(total)
                 slot[1] = True
     for t, (gi, owned) in pending.items():  # only leaves are left
         _accumulate_leaf(t, gi, owned)

@@ -663,7 +663,7 @@ def _transpose_src(args, attrs):
     axes, form = attrs["axes"], attrs.get("form")
     if axes is None:
         return f"{args[0]}.T" if form == "T" else f"{args[0]}.transpose()"
-    if form == "args":
+    if form == "args" and len(axes) != 2:  # two ints swap two axes, as in PyTorch (Tensor.transpose)
         return f"{args[0]}.transpose({', '.join(map(str, axes))})"
     return f"{args[0]}.transpose({tuple(axes)!r})"
 

@@ -25,7 +25,6 @@ SEED_SET = dict(seed=9, graphs=2000)
 # are summed by np.add(..., order="C"), which returns a NumPy scalar, and the engine stores it as
 # .grad (graph 23 of seed 9 shrinks to `(x0 - x0).sum()` with x0 0-d). Strict: remove the mark
 # once the fix is merged.
-ZERO_D_GRAD = pytest.mark.xfail(strict=True, reason="0-d leaf .grad is a NumPy scalar (core eddcd79); fix on branch core")
 
 
 @lru_cache(maxsize=1)
@@ -47,7 +46,6 @@ def _explain(rep, limit=5):
 # the seed set
 
 
-@ZERO_D_GRAD
 def test_seed_set_passes():
     """2,000 graphs, both dtypes, every output and leaf gradient against both oracles."""
     rep = fuzz.run(SEED_SET["graphs"], SEED_SET["seed"])
@@ -123,10 +121,9 @@ def test_issue_example_value_used_three_times():
     np.testing.assert_array_equal(w.grad, [6.0, 8.0])  # 1 + 3 + 2w
 
 
-@ZERO_D_GRAD
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_zero_d_leaf_used_twice_gets_an_array_gradient(dtype):
-    """The shrunk program of the seed set's first failure on branch core (see ZERO_D_GRAD)."""
+    """The shrunk program of the seed set's first failure on branch core (a 0-d leaf used twice got a NumPy scalar as .grad; fixed in run_backward)."""
     x0 = fg.tensor(np.float32(-0.1), dtype=dtype, requires_grad=True)
     (x0 - x0).sum().backward()
     assert type(x0.grad) is np.ndarray and x0.grad.shape == () and x0.grad.dtype == dtype
@@ -288,7 +285,6 @@ def _cli(*args):
     return subprocess.run([sys.executable, "-m", "fastgrad.fuzz", *args], capture_output=True, text=True, timeout=300)
 
 
-@ZERO_D_GRAD
 def test_cli_passing_run():
     r = _cli("--graphs", "30", "--seed", "3", "--ops", "tanh,mul,exp", "--dtype", "float64")
     assert r.returncode == 0, r.stdout + r.stderr
