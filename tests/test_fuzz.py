@@ -215,6 +215,9 @@ def test_gradient_sharing_memory_is_found(monkeypatch):
         return (out,)
 
     monkeypatch.setattr(ops.TABLE["neg"], "backward", neg_backward)
+    # the fuzzer's own alias check is under test: FASTGRAD_DEBUG=1 (CI's second run) would stop this
+    # rule earlier, as "wrote into its upstream gradient" (neg(neg(x)) gets the scratch buffer as g)
+    monkeypatch.setattr(fg.autograd._debug, "enabled", False)
     i, p, fails = _find(["neg", "tanh"], graphs=200, kind="alias")
     small, small_fails = fuzz.shrink(p, fails)
     assert small_fails[0].kind == "alias" and len(small.instrs) <= 3, fuzz.body_lines(small)
