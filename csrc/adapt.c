@@ -6,14 +6,22 @@
 #include <time.h>
 
 #define SLOTS 256
+#define SAMPLES 2 /* calls per measurement: the faster counts (the first call of a team is cold) */
+
+enum { MEASURE_N, MEASURE_1, DECIDED, PROBING };
 
 typedef struct {
     uint64_t key;
-    int64_t best1;    /* fastest call seen on one thread, ns (0: none yet) */
-    int64_t lastn;    /* last call on n threads, ns (0: none yet) */
+    int64_t best1;    /* the faster of the last SAMPLES calls on one thread, ns */
+    int64_t prev1;    /* the last call on one thread */
+    int64_t lastn;    /* the faster of the last SAMPLES calls on n threads, ns */
+    int64_t prevn;    /* the last call on n threads */
     int64_t probe_at; /* when the losing choice is tried again */
     int64_t backoff;  /* the current interval between such tries */
-    int probing;      /* the call in flight runs the losing choice */
+    int64_t sample;   /* the fastest call of the measurement in progress */
+    int phase;        /* MEASURE_N, MEASURE_1 (first measurements), DECIDED, PROBING (the loser) */
+    int left;         /* calls left in the measurement in progress */
+    int winner_was_n; /* the choice before the probe began */
 } slot_t;
 
 static slot_t slots[SLOTS];
@@ -40,12 +48,19 @@ static slot_t *lookup(uint64_t key)
     slot_t *s = &slots[(key >> 7) % SLOTS];
     if (s->key != key) {
         s->key = key;
-        s->best1 = s->lastn = 0;
+        s->best1 = s->prev1 = s->lastn = s->prevn = 0;
         s->probe_at = 0;
         s->backoff = FG_ADAPT_REPROBE_NS;
-        s->probing = 0;
+        s->phase = MEASURE_N;
+        s->left = SAMPLES;
+        s->sample = 0;
     }
     return s;
+}
+
+static int n_wins(const slot_t *s)
+{
+    return s->lastn < s->best1;
 }
 
 int fg_adapt_threads(uint64_t key, int n)
@@ -53,49 +68,73 @@ int fg_adapt_threads(uint64_t key, int n)
     if (n <= 1)
         return 1;
     slot_t *s = lookup(key);
-    if (s->lastn == 0)
-        return n; /* measure n threads first, */
-    if (s->best1 == 0)
-        return 1; /* then one */
-    int winner = s->lastn < s->best1 ? n : 1;
-    int64_t now = fg_now_ns();
-    if (now >= s->probe_at) {
-        s->probe_at = now + s->backoff;
-        s->probing = 1;
-        return winner == n ? 1 : n;
+    switch (s->phase) {
+    case MEASURE_N:
+        return n;
+    case MEASURE_1:
+        return 1;
+    case PROBING:
+        return s->winner_was_n ? 1 : n;
+    default:
+        break;
     }
-    return winner;
+    int64_t now = fg_now_ns();
+    if (now >= s->probe_at) { /* try the losing choice again */
+        s->winner_was_n = n_wins(s);
+        s->phase = PROBING;
+        s->left = SAMPLES;
+        s->sample = 0;
+        return s->winner_was_n ? 1 : n;
+    }
+    return n_wins(s) ? n : 1;
 }
 
 void fg_adapt_record(uint64_t key, int threads, int64_t ns)
 {
     slot_t *s = lookup(key);
-    int had_both = s->lastn && s->best1;
-    int before = had_both && s->lastn < s->best1;
     if (ns < 1)
         ns = 1;
-    if (threads == 1) {
+    if (threads == 1)
         n_serial++;
-        if (s->best1 == 0 || ns < s->best1)
-            s->best1 = ns;
-    } else {
+    else
         n_parallel++;
-        s->lastn = ns;
+    if (s->phase == DECIDED) {
+        /* both choices are judged alike, by the faster of their last two calls: two slow team
+         * calls in a row (a busy core) switch to one thread at once */
+        if (threads == 1) {
+            s->best1 = ns > s->prev1 ? s->prev1 : ns;
+            s->prev1 = ns;
+        } else {
+            s->lastn = ns > s->prevn ? s->prevn : ns;
+            s->prevn = ns;
+        }
+        return;
     }
-    if (!had_both) {
-        if (s->lastn && s->best1)
-            s->probe_at = fg_now_ns() + s->backoff; /* both measured: the first choice is made */
-    } else if (s->probing) {
-        /* a probe that confirmed the winner: try less often; one that changed it: watch closely */
-        if ((s->lastn < s->best1) == before) {
+    if (s->sample == 0 || ns < s->sample)
+        s->sample = ns;
+    if (--s->left > 0)
+        return;
+    /* a measurement is complete: the faster of its calls counts */
+    if (threads == 1)
+        s->best1 = s->prev1 = s->sample;
+    else
+        s->lastn = s->prevn = s->sample;
+    if (s->phase == MEASURE_N) {
+        s->phase = MEASURE_1;
+        s->left = SAMPLES;
+        s->sample = 0;
+        return;
+    }
+    if (s->phase == PROBING) { /* confirmed: try less often; overturned: watch closely */
+        if (n_wins(s) == s->winner_was_n) {
             if (s->backoff < 16 * FG_ADAPT_REPROBE_NS)
                 s->backoff *= 2;
         } else {
             s->backoff = FG_ADAPT_REPROBE_NS;
         }
-        s->probe_at = fg_now_ns() + s->backoff;
     }
-    s->probing = 0;
+    s->phase = DECIDED;
+    s->probe_at = fg_now_ns() + s->backoff;
 }
 
 void fg_adapt_reset(void)

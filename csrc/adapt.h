@@ -4,8 +4,9 @@
  * the same call on one thread (the operating system gives the waiting thread a core only at its next
  * time slice). No size threshold avoids that, since it depends on the machine's load, not on the
  * problem. So every call site large enough to run in parallel keeps, per call site and shape (a
- * `key`), the fastest time it has seen on one thread and the time of its last call on n threads, and
- * runs on n threads only while that is faster. The losing choice is tried again after a while
+ * `key`), the time of its recent calls on one thread and on n threads (each the faster of the last
+ * two: the first call of a team is cold, and one interrupted call should not decide), and runs on n
+ * threads only while that is faster. The losing choice is tried again after a while
  * (FG_ADAPT_REPROBE_NS, doubling up to 16 times that while it keeps losing), so a machine that becomes
  * free (or busy) is noticed within about a second, at the price of one call in the losing mode.
  *

@@ -13,6 +13,7 @@ Nothing here is differentiable: ops.py decides what is computed.
 """
 cimport numpy as cnp
 from libc.limits cimport INT_MAX
+from libc.stdlib cimport calloc, free
 from cython.parallel cimport prange
 from scipy.linalg.cython_blas cimport dgemm, sgemm
 
@@ -47,6 +48,7 @@ cdef extern from "adapt.h" nogil:
     void fg_adapt_reset()
     void fg_adapt_counts(int64_t *serial, int64_t *parallel)
 
+cdef int CHUNKS_TARGET = 16
 cdef int blas_threads = 1  # the setting (fg.set_num_threads); 1 or n is used per call
 
 # A product of fewer multiply-adds than this runs on one BLAS thread without being timed (OpenBLAS
@@ -158,12 +160,33 @@ cdef inline void _gemm1(bint ta, bint tb, int m, int n, int k, const floating *A
         dgemm(flag_b, flag_a, &n, &m, &k, &one, <double *>B, &ldb, <double *>A, &lda, &zero, C, &ldc)
 
 
+cdef int warm_threads = 1  # the team size whose threads have each made a BLAS call
+
+
+cdef void _warm_team(int threads) noexcept nogil:
+    """Let each of `threads` OpenMP threads make one small BLAS call, untimed. A thread's first call
+    allocates its BLAS work buffers (and the team's first region starts the threads): 5-15 ms that
+    would otherwise be taken for the cost of running on a team, making one thread look faster."""
+    global warm_threads
+    cdef int c
+    cdef float *buf = <float *>calloc((2 + threads) * 256 * 256, sizeof(float))  # A, B, one C each
+    if buf == NULL:
+        return
+    fg_blas_set_threads(1)
+    for c in prange(threads, num_threads=threads, schedule="static"):
+        _gemm1[float](False, False, 256, 256, 256, buf, 256, buf + 256 * 256, 256,
+                      buf + (2 + c) * 256 * 256, 256)
+    free(buf)
+    warm_threads = threads
+
+
 cdef inline int _chunk_width(int dim, double per_entry) noexcept nogil:
     """The width of the blocks a product is split into along a dimension of `dim` entries, each
-    entry of which costs `per_entry` multiply-adds: about 16 blocks, none under 64 wide or under
+    entry of which costs `per_entry` multiply-adds: about CHUNKS_TARGET blocks (twice the cores: each
+    block repacks the other operand, so fewer blocks cost less on one thread), none under 64 wide or under
     BLAS_MIN_CHUNK multiply-adds, a multiple of 16. A function of the shape alone, never of the
     thread count, so every entry of the product is computed by the same BLAS call for any threads."""
-    cdef int w = (dim + 15) // 16
+    cdef int w = (dim + CHUNKS_TARGET - 1) // CHUNKS_TARGET
     cdef int least = <int>(BLAS_MIN_CHUNK / per_entry) + 1
     if w < least:
         w = least
@@ -202,6 +225,8 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const 
     if blas_threads > 1 and nchunks > 1:
         key = fg_adapt_key(4 * (floating is double) + 2 * ta + tb, m, n, k)
         threads = fg_adapt_threads(key, blas_threads)
+        if threads > warm_threads:
+            _warm_team(threads)
         t0 = fg_now_ns()
     fg_gemm_enter()
     fg_blas_set_threads(1)
@@ -454,3 +479,13 @@ def _fork_child():
 def _fork_gate_enabled():
     """Whether this build has the gate (not on Windows or compilers without GCC atomics)."""
     return bool(fg_fork_gate_enabled())
+
+
+def _set_chunks(int n):
+    """Split large products into about n blocks (default: twice the machine's cores, a constant of
+    the machine, so results never depend on the thread setting)."""
+    global CHUNKS_TARGET
+    CHUNKS_TARGET = max(n, 1)
+
+
+_set_chunks(2 * (__import__("os").cpu_count() or 1))

@@ -19,33 +19,43 @@ def _restore_threads():
     L.adapt_reset()
 
 
-def test_first_calls_measure_n_then_one_thread():
+def measure(site, key, n_ns, one_ns, n=2):
+    """Drive a fresh call site through its first measurements: two calls on n threads, two on one."""
+    for ns in n_ns:
+        assert L._adapt_choose(site, *key, n) == n
+        L._adapt_record(site, *key, n, ns)
+    for ns in one_ns:
+        assert L._adapt_choose(site, *key, n) == 1
+        L._adapt_record(site, *key, 1, ns)
+
+
+def test_first_calls_measure_n_then_one_thread_the_faster_call_of_each_counting():
     L.adapt_reset()
-    assert L._adapt_choose(SITE, 1, 2, 3, 4) == 4
-    L._adapt_record(SITE, 1, 2, 3, 4, 1000)
-    assert L._adapt_choose(SITE, 1, 2, 3, 4) == 1
-    L._adapt_record(SITE, 1, 2, 3, 1, 1800)
+    measure(SITE, (1, 2, 3), [9000, 1000], [1800, 1700], n=4)  # the first team call is cold
     assert L._adapt_choose(SITE, 1, 2, 3, 4) == 4  # n threads were faster: keep them
-
-
-def test_a_slow_parallel_call_switches_to_one_thread_at_once():
     L.adapt_reset()
-    L._adapt_record(SITE, 5, 5, 5, 2, 1000)
-    L._adapt_record(SITE, 5, 5, 5, 1, 1800)
+    measure(SITE, (1, 2, 3), [3000, 2500], [1800, 1900], n=4)
+    assert L._adapt_choose(SITE, 1, 2, 3, 4) == 1
+
+
+def test_two_slow_parallel_calls_switch_to_one_thread_at_once():
+    L.adapt_reset()
+    measure(SITE, (5, 5, 5), [1000, 1000], [1800, 1800])
+    L._adapt_record(SITE, 5, 5, 5, 2, 40_000)  # one slow call (an interrupt) changes nothing
     assert L._adapt_choose(SITE, 5, 5, 5, 2) == 2
-    L._adapt_record(SITE, 5, 5, 5, 2, 40_000)  # a busy core: the team waited for it
+    L._adapt_record(SITE, 5, 5, 5, 2, 40_000)  # two in a row: a busy core, the team waits for it
     assert L._adapt_choose(SITE, 5, 5, 5, 2) == 1
 
 
 def test_the_losing_choice_is_tried_again_later():
     L.adapt_reset()
-    L._adapt_record(SITE, 6, 6, 6, 2, 50_000)
-    L._adapt_record(SITE, 6, 6, 6, 1, 1000)  # contended: one thread wins
+    measure(SITE, (6, 6, 6), [50_000, 50_000], [1000, 1000])  # contended: one thread wins
     choices = {L._adapt_choose(SITE, 6, 6, 6, 2) for _ in range(100)}
     assert choices == {1}
     time.sleep(0.3)  # past FG_ADAPT_REPROBE_NS (0.25 s)
-    assert L._adapt_choose(SITE, 6, 6, 6, 2) == 2  # the probe
-    L._adapt_record(SITE, 6, 6, 6, 2, 500)  # the machine is free again
+    for ns in (900, 500):  # the probe: two calls on the team; the machine is free again
+        assert L._adapt_choose(SITE, 6, 6, 6, 2) == 2
+        L._adapt_record(SITE, 6, 6, 6, 2, ns)
     assert L._adapt_choose(SITE, 6, 6, 6, 2) == 2
 
 
@@ -113,12 +123,11 @@ def test_kernels_measure_a_team_then_one_thread_and_agree_bit_for_bit():
     fg.set_num_threads(2)
     K.adapt_reset()
     x = np.random.default_rng(3).standard_normal(1 << 20).astype(np.float32)
-    first = K.sigmoid_forward(x)   # a team (the first measurement)
-    second = K.sigmoid_forward(x)  # one thread (the second)
-    assert K.adapt_counts() == (1, 1)
-    assert np.array_equal(first, second)
+    results = [K.sigmoid_forward(x) for _ in range(4)]  # two calls on a team, then two on one thread
+    assert K.adapt_counts() == (2, 2)
+    assert all(np.array_equal(results[0], r) for r in results)
     small = K.sigmoid_forward(x[:100])  # below the threshold: neither timed nor split
-    assert K.adapt_counts() == (1, 1) and small.shape == (100,)
+    assert K.adapt_counts() == (2, 2) and small.shape == (100,)
     fg.set_num_threads(1)
     K.sigmoid_forward(x)
-    assert K.adapt_counts() == (1, 1)  # a setting of one thread is not measured
+    assert K.adapt_counts() == (2, 2)  # a setting of one thread is not measured
