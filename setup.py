@@ -99,6 +99,14 @@ extensions = [
         extra_link_args=parallel["link"],
         **common,
     ),
+    # the tape: Node, apply and the backward walk (no C sources; NumPy's C API for scalars)
+    Extension(
+        "fastgrad._tape",
+        sources=["fastgrad/_tape.pyx"],
+        define_macros=[NPY_API],
+        extra_compile_args=CFLAGS,
+        **common,
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))
