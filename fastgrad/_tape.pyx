@@ -21,6 +21,11 @@ from heapq import heappop, heappush
 
 cnp.import_array()
 
+cdef extern from "<fenv.h>" nogil:
+    int FE_DIVBYZERO, FE_OVERFLOW, FE_INVALID
+    int feclearexcept(int excepts)
+    int fetestexcept(int excepts)
+
 cdef extern from "numpy/arrayobject.h":
     # a NumPy scalar (np.float32(...)) as a 0-d array of its own dtype; the C behind np.array(s)
     object PyArray_FromScalar(object scalar, void *outcode)
@@ -38,11 +43,21 @@ cdef object _sequence = None
 cdef object _DebugRecord = None
 cdef object _check_versions = None
 cdef object _version_counter = None
+cdef object _py_coerce = None
+cdef object _op_add = None, _op_sub = None, _op_mul = None, _op_div = None, _op_neg = None
+cdef object _op_exp = None, _op_log = None
+cdef object _py_backward = None
 
 
-def bind(tensor_cls, state, debug, inplace, sequence, debug_record, check_versions, version_counter):
+def bind(tensor_cls, state, debug, inplace, sequence, debug_record, check_versions, version_counter,
+         coerce, ops, backward):
     """Hand the tape the objects it shares with autograd.py and tensor.py (called once at import)."""
     global Tensor, _state, _debug, _inplace, _sequence, _DebugRecord, _check_versions, _version_counter
+    global _py_coerce, _op_add, _op_sub, _op_mul, _op_div, _op_neg, _op_exp, _op_log, _py_backward
+    _py_coerce = coerce
+    _py_backward = backward
+    _op_exp, _op_log = ops.exp, ops.log
+    _op_add, _op_sub, _op_mul, _op_div, _op_neg = ops.add, ops.sub, ops.mul, ops.div, ops.neg
     Tensor = tensor_cls
     _state = state
     _debug = debug
@@ -132,6 +147,290 @@ cdef inline object _wrap(object data, bint requires_grad):
     return t
 
 
+# --- small same-shape arithmetic in C -----------------------------------------------------------
+# NumPy spends ~0.5 us on one 0-d multiply (dispatch, a scalar result); for up to SMALL elements of
+# one shape and dtype the tape computes + - * / and negation itself. IEEE arithmetic in the array's
+# own precision (no -ffast-math; SSE on x86-64 has no excess precision), so the result is the value
+# NumPy computes, bit for bit; anything else (broadcasting, other sizes, odd layouts) goes to NumPy.
+# A division by zero, an overflow or an invalid operation (the floating-point flags, read after the
+# loop; this module is built without -fno-trapping-math) also hands the op to NumPy, which computes
+# it again and warns as np.errstate says: the same warnings as before.
+
+DEF SMALL = 64
+cdef enum:
+    ADD, SUB, MUL, DIV, NEG, DIVGRAD
+
+
+cdef inline bint _small_ok(object x, int *typenum, Py_ssize_t *size):
+    """x is an aligned native C-contiguous float32/float64 ndarray of at most SMALL elements."""
+    if type(x) is not ndarray:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE:
+        return False
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISBEHAVED_RO(a)):
+        return False
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
+    if n > SMALL:
+        return False
+    typenum[0] = t
+    size[0] = n
+    return True
+
+
+cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
+    cdef int nd = cnp.PyArray_NDIM(a), i
+    if nd != cnp.PyArray_NDIM(b):
+        return False
+    cdef cnp.npy_intp *da = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp *db = cnp.PyArray_DIMS(b)
+    for i in range(nd):
+        if da[i] != db[i]:
+            return False
+    return True
+
+
+cdef object _small(int code, object x, object y, object z):
+    """code(x, y) elementwise into a new array of x's shape, or None when NumPy must do it.
+
+    NEG: -x (y, z unused). DIVGRAD: ((-(x / y)) * z) / y, div's gradient for its divisor, in the
+    order of ops.div_backward (x = g, y = b, z = a).
+    """
+    cdef int tx, ty, tz
+    cdef Py_ssize_t nx, ny, nz, i
+    if not _small_ok(x, &tx, &nx):
+        return None
+    if code != NEG:
+        if not _small_ok(y, &ty, &ny) or ty != tx or not _same_shape(<cnp.ndarray>x, <cnp.ndarray>y):
+            return None
+        if code == DIVGRAD and (not _small_ok(z, &tz, &nz) or tz != tx
+                                or not _same_shape(<cnp.ndarray>x, <cnp.ndarray>z)):
+            return None
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x), cnp.PyArray_DIMS(<cnp.ndarray>x),
+                                             tx, 0)
+    feclearexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID)
+    _small_loop(code, out, x, y, z, tx, nx)
+    if fetestexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID):
+        return None
+    return out
+
+
+cdef inline void _small_loop(int code, cnp.ndarray out, object x, object y, object z, int tx, Py_ssize_t nx):
+    cdef Py_ssize_t i
+    cdef float *of
+    cdef const float *xf
+    cdef const float *yf
+    cdef const float *zf
+    cdef double *od
+    cdef const double *xd
+    cdef const double *yd
+    cdef const double *zd
+    if tx == cnp.NPY_FLOAT:
+        of = <float *>cnp.PyArray_DATA(out)
+        xf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+        if code == NEG:
+            for i in range(nx):
+                of[i] = -xf[i]
+            return
+        yf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+        if code == ADD:
+            for i in range(nx):
+                of[i] = xf[i] + yf[i]
+        elif code == SUB:
+            for i in range(nx):
+                of[i] = xf[i] - yf[i]
+        elif code == MUL:
+            for i in range(nx):
+                of[i] = xf[i] * yf[i]
+        elif code == DIV:
+            for i in range(nx):
+                of[i] = xf[i] / yf[i]
+        else:
+            zf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>z)
+            for i in range(nx):
+                of[i] = ((-(xf[i] / yf[i])) * zf[i]) / yf[i]
+    else:
+        od = <double *>cnp.PyArray_DATA(out)
+        xd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>x)
+        if code == NEG:
+            for i in range(nx):
+                od[i] = -xd[i]
+            return
+        yd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>y)
+        if code == ADD:
+            for i in range(nx):
+                od[i] = xd[i] + yd[i]
+        elif code == SUB:
+            for i in range(nx):
+                od[i] = xd[i] - yd[i]
+        elif code == MUL:
+            for i in range(nx):
+                od[i] = xd[i] * yd[i]
+        elif code == DIV:
+            for i in range(nx):
+                od[i] = xd[i] / yd[i]
+        else:
+            zd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>z)
+            for i in range(nx):
+                od[i] = ((-(xd[i] / yd[i])) * zd[i]) / yd[i]
+
+
+cdef inline object _small_forward(object op, object a, object b):
+    """(out, saved) of add/sub/mul/div on small same-shape arrays, as the op's forward returns; or None."""
+    cdef int code
+    if op is _op_mul:
+        code = MUL
+    elif op is _op_add:
+        code = ADD
+    elif op is _op_sub:
+        code = SUB
+    elif op is _op_div:
+        code = DIV
+    else:
+        return None
+    out = _small(code, a, b, None)
+    if out is None:
+        return None
+    if code == ADD or code == SUB:
+        return out, (a.shape, b.shape)
+    return out, (a, b)
+
+
+cdef object _small_backward(object op, object g, object saved, tuple inputs):
+    """The gradients the rule of add/sub/mul/div/neg returns, for small same-shape operands; or None.
+
+    Same values as the rules in ops.py (which unbroadcast nothing when the shapes agree); a gradient
+    for an input that requires none is None instead (the engine drops it either way).
+    """
+    cdef Py_ssize_t n = PyTuple_GET_SIZE(inputs)
+    if op is _op_neg:
+        gx = _small(NEG, g, None, None)
+        return None if gx is None else (gx,)
+    if op is _op_exp or op is _op_log:  # exp: g * y (the saved output); log: g / x
+        if type(saved) is not tuple or PyTuple_GET_SIZE(saved) != 1:
+            return None
+        gx = _small(MUL if op is _op_exp else DIV, g, saved[0], None)
+        return None if gx is None else (gx,)
+    if n != 2 or type(saved) is not tuple or PyTuple_GET_SIZE(saved) != 2:
+        return None
+    need_a = inputs[0].requires_grad
+    need_b = inputs[1].requires_grad
+    if op is _op_mul:
+        a, b = saved
+        ga = _small(MUL, g, b, None) if need_a else None
+        gb = _small(MUL, g, a, None) if need_b else None
+        if (need_a and ga is None) or (need_b and gb is None):
+            return None
+        return ga, gb
+    if op is _op_add or op is _op_sub:
+        a_shape, b_shape = saved
+        if type(g) is not ndarray or a_shape != b_shape or g.shape != a_shape:
+            return None
+        if op is _op_add:
+            return g, g
+        gb = _small(NEG, g, None, None) if need_b else None
+        if need_b and gb is None:
+            return None
+        return g, gb
+    if op is _op_div:
+        a, b = saved
+        ga = _small(DIV, g, b, None)
+        if ga is None:
+            return None
+        gb = _small(DIVGRAD, g, b, a) if need_b else None
+        if need_b and gb is None:
+            return None
+        return ga, gb
+    return None
+
+
+# --- Tensor operators (tensor.py installs these as Tensor.__add__ ...) ------------------------------
+
+cdef inline object _coerce(object value, object like):
+    """tensor.coerce: Tensors of like's dtype and Python floats/ints by the short path, else Python's."""
+    cdef cnp.ndarray arr
+    cdef int t
+    cdef double v
+    if type(value) is Tensor:
+        if value.data.dtype is like.data.dtype:
+            return value
+        return _py_coerce(value, like)
+    if type(value) is float or (type(value) is int and -9007199254740992 <= value <= 9007199254740992):
+        v = value  # exact for these ints, so one rounding to float32 (as NumPy's)
+        dt = like.data
+        if type(dt) is not ndarray:
+            return _py_coerce(value, like)
+        t = cnp.PyArray_TYPE(<cnp.ndarray>dt)
+        if t == cnp.NPY_FLOAT:
+            arr = cnp.PyArray_EMPTY(0, NULL, t, 0)
+            (<float *>cnp.PyArray_DATA(arr))[0] = <float>v
+        elif t == cnp.NPY_DOUBLE:
+            arr = cnp.PyArray_EMPTY(0, NULL, t, 0)
+            (<double *>cnp.PyArray_DATA(arr))[0] = v
+        else:
+            return _py_coerce(value, like)
+        return _wrap(arr, False)
+    return _py_coerce(value, like)
+
+
+def tensor_add(self, other):
+    return _apply(_op_add, (self, _coerce(other, self)), None)
+
+
+def tensor_radd(self, other):
+    return _apply(_op_add, (_coerce(other, self), self), None)
+
+
+def tensor_sub(self, other):
+    return _apply(_op_sub, (self, _coerce(other, self)), None)
+
+
+def tensor_rsub(self, other):
+    return _apply(_op_sub, (_coerce(other, self), self), None)
+
+
+def tensor_mul(self, other):
+    return _apply(_op_mul, (self, _coerce(other, self)), None)
+
+
+def tensor_rmul(self, other):
+    return _apply(_op_mul, (_coerce(other, self), self), None)
+
+
+def tensor_truediv(self, other):
+    return _apply(_op_div, (self, _coerce(other, self)), None)
+
+
+def tensor_rtruediv(self, other):
+    return _apply(_op_div, (_coerce(other, self), self), None)
+
+
+def tensor_neg(self):
+    return _apply(_op_neg, (self,), None)
+
+
+def tensor_backward(self, gradient=None, retain_graph=False, keep_grads=False):
+    """Tensor.backward (its Python text in tensor.py); an omitted gradient's ones made in C."""
+    cdef cnp.ndarray g
+    cdef int t
+    data = self.data
+    if gradient is not None or not self.requires_grad or type(data) is not ndarray:
+        return _py_backward(self, gradient, retain_graph, keep_grads)
+    t = cnp.PyArray_TYPE(<cnp.ndarray>data)
+    if cnp.PyArray_SIZE(<cnp.ndarray>data) != 1 or (t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE):
+        return _py_backward(self, gradient, retain_graph, keep_grads)
+    g = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>data), cnp.PyArray_DIMS(<cnp.ndarray>data), t, 0)
+    if t == cnp.NPY_FLOAT:
+        (<float *>cnp.PyArray_DATA(g))[0] = 1
+    else:
+        (<double *>cnp.PyArray_DATA(g))[0] = 1
+    if self._node is None:
+        self.grad = g if self.grad is None else self.grad + g
+    else:
+        run_backward(self, g, bool(retain_graph), bool(keep_grads))
+
+
 def apply(op, *inputs, **attrs):
     """Run `op` forward on the inputs' data and, when a gradient is wanted, record its node."""
     return _apply(op, inputs, attrs)
@@ -173,6 +472,10 @@ cdef object _apply(object op, tuple inputs, dict attrs):
         attrs["needs"] = tuple([requires_grad and t.requires_grad for t in inputs])
     if attrs:
         out, saved = op.forward(*arrays, **attrs)
+    elif n == 2 and (fast := _small_forward(op, arrays[0], arrays[1])) is not None:
+        out, saved = fast
+    elif n == 1 and op is _op_neg and (fast := _small(NEG, arrays[0], None, None)) is not None:
+        out, saved = fast, ()
     elif n == 1:
         out, saved = op.forward(arrays[0])
     elif n == 2:
@@ -251,7 +554,9 @@ def run_backward(root, gradient, bint retain_graph, bint keep_grads):
         saved = node.saved
         if debug:
             g_before = record.before(node, g)
-        grads = rule(g, *saved)
+        grads = _small_backward(op, g, saved, node.inputs)
+        if grads is None:
+            grads = rule(g, *saved)
         if debug:
             record.after(node, g, g_before, grads)
         if not retain_graph:

@@ -96,6 +96,15 @@ class Node:
         self.out_data = out_data
         self.out_vc = out_vc
 
+    def name(self):
+        """The op's name, e.g. 'mul' (PyTorch's grad_fn.name())."""
+        return self.op.name
+
+    @property
+    def next_functions(self):
+        """((node of input 0, 0), (node of input 1, 0), ...): None where an input is no op output."""
+        return tuple([(t._node, 0) for t in self.inputs])
+
     def __repr__(self):
         return f"<Node {self.op.name} #{self.seq}>"
 

@@ -712,10 +712,18 @@ def _apply2(op: ops.Op, a: Tensor, b: Tensor) -> Tensor:
 
 if autograd._tape is not None:  # the compiled tape (see autograd.py): the same apply, cheaper
     autograd._tape.bind(Tensor, autograd._state, autograd._debug, autograd._inplace, autograd._sequence,
-                        autograd._DebugRecord, autograd._check_versions, version_counter)
+                        autograd._DebugRecord, autograd._check_versions, version_counter, coerce, ops,
+                        Tensor.backward)
     apply = autograd._tape.apply  # noqa: F811
     _apply1 = autograd._tape.apply1  # noqa: F811
     _apply2 = autograd._tape.apply2  # noqa: F811
+    # the arithmetic operators straight into the tape (one Python frame less per op)
+    for _name in ("add", "radd", "sub", "rsub", "mul", "rmul", "truediv", "rtruediv", "neg"):
+        setattr(Tensor, f"__{_name}__", getattr(autograd._tape, f"tensor_{_name}"))
+    del _name
+    _python_backward = Tensor.backward
+    Tensor.backward = autograd._tape.tensor_backward  # one-element roots by the short path
+    Tensor.backward.__doc__ = _python_backward.__doc__
 
 
 # ---------------------------------------------------------------------------------------------

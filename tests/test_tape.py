@@ -71,3 +71,48 @@ def test_the_compiled_tape_is_the_default():
     if os.environ.get("FASTGRAD_PURE_TAPE", "").strip().lower() in ("", "0", "false", "no", "off"):
         assert autograd._tape is not None
         assert type(fg.tensor(1.0, requires_grad=True).exp().grad_fn) is autograd._tape.Node
+
+
+# the small same-shape arithmetic (computed by the tape itself) against NumPy, bit for bit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(), (1,), (3, 4), (65,)])  # (65,): past the small path, NumPy's
+def test_small_arithmetic_and_its_gradients_are_numpys_bit_for_bit(dtype, shape):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(shape).astype(dtype) + dtype(3)  # no zero divisors
+    b = rng.standard_normal(shape).astype(dtype) + dtype(3)
+    g = rng.standard_normal(shape).astype(dtype)
+    cases = {
+        "add": (lambda x, y: x + y, lambda: (g, g)),
+        "sub": (lambda x, y: x - y, lambda: (g, -g)),
+        "mul": (lambda x, y: x * y, lambda: (g * b, g * a)),
+        "div": (lambda x, y: x / y, lambda: (g / b, -(g / b) * a / b)),
+    }
+    for name, (f, grads) in cases.items():
+        x, y = fg.tensor(a, dtype=dtype, requires_grad=True), fg.tensor(b, dtype=dtype, requires_grad=True)
+        out = f(x, y)
+        out.backward(g)
+        assert out.data.dtype == dtype and x.grad.dtype == dtype
+        np.testing.assert_array_equal(out.data, f(a, b), err_msg=name)
+        ga, gb = grads()
+        np.testing.assert_array_equal(x.grad, ga, err_msg=name)
+        np.testing.assert_array_equal(y.grad, gb, err_msg=name)
+    x = fg.tensor(a, dtype=dtype, requires_grad=True)
+    y = -x
+    y.backward(g)
+    np.testing.assert_array_equal(y.data, -a)
+    np.testing.assert_array_equal(x.grad, -g)
+    x = fg.tensor(a, dtype=dtype, requires_grad=True)
+    (x.exp() * 1.0).backward(g)  # exp's rule g * y
+    np.testing.assert_array_equal(x.grad, g * np.exp(a))
+
+
+def test_small_arithmetic_warns_as_numpy_does():
+    zero = fg.tensor(0.0)
+    with pytest.warns(RuntimeWarning, match="divide by zero"):
+        q = fg.tensor(1.0) / zero
+    assert q.item() == np.inf
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        big = fg.tensor(3e38) * 10.0
+    assert big.item() == np.inf
+    with np.errstate(all="ignore"):  # and stays quiet when NumPy is told to
+        assert np.isnan((fg.tensor(np.inf) - np.inf).item())
