@@ -108,6 +108,15 @@ extensions = [
         extra_link_args=parallel["link"],
         **common,
     ),
+    # the tape: Node, apply and the backward walk (no C sources; NumPy's C API for scalars). Not
+    # -fno-trapping-math: its small arithmetic reads the floating-point flags (to warn as NumPy)
+    Extension(
+        "fastgrad._tape",
+        sources=["fastgrad/_tape.pyx"],
+        define_macros=[NPY_API],
+        extra_compile_args=["-O3"],
+        **common,
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

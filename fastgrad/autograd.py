@@ -96,6 +96,15 @@ class Node:
         self.out_data = out_data
         self.out_vc = out_vc
 
+    def name(self):
+        """The op's name, e.g. 'mul' (PyTorch's grad_fn.name())."""
+        return self.op.name
+
+    @property
+    def next_functions(self):
+        """((node of input 0, 0), (node of input 1, 0), ...): None where an input is no op output."""
+        return tuple([(t._node, 0) for t in self.inputs])
+
     def __repr__(self):
         return f"<Node {self.op.name} #{self.seq}>"
 
@@ -393,3 +402,16 @@ class _DebugRecord:
                     first, second = (a, e) if a[2] else (e, a)
                     raise RuntimeError(f"debug: {first[4]} shares memory with {second[4]}")
             active.append(e)
+
+
+# --- the tape in Cython (fastgrad/_tape.pyx) -------------------------------------------------------
+# The Python Node and run_backward above are the text of the tape; _tape.pyx compiles the same
+# logic (and tensor.py's apply) with the per-op costs cut. FASTGRAD_PURE_TAPE=1 keeps the Python one.
+PURE_TAPE = os.environ.get("FASTGRAD_PURE_TAPE", "").strip().lower() not in ("", "0", "false", "no", "off")
+if PURE_TAPE:
+    _tape = None
+else:
+    from . import _tape
+
+    Node = _tape.Node  # noqa: F811 (the compiled node replaces the Python one)
+    run_backward = _tape.run_backward  # noqa: F811

@@ -8,6 +8,7 @@ import numbers
 import numpy as np
 
 from . import ops
+from . import autograd
 from .autograd import Node, _memory_owner, is_grad_enabled, mark_modified, run_backward, version_counter
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
@@ -111,6 +112,15 @@ class Tensor:
     dtype = property(lambda self: self.data.dtype, doc="The NumPy dtype: float32 or float64.")
 
     @property
+    def grad_fn(self):
+        """The node of the op that computed this tensor (PyTorch's `grad_fn`), None for a leaf.
+
+        `grad_fn.name()` is the op's name and `grad_fn.next_functions` one `(node, 0)` pair per
+        input of the op, node None for a leaf or a constant: enough to walk the graph.
+        """
+        return self._node
+
+    @property
     def is_leaf(self) -> bool:
         """True for tensors made by the user (or under no_grad), False for recorded op outputs."""
         return self._node is None
@@ -195,37 +205,37 @@ class Tensor:
 
     # --- operators ---------------------------------------------------------------------------
     def __add__(self, other):
-        return apply(ops.add, self, coerce(other, self))
+        return _apply2(ops.add, self, coerce(other, self))
 
     def __radd__(self, other):
-        return apply(ops.add, coerce(other, self), self)
+        return _apply2(ops.add, coerce(other, self), self)
 
     def __sub__(self, other):
-        return apply(ops.sub, self, coerce(other, self))
+        return _apply2(ops.sub, self, coerce(other, self))
 
     def __rsub__(self, other):
-        return apply(ops.sub, coerce(other, self), self)
+        return _apply2(ops.sub, coerce(other, self), self)
 
     def __mul__(self, other):
-        return apply(ops.mul, self, coerce(other, self))
+        return _apply2(ops.mul, self, coerce(other, self))
 
     def __rmul__(self, other):
-        return apply(ops.mul, coerce(other, self), self)
+        return _apply2(ops.mul, coerce(other, self), self)
 
     def __truediv__(self, other):
-        return apply(ops.div, self, coerce(other, self))
+        return _apply2(ops.div, self, coerce(other, self))
 
     def __rtruediv__(self, other):
-        return apply(ops.div, coerce(other, self), self)
+        return _apply2(ops.div, coerce(other, self), self)
 
     def __matmul__(self, other):
-        return apply(ops.matmul, self, coerce(other, self))
+        return _apply2(ops.matmul, self, coerce(other, self))
 
     def __rmatmul__(self, other):
-        return apply(ops.matmul, coerce(other, self), self)
+        return _apply2(ops.matmul, coerce(other, self), self)
 
     def __neg__(self):
-        return apply(ops.neg, self)
+        return _apply1(ops.neg, self)
 
     def __pos__(self):
         return self
@@ -367,7 +377,7 @@ class Tensor:
         >>> tensor([0.0, 1.0]).exp()
         tensor([1.      , 2.718282])
         """
-        return apply(ops.exp, self)
+        return _apply1(ops.exp, self)
 
     def log(self):
         """The natural logarithm elementwise; d/dx = 1/x.
@@ -375,7 +385,7 @@ class Tensor:
         >>> tensor([1.0, 4.0]).log()
         tensor([0.       , 1.3862944])
         """
-        return apply(ops.log, self)
+        return _apply1(ops.log, self)
 
     def relu(self):
         """max(0, x) elementwise; the gradient is 0 where x <= 0 (ReLU'(0) = 0).
@@ -383,7 +393,7 @@ class Tensor:
         >>> tensor([-1.0, 0.0, 2.0]).relu()
         tensor([0., 0., 2.])
         """
-        return apply(ops.relu, self)
+        return _apply1(ops.relu, self)
 
     def sigmoid(self):
         """1 / (1 + e**-x) elementwise (never overflows); d/dx = s (1 - s).
@@ -391,7 +401,7 @@ class Tensor:
         >>> tensor([0.0]).sigmoid()
         tensor([0.5])
         """
-        return apply(ops.sigmoid, self)
+        return _apply1(ops.sigmoid, self)
 
     def tanh(self):
         """tanh(x) elementwise; d/dx = 1 - tanh(x)**2.
@@ -399,7 +409,7 @@ class Tensor:
         >>> tensor([0.0]).tanh()
         tensor([0.])
         """
-        return apply(ops.tanh, self)
+        return _apply1(ops.tanh, self)
 
     def reshape(self, *shape):
         """The same elements (C order) in a new shape: `x.reshape(2, 3)` or `x.reshape((2, -1))`.
@@ -793,6 +803,30 @@ def apply(op: ops.Op, *inputs: Tensor, **attrs) -> Tensor:
     if requires_grad:
         result._node = Node(op, inputs, saved, out, result._vc)  # out_vc is set when a counter is made
     return result
+
+
+def _apply1(op: ops.Op, x: Tensor) -> Tensor:
+    return apply(op, x)
+
+
+def _apply2(op: ops.Op, a: Tensor, b: Tensor) -> Tensor:
+    return apply(op, a, b)
+
+
+if autograd._tape is not None:  # the compiled tape (see autograd.py): the same apply, cheaper
+    autograd._tape.bind(Tensor, autograd._state, autograd._debug, autograd._inplace, autograd._sequence,
+                        autograd._DebugRecord, autograd._check_versions, version_counter, coerce, ops,
+                        Tensor.backward)
+    apply = autograd._tape.apply  # noqa: F811
+    _apply1 = autograd._tape.apply1  # noqa: F811
+    _apply2 = autograd._tape.apply2  # noqa: F811
+    # the arithmetic operators straight into the tape (one Python frame less per op)
+    for _name in ("add", "radd", "sub", "rsub", "mul", "rmul", "truediv", "rtruediv", "neg"):
+        setattr(Tensor, f"__{_name}__", getattr(autograd._tape, f"tensor_{_name}"))
+    del _name
+    _python_backward = Tensor.backward
+    Tensor.backward = autograd._tape.tensor_backward  # one-element roots by the short path
+    Tensor.backward.__doc__ = _python_backward.__doc__
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,0 +1,642 @@
+# cython: language_level=3
+"""The tape in Cython: `Node`, `apply` (run an op, record its node) and `run_backward` (the walk).
+
+The same logic as the Python tape it replaces (fastgrad/autograd.py and tensor.py keep the Python
+text of both, used with FASTGRAD_PURE_TAPE=1, and docs/ARCHITECTURE.md describes them): the
+ownership rule, the version-counter check, retain_graph, keep_grads, the debug record and every
+error message are unchanged; what changes is the cost of each step for small tensors (typed
+locals, no keyword dicts on the operator path, NumPy scalars wrapped through the C API, no
+re-validation of arguments already checked here).
+
+The module keeps no state of its own beyond the objects `bind()` hands it (the Tensor class, the
+grad-mode and debug switches, the in-place record and the shared sequence counter), so the Python
+and the Cython tape read and write the same switches.
+"""
+cimport cython
+cimport numpy as cnp
+from cpython.tuple cimport PyTuple_GET_SIZE
+
+import numpy as np
+from heapq import heappop, heappush
+
+cnp.import_array()
+
+cdef extern from "<fenv.h>" nogil:
+    int FE_DIVBYZERO, FE_OVERFLOW, FE_INVALID
+    int feclearexcept(int excepts)
+    int fetestexcept(int excepts)
+
+cdef extern from "numpy/arrayobject.h":
+    # a NumPy scalar (np.float32(...)) as a 0-d array of its own dtype; the C behind np.array(s)
+    object PyArray_FromScalar(object scalar, void *outcode)
+
+cdef object ndarray = np.ndarray
+cdef object _np_add = np.add
+cdef object _np_array = np.array
+
+# bound by autograd.py at import (bind()): shared with the Python tape
+cdef object Tensor = None
+cdef object _state = None
+cdef object _debug = None
+cdef object _inplace = None
+cdef object _sequence = None
+cdef object _DebugRecord = None
+cdef object _check_versions = None
+cdef object _version_counter = None
+cdef object _py_coerce = None
+cdef object _op_add = None, _op_sub = None, _op_mul = None, _op_div = None, _op_neg = None
+cdef object _op_exp = None, _op_log = None
+cdef object _py_backward = None
+
+
+def bind(tensor_cls, state, debug, inplace, sequence, debug_record, check_versions, version_counter,
+         coerce, ops, backward):
+    """Hand the tape the objects it shares with autograd.py and tensor.py (called once at import)."""
+    global Tensor, _state, _debug, _inplace, _sequence, _DebugRecord, _check_versions, _version_counter
+    global _py_coerce, _op_add, _op_sub, _op_mul, _op_div, _op_neg, _op_exp, _op_log, _py_backward
+    _py_coerce = coerce
+    _py_backward = backward
+    _op_exp, _op_log = ops.exp, ops.log
+    _op_add, _op_sub, _op_mul, _op_div, _op_neg = ops.add, ops.sub, ops.mul, ops.div, ops.neg
+    Tensor = tensor_cls
+    _state = state
+    _debug = debug
+    _inplace = inplace
+    _sequence = sequence
+    _DebugRecord = debug_record
+    _check_versions = check_versions
+    _version_counter = version_counter
+
+
+@cython.final
+cdef class Node:
+    """One recorded op application: op row, input tensors, saved buffers, sequence number.
+
+    `grad` holds this node's output gradient after a backward with `keep_grads=True` (for drawing).
+    `out_data` and `out_vc` are the output's data and version counter (see `mark_modified`); the
+    data stays alive with the output tensor anyway, so holding it costs no memory.
+
+    PyTorch's accessors read the graph without the fields: `name()` is the op's name,
+    `next_functions` is a tuple with one `(node, 0)` pair per input, node None for a leaf or a
+    constant (`Tensor.grad_fn` is the node of an op output, None for a leaf).
+    """
+
+    cdef public object op
+    cdef public tuple inputs
+    cdef public object saved
+    cdef public long long seq
+    cdef public bint released
+    cdef public object grad
+    cdef public object out_data
+    cdef public object out_vc
+
+    def __init__(self, op, inputs, saved, out_data=None, out_vc=None):
+        self.op = op
+        self.inputs = tuple(inputs)
+        self.saved = saved
+        self.seq = next(_sequence)
+        self.released = False
+        self.grad = None
+        self.out_data = out_data
+        self.out_vc = out_vc
+
+    def name(self):
+        """The op's name, e.g. 'mul' (PyTorch's grad_fn.name())."""
+        return self.op.name
+
+    @property
+    def next_functions(self):
+        """((node of input 0, 0), (node of input 1, 0), ...): None where an input is no op output."""
+        return tuple([(t._node, 0) for t in self.inputs])
+
+    def __repr__(self):
+        return f"<Node {self.op.name} #{self.seq}>"
+
+
+cdef inline Node _new_node(object op, tuple inputs, object saved, object out_data, object out_vc):
+    cdef Node node = Node.__new__(Node)
+    node.op = op
+    node.inputs = inputs
+    node.saved = saved
+    node.seq = next(_sequence)
+    node.released = False
+    node.grad = None
+    node.out_data = out_data
+    node.out_vc = out_vc
+    return node
+
+
+cdef inline object _memory_owner(object a):
+    """The array whose buffer `a` lives in: `a` itself unless it is a view of another array."""
+    base = a.base
+    while isinstance(base, ndarray):
+        a = base
+        base = a.base
+    return a
+
+
+cdef inline object _wrap(object data, bint requires_grad):
+    """Tensor._wrap: a tensor around `data` as it is (no copy, no checks)."""
+    t = Tensor.__new__(Tensor)
+    t.data = data
+    t.grad = None
+    t.requires_grad = requires_grad
+    t._node = None
+    t.name = None
+    t._vc = None
+    return t
+
+
+# --- small same-shape arithmetic in C -----------------------------------------------------------
+# NumPy spends ~0.5 us on one 0-d multiply (dispatch, a scalar result); for up to SMALL elements of
+# one shape and dtype the tape computes + - * / and negation itself. IEEE arithmetic in the array's
+# own precision (no -ffast-math; SSE on x86-64 has no excess precision), so the result is the value
+# NumPy computes, bit for bit; anything else (broadcasting, other sizes, odd layouts) goes to NumPy.
+# A division by zero, an overflow or an invalid operation (the floating-point flags, read after the
+# loop; this module is built without -fno-trapping-math) also hands the op to NumPy, which computes
+# it again and warns as np.errstate says: the same warnings as before.
+
+DEF SMALL = 64
+cdef enum:
+    ADD, SUB, MUL, DIV, NEG, DIVGRAD
+
+
+cdef inline bint _small_ok(object x, int *typenum, Py_ssize_t *size):
+    """x is an aligned native C-contiguous float32/float64 ndarray of at most SMALL elements."""
+    if type(x) is not ndarray:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>x
+    cdef int t = cnp.PyArray_TYPE(a)
+    if t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE:
+        return False
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISBEHAVED_RO(a)):
+        return False
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
+    if n > SMALL:
+        return False
+    typenum[0] = t
+    size[0] = n
+    return True
+
+
+cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
+    cdef int nd = cnp.PyArray_NDIM(a), i
+    if nd != cnp.PyArray_NDIM(b):
+        return False
+    cdef cnp.npy_intp *da = cnp.PyArray_DIMS(a)
+    cdef cnp.npy_intp *db = cnp.PyArray_DIMS(b)
+    for i in range(nd):
+        if da[i] != db[i]:
+            return False
+    return True
+
+
+cdef object _small(int code, object x, object y, object z):
+    """code(x, y) elementwise into a new array of x's shape, or None when NumPy must do it.
+
+    NEG: -x (y, z unused). DIVGRAD: ((-(x / y)) * z) / y, div's gradient for its divisor, in the
+    order of ops.div_backward (x = g, y = b, z = a).
+    """
+    cdef int tx, ty, tz
+    cdef Py_ssize_t nx, ny, nz, i
+    if not _small_ok(x, &tx, &nx):
+        return None
+    if code != NEG:
+        if not _small_ok(y, &ty, &ny) or ty != tx or not _same_shape(<cnp.ndarray>x, <cnp.ndarray>y):
+            return None
+        if code == DIVGRAD and (not _small_ok(z, &tz, &nz) or tz != tx
+                                or not _same_shape(<cnp.ndarray>x, <cnp.ndarray>z)):
+            return None
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x), cnp.PyArray_DIMS(<cnp.ndarray>x),
+                                             tx, 0)
+    feclearexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID)
+    _small_loop(code, out, x, y, z, tx, nx)
+    if fetestexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID):
+        return None
+    return out
+
+
+cdef inline void _small_loop(int code, cnp.ndarray out, object x, object y, object z, int tx, Py_ssize_t nx):
+    cdef Py_ssize_t i
+    cdef float *of
+    cdef const float *xf
+    cdef const float *yf
+    cdef const float *zf
+    cdef double *od
+    cdef const double *xd
+    cdef const double *yd
+    cdef const double *zd
+    if tx == cnp.NPY_FLOAT:
+        of = <float *>cnp.PyArray_DATA(out)
+        xf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
+        if code == NEG:
+            for i in range(nx):
+                of[i] = -xf[i]
+            return
+        yf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>y)
+        if code == ADD:
+            for i in range(nx):
+                of[i] = xf[i] + yf[i]
+        elif code == SUB:
+            for i in range(nx):
+                of[i] = xf[i] - yf[i]
+        elif code == MUL:
+            for i in range(nx):
+                of[i] = xf[i] * yf[i]
+        elif code == DIV:
+            for i in range(nx):
+                of[i] = xf[i] / yf[i]
+        else:
+            zf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>z)
+            for i in range(nx):
+                of[i] = ((-(xf[i] / yf[i])) * zf[i]) / yf[i]
+    else:
+        od = <double *>cnp.PyArray_DATA(out)
+        xd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>x)
+        if code == NEG:
+            for i in range(nx):
+                od[i] = -xd[i]
+            return
+        yd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>y)
+        if code == ADD:
+            for i in range(nx):
+                od[i] = xd[i] + yd[i]
+        elif code == SUB:
+            for i in range(nx):
+                od[i] = xd[i] - yd[i]
+        elif code == MUL:
+            for i in range(nx):
+                od[i] = xd[i] * yd[i]
+        elif code == DIV:
+            for i in range(nx):
+                od[i] = xd[i] / yd[i]
+        else:
+            zd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>z)
+            for i in range(nx):
+                od[i] = ((-(xd[i] / yd[i])) * zd[i]) / yd[i]
+
+
+cdef inline object _small_forward(object op, object a, object b):
+    """(out, saved) of add/sub/mul/div on small same-shape arrays, as the op's forward returns; or None."""
+    cdef int code
+    if op is _op_mul:
+        code = MUL
+    elif op is _op_add:
+        code = ADD
+    elif op is _op_sub:
+        code = SUB
+    elif op is _op_div:
+        code = DIV
+    else:
+        return None
+    out = _small(code, a, b, None)
+    if out is None:
+        return None
+    if code == ADD or code == SUB:
+        return out, (a.shape, b.shape)
+    return out, (a, b)
+
+
+cdef object _small_backward(object op, object g, object saved, tuple inputs):
+    """The gradients the rule of add/sub/mul/div/neg returns, for small same-shape operands; or None.
+
+    Same values as the rules in ops.py (which unbroadcast nothing when the shapes agree); a gradient
+    for an input that requires none is None instead (the engine drops it either way).
+    """
+    cdef Py_ssize_t n = PyTuple_GET_SIZE(inputs)
+    if op is _op_neg:
+        gx = _small(NEG, g, None, None)
+        return None if gx is None else (gx,)
+    if op is _op_exp or op is _op_log:  # exp: g * y (the saved output); log: g / x
+        if type(saved) is not tuple or PyTuple_GET_SIZE(saved) != 1:
+            return None
+        gx = _small(MUL if op is _op_exp else DIV, g, saved[0], None)
+        return None if gx is None else (gx,)
+    if n != 2 or type(saved) is not tuple or PyTuple_GET_SIZE(saved) != 2:
+        return None
+    need_a = inputs[0].requires_grad
+    need_b = inputs[1].requires_grad
+    if op is _op_mul:
+        a, b = saved
+        ga = _small(MUL, g, b, None) if need_a else None
+        gb = _small(MUL, g, a, None) if need_b else None
+        if (need_a and ga is None) or (need_b and gb is None):
+            return None
+        return ga, gb
+    if op is _op_add or op is _op_sub:
+        a_shape, b_shape = saved
+        if type(g) is not ndarray or a_shape != b_shape or g.shape != a_shape:
+            return None
+        if op is _op_add:
+            return g, g
+        gb = _small(NEG, g, None, None) if need_b else None
+        if need_b and gb is None:
+            return None
+        return g, gb
+    if op is _op_div:
+        a, b = saved
+        ga = _small(DIV, g, b, None)
+        if ga is None:
+            return None
+        gb = _small(DIVGRAD, g, b, a) if need_b else None
+        if need_b and gb is None:
+            return None
+        return ga, gb
+    return None
+
+
+# --- Tensor operators (tensor.py installs these as Tensor.__add__ ...) ------------------------------
+
+cdef inline object _coerce(object value, object like):
+    """tensor.coerce: Tensors of like's dtype and Python floats/ints by the short path, else Python's."""
+    cdef cnp.ndarray arr
+    cdef int t
+    cdef double v
+    if type(value) is Tensor:
+        if value.data.dtype is like.data.dtype:
+            return value
+        return _py_coerce(value, like)
+    if type(value) is float or (type(value) is int and -9007199254740992 <= value <= 9007199254740992):
+        v = value  # exact for these ints, so one rounding to float32 (as NumPy's)
+        dt = like.data
+        if type(dt) is not ndarray:
+            return _py_coerce(value, like)
+        t = cnp.PyArray_TYPE(<cnp.ndarray>dt)
+        if t == cnp.NPY_FLOAT:
+            arr = cnp.PyArray_EMPTY(0, NULL, t, 0)
+            (<float *>cnp.PyArray_DATA(arr))[0] = <float>v
+        elif t == cnp.NPY_DOUBLE:
+            arr = cnp.PyArray_EMPTY(0, NULL, t, 0)
+            (<double *>cnp.PyArray_DATA(arr))[0] = v
+        else:
+            return _py_coerce(value, like)
+        return _wrap(arr, False)
+    return _py_coerce(value, like)
+
+
+def tensor_add(self, other):
+    return _apply(_op_add, (self, _coerce(other, self)), None)
+
+
+def tensor_radd(self, other):
+    return _apply(_op_add, (_coerce(other, self), self), None)
+
+
+def tensor_sub(self, other):
+    return _apply(_op_sub, (self, _coerce(other, self)), None)
+
+
+def tensor_rsub(self, other):
+    return _apply(_op_sub, (_coerce(other, self), self), None)
+
+
+def tensor_mul(self, other):
+    return _apply(_op_mul, (self, _coerce(other, self)), None)
+
+
+def tensor_rmul(self, other):
+    return _apply(_op_mul, (_coerce(other, self), self), None)
+
+
+def tensor_truediv(self, other):
+    return _apply(_op_div, (self, _coerce(other, self)), None)
+
+
+def tensor_rtruediv(self, other):
+    return _apply(_op_div, (_coerce(other, self), self), None)
+
+
+def tensor_neg(self):
+    return _apply(_op_neg, (self,), None)
+
+
+def tensor_backward(self, gradient=None, retain_graph=False, keep_grads=False):
+    """Tensor.backward (its Python text in tensor.py); an omitted gradient's ones made in C."""
+    cdef cnp.ndarray g
+    cdef int t
+    data = self.data
+    if gradient is not None or not self.requires_grad or type(data) is not ndarray:
+        return _py_backward(self, gradient, retain_graph, keep_grads)
+    t = cnp.PyArray_TYPE(<cnp.ndarray>data)
+    if cnp.PyArray_SIZE(<cnp.ndarray>data) != 1 or (t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE):
+        return _py_backward(self, gradient, retain_graph, keep_grads)
+    g = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>data), cnp.PyArray_DIMS(<cnp.ndarray>data), t, 0)
+    if t == cnp.NPY_FLOAT:
+        (<float *>cnp.PyArray_DATA(g))[0] = 1
+    else:
+        (<double *>cnp.PyArray_DATA(g))[0] = 1
+    if self._node is None:
+        self.grad = g if self.grad is None else self.grad + g
+    else:
+        run_backward(self, g, bool(retain_graph), bool(keep_grads))
+
+
+def apply(op, *inputs, **attrs):
+    """Run `op` forward on the inputs' data and, when a gradient is wanted, record its node."""
+    return _apply(op, inputs, attrs)
+
+
+cpdef object apply1(object op, object x):
+    """`apply(op, x)` without attributes (the operator fast path: no tuple packing, no kwargs)."""
+    return _apply(op, (x,), None)
+
+
+cpdef object apply2(object op, object a, object b):
+    """`apply(op, a, b)` without attributes."""
+    return _apply(op, (a, b), None)
+
+
+cdef object _apply(object op, tuple inputs, dict attrs):
+    cdef Py_ssize_t n = PyTuple_GET_SIZE(inputs)
+    cdef Py_ssize_t i
+    cdef bint requires_grad = False
+    if n == 0:
+        raise TypeError(f"{op.name}: apply needs at least one input tensor")
+    cdef list arrays = [None] * n
+    dtype = None
+    for i in range(n):
+        t = inputs[i]
+        data = t.data
+        dt = data.dtype
+        if dtype is None:
+            dtype = dt
+        elif dt is not dtype and dt != dtype:
+            raise TypeError(f"{op.name}: inputs mix {dtype} and {dt}; convert one explicitly")
+        arrays[i] = data
+        if t.requires_grad:
+            requires_grad = True
+    requires_grad = requires_grad and _state.enabled
+    if op.takes_needs:
+        if attrs is None:
+            attrs = {}
+        attrs["needs"] = tuple([requires_grad and t.requires_grad for t in inputs])
+    if attrs:
+        out, saved = op.forward(*arrays, **attrs)
+    elif n == 2 and (fast := _small_forward(op, arrays[0], arrays[1])) is not None:
+        out, saved = fast
+    elif n == 1 and op is _op_neg and (fast := _small(NEG, arrays[0], None, None)) is not None:
+        out, saved = fast, ()
+    elif n == 1:
+        out, saved = op.forward(arrays[0])
+    elif n == 2:
+        out, saved = op.forward(arrays[0], arrays[1])
+    else:
+        out, saved = op.forward(*arrays)
+    if type(out) is not ndarray:  # NumPy returns scalars from 0-d arithmetic
+        if isinstance(out, cnp.generic):
+            out = PyArray_FromScalar(out, NULL)
+        else:
+            out = _np_array(out)
+    result = _wrap(out, requires_grad)
+    if cnp.PyArray_BASE(<cnp.ndarray>out) != NULL:  # a view of an input's data: one version counter
+        owner = _memory_owner(out)
+        for t in inputs:
+            if _memory_owner(t.data) is owner:
+                result._vc = _version_counter(t)
+                break
+    if requires_grad:
+        result._node = _new_node(op, inputs, saved, out, result._vc)
+    return result
+
+
+cdef set _held(tuple node_inputs, object saved, object g, bint g_owned):
+    """ids of the memory owners that someone besides the engine holds while a rule's result is taken."""
+    cdef set held = {id(_memory_owner(t.data)) for t in node_inputs}
+    for s in saved:
+        if type(s) is ndarray:
+            held.add(id(_memory_owner(s)))
+    if not g_owned:
+        held.add(id(_memory_owner(g)))
+    return held
+
+
+def run_backward(root, gradient, bint retain_graph, bint keep_grads):
+    """Backpropagate `gradient` from tensor `root` into the `.grad` of every leaf that requires grad.
+
+    See autograd.run_backward (the Python text of this walk) and docs/ARCHITECTURE.md, "Backward
+    and buffer ownership": the same rule, the same order, the same errors.
+    """
+    cdef Node node, parent_node, root_node = root._node
+    cdef dict pending = {root_node: [gradient, False]}  # the caller may hold the root gradient
+    cdef list heap = [(-root_node.seq, root_node)]
+    cdef bint debug = _debug.enabled
+    cdef bint g_owned
+    cdef long long last_inplace = _inplace.last
+    cdef list taken, slot, other
+    cdef set held, shared
+    cdef tuple inputs
+    cdef Py_ssize_t i, n
+    record = None
+    if debug:
+        record = _DebugRecord(root)
+    while heap:
+        node = <Node>(heappop(heap)[1])
+        slot = <list>pending.pop(node)
+        g = slot[0]
+        g_owned = slot[1]
+        if node.released:
+            raise RuntimeError(
+                f"backward through the graph a second time (at op '{node.op.name}'): its saved "
+                "buffers were freed by the first backward(); pass retain_graph=True to the first "
+                "call to backpropagate twice"
+            )
+        if type(g) is not ndarray or not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>g):  # rules take contiguous arrays
+            g, g_owned = _np_array(g, order="C"), True  # NumPy scalars too (0-d arithmetic)
+        if node.seq < last_inplace:  # something was modified in place after this node ran
+            _check_versions(node)
+        if keep_grads:
+            node.grad = g
+            g_owned = False  # node.grad keeps g: it must never be accumulated into
+        op = node.op
+        rule = op.backward
+        if rule is None:
+            raise NotImplementedError(f"op '{op.name}' has no backward rule")
+        saved = node.saved
+        if debug:
+            g_before = record.before(node, g)
+        grads = _small_backward(op, g, saved, node.inputs)
+        if grads is None:
+            grads = rule(g, *saved)
+        if debug:
+            record.after(node, g, g_before, grads)
+        if not retain_graph:
+            node.saved = None
+            node.released = True
+        inputs = node.inputs
+        n = PyTuple_GET_SIZE(inputs)
+        if len(grads) != n:
+            raise RuntimeError(
+                f"the backward rule of op '{op.name}' returned {len(grads)} gradients for "
+                f"{n} inputs"
+            )
+        # first pass: check each gradient, find its memory owner, count the owners
+        taken = []  # [input, gradient, owner id or None when it cannot be owned anyway]
+        held = None  # what others hold, computed only when some gradient could be owned
+        shared = None  # owners returned for more than one input
+        for i in range(n):
+            gi = grads[i]
+            t = inputs[i]
+            if gi is None or not t.requires_grad:
+                continue
+            data = t.data
+            if gi.shape != data.shape or gi.dtype != data.dtype:
+                raise RuntimeError(
+                    f"the backward rule of op '{op.name}' returned a {gi.dtype} gradient of shape "
+                    f"{gi.shape} for an input of shape {data.shape} and dtype {data.dtype}"
+                )
+            # read-only buffers (np.broadcast_to from sum/mean, NumPy scalars) are never owned
+            if gi is g:  # passed through (add, sub): only an exclusively held g can pass on
+                owner = id(_memory_owner(g)) if g_owned else None
+            elif type(gi) is ndarray and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>gi) and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>gi):
+                owner = id(gi if cnp.PyArray_BASE(<cnp.ndarray>gi) == NULL else _memory_owner(gi))
+                if held is None:
+                    held = _held(inputs, saved, g, g_owned)
+                if owner in held:
+                    owner = None
+            else:
+                owner = None
+            if owner is not None and taken:  # two holders of one buffer: neither owns it
+                if shared is not None and owner in shared:  # a third holder (or more)
+                    owner = None
+                else:
+                    for other in taken:
+                        if other[2] == owner:
+                            other[2] = None
+                            if shared is None:
+                                shared = set()
+                            shared.add(owner)
+                            owner = None
+                            break
+            taken.append([t, gi, owner])
+        # second pass: hand each gradient to its input's pending slot
+        for other in taken:
+            t = other[0]
+            gi = other[1]
+            parent = t._node
+            key = t if parent is None else parent  # a tensor key hashes by identity
+            found = pending.get(key)
+            if found is None:
+                pending[key] = [gi, other[2] is not None]
+                if parent is not None:
+                    parent_node = <Node>parent
+                    heappush(heap, (-parent_node.seq, parent_node))
+            else:
+                slot = <list>found
+                if slot[1]:
+                    slot[0] += gi
+                else:  # a borrowed buffer: add into a new one (C order: views may be F-ordered)
+                    slot[0] = _np_add(slot[0], gi, order="C")
+                    slot[1] = True
+    for t, slot in pending.items():  # only leaves are left
+        _accumulate_leaf(t, slot[0], slot[1])
+    if debug:
+        record.check()
+
+
+cdef _accumulate_leaf(t, gi, bint owned):
+    if t.grad is None:
+        if not owned:  # borrowed: .grad gets its own C-contiguous copy
+            gi = _np_array(gi, dtype=t.data.dtype, order="C")
+        t.grad = gi
+    else:
+        t.grad += gi

@@ -1,0 +1,118 @@
+"""The tape's public accessors (grad_fn, next_functions, name) and the Python tape kept beside the
+compiled one (FASTGRAD_PURE_TAPE=1), both against hand-derived gradients."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastgrad as fg
+from fastgrad import autograd
+
+
+def test_grad_fn_is_none_for_leaves_and_constants():
+    x = fg.tensor(1.0, requires_grad=True)
+    assert x.grad_fn is None and fg.tensor(2.0).grad_fn is None
+    with fg.no_grad():
+        assert (x * 2).grad_fn is None
+
+
+def test_grad_fn_names_and_next_functions_walk_the_graph():
+    x, y, z = (fg.tensor(v, requires_grad=True) for v in (-2.0, 5.0, -4.0))
+    q = x + y
+    f = q * z
+    assert f.grad_fn.name() == "mul"
+    (first, i0), (second, i1) = f.grad_fn.next_functions
+    assert first is q.grad_fn and second is None and i0 == i1 == 0
+    assert q.grad_fn.name() == "add"
+    assert q.grad_fn.next_functions == ((None, 0), (None, 0))
+    g = fg.exp(-f)  # unary gates: one pair each
+    assert g.grad_fn.name() == "exp"
+    assert g.grad_fn.next_functions[0][0].name() == "neg"
+    assert len(g.grad_fn.next_functions) == 1
+
+
+# the lecture's neuron and a graph with fan-out, reuse and a constant: gradients by hand
+SCRIPT = r"""
+import json, math
+import fastgrad as fg
+from fastgrad import autograd
+w0, w1, w2, x0, x1 = (fg.tensor(v, requires_grad=True, dtype="float64") for v in (2.0, -3.0, -3.0, -1.0, -2.0))
+f = 1 / (1 + fg.exp(-(w0 * x0 + w1 * x1 + w2)))
+f.backward()
+a = fg.tensor([1.0, 2.0], requires_grad=True)
+h = a * a             # used twice below
+y = (h + h * 3.0 - a / 2.0).sum()
+y.backward()
+print(json.dumps({"compiled": autograd._tape is not None, "f": f.item(),
+                  "neuron": [t.grad.item() for t in (w0, w1, w2, x0, x1)], "a": a.grad.tolist()}))
+"""
+
+
+@pytest.mark.parametrize("pure", ["1", "0"])
+def test_python_and_compiled_tape_give_the_hand_derived_gradients(pure):
+    env = dict(os.environ, FASTGRAD_PURE_TAPE=pure)
+    out = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["compiled"] is (pure == "0")
+    f = 1 / (1 + np.exp(-1.0))  # w0 x0 + w1 x1 + w2 = 1
+    d = f * (1 - f)  # 0.196..., the lecture's 0.20
+    np.testing.assert_allclose(got["f"], f, rtol=1e-12)
+    np.testing.assert_allclose(got["neuron"], [-1 * d, -2 * d, d, 2 * d, -3 * d], rtol=1e-12)
+    # y = sum(4 a^2 - a/2): dy/da = 8a - 1/2
+    np.testing.assert_allclose(got["a"], [7.5, 15.5], rtol=1e-6)
+
+
+def test_the_compiled_tape_is_the_default():
+    if os.environ.get("FASTGRAD_PURE_TAPE", "").strip().lower() in ("", "0", "false", "no", "off"):
+        assert autograd._tape is not None
+        assert type(fg.tensor(1.0, requires_grad=True).exp().grad_fn) is autograd._tape.Node
+
+
+# the small same-shape arithmetic (computed by the tape itself) against NumPy, bit for bit
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(), (1,), (3, 4), (65,)])  # (65,): past the small path, NumPy's
+def test_small_arithmetic_and_its_gradients_are_numpys_bit_for_bit(dtype, shape):
+    rng = np.random.default_rng(7)
+    a = rng.standard_normal(shape).astype(dtype) + dtype(3)  # no zero divisors
+    b = rng.standard_normal(shape).astype(dtype) + dtype(3)
+    g = rng.standard_normal(shape).astype(dtype)
+    cases = {
+        "add": (lambda x, y: x + y, lambda: (g, g)),
+        "sub": (lambda x, y: x - y, lambda: (g, -g)),
+        "mul": (lambda x, y: x * y, lambda: (g * b, g * a)),
+        "div": (lambda x, y: x / y, lambda: (g / b, -(g / b) * a / b)),
+    }
+    for name, (f, grads) in cases.items():
+        x, y = fg.tensor(a, dtype=dtype, requires_grad=True), fg.tensor(b, dtype=dtype, requires_grad=True)
+        out = f(x, y)
+        out.backward(g)
+        assert out.data.dtype == dtype and x.grad.dtype == dtype
+        np.testing.assert_array_equal(out.data, f(a, b), err_msg=name)
+        ga, gb = grads()
+        np.testing.assert_array_equal(x.grad, ga, err_msg=name)
+        np.testing.assert_array_equal(y.grad, gb, err_msg=name)
+    x = fg.tensor(a, dtype=dtype, requires_grad=True)
+    y = -x
+    y.backward(g)
+    np.testing.assert_array_equal(y.data, -a)
+    np.testing.assert_array_equal(x.grad, -g)
+    x = fg.tensor(a, dtype=dtype, requires_grad=True)
+    (x.exp() * 1.0).backward(g)  # exp's rule g * y
+    np.testing.assert_array_equal(x.grad, g * np.exp(a))
+
+
+def test_small_arithmetic_warns_as_numpy_does():
+    zero = fg.tensor(0.0)
+    with pytest.warns(RuntimeWarning, match="divide by zero"):
+        q = fg.tensor(1.0) / zero
+    assert q.item() == np.inf
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        big = fg.tensor(3e38) * 10.0
+    assert big.item() == np.inf
+    with np.errstate(all="ignore"):  # and stays quiet when NumPy is told to
+        assert np.isnan((fg.tensor(np.inf) - np.inf).item())
