@@ -475,7 +475,7 @@ def _axis_attr(r, ndim):
         return None
     if u < 0.6:
         return int(r.integers(-ndim, ndim))
-    if u < 0.95:
+    if u < 0.9:
         k = int(r.integers(1, ndim + 1))
         axes = r.permutation(ndim)[:k]
         return [int(a) - ndim if r.random() < 0.3 else int(a) for a in axes]
@@ -650,8 +650,15 @@ def _transpose_gen(g):
     nd = len(g.shape(a))
     if r.random() < 0.3:
         return [a], {"axes": None, "form": str(r.choice(["T", "transpose"]))}
+    if r.random() < 0.35:  # x.transpose(d0, d1): PyTorch's meaning, the two axes swapped
+        d0, d1 = (int(d) - nd if r.random() < 0.3 else int(d) for d in r.choice(nd, 2, replace=False))
+        perm = list(range(nd))
+        perm[d0], perm[d1] = perm[d1], perm[d0]
+        return [a], {"axes": perm, "form": "swap", "dims": [d0, d1]}
     perm = [int(p) - nd if r.random() < 0.3 else int(p) for p in r.permutation(nd)]
-    return [a], {"axes": perm, "form": str(r.choice(["tuple", "args"]))}
+    # NumPy's transpose(*axes) reads two ints as a swap (above), so two axes are a tuple or permute
+    forms = ["tuple", "permute"] + (["args"] if nd != 2 else [])
+    return [a], {"axes": perm, "form": str(r.choice(forms))}
 
 
 def _transpose_ref(arrays, attrs):
@@ -663,6 +670,10 @@ def _transpose_src(args, attrs):
     axes, form = attrs["axes"], attrs.get("form")
     if axes is None:
         return f"{args[0]}.T" if form == "T" else f"{args[0]}.transpose()"
+    if form == "swap":
+        return f"{args[0]}.transpose({attrs['dims'][0]}, {attrs['dims'][1]})"
+    if form == "permute":
+        return f"{args[0]}.permute({', '.join(map(str, axes))})"
     if form == "args" and len(axes) != 2:  # two ints swap two axes, as in PyTorch (Tensor.transpose)
         return f"{args[0]}.transpose({', '.join(map(str, axes))})"
     return f"{args[0]}.transpose({tuple(axes)!r})"
@@ -768,6 +779,320 @@ def _svm_safe(arrays, attrs):
 for _name in ("softmax_cross_entropy", "svm_loss"):
     SPECS[_name] = Spec(_name, _loss_gen(_name), _loss_ref(_name), _loss_src(_name),
                         _svm_safe if _name == "svm_loss" else None)
+
+# -- the PyTorch surface: cast, abs, sqrt, clamp, pow_tensor, cat, where, softmax, log_softmax,
+#    dropout -------------------------------------------------------------------------------------
+
+
+def _cast_gen(g):
+    a = g.pick_or_leaf(lambda v: True, g.rand_shape, p_new=0.15)
+    return [a], {"form": str(g.rng.choice(["clone", "to", "round trip"]))}
+
+
+def _cast_src(args, attrs):
+    # every form ends in the graph's dtype (one graph holds one dtype) and makes a new tensor;
+    # "round trip" goes through float64 and back: two real casts in a float32 graph (in float64
+    # .double() returns x itself, and .float() would round, so it is not drawn)
+    x, form = args[0], attrs["form"]
+    return {"clone": f"{x}.clone()", "to": f"{x}.to({x}.dtype, copy=True)",
+            "round trip": f"{x}.double().to({x}.dtype, copy=True)"}[form]
+
+
+def _abs_safe(arrays, attrs):
+    return _away(arrays[0])
+
+
+def _clamp_gen(g):
+    r = g.rng
+    a = g.pick_or_leaf(lambda v: True, g.rand_shape, p_new=0.15)
+    lo, hi = sorted(float(b) for b in r.choice(CLAMP_BOUNDS, 2, replace=False))
+    form = str(r.choice(["both", "min", "max", "keywords", "func"]))
+    if form == "min":
+        hi = None
+    elif form == "max":
+        lo = None
+    return [a], {"min": lo, "max": hi, "form": form}
+
+
+CLAMP_BOUNDS = (-1.5, -0.5, -0.25, 0.0, 0.25, 0.75, 1.0, 2.0)  # exact in float32
+
+
+def _clamp_src(args, attrs):
+    x, lo, hi, form = args[0], attrs["min"], attrs["max"], attrs["form"]
+    if form == "min":
+        return f"{x}.clamp(min={lo!r})"
+    if form == "max":
+        return f"{x}.clamp(max={hi!r})"
+    if form == "keywords":
+        return f"{x}.clamp(min={lo!r}, max={hi!r})"
+    if form == "func":
+        return f"fg.clamp({x}, {lo!r}, {hi!r})"
+    return f"{x}.clamp({lo!r}, {hi!r})"
+
+
+def _clamp_safe(arrays, attrs):
+    return all(b is None or _away(arrays[0], b) for b in (attrs["min"], attrs["max"]))
+
+
+def _pow_tensor_gen(g):
+    r = g.rng
+    u = r.random()
+    if u < 0.25:  # a number base: 2.0 ** t
+        t = g.pick_or_leaf(lambda v: v.size == 0 or np.abs(v).max() < 4, g.rand_shape)
+        return [t], {"base": float(r.choice([2.0, 0.5, 3.0, 1.5]))}
+    a = g.pick_or_leaf(lambda v: v.size == 0 or v.min() > 0.1, g.rand_shape, "pos")
+    if u < 0.35:
+        return [a, a], {}  # x ** x
+    sa = g.shape(a)
+    b = None
+    if r.random() < 0.5:
+        b = g.pick(lambda v: _broadcast_ok(sa, v.shape) and (v.size == 0 or np.abs(v).max() < 3), exclude=a)
+    if b is None:
+        sb = _partner_shape(r, sa)
+        b = g.leaf(sb if _broadcast_ok(sa, sb) else sa)
+    return [a, b], {}
+
+
+def _pow_tensor_ref(arrays, attrs):
+    if "base" in attrs:
+        out, back = _call("pow_tensor", (np.array(attrs["base"]), arrays[0]))
+        return out, (lambda g: back(g)[1:])
+    return _call("pow_tensor", arrays)
+
+
+def _pow_tensor_src(args, attrs):
+    if "base" in attrs:
+        return f"{attrs['base']!r} ** {args[0]}"
+    return f"{args[0]} ** {args[1]}"
+
+
+def _pow_tensor_safe(arrays, attrs):
+    return "base" in attrs or bool(np.all(arrays[0] > 0.1))  # ln a in d/db; a**(b-1) near 0
+
+
+def _cat_gen(g):
+    r = g.rng
+    a = g.pick_or_leaf(lambda v: v.ndim >= 1, lambda: g.rand_shape(int(r.choice([1, 2, 3]))), p_new=0.15)
+    shape = g.shape(a)
+    nd = len(shape)
+    axis = int(r.integers(nd))
+    dim = axis - nd if r.random() < 0.3 else axis
+    k = int(r.choice([1, 2, 3], p=[0.1, 0.6, 0.3]))
+    args = [a]
+    for _ in range(k - 1):
+        if r.random() < 0.2:
+            args.append(args[int(r.integers(len(args)))])  # one value twice: cat([x, x])
+            continue
+        ok = lambda v: v.ndim == nd and v.shape[:axis] + v.shape[axis + 1:] == shape[:axis] + shape[axis + 1:]
+        b = g.pick(ok) if r.random() < 0.5 else None
+        if b is None:
+            s = list(shape)
+            s[axis] = int(r.integers(1, 4))
+            b = g.leaf(tuple(s))
+        args.append(b)
+    r.shuffle(args)
+    return args, {"dim": dim, "form": str(r.choice(["positional", "keyword"]))}
+
+
+def _cat_ref(arrays, attrs):
+    shapes = [a.shape for a in arrays]
+    nd = len(shapes[0])
+    if nd == 0 or not -nd <= attrs["dim"] < nd:
+        raise ValueError(f"cat: dim {attrs['dim']} for shapes {shapes}")  # reference.py would wrap it
+    return _call("cat", arrays, dim=attrs["dim"])
+
+
+def _cat_src(args, attrs):
+    dim = f"dim={attrs['dim']}" if attrs.get("form") == "keyword" else str(attrs["dim"])
+    return f"fg.cat([{', '.join(args)}], {dim})"
+
+
+def _where_gen(g):
+    r = g.rng
+    a = g.pick_or_leaf(lambda v: True, g.rand_shape, p_new=0.2)
+    sa = g.shape(a)
+    u = r.random()
+    if u < 0.15:
+        b, const = a, None  # where(c, x, x)
+    elif u < 0.3:
+        b, const = None, float(r.choice(CONSTS))
+    else:
+        const = None
+        b = g.pick(lambda v: _broadcast_ok(sa, v.shape), exclude=a) if r.random() < 0.5 else None
+        if b is None:
+            sb = _partner_shape(r, sa)
+            b = g.leaf(sb if _broadcast_ok(sa, sb) else sa)
+    out = sa if b is None else np.broadcast_shapes(sa, g.shape(b))
+    sc = _partner_shape(r, out) if r.random() < 0.4 else out
+    if not _broadcast_ok(out, sc):
+        sc = out
+    cond = r.random(sc) < 0.5
+    attrs = {"cond": {"shape": list(cond.shape), "data": [bool(c) for c in cond.ravel()]}}
+    if b is None:
+        attrs.update(const=const, side=str(r.choice(["a", "b"])))
+        return [a], attrs
+    return ([a, b] if r.random() < 0.5 else [b, a]), attrs
+
+
+def _cond(attrs):
+    c = attrs["cond"]
+    return np.array(c["data"], dtype=bool).reshape(c["shape"])
+
+
+def _where_ref(arrays, attrs):
+    cond = _cond(attrs)
+    if "const" in attrs:
+        c = np.array(attrs["const"])
+        pair = (arrays[0], c) if attrs["side"] == "a" else (c, arrays[0])
+        out, back = _call("where", pair, cond=cond)
+        return out, (lambda g: back(g)[:1] if attrs["side"] == "a" else back(g)[1:])
+    return _call("where", arrays, cond=cond)
+
+
+def _where_src(args, attrs):
+    c = _cond(attrs)
+    cond = f"np.array({c.tolist()!r})" if c.ndim else f"np.array({bool(c)!r})"
+    if "const" in attrs:
+        a, b = (args[0], repr(attrs["const"])) if attrs["side"] == "a" else (repr(attrs["const"]), args[0])
+    else:
+        a, b = args
+    return f"fg.where({cond}, {a}, {b})"
+
+
+def _softmax_gen(g):
+    r = g.rng
+    a = g.pick_or_leaf(lambda v: v.ndim >= 1, lambda: g.rand_shape(int(r.choice([1, 2, 3]))), p_new=0.15)
+    nd = len(g.shape(a))
+    dim = int(r.integers(-nd, nd))
+    return [a], {"dim": dim, "form": str(r.choice(["functional", "method"]))}
+
+
+def _softmax_src(name):
+    def src(args, attrs):
+        if attrs.get("form") == "method":
+            return f"{args[0]}.{name}({attrs['dim']})"
+        return f"fg.functional.{name}({args[0]}, {attrs['dim']})"
+
+    return src
+
+
+def _softmax_ref(name):
+    def ref(arrays, attrs):
+        x, dim = arrays[0], attrs["dim"]
+        if x.ndim == 0 or not -x.ndim <= dim < x.ndim:
+            raise ValueError(f"{name}: dim {dim} for shape {x.shape}")  # reference.py would wrap it
+        return _call(name, arrays, dim=dim)
+
+    return ref
+
+
+DROPOUT_P = (0.5, 0.25, 0.2, 0.75)
+
+
+def _dropout_gen(g):
+    r = g.rng
+    a = g.pick_or_leaf(lambda v: v.size > 0, g.rand_shape, p_new=0.15)
+    return [a], {"p": float(r.choice(DROPOUT_P)), "seed": int(r.integers(2**31))}
+
+
+def _dropout_keep(attrs, shape):
+    """The kept entries as F.dropout draws them: generator.random(shape) >= p (float64 draws, the
+    same in both dtypes), from a generator made from the instruction's seed in the program."""
+    return np.random.default_rng(attrs["seed"]).random(shape) >= attrs["p"]
+
+
+def _dropout_ref(arrays, attrs):
+    return _call("dropout", arrays, keep=_dropout_keep(attrs, arrays[0].shape), p=attrs["p"])
+
+
+def _dropout_src(args, attrs):
+    return (f"fg.functional.dropout({args[0]}, {attrs['p']!r}, "
+            f"generator=np.random.default_rng({attrs['seed']}))")
+
+
+SPECS["cast"] = Spec("cast", _cast_gen, lambda arrays, attrs: _call("cast", arrays, dtype="float64"), _cast_src)
+SPECS["abs"] = Spec("abs", _unary_gen(forms=True), _unary_ref("abs"), _unary_src("abs"), _abs_safe)
+SPECS["sqrt"] = Spec("sqrt", _unary_gen("pos", lambda v: v.size == 0 or v.min() > 0.1, forms=True), _unary_ref("sqrt"),
+                     _unary_src("sqrt"), lambda a, at: bool(np.all(a[0] > 0.1)))
+SPECS["clamp"] = Spec("clamp", _clamp_gen, lambda arrays, attrs: _call("clamp", arrays, min=attrs["min"], max=attrs["max"]),
+                      _clamp_src, _clamp_safe)
+SPECS["pow_tensor"] = Spec("pow_tensor", _pow_tensor_gen, _pow_tensor_ref, _pow_tensor_src, _pow_tensor_safe)
+SPECS["cat"] = Spec("cat", _cat_gen, _cat_ref, _cat_src)
+SPECS["where"] = Spec("where", _where_gen, _where_ref, _where_src)
+for _name in ("softmax", "log_softmax"):
+    SPECS[_name] = Spec(_name, _softmax_gen, _softmax_ref(_name), _softmax_src(_name))
+SPECS["dropout"] = Spec("dropout", _dropout_gen, _dropout_ref, _dropout_src)
+
+
+# -- normalisation: batch norm (training) and layer norm ----------------------------------------------
+
+
+def _norm_gen(name):
+    def gen(g):
+        r = g.rng
+        if name == "batchnorm":
+            ok = lambda v: v.ndim == 2 and v.shape[0] >= 2
+            x = g.pick_or_leaf(ok, lambda: (int(r.integers(2, 6)), int(r.integers(1, 5))))
+            norm = g.shape(x)[1:]
+        else:
+            ok = lambda v: v.ndim in (2, 3) and v.shape[0] >= 2 and v.shape[-1] >= 2
+            middle = lambda: (int(r.integers(1, 3)),) if r.random() < 0.45 else ()  # (N, D) or (N, C, D)
+            x = g.pick_or_leaf(ok, lambda: (int(r.integers(2, 5)),) + middle() + (int(r.integers(2, 5)),))
+            s = g.shape(x)
+            norm = s[-2:] if len(s) == 3 and r.random() < 0.4 else s[-1:]
+        form = str(r.choice(["affine", "affine", "no affine"]))
+        attrs = {"form": form, "normalized_shape": list(norm)}
+        if name == "layernorm" and len(norm) == 1 and r.random() < 0.5:
+            attrs["as_int"] = True  # layer_norm(x, D, ...) rather than (D,)
+        if form == "no affine":
+            return [x], attrs
+        gamma = g.pick_or_leaf(lambda v: v.shape == norm, norm, p_new=0.7)
+        beta = g.pick_or_leaf(lambda v: v.shape == norm, norm, p_new=0.7)
+        return [x, gamma, beta], attrs
+
+    return gen
+
+
+def _norm_ref(name):
+    def ref(arrays, attrs):
+        norm = tuple(attrs["normalized_shape"])
+        x = arrays[0]
+        gamma, beta = arrays[1:] if len(arrays) == 3 else (np.ones(norm), np.zeros(norm))
+        if (gamma.shape != norm or beta.shape != norm or x.ndim < len(norm) + 1 or x.shape[x.ndim - len(norm):] != norm
+                or name == "batchnorm" and (x.ndim != 2 or x.shape[0] < 2)):
+            raise ValueError(f"{name}: x {x.shape}, gamma {gamma.shape}, beta {beta.shape}")  # reference.py broadcasts
+        kw = {"training": True} if name == "batchnorm" else {}
+        out, back = _call(name, (x, gamma, beta), **kw)
+        return out, (back if len(arrays) == 3 else lambda g: back(g)[:1])
+
+    return ref
+
+
+def _norm_src(name):
+    def src(args, attrs):
+        affine = ", " + ", ".join(args[1:]) if len(args) == 3 else ""
+        if name == "batchnorm":
+            return f"fg.functional.batch_norm({args[0]}, None, None{affine}, training=True)"
+        norm = attrs["normalized_shape"]
+        shape = str(norm[0]) if len(norm) == 1 and attrs.get("as_int") else repr(tuple(norm))
+        return f"fg.functional.layer_norm({args[0]}, {shape}{affine})"
+
+    return src
+
+
+def _norm_safe(name):
+    def safe(arrays, attrs):
+        """The variance of every normalised group well above 0 (where 1/std is steep)."""
+        x, k = arrays[0], len(attrs["normalized_shape"])
+        axes = (0,) if name == "batchnorm" else tuple(range(x.ndim - k, x.ndim))
+        return bool(np.all(x.var(axis=axes) > 0.05))
+
+    return safe
+
+
+for _name in ("batchnorm", "layernorm"):
+    SPECS[_name] = Spec(_name, _norm_gen(_name), _norm_ref(_name), _norm_src(_name), _norm_safe(_name))
+
 
 NOT_FUZZED: dict[str, str] = {}
 """Op-table rows the fuzzer does not draw, with the reason (a test requires every other row)."""
@@ -1282,7 +1607,7 @@ def features(p: Program) -> set:
             out.add(f"matmul:{len(shapes[0])}-d @ {len(shapes[1])}-d")
         elif ins.op == "affine":
             out.add(f"affine:{ins.attrs['activation']}")
-        if ins.op in ("matmul", "affine") and any(a in p.frozen for a in ins.args):
+        if ins.op in ("matmul", "affine", "pow_tensor", "batchnorm", "layernorm") and any(a in p.frozen for a in ins.args):
             out.add(f"{ins.op}:an operand without grad")
         elif ins.op == "getitem":
             for t in ins.attrs["index"]:
@@ -1296,9 +1621,40 @@ def features(p: Program) -> set:
                          "n": "getitem:None", "e": "getitem:Ellipsis"}[t[0]])
         elif ins.op == "transpose":
             axes = ins.attrs["axes"]
-            out.add("transpose:reversed" if axes is None else "transpose:permutation")
+            out.add("transpose:reversed" if axes is None else "transpose:swap" if ins.attrs.get("form") == "swap"
+                    else "transpose:permutation")
         elif ins.op in ("softmax_cross_entropy", "svm_loss"):
             out.add(f"labels as {ins.attrs['form']}")
+        elif ins.op == "cast":
+            out.add(f"cast:{ins.attrs['form']}")
+        elif ins.op == "clamp":
+            lo, hi = ins.attrs["min"], ins.attrs["max"]
+            out.add("clamp:both bounds" if lo is not None and hi is not None else "clamp:one bound")
+            x = values[ins.args[0]]
+            if lo is not None and np.any(x < lo) or hi is not None and np.any(x > hi):
+                out.add("clamp:clipped entries")
+        elif ins.op == "pow_tensor":
+            out.add("pow_tensor:number base" if "base" in ins.attrs
+                    else "pow_tensor:same shape" if shapes[0] == shapes[1] else "pow_tensor:broadcast")
+        elif ins.op == "cat":
+            out.add("cat:one input" if len(ins.args) == 1 else "cat:several inputs")
+            if ins.attrs["dim"] < 0:
+                out.add("cat:negative dim")
+        elif ins.op == "where":
+            if "const" in ins.attrs:
+                out.add("where:python number")
+            elif shapes[0] != shapes[1]:
+                out.add("where:broadcast")
+            if tuple(ins.attrs["cond"]["shape"]) != res:
+                out.add("where:broadcast condition")
+        elif ins.op in ("softmax", "log_softmax"):
+            out.add(f"{ins.op}:{ins.attrs['form']}")
+            if shapes[0][ins.attrs["dim"]] == 1:
+                out.add("softmax:axis of size 1")
+        elif ins.op in ("batchnorm", "layernorm"):
+            out.add(f"{ins.op}:{ins.attrs['form']}")
+            if ins.op == "layernorm" and len(shapes[0]) == 3:
+                out.add(f"layernorm:3-d, {len(ins.attrs['normalized_shape'])} normalised dims")
     if any(n > 1 for a, n in uses.items() if a not in p.leaves):
         out.add("shared subexpression")
     if any(n > 1 for a, n in uses.items() if a in p.leaves):

@@ -55,6 +55,20 @@ def test_seed_set_passes():
         pytest.fail(_explain(rep), pytrace=False)
 
 
+def test_transpose_of_two_ints_swaps_them():
+    """The seed set failed when the fuzzer printed a two-axis permutation as `x.transpose(0, 1)`
+    (NumPy's identity on a matrix): the API gives two ints PyTorch's meaning, a swap, so the spec
+    prints such a permutation as a tuple and draws swaps as a form of their own."""
+    x = fg.tensor(np.arange(6.0).reshape(2, 3), dtype="float64", requires_grad=True)
+    y = x.transpose(0, 1)
+    np.testing.assert_array_equal(y.data, np.arange(6.0).reshape(2, 3).T)
+    (y * fg.tensor(np.arange(6.0).reshape(3, 2), dtype="float64")).sum().backward()
+    np.testing.assert_array_equal(x.grad, np.arange(6.0).reshape(3, 2).T)
+    perm = fuzz.Program({"x0": np.zeros((2, 3))}, [fuzz.Instr("v0", "transpose", ["x0"], {"axes": [1, 0], "form": "args"})],
+                        [("v0", None)])
+    assert fuzz.body_lines(perm)[0] == "v0 = x0.transpose((1, 0))"
+
+
 def test_every_row_of_the_op_table_is_fuzzed():
     fuzzed = {s.table for s in fuzz.SPECS.values()}
     missing = set(ops.TABLE) - fuzzed - set(fuzz.NOT_FUZZED)
@@ -72,11 +86,22 @@ FEATURES = (
     + [f"matmul:{a}-d @ {b}-d" for a in (1, 2) for b in (1, 2)]
     + [f"affine:{act}" for act in (None, "relu", "leaky_relu", "sigmoid", "tanh", "elu")]
     + ["getitem:negative step", "getitem:integer array with repeats", "getitem:negative int", "getitem:slice",
-       "getitem:int", "getitem:None", "getitem:Ellipsis", "transpose:reversed", "transpose:permutation"]
+       "getitem:int", "getitem:None", "getitem:Ellipsis", "transpose:reversed", "transpose:permutation",
+       "transpose:swap"]
     + [f"labels as {form}" for form in ("list", "ndarray", "tensor")]
     + ["shared subexpression", "leaf reused", "one value in two argument positions", "several outputs",
        "leaf without grad", "matmul:an operand without grad", "affine:an operand without grad"]
     + [f"mode:{m}" for m in ("once", "twice", "retain", "keep", "gradient")]
+    + [f"cast:{form}" for form in ("clone", "to", "round trip")]
+    + ["clamp:both bounds", "clamp:one bound", "clamp:clipped entries"]
+    + [f"pow_tensor:{kind}" for kind in ("number base", "same shape", "broadcast")]
+    + ["cat:one input", "cat:several inputs", "cat:negative dim"]
+    + ["where:python number", "where:broadcast", "where:broadcast condition"]
+    + [f"{op}:{form}" for op in ("softmax", "log_softmax") for form in ("functional", "method")]
+    + ["softmax:axis of size 1"]
+    + [f"{op}:{form}" for op in ("batchnorm", "layernorm") for form in ("affine", "no affine")]
+    + [f"layernorm:3-d, {k} normalised dims" for k in (1, 2)]
+    + [f"{op}:an operand without grad" for op in ("pow_tensor", "batchnorm", "layernorm")]
 )
 
 
