@@ -625,7 +625,9 @@ def run_backward(root, gradient, bint retain_graph, bint keep_grads):
                 if slot[1]:
                     slot[0] += gi
                 else:  # a borrowed buffer: add into a new one (C order: views may be F-ordered)
-                    slot[0] = _np_add(slot[0], gi, order="C")
+                    total = _np_add(slot[0], gi, order="C")
+                    # NumPy returns a scalar for 0-d operands: keep every gradient an ndarray
+                    slot[0] = total if type(total) is ndarray else _np_array(total)
                     slot[1] = True
     for t, slot in pending.items():  # only leaves are left
         _accumulate_leaf(t, slot[0], slot[1])
