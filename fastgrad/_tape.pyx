@@ -47,6 +47,14 @@ cdef object _py_coerce = None
 cdef object _op_add = None, _op_sub = None, _op_mul = None, _op_div = None, _op_neg = None
 cdef object _op_exp = None, _op_log = None
 cdef object _py_backward = None
+cdef dict _own_rules = {}  # op -> (forward, backward) as the op table defined them
+
+
+cdef inline bint _unchanged(object op):
+    """Whether `op` still has the op table's own forward and backward (the C paths compute exactly
+    those rules; a rule replaced at run time, e.g. by a test planting a bug, runs as it is)."""
+    rules = _own_rules.get(op)
+    return rules is not None and (<tuple>rules)[0] is op.forward and (<tuple>rules)[1] is op.backward
 
 
 def bind(tensor_cls, state, debug, inplace, sequence, debug_record, check_versions, version_counter,
@@ -58,6 +66,8 @@ def bind(tensor_cls, state, debug, inplace, sequence, debug_record, check_versio
     _py_backward = backward
     _op_exp, _op_log = ops.exp, ops.log
     _op_add, _op_sub, _op_mul, _op_div, _op_neg = ops.add, ops.sub, ops.mul, ops.div, ops.neg
+    for op in (ops.add, ops.sub, ops.mul, ops.div, ops.neg, ops.exp, ops.log):
+        _own_rules[op] = (op.forward, op.backward)
     Tensor = tensor_cls
     _state = state
     _debug = debug
@@ -279,6 +289,8 @@ cdef inline void _small_loop(int code, cnp.ndarray out, object x, object y, obje
 cdef inline object _small_forward(object op, object a, object b):
     """(out, saved) of add/sub/mul/div on small same-shape arrays, as the op's forward returns; or None."""
     cdef int code
+    if not _unchanged(op):
+        return None
     if op is _op_mul:
         code = MUL
     elif op is _op_add:
@@ -304,6 +316,8 @@ cdef object _small_backward(object op, object g, object saved, tuple inputs):
     for an input that requires none is None instead (the engine drops it either way).
     """
     cdef Py_ssize_t n = PyTuple_GET_SIZE(inputs)
+    if not _unchanged(op):
+        return None
     if op is _op_neg:
         gx = _small(NEG, g, None, None)
         return None if gx is None else (gx,)
@@ -316,6 +330,10 @@ cdef object _small_backward(object op, object g, object saved, tuple inputs):
         return None
     need_a = inputs[0].requires_grad
     need_b = inputs[1].requires_grad
+    if op is _op_mul or op is _op_div:  # operands of one shape only: no unbroadcasting here
+        a, b = saved
+        if type(a) is not ndarray or type(b) is not ndarray or a.shape != b.shape:
+            return None
     if op is _op_mul:
         a, b = saved
         ga = _small(MUL, g, b, None) if need_a else None
@@ -474,7 +492,7 @@ cdef object _apply(object op, tuple inputs, dict attrs):
         out, saved = op.forward(*arrays, **attrs)
     elif n == 2 and (fast := _small_forward(op, arrays[0], arrays[1])) is not None:
         out, saved = fast
-    elif n == 1 and op is _op_neg and (fast := _small(NEG, arrays[0], None, None)) is not None:
+    elif n == 1 and op is _op_neg and _unchanged(op) and (fast := _small(NEG, arrays[0], None, None)) is not None:
         out, saved = fast, ()
     elif n == 1:
         out, saved = op.forward(arrays[0])
