@@ -89,9 +89,8 @@ def jax_step_case(sizes, batch):
 
 def contenders_of(case):
     """The contenders this bench times: fastgrad's own (the op-table row or the step)."""
-    keep = {label: fn for label, fn in case.contenders.items()
+    return {label: fn for label, fn in case.contenders.items()
             if label in ("fastgrad", "fastgrad gates", "fastgrad nn")}
-    return keep
 
 
 def measure_conditions(fn, rounds, target, competitor, default_threads):
@@ -165,11 +164,7 @@ def main(argv=None):
               "ratios are medians of same-round ratios\n")
         head = ["case", *CONDITIONS, "default / 1 thread", "busy: default / 1 thread"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        all_cases = report.all_cases()
-        for sizes, batch in (((784, 256, 128, 10), 128), ((3072, 512, 256, 10), 256),
-                             ((64, 100, 10), 32)):
-            if sizes[0] == 64:
-                all_cases.append(cases.training_case(sizes, batch))
+        all_cases = report.all_cases() + [cases.training_case((64, 100, 10), 32)]  # + the digits step
         for case in all_cases:
             if args.only not in case.name:
                 continue

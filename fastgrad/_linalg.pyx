@@ -196,6 +196,19 @@ cdef inline int _chunk_width(int dim, double per_entry) noexcept nogil:
     return w if w < dim else dim
 
 
+cdef inline void _gemm_block(int c, int width, int dim, bint by_columns, bint ta, bint tb, int m,
+                             int n, int k, const floating *A, int lda, const floating *B, int ldb,
+                             floating *C) noexcept nogil:
+    """Block c of a split product: columns [c width, c width + width) of C (and of op(B)), or those
+    rows of C (and of op(A)); offsets in Py_ssize_t (they pass INT_MAX for m * k > 2^31)."""
+    cdef Py_ssize_t lo = <Py_ssize_t>c * width
+    cdef int w = min(width, dim - <int>lo)
+    if by_columns:
+        _gemm1(ta, tb, m, w, k, A, lda, B + (lo * k if tb else lo), ldb, C + lo, n)
+    else:
+        _gemm1(ta, tb, w, n, k, A + (lo if ta else lo * k), lda, B, ldb, C + lo * n, n)
+
+
 cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const floating *B,
                 floating *C) noexcept nogil:
     """Row-major C (m, n) := op(A) op(B), op(A) of shape (m, k), op(B) of shape (k, n); m, n, k > 0.
@@ -220,8 +233,7 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const 
     cdef int threads = 1
     cdef uint64_t key = 0
     cdef int64_t t0 = 0
-    cdef int c, w
-    cdef Py_ssize_t lo  # 64-bit: the offsets lo * k and lo * n can pass INT_MAX (m * k > 2^31)
+    cdef int c
     if blas_threads > 1 and nchunks > 1:
         key = fg_adapt_key(4 * (floating is double) + 2 * ta + tb, m, n, k)
         threads = fg_adapt_threads(key, blas_threads)
@@ -232,20 +244,10 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const 
     fg_blas_set_threads(1)
     if threads == 1:
         for c in range(nchunks):
-            lo = c * width
-            w = min(width, dim - lo)
-            if by_columns:
-                _gemm1(ta, tb, m, w, k, A, lda, B + (lo * k if tb else lo), ldb, C + lo, n)
-            else:
-                _gemm1(ta, tb, w, n, k, A + (lo if ta else lo * k), lda, B, ldb, C + lo * n, n)
+            _gemm_block(c, width, dim, by_columns, ta, tb, m, n, k, A, lda, B, ldb, C)
     else:
         for c in prange(nchunks, num_threads=threads, schedule="dynamic"):
-            lo = c * width
-            w = min(width, dim - lo)
-            if by_columns:
-                _gemm1(ta, tb, m, w, k, A, lda, B + (lo * k if tb else lo), ldb, C + lo, n)
-            else:
-                _gemm1(ta, tb, w, n, k, A + (lo if ta else lo * k), lda, B, ldb, C + lo * n, n)
+            _gemm_block(c, width, dim, by_columns, ta, tb, m, n, k, A, lda, B, ldb, C)
     fg_blas_set_threads(blas_threads)  # what scipy.linalg's own callers were given
     fg_gemm_exit()
     if key:
