@@ -80,43 +80,25 @@ common = dict(
 )
 NPY_API = ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")
 
+
+def kernel_extension(name: str, sources: list) -> Extension:
+    """An extension built like the kernels: CFLAGS and the OpenMP mode chosen above."""
+    return Extension(name, sources=sources, define_macros=[NPY_API, *parallel["macros"]],
+                     extra_compile_args=CFLAGS + parallel["compile"], extra_link_args=parallel["link"],
+                     **common)
+
+
 extensions = [
-    Extension(
-        "fastgrad._kernels",
-        sources=["fastgrad/_kernels.pyx", *CSRC],
-        define_macros=[NPY_API, *parallel["macros"]],
-        extra_compile_args=CFLAGS + parallel["compile"],
-        extra_link_args=parallel["link"],
-        **common,
-    ),
-    # BLAS products (scipy.linalg.cython_blas), BLAS brings its threads; the fused passes around
-    # them are cimported from _kernels
-    Extension(
-        "fastgrad._linalg",
-        sources=["fastgrad/_linalg.pyx", "csrc/adapt.c"],
-        define_macros=[NPY_API, *parallel["macros"]],
-        extra_compile_args=CFLAGS + parallel["compile"],
-        extra_link_args=parallel["link"],
-        **common,
-    ),
+    kernel_extension("fastgrad._kernels", ["fastgrad/_kernels.pyx", *CSRC]),
+    # BLAS products (scipy.linalg.cython_blas) on fastgrad's own threads (csrc/adapt.c); the fused
+    # passes around them are cimported from _kernels
+    kernel_extension("fastgrad._linalg", ["fastgrad/_linalg.pyx", "csrc/adapt.c"]),
     # batch norm, layer norm and dropout (serial kernels; omp simd loops when available)
-    Extension(
-        "fastgrad._norm",
-        sources=["fastgrad/_norm.pyx", "csrc/norm.c"],
-        define_macros=[NPY_API, *parallel["macros"]],
-        extra_compile_args=CFLAGS + parallel["compile"],
-        extra_link_args=parallel["link"],
-        **common,
-    ),
+    kernel_extension("fastgrad._norm", ["fastgrad/_norm.pyx", "csrc/norm.c"]),
     # the tape: Node, apply and the backward walk (no C sources; NumPy's C API for scalars). Not
     # -fno-trapping-math: its small arithmetic reads the floating-point flags (to warn as NumPy)
-    Extension(
-        "fastgrad._tape",
-        sources=["fastgrad/_tape.pyx"],
-        define_macros=[NPY_API],
-        extra_compile_args=["-O3"],
-        **common,
-    ),
+    Extension("fastgrad._tape", sources=["fastgrad/_tape.pyx"], define_macros=[NPY_API],
+              extra_compile_args=["-O3"], **common),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))
