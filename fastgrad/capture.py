@@ -76,6 +76,7 @@ class _Recorder:
         self.root = None  # the tensor backward() ran from
         self.steps = []  # optimizers whose step() ran, in order
         self.stepping = 0  # inside an optimizer's step()
+        self.conversions = []  # (source array, its converted copy), in order
         self.reason = None
 
     def fail(self, reason: str) -> None:
@@ -121,6 +122,9 @@ class _Recorder:
     def modified(self, t):
         if not self.stepping:
             self.fail(f"a tensor of shape {t.shape} is changed in place outside the optimizer")
+
+    def converted(self, source, copy):
+        self.conversions.append((source, copy))
 
     def random(self, where):
         self.fail(f"{where} draws random numbers (a replay would repeat them)")
@@ -324,6 +328,16 @@ class _Compiler:
         self.plan = plan
         self.dtype = None
         self.placeholders = {id(buf): (i, buf) for i, buf in buffers}
+        # a copy of an argument made by the tensor constructors (fg.tensor(X), X combined with a
+        # tensor, a batch of another dtype given to a model) is an input too: a replay writes the
+        # argument into it with the same cast
+        for source, copy in recorder.conversions:
+            entry = self.placeholders.get(id(source))
+            if entry is not None:
+                if copy.shape == source.shape and copy.flags.c_contiguous:
+                    self.placeholders[id(copy)] = (entry[0], copy)
+            elif any(np.shares_memory(source, buf) for _, buf in buffers):
+                raise _Unsupported("a tensor is made from a view or a part of an argument outside the tape")
         self.produced = {}  # id(result tensor) -> its op record
         self.leaves = {}  # id(leaf tensor) -> tensor (parameters: leaves that require grad)
         self.label_checks = {}  # id(buffer) -> [(classes, op)]
@@ -685,11 +699,15 @@ def _compile(rec, buffers, result) -> _Plan:
         for t in record[1]:
             used.add(id(t.data))
         used.update(id(a) for a in record[2].values() if type(a) is np.ndarray)
+    reached = set()
+    for key, (i, buf) in c.placeholders.items():
+        if key in used:
+            reached.add(i)
+            plan.inputs.append((i, buf, c.label_checks.get(key, [])))
     for i, buf in buffers:
-        if id(buf) not in used:
+        if i not in reached:
             raise _Unsupported(f"argument {i} does not reach the step's ops as it is (converted "
                                f"outside the tape? pass {c.dtype} arrays for data, integers for labels)")
-        plan.inputs.append((i, buf, c.label_checks.get(id(buf), [])))
     if rec.root is not None:
         if id(rec.root) not in c.produced:
             raise _Unsupported("backward() runs from a tensor the step did not compute")

@@ -72,7 +72,10 @@ def to_array(data, dtype=None) -> np.ndarray:
         dt = arr.dtype
     else:
         dt = resolve_dtype(dtype)
-    return np.array(arr, dtype=dt, order="C")
+    out = np.array(arr, dtype=dt, order="C")
+    if _recording.active is not None:  # fastgrad.capture follows arguments through copies
+        _recording.active.converted(arr, out)
+    return out
 
 
 class Tensor:
