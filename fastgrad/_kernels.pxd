@@ -21,5 +21,15 @@ cdef double softmax_ce_f64(const double *scores, const Py_ssize_t *labels, Py_ss
                            double *grad, double *loss_n) noexcept nogil
 cdef double svm_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
                     float delta, float *grad, double *loss_n) noexcept nogil
+# maxout (csrc/routing.h): y (n, h) and idx (n, h) from z (n, h p); dz (n, h p), zeroed first,
+# gets dy where idx points
+cdef void maxout_forward_f32(const float *z, Py_ssize_t n, Py_ssize_t h, Py_ssize_t p, float *y,
+                             Py_ssize_t *idx) noexcept nogil
+cdef void maxout_forward_f64(const double *z, Py_ssize_t n, Py_ssize_t h, Py_ssize_t p, double *y,
+                             Py_ssize_t *idx) noexcept nogil
+cdef void maxout_backward_f32(const float *dy, const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t h,
+                              Py_ssize_t p, float *dz) noexcept nogil
+cdef void maxout_backward_f64(const double *dy, const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t h,
+                              Py_ssize_t p, double *dz) noexcept nogil
 cdef double svm_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
                     double delta, double *grad, double *loss_n) noexcept nogil

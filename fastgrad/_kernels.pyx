@@ -7,6 +7,7 @@ could read or write out of bounds. Nothing here is differentiable: the op table 
 what is computed and what is saved.
 """
 cimport numpy as cnp
+from libc.string cimport memset
 from cpython.pyport cimport PY_SSIZE_T_MAX
 import numpy as np
 
@@ -532,6 +533,28 @@ cdef void act_backward_colsum_f32(const float *dy, const float *s, float *dz, fl
 cdef void act_backward_colsum_f64(const double *dy, const double *s, double *dz, double *db,
                                   Py_ssize_t n, Py_ssize_t m, int act, double param) noexcept nogil:
     fg_act_backward_colsum_f64(dy, s, dz, db, n, m, act, param)
+
+
+cdef void maxout_forward_f32(const float *z, Py_ssize_t n, Py_ssize_t h, Py_ssize_t p, float *y,
+                             Py_ssize_t *idx) noexcept nogil:
+    fg_maxout_forward_f32(z, n, h, p, y, idx)
+
+
+cdef void maxout_forward_f64(const double *z, Py_ssize_t n, Py_ssize_t h, Py_ssize_t p, double *y,
+                             Py_ssize_t *idx) noexcept nogil:
+    fg_maxout_forward_f64(z, n, h, p, y, idx)
+
+
+cdef void maxout_backward_f32(const float *dy, const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t h,
+                              Py_ssize_t p, float *dz) noexcept nogil:
+    memset(dz, 0, n * h * p * sizeof(float))
+    fg_maxout_backward_f32(dy, idx, n, h, p, dz)
+
+
+cdef void maxout_backward_f64(const double *dy, const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t h,
+                              Py_ssize_t p, double *dz) noexcept nogil:
+    memset(dz, 0, n * h * p * sizeof(double))
+    fg_maxout_backward_f64(dy, idx, n, h, p, dz)
 
 
 cdef double softmax_ce_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,

@@ -10,11 +10,11 @@
             ]
         ],
         "depends": [
-            "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/numpy/_core/include/numpy/arrayobject.h",
-            "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/numpy/_core/include/numpy/arrayscalars.h",
-            "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/numpy/_core/include/numpy/ndarrayobject.h",
-            "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/numpy/_core/include/numpy/ndarraytypes.h",
-            "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/numpy/_core/include/numpy/ufuncobject.h",
+            "/work/venv/lib/python3.11/site-packages/numpy/_core/include/numpy/arrayobject.h",
+            "/work/venv/lib/python3.11/site-packages/numpy/_core/include/numpy/arrayscalars.h",
+            "/work/venv/lib/python3.11/site-packages/numpy/_core/include/numpy/ndarrayobject.h",
+            "/work/venv/lib/python3.11/site-packages/numpy/_core/include/numpy/ndarraytypes.h",
+            "/work/venv/lib/python3.11/site-packages/numpy/_core/include/numpy/ufuncobject.h",
             "csrc/activations.h",
             "csrc/adapt.h",
             "csrc/affine.h",
@@ -36,7 +36,7 @@
         ],
         "include_dirs": [
             "csrc",
-            "/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages/numpy/_core/include"
+            "/work/venv/lib/python3.11/site-packages/numpy/_core/include"
         ],
         "name": "fastgrad._plan",
         "sources": [
@@ -1939,7 +1939,7 @@ static CYTHON_INLINE __pyx_t_long_double_complex __pyx_t_long_double_complex_fro
 struct __pyx_obj_8fastgrad_5_plan_Program;
 struct __pyx_t_8fastgrad_5_plan_Instr;
 
-/* "fastgrad/_plan.pyx":35
+/* "fastgrad/_plan.pyx":36
  * 
  * 
  * cdef enum:             # <<<<<<<<<<<<<<
@@ -1957,11 +1957,13 @@ enum  {
   __pyx_e_8fastgrad_5_plan_FILL = 7,
   __pyx_e_8fastgrad_5_plan_SUM = 8,
   __pyx_e_8fastgrad_5_plan_COLSUM = 9,
-  __pyx_e_8fastgrad_5_plan_COPY = 10
+  __pyx_e_8fastgrad_5_plan_COPY = 10,
+  __pyx_e_8fastgrad_5_plan_MAXOUT = 11,
+  __pyx_e_8fastgrad_5_plan_MAXOUT_BWD = 12
 };
 
-/* "fastgrad/_plan.pyx":48
- *     COPY = 10     # c = a
+/* "fastgrad/_plan.pyx":51
+ *     MAXOUT_BWD = 12  # c (n, m k) = a (n, m) routed where b (intp) points, zeros elsewhere
  * 
  * cdef enum:             # <<<<<<<<<<<<<<
  *     FULL = 0
@@ -1973,7 +1975,7 @@ enum  {
   __pyx_e_8fastgrad_5_plan_ROW = 2
 };
 
-/* "fastgrad/_plan.pyx":59
+/* "fastgrad/_plan.pyx":63
  * 
  * 
  * cdef struct Instr:             # <<<<<<<<<<<<<<
@@ -1999,7 +2001,7 @@ struct __pyx_t_8fastgrad_5_plan_Instr {
   void *e;
 };
 
-/* "fastgrad/_plan.pyx":208
+/* "fastgrad/_plan.pyx":222
  * 
  * 
  * @cython.final             # <<<<<<<<<<<<<<
@@ -2747,6 +2749,9 @@ static CYTHON_INLINE PyObject* __Pyx_uchar___Pyx_PyUnicode_From_Py_ssize_t(Py_ss
 static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From_Py_ssize_t(Py_ssize_t value, Py_ssize_t width, char padding_char, char format_char);
 
 /* PyObjectCompare.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyObject_CompareEq_object_int(PyObject *op1, PyObject *op2, int pyop);
+
+/* PyObjectCompare.proto */
 static CYTHON_INLINE int __Pyx_PyObject_CompareBoolEq_object_object(PyObject *op1, PyObject *op2, int pyop);
 
 /* AllocateExtensionType.proto */
@@ -3378,6 +3383,10 @@ static void (*__pyx_f_8fastgrad_8_kernels_act_backward_colsum_f64)(double const 
 static double (*__pyx_f_8fastgrad_8_kernels_softmax_ce_f32)(float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, float *, double *); /*proto*/
 static double (*__pyx_f_8fastgrad_8_kernels_softmax_ce_f64)(double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, double *, double *); /*proto*/
 static double (*__pyx_f_8fastgrad_8_kernels_svm_f32)(float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, float, float *, double *); /*proto*/
+static void (*__pyx_f_8fastgrad_8_kernels_maxout_forward_f32)(float const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *, Py_ssize_t *); /*proto*/
+static void (*__pyx_f_8fastgrad_8_kernels_maxout_forward_f64)(double const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *, Py_ssize_t *); /*proto*/
+static void (*__pyx_f_8fastgrad_8_kernels_maxout_backward_f32)(float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *); /*proto*/
+static void (*__pyx_f_8fastgrad_8_kernels_maxout_backward_f64)(double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *); /*proto*/
 static double (*__pyx_f_8fastgrad_8_kernels_svm_f64)(double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, double, double *, double *); /*proto*/
 
 /* Module declarations from "fastgrad._linalg" */
@@ -3489,7 +3498,7 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_pop;
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     PyObject *__pyx_codeobj_tab[5];
-    PyObject *__pyx_string_tab[135];
+    PyObject *__pyx_string_tab[138];
     PyObject *__pyx_number_tab[6];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -3567,113 +3576,116 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_kp_u_capture_buffer __pyx_string_tab[25]
 #define __pyx_kp_u_capture_colsum_needs_d __pyx_string_tab[26]
 #define __pyx_kp_u_capture_instruction __pyx_string_tab[27]
-#define __pyx_kp_u_capture_negative_size_in __pyx_string_tab[28]
-#define __pyx_kp_u_capture_product_sizes __pyx_string_tab[29]
-#define __pyx_kp_u_disable __pyx_string_tab[30]
-#define __pyx_kp_u_enable __pyx_string_tab[31]
-#define __pyx_kp_u_fastgrad__plan_pyx __pyx_string_tab[32]
-#define __pyx_kp_u_gc __pyx_string_tab[33]
-#define __pyx_kp_u_isenabled __pyx_string_tab[34]
-#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[35]
-#define __pyx_kp_u_numpy__core_multiarray_failed_to __pyx_string_tab[36]
-#define __pyx_kp_u_numpy__core_umath_failed_to_impo __pyx_string_tab[37]
-#define __pyx_kp_u_pairwise_sum_a_C_contiguous_floa __pyx_string_tab[38]
-#define __pyx_n_u_BINARY_OPS __pyx_string_tab[39]
-#define __pyx_n_u_KINDS __pyx_string_tab[40]
-#define __pyx_n_u_MODES __pyx_string_tab[41]
-#define __pyx_n_u_Program __pyx_string_tab[42]
-#define __pyx_n_u_Program___reduce_cython __pyx_string_tab[43]
-#define __pyx_n_u_Program___setstate_cython __pyx_string_tab[44]
-#define __pyx_n_u_Program_run __pyx_string_tab[45]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[46]
-#define __pyx_n_u_annotate __pyx_string_tab[47]
-#define __pyx_n_u_class_getitem __pyx_string_tab[48]
-#define __pyx_n_u_func __pyx_string_tab[49]
-#define __pyx_n_u_getstate __pyx_string_tab[50]
-#define __pyx_n_u_main __pyx_string_tab[51]
-#define __pyx_n_u_module __pyx_string_tab[52]
-#define __pyx_n_u_name __pyx_string_tab[53]
-#define __pyx_n_u_pyx_state __pyx_string_tab[54]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[55]
-#define __pyx_n_u_qualname __pyx_string_tab[56]
-#define __pyx_n_u_reduce __pyx_string_tab[57]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[58]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[59]
-#define __pyx_n_u_set_name __pyx_string_tab[60]
-#define __pyx_n_u_setstate __pyx_string_tab[61]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[62]
-#define __pyx_n_u_test __pyx_string_tab[63]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[64]
-#define __pyx_n_u_a __pyx_string_tab[65]
-#define __pyx_n_u_act __pyx_string_tab[66]
-#define __pyx_n_u_act_bwd __pyx_string_tab[67]
-#define __pyx_n_u_add __pyx_string_tab[68]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[69]
-#define __pyx_n_u_b __pyx_string_tab[70]
-#define __pyx_n_u_bad __pyx_string_tab[71]
-#define __pyx_n_u_bias_act __pyx_string_tab[72]
-#define __pyx_n_u_binary __pyx_string_tab[73]
-#define __pyx_n_u_c __pyx_string_tab[74]
-#define __pyx_n_u_check_labels __pyx_string_tab[75]
-#define __pyx_n_u_classes __pyx_string_tab[76]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[77]
-#define __pyx_n_u_code __pyx_string_tab[78]
-#define __pyx_n_u_colsum __pyx_string_tab[79]
-#define __pyx_n_u_copy __pyx_string_tab[80]
-#define __pyx_n_u_count __pyx_string_tab[81]
-#define __pyx_n_u_d __pyx_string_tab[82]
-#define __pyx_n_u_div __pyx_string_tab[83]
-#define __pyx_n_u_dtype __pyx_string_tab[84]
-#define __pyx_n_u_e __pyx_string_tab[85]
-#define __pyx_n_u_fastgrad__plan __pyx_string_tab[86]
-#define __pyx_n_u_fill __pyx_string_tab[87]
-#define __pyx_n_u_float32 __pyx_string_tab[88]
-#define __pyx_n_u_float64 __pyx_string_tab[89]
-#define __pyx_n_u_full __pyx_string_tab[90]
-#define __pyx_n_u_gemm __pyx_string_tab[91]
-#define __pyx_n_u_get __pyx_string_tab[92]
-#define __pyx_n_u_i __pyx_string_tab[93]
-#define __pyx_n_u_instrs __pyx_string_tab[94]
-#define __pyx_n_u_intp __pyx_string_tab[95]
-#define __pyx_n_u_isnative __pyx_string_tab[96]
-#define __pyx_n_u_items __pyx_string_tab[97]
-#define __pyx_n_u_k __pyx_string_tab[98]
-#define __pyx_n_u_kind __pyx_string_tab[99]
-#define __pyx_n_u_labels __pyx_string_tab[100]
-#define __pyx_n_u_m __pyx_string_tab[101]
-#define __pyx_n_u_ma __pyx_string_tab[102]
-#define __pyx_n_u_mb __pyx_string_tab[103]
-#define __pyx_n_u_mul __pyx_string_tab[104]
-#define __pyx_n_u_n __pyx_string_tab[105]
-#define __pyx_n_u_ndarray __pyx_string_tab[106]
-#define __pyx_n_u_neg __pyx_string_tab[107]
-#define __pyx_n_u_np __pyx_string_tab[108]
-#define __pyx_n_u_numpy __pyx_string_tab[109]
-#define __pyx_n_u_op __pyx_string_tab[110]
-#define __pyx_n_u_p __pyx_string_tab[111]
-#define __pyx_n_u_pairwise_sum __pyx_string_tab[112]
-#define __pyx_n_u_pop __pyx_string_tab[113]
-#define __pyx_n_u_row __pyx_string_tab[114]
-#define __pyx_n_u_run __pyx_string_tab[115]
-#define __pyx_n_u_scalar __pyx_string_tab[116]
-#define __pyx_n_u_sce __pyx_string_tab[117]
-#define __pyx_n_u_self __pyx_string_tab[118]
-#define __pyx_n_u_setdefault __pyx_string_tab[119]
-#define __pyx_n_u_sub __pyx_string_tab[120]
-#define __pyx_n_u_sum __pyx_string_tab[121]
-#define __pyx_n_u_svm __pyx_string_tab[122]
-#define __pyx_n_u_ta __pyx_string_tab[123]
-#define __pyx_n_u_tb __pyx_string_tab[124]
-#define __pyx_n_u_values __pyx_string_tab[125]
-#define __pyx_n_u_x __pyx_string_tab[126]
-#define __pyx_n_u_zd __pyx_string_tab[127]
-#define __pyx_n_u_zf __pyx_string_tab[128]
-#define __pyx_kp_b_double_double_const_Py_ssize_t_c __pyx_string_tab[129]
-#define __pyx_kp_b_void_int_int_int_int_int_double __pyx_string_tab[130]
-#define __pyx_kp_b_iso88591_Q __pyx_string_tab[131]
-#define __pyx_kp_b_iso88591_6m1A_6_q_E_aq_q_Bb_1AS_1_a_t3a __pyx_string_tab[132]
-#define __pyx_kp_b_iso88591_w_as_QgXRz_1_j_A_Q_q_s_A_r_Ry_Q __pyx_string_tab[133]
-#define __pyx_kp_b_iso88591_A_4q_A_t1_E_aq_4q_Ja_E_aq_4q_IQ __pyx_string_tab[134]
+#define __pyx_kp_u_capture_maxout_needs_k_1_pieces __pyx_string_tab[28]
+#define __pyx_kp_u_capture_negative_size_in __pyx_string_tab[29]
+#define __pyx_kp_u_capture_product_sizes __pyx_string_tab[30]
+#define __pyx_kp_u_disable __pyx_string_tab[31]
+#define __pyx_kp_u_enable __pyx_string_tab[32]
+#define __pyx_kp_u_fastgrad__plan_pyx __pyx_string_tab[33]
+#define __pyx_kp_u_gc __pyx_string_tab[34]
+#define __pyx_kp_u_isenabled __pyx_string_tab[35]
+#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[36]
+#define __pyx_kp_u_numpy__core_multiarray_failed_to __pyx_string_tab[37]
+#define __pyx_kp_u_numpy__core_umath_failed_to_impo __pyx_string_tab[38]
+#define __pyx_kp_u_pairwise_sum_a_C_contiguous_floa __pyx_string_tab[39]
+#define __pyx_n_u_BINARY_OPS __pyx_string_tab[40]
+#define __pyx_n_u_KINDS __pyx_string_tab[41]
+#define __pyx_n_u_MODES __pyx_string_tab[42]
+#define __pyx_n_u_Program __pyx_string_tab[43]
+#define __pyx_n_u_Program___reduce_cython __pyx_string_tab[44]
+#define __pyx_n_u_Program___setstate_cython __pyx_string_tab[45]
+#define __pyx_n_u_Program_run __pyx_string_tab[46]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[47]
+#define __pyx_n_u_annotate __pyx_string_tab[48]
+#define __pyx_n_u_class_getitem __pyx_string_tab[49]
+#define __pyx_n_u_func __pyx_string_tab[50]
+#define __pyx_n_u_getstate __pyx_string_tab[51]
+#define __pyx_n_u_main __pyx_string_tab[52]
+#define __pyx_n_u_module __pyx_string_tab[53]
+#define __pyx_n_u_name __pyx_string_tab[54]
+#define __pyx_n_u_pyx_state __pyx_string_tab[55]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[56]
+#define __pyx_n_u_qualname __pyx_string_tab[57]
+#define __pyx_n_u_reduce __pyx_string_tab[58]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[59]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[60]
+#define __pyx_n_u_set_name __pyx_string_tab[61]
+#define __pyx_n_u_setstate __pyx_string_tab[62]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[63]
+#define __pyx_n_u_test __pyx_string_tab[64]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[65]
+#define __pyx_n_u_a __pyx_string_tab[66]
+#define __pyx_n_u_act __pyx_string_tab[67]
+#define __pyx_n_u_act_bwd __pyx_string_tab[68]
+#define __pyx_n_u_add __pyx_string_tab[69]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[70]
+#define __pyx_n_u_b __pyx_string_tab[71]
+#define __pyx_n_u_bad __pyx_string_tab[72]
+#define __pyx_n_u_bias_act __pyx_string_tab[73]
+#define __pyx_n_u_binary __pyx_string_tab[74]
+#define __pyx_n_u_c __pyx_string_tab[75]
+#define __pyx_n_u_check_labels __pyx_string_tab[76]
+#define __pyx_n_u_classes __pyx_string_tab[77]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[78]
+#define __pyx_n_u_code __pyx_string_tab[79]
+#define __pyx_n_u_colsum __pyx_string_tab[80]
+#define __pyx_n_u_copy __pyx_string_tab[81]
+#define __pyx_n_u_count __pyx_string_tab[82]
+#define __pyx_n_u_d __pyx_string_tab[83]
+#define __pyx_n_u_div __pyx_string_tab[84]
+#define __pyx_n_u_dtype __pyx_string_tab[85]
+#define __pyx_n_u_e __pyx_string_tab[86]
+#define __pyx_n_u_fastgrad__plan __pyx_string_tab[87]
+#define __pyx_n_u_fill __pyx_string_tab[88]
+#define __pyx_n_u_float32 __pyx_string_tab[89]
+#define __pyx_n_u_float64 __pyx_string_tab[90]
+#define __pyx_n_u_full __pyx_string_tab[91]
+#define __pyx_n_u_gemm __pyx_string_tab[92]
+#define __pyx_n_u_get __pyx_string_tab[93]
+#define __pyx_n_u_i __pyx_string_tab[94]
+#define __pyx_n_u_instrs __pyx_string_tab[95]
+#define __pyx_n_u_intp __pyx_string_tab[96]
+#define __pyx_n_u_isnative __pyx_string_tab[97]
+#define __pyx_n_u_items __pyx_string_tab[98]
+#define __pyx_n_u_k __pyx_string_tab[99]
+#define __pyx_n_u_kind __pyx_string_tab[100]
+#define __pyx_n_u_labels __pyx_string_tab[101]
+#define __pyx_n_u_m __pyx_string_tab[102]
+#define __pyx_n_u_ma __pyx_string_tab[103]
+#define __pyx_n_u_maxout __pyx_string_tab[104]
+#define __pyx_n_u_maxout_bwd __pyx_string_tab[105]
+#define __pyx_n_u_mb __pyx_string_tab[106]
+#define __pyx_n_u_mul __pyx_string_tab[107]
+#define __pyx_n_u_n __pyx_string_tab[108]
+#define __pyx_n_u_ndarray __pyx_string_tab[109]
+#define __pyx_n_u_neg __pyx_string_tab[110]
+#define __pyx_n_u_np __pyx_string_tab[111]
+#define __pyx_n_u_numpy __pyx_string_tab[112]
+#define __pyx_n_u_op __pyx_string_tab[113]
+#define __pyx_n_u_p __pyx_string_tab[114]
+#define __pyx_n_u_pairwise_sum __pyx_string_tab[115]
+#define __pyx_n_u_pop __pyx_string_tab[116]
+#define __pyx_n_u_row __pyx_string_tab[117]
+#define __pyx_n_u_run __pyx_string_tab[118]
+#define __pyx_n_u_scalar __pyx_string_tab[119]
+#define __pyx_n_u_sce __pyx_string_tab[120]
+#define __pyx_n_u_self __pyx_string_tab[121]
+#define __pyx_n_u_setdefault __pyx_string_tab[122]
+#define __pyx_n_u_sub __pyx_string_tab[123]
+#define __pyx_n_u_sum __pyx_string_tab[124]
+#define __pyx_n_u_svm __pyx_string_tab[125]
+#define __pyx_n_u_ta __pyx_string_tab[126]
+#define __pyx_n_u_tb __pyx_string_tab[127]
+#define __pyx_n_u_values __pyx_string_tab[128]
+#define __pyx_n_u_x __pyx_string_tab[129]
+#define __pyx_n_u_zd __pyx_string_tab[130]
+#define __pyx_n_u_zf __pyx_string_tab[131]
+#define __pyx_kp_b_double_double_const_Py_ssize_t_c __pyx_string_tab[132]
+#define __pyx_kp_b_void_int_int_int_int_int_double __pyx_string_tab[133]
+#define __pyx_kp_b_iso88591_Q __pyx_string_tab[134]
+#define __pyx_kp_b_iso88591_6m1A_6_q_E_aq_q_Bb_1AS_1_a_t3a __pyx_string_tab[135]
+#define __pyx_kp_b_iso88591_w_as_QgXRz_1_j_A_Q_q_s_A_r_Ry_Q __pyx_string_tab[136]
+#define __pyx_kp_b_iso88591_A_4q_A_t1_E_aq_4q_Ja_E_aq_4q_IQ __pyx_string_tab[137]
 #define __pyx_float_0_0 __pyx_number_tab[0]
 #define __pyx_int_0 __pyx_number_tab[1]
 #define __pyx_int_1 __pyx_number_tab[2]
@@ -3717,7 +3729,7 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<5; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<135; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<138; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<6; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -3764,7 +3776,7 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<5; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<135; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<138; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<6; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -5657,7 +5669,7 @@ static CYTHON_INLINE NPY_DATETIMEUNIT __pyx_f_5numpy_get_datetime64_unit(PyObjec
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":71
+/* "fastgrad/_plan.pyx":75
  * 
  * 
  * cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -5683,7 +5695,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":76
+  /* "fastgrad/_plan.pyx":80
  *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
  *     cdef Py_ssize_t i, n2
  *     if n < 8:             # <<<<<<<<<<<<<<
@@ -5695,7 +5707,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":77
+    /* "fastgrad/_plan.pyx":81
  *     cdef Py_ssize_t i, n2
  *     if n < 8:
  *         res = 0             # <<<<<<<<<<<<<<
@@ -5704,7 +5716,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
     __pyx_v_res = 0.0;
 
-    /* "fastgrad/_plan.pyx":78
+    /* "fastgrad/_plan.pyx":82
  *     if n < 8:
  *         res = 0
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -5718,7 +5730,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":79
+      /* "fastgrad/_plan.pyx":83
  *         res = 0
  *         for i in range(n):
  *             res = res + a[i]             # <<<<<<<<<<<<<<
@@ -5729,7 +5741,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     }
 
 
-    /* "fastgrad/_plan.pyx":80
+    /* "fastgrad/_plan.pyx":84
  *         for i in range(n):
  *             res = res + a[i]
  *         return res             # <<<<<<<<<<<<<<
@@ -5742,7 +5754,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":76
+    /* "fastgrad/_plan.pyx":80
  *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
  *     cdef Py_ssize_t i, n2
  *     if n < 8:             # <<<<<<<<<<<<<<
@@ -5751,7 +5763,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
   }
 
-  /* "fastgrad/_plan.pyx":81
+  /* "fastgrad/_plan.pyx":85
  *             res = res + a[i]
  *         return res
  *     if n <= 128:             # <<<<<<<<<<<<<<
@@ -5763,7 +5775,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":82
+    /* "fastgrad/_plan.pyx":86
  *         return res
  *     if n <= 128:
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]             # <<<<<<<<<<<<<<
@@ -5775,7 +5787,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     __pyx_v_r2 = (__pyx_v_a[2]);
     __pyx_v_r3 = (__pyx_v_a[3]);
 
-    /* "fastgrad/_plan.pyx":83
+    /* "fastgrad/_plan.pyx":87
  *     if n <= 128:
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]             # <<<<<<<<<<<<<<
@@ -5787,7 +5799,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     __pyx_v_r6 = (__pyx_v_a[6]);
     __pyx_v_r7 = (__pyx_v_a[7]);
 
-    /* "fastgrad/_plan.pyx":84
+    /* "fastgrad/_plan.pyx":88
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]
  *         i = 8             # <<<<<<<<<<<<<<
@@ -5796,7 +5808,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
     __pyx_v_i = 8;
 
-    /* "fastgrad/_plan.pyx":85
+    /* "fastgrad/_plan.pyx":89
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]
  *         i = 8
  *         while i < n - (n % 8):             # <<<<<<<<<<<<<<
@@ -5809,7 +5821,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 
       if (!__pyx_t_1) break;
 
-      /* "fastgrad/_plan.pyx":86
+      /* "fastgrad/_plan.pyx":90
  *         i = 8
  *         while i < n - (n % 8):
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]             # <<<<<<<<<<<<<<
@@ -5821,7 +5833,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
       __pyx_v_r2 = (__pyx_v_r2 + (__pyx_v_a[(__pyx_v_i + 2)]));
       __pyx_v_r3 = (__pyx_v_r3 + (__pyx_v_a[(__pyx_v_i + 3)]));
 
-      /* "fastgrad/_plan.pyx":87
+      /* "fastgrad/_plan.pyx":91
  *         while i < n - (n % 8):
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]             # <<<<<<<<<<<<<<
@@ -5833,7 +5845,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
       __pyx_v_r6 = (__pyx_v_r6 + (__pyx_v_a[(__pyx_v_i + 6)]));
       __pyx_v_r7 = (__pyx_v_r7 + (__pyx_v_a[(__pyx_v_i + 7)]));
 
-      /* "fastgrad/_plan.pyx":88
+      /* "fastgrad/_plan.pyx":92
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]
  *             i += 8             # <<<<<<<<<<<<<<
@@ -5843,7 +5855,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
       __pyx_v_i = (__pyx_v_i + 8);
     }
 
-    /* "fastgrad/_plan.pyx":89
+    /* "fastgrad/_plan.pyx":93
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]
  *             i += 8
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))             # <<<<<<<<<<<<<<
@@ -5852,7 +5864,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
     __pyx_v_res = (((__pyx_v_r0 + __pyx_v_r1) + (__pyx_v_r2 + __pyx_v_r3)) + ((__pyx_v_r4 + __pyx_v_r5) + (__pyx_v_r6 + __pyx_v_r7)));
 
-    /* "fastgrad/_plan.pyx":90
+    /* "fastgrad/_plan.pyx":94
  *             i += 8
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
  *         while i < n:             # <<<<<<<<<<<<<<
@@ -5865,7 +5877,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 
       if (!__pyx_t_1) break;
 
-      /* "fastgrad/_plan.pyx":91
+      /* "fastgrad/_plan.pyx":95
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
  *         while i < n:
  *             res = res + a[i]             # <<<<<<<<<<<<<<
@@ -5874,7 +5886,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
       __pyx_v_res = (__pyx_v_res + (__pyx_v_a[__pyx_v_i]));
 
-      /* "fastgrad/_plan.pyx":92
+      /* "fastgrad/_plan.pyx":96
  *         while i < n:
  *             res = res + a[i]
  *             i += 1             # <<<<<<<<<<<<<<
@@ -5884,7 +5896,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
       __pyx_v_i = (__pyx_v_i + 1);
     }
 
-    /* "fastgrad/_plan.pyx":93
+    /* "fastgrad/_plan.pyx":97
  *             res = res + a[i]
  *             i += 1
  *         return res             # <<<<<<<<<<<<<<
@@ -5897,7 +5909,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":81
+    /* "fastgrad/_plan.pyx":85
  *             res = res + a[i]
  *         return res
  *     if n <= 128:             # <<<<<<<<<<<<<<
@@ -5906,7 +5918,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
   }
 
-  /* "fastgrad/_plan.pyx":94
+  /* "fastgrad/_plan.pyx":98
  *             i += 1
  *         return res
  *     n2 = n // 2             # <<<<<<<<<<<<<<
@@ -5915,7 +5927,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
   __pyx_v_n2 = (__pyx_v_n / 2);
 
-  /* "fastgrad/_plan.pyx":95
+  /* "fastgrad/_plan.pyx":99
  *         return res
  *     n2 = n // 2
  *     n2 -= n2 % 8             # <<<<<<<<<<<<<<
@@ -5924,7 +5936,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
   __pyx_v_n2 = (__pyx_v_n2 - (__pyx_v_n2 % 8));
 
-  /* "fastgrad/_plan.pyx":96
+  /* "fastgrad/_plan.pyx":100
  *     n2 = n // 2
  *     n2 -= n2 % 8
  *     return _pairwise(a, n2) + _pairwise(a + n2, n - n2)             # <<<<<<<<<<<<<<
@@ -5937,7 +5949,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":71
+  /* "fastgrad/_plan.pyx":75
  * 
  * 
  * cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -5979,7 +5991,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":76
+  /* "fastgrad/_plan.pyx":80
  *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
  *     cdef Py_ssize_t i, n2
  *     if n < 8:             # <<<<<<<<<<<<<<
@@ -5991,7 +6003,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":77
+    /* "fastgrad/_plan.pyx":81
  *     cdef Py_ssize_t i, n2
  *     if n < 8:
  *         res = 0             # <<<<<<<<<<<<<<
@@ -6000,7 +6012,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
     __pyx_v_res = 0.0;
 
-    /* "fastgrad/_plan.pyx":78
+    /* "fastgrad/_plan.pyx":82
  *     if n < 8:
  *         res = 0
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -6014,7 +6026,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":79
+      /* "fastgrad/_plan.pyx":83
  *         res = 0
  *         for i in range(n):
  *             res = res + a[i]             # <<<<<<<<<<<<<<
@@ -6025,7 +6037,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     }
 
 
-    /* "fastgrad/_plan.pyx":80
+    /* "fastgrad/_plan.pyx":84
  *         for i in range(n):
  *             res = res + a[i]
  *         return res             # <<<<<<<<<<<<<<
@@ -6038,7 +6050,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":76
+    /* "fastgrad/_plan.pyx":80
  *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
  *     cdef Py_ssize_t i, n2
  *     if n < 8:             # <<<<<<<<<<<<<<
@@ -6047,7 +6059,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
   }
 
-  /* "fastgrad/_plan.pyx":81
+  /* "fastgrad/_plan.pyx":85
  *             res = res + a[i]
  *         return res
  *     if n <= 128:             # <<<<<<<<<<<<<<
@@ -6059,7 +6071,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":82
+    /* "fastgrad/_plan.pyx":86
  *         return res
  *     if n <= 128:
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]             # <<<<<<<<<<<<<<
@@ -6071,7 +6083,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     __pyx_v_r2 = (__pyx_v_a[2]);
     __pyx_v_r3 = (__pyx_v_a[3]);
 
-    /* "fastgrad/_plan.pyx":83
+    /* "fastgrad/_plan.pyx":87
  *     if n <= 128:
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]             # <<<<<<<<<<<<<<
@@ -6083,7 +6095,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     __pyx_v_r6 = (__pyx_v_a[6]);
     __pyx_v_r7 = (__pyx_v_a[7]);
 
-    /* "fastgrad/_plan.pyx":84
+    /* "fastgrad/_plan.pyx":88
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]
  *         i = 8             # <<<<<<<<<<<<<<
@@ -6092,7 +6104,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
     __pyx_v_i = 8;
 
-    /* "fastgrad/_plan.pyx":85
+    /* "fastgrad/_plan.pyx":89
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]
  *         i = 8
  *         while i < n - (n % 8):             # <<<<<<<<<<<<<<
@@ -6105,7 +6117,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 
       if (!__pyx_t_1) break;
 
-      /* "fastgrad/_plan.pyx":86
+      /* "fastgrad/_plan.pyx":90
  *         i = 8
  *         while i < n - (n % 8):
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]             # <<<<<<<<<<<<<<
@@ -6117,7 +6129,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
       __pyx_v_r2 = (__pyx_v_r2 + (__pyx_v_a[(__pyx_v_i + 2)]));
       __pyx_v_r3 = (__pyx_v_r3 + (__pyx_v_a[(__pyx_v_i + 3)]));
 
-      /* "fastgrad/_plan.pyx":87
+      /* "fastgrad/_plan.pyx":91
  *         while i < n - (n % 8):
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]             # <<<<<<<<<<<<<<
@@ -6129,7 +6141,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
       __pyx_v_r6 = (__pyx_v_r6 + (__pyx_v_a[(__pyx_v_i + 6)]));
       __pyx_v_r7 = (__pyx_v_r7 + (__pyx_v_a[(__pyx_v_i + 7)]));
 
-      /* "fastgrad/_plan.pyx":88
+      /* "fastgrad/_plan.pyx":92
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]
  *             i += 8             # <<<<<<<<<<<<<<
@@ -6139,7 +6151,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
       __pyx_v_i = (__pyx_v_i + 8);
     }
 
-    /* "fastgrad/_plan.pyx":89
+    /* "fastgrad/_plan.pyx":93
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]
  *             i += 8
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))             # <<<<<<<<<<<<<<
@@ -6148,7 +6160,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
     __pyx_v_res = (((__pyx_v_r0 + __pyx_v_r1) + (__pyx_v_r2 + __pyx_v_r3)) + ((__pyx_v_r4 + __pyx_v_r5) + (__pyx_v_r6 + __pyx_v_r7)));
 
-    /* "fastgrad/_plan.pyx":90
+    /* "fastgrad/_plan.pyx":94
  *             i += 8
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
  *         while i < n:             # <<<<<<<<<<<<<<
@@ -6161,7 +6173,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 
       if (!__pyx_t_1) break;
 
-      /* "fastgrad/_plan.pyx":91
+      /* "fastgrad/_plan.pyx":95
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
  *         while i < n:
  *             res = res + a[i]             # <<<<<<<<<<<<<<
@@ -6170,7 +6182,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
       __pyx_v_res = (__pyx_v_res + (__pyx_v_a[__pyx_v_i]));
 
-      /* "fastgrad/_plan.pyx":92
+      /* "fastgrad/_plan.pyx":96
  *         while i < n:
  *             res = res + a[i]
  *             i += 1             # <<<<<<<<<<<<<<
@@ -6180,7 +6192,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
       __pyx_v_i = (__pyx_v_i + 1);
     }
 
-    /* "fastgrad/_plan.pyx":93
+    /* "fastgrad/_plan.pyx":97
  *             res = res + a[i]
  *             i += 1
  *         return res             # <<<<<<<<<<<<<<
@@ -6193,7 +6205,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":81
+    /* "fastgrad/_plan.pyx":85
  *             res = res + a[i]
  *         return res
  *     if n <= 128:             # <<<<<<<<<<<<<<
@@ -6202,7 +6214,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
   }
 
-  /* "fastgrad/_plan.pyx":94
+  /* "fastgrad/_plan.pyx":98
  *             i += 1
  *         return res
  *     n2 = n // 2             # <<<<<<<<<<<<<<
@@ -6211,7 +6223,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
   __pyx_v_n2 = (__pyx_v_n / 2);
 
-  /* "fastgrad/_plan.pyx":95
+  /* "fastgrad/_plan.pyx":99
  *         return res
  *     n2 = n // 2
  *     n2 -= n2 % 8             # <<<<<<<<<<<<<<
@@ -6220,7 +6232,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
   __pyx_v_n2 = (__pyx_v_n2 - (__pyx_v_n2 % 8));
 
-  /* "fastgrad/_plan.pyx":96
+  /* "fastgrad/_plan.pyx":100
  *     n2 = n // 2
  *     n2 -= n2 % 8
  *     return _pairwise(a, n2) + _pairwise(a + n2, n - n2)             # <<<<<<<<<<<<<<
@@ -6233,7 +6245,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":71
+  /* "fastgrad/_plan.pyx":75
  * 
  * 
  * cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -6257,7 +6269,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":99
+/* "fastgrad/_plan.pyx":103
  * 
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -6269,7 +6281,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
   float __pyx_r;
   int __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":100
+  /* "fastgrad/_plan.pyx":104
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:             # <<<<<<<<<<<<<<
@@ -6281,7 +6293,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":101
+    /* "fastgrad/_plan.pyx":105
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:
  *         return x + y             # <<<<<<<<<<<<<<
@@ -6294,7 +6306,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":100
+    /* "fastgrad/_plan.pyx":104
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:             # <<<<<<<<<<<<<<
@@ -6303,7 +6315,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
 */
   }
 
-  /* "fastgrad/_plan.pyx":102
+  /* "fastgrad/_plan.pyx":106
  *     if op == 0:
  *         return x + y
  *     if op == 1:             # <<<<<<<<<<<<<<
@@ -6315,7 +6327,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":103
+    /* "fastgrad/_plan.pyx":107
  *         return x + y
  *     if op == 1:
  *         return x - y             # <<<<<<<<<<<<<<
@@ -6328,7 +6340,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":102
+    /* "fastgrad/_plan.pyx":106
  *     if op == 0:
  *         return x + y
  *     if op == 1:             # <<<<<<<<<<<<<<
@@ -6337,7 +6349,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
 */
   }
 
-  /* "fastgrad/_plan.pyx":104
+  /* "fastgrad/_plan.pyx":108
  *     if op == 1:
  *         return x - y
  *     if op == 2:             # <<<<<<<<<<<<<<
@@ -6349,7 +6361,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":105
+    /* "fastgrad/_plan.pyx":109
  *         return x - y
  *     if op == 2:
  *         return x * y             # <<<<<<<<<<<<<<
@@ -6362,7 +6374,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":104
+    /* "fastgrad/_plan.pyx":108
  *     if op == 1:
  *         return x - y
  *     if op == 2:             # <<<<<<<<<<<<<<
@@ -6371,7 +6383,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
 */
   }
 
-  /* "fastgrad/_plan.pyx":106
+  /* "fastgrad/_plan.pyx":110
  *     if op == 2:
  *         return x * y
  *     return x / y             # <<<<<<<<<<<<<<
@@ -6384,7 +6396,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":99
+  /* "fastgrad/_plan.pyx":103
  * 
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -6401,7 +6413,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   double __pyx_r;
   int __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":100
+  /* "fastgrad/_plan.pyx":104
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:             # <<<<<<<<<<<<<<
@@ -6413,7 +6425,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":101
+    /* "fastgrad/_plan.pyx":105
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:
  *         return x + y             # <<<<<<<<<<<<<<
@@ -6426,7 +6438,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":100
+    /* "fastgrad/_plan.pyx":104
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:             # <<<<<<<<<<<<<<
@@ -6435,7 +6447,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
 */
   }
 
-  /* "fastgrad/_plan.pyx":102
+  /* "fastgrad/_plan.pyx":106
  *     if op == 0:
  *         return x + y
  *     if op == 1:             # <<<<<<<<<<<<<<
@@ -6447,7 +6459,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":103
+    /* "fastgrad/_plan.pyx":107
  *         return x + y
  *     if op == 1:
  *         return x - y             # <<<<<<<<<<<<<<
@@ -6460,7 +6472,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":102
+    /* "fastgrad/_plan.pyx":106
  *     if op == 0:
  *         return x + y
  *     if op == 1:             # <<<<<<<<<<<<<<
@@ -6469,7 +6481,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
 */
   }
 
-  /* "fastgrad/_plan.pyx":104
+  /* "fastgrad/_plan.pyx":108
  *     if op == 1:
  *         return x - y
  *     if op == 2:             # <<<<<<<<<<<<<<
@@ -6481,7 +6493,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":105
+    /* "fastgrad/_plan.pyx":109
  *         return x - y
  *     if op == 2:
  *         return x * y             # <<<<<<<<<<<<<<
@@ -6494,7 +6506,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":104
+    /* "fastgrad/_plan.pyx":108
  *     if op == 1:
  *         return x - y
  *     if op == 2:             # <<<<<<<<<<<<<<
@@ -6503,7 +6515,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
 */
   }
 
-  /* "fastgrad/_plan.pyx":106
+  /* "fastgrad/_plan.pyx":110
  *     if op == 2:
  *         return x * y
  *     return x / y             # <<<<<<<<<<<<<<
@@ -6516,7 +6528,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":99
+  /* "fastgrad/_plan.pyx":103
  * 
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -6529,7 +6541,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":109
+/* "fastgrad/_plan.pyx":113
  * 
  * 
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -6559,7 +6571,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   Py_ssize_t __pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "fastgrad/_plan.pyx":110
+  /* "fastgrad/_plan.pyx":114
  * 
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
  *     cdef const real *a = <const real *>s.a             # <<<<<<<<<<<<<<
@@ -6568,7 +6580,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_a = ((float const *)__pyx_v_s->a);
 
-  /* "fastgrad/_plan.pyx":111
+  /* "fastgrad/_plan.pyx":115
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
  *     cdef const real *a = <const real *>s.a
  *     cdef const real *b = <const real *>s.b             # <<<<<<<<<<<<<<
@@ -6577,7 +6589,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_b = ((float const *)__pyx_v_s->b);
 
-  /* "fastgrad/_plan.pyx":112
+  /* "fastgrad/_plan.pyx":116
  *     cdef const real *a = <const real *>s.a
  *     cdef const real *b = <const real *>s.b
  *     cdef real *c = <real *>s.c             # <<<<<<<<<<<<<<
@@ -6586,7 +6598,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_c = ((float *)__pyx_v_s->c);
 
-  /* "fastgrad/_plan.pyx":113
+  /* "fastgrad/_plan.pyx":117
  *     cdef const real *b = <const real *>s.b
  *     cdef real *c = <real *>s.c
  *     cdef Py_ssize_t i, j, r, n = s.n, m = s.m             # <<<<<<<<<<<<<<
@@ -6600,7 +6612,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 
   __pyx_v_m = __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":115
+  /* "fastgrad/_plan.pyx":119
  *     cdef Py_ssize_t i, j, r, n = s.n, m = s.m
  *     cdef real x, y
  *     cdef int op = s.op             # <<<<<<<<<<<<<<
@@ -6611,7 +6623,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 
   __pyx_v_op = __pyx_t_2;
 
-  /* "fastgrad/_plan.pyx":116
+  /* "fastgrad/_plan.pyx":120
  *     cdef real x, y
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -6637,7 +6649,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":117
+    /* "fastgrad/_plan.pyx":121
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:             # <<<<<<<<<<<<<<
@@ -6647,7 +6659,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     switch (__pyx_v_op) {
       case 0:
 
-      /* "fastgrad/_plan.pyx":118
+      /* "fastgrad/_plan.pyx":122
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -6661,7 +6673,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":119
+        /* "fastgrad/_plan.pyx":123
  *         if op == 0:
  *             for i in range(n):
  *                 c[i] = a[i] + b[i]             # <<<<<<<<<<<<<<
@@ -6672,7 +6684,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":117
+      /* "fastgrad/_plan.pyx":121
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:             # <<<<<<<<<<<<<<
@@ -6682,7 +6694,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       case 1:
 
-      /* "fastgrad/_plan.pyx":121
+      /* "fastgrad/_plan.pyx":125
  *                 c[i] = a[i] + b[i]
  *         elif op == 1:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -6696,7 +6708,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":122
+        /* "fastgrad/_plan.pyx":126
  *         elif op == 1:
  *             for i in range(n):
  *                 c[i] = a[i] - b[i]             # <<<<<<<<<<<<<<
@@ -6707,7 +6719,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":120
+      /* "fastgrad/_plan.pyx":124
  *             for i in range(n):
  *                 c[i] = a[i] + b[i]
  *         elif op == 1:             # <<<<<<<<<<<<<<
@@ -6717,7 +6729,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       case 2:
 
-      /* "fastgrad/_plan.pyx":124
+      /* "fastgrad/_plan.pyx":128
  *                 c[i] = a[i] - b[i]
  *         elif op == 2:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -6731,7 +6743,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":125
+        /* "fastgrad/_plan.pyx":129
  *         elif op == 2:
  *             for i in range(n):
  *                 c[i] = a[i] * b[i]             # <<<<<<<<<<<<<<
@@ -6742,7 +6754,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":123
+      /* "fastgrad/_plan.pyx":127
  *             for i in range(n):
  *                 c[i] = a[i] - b[i]
  *         elif op == 2:             # <<<<<<<<<<<<<<
@@ -6752,7 +6764,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       default:
 
-      /* "fastgrad/_plan.pyx":127
+      /* "fastgrad/_plan.pyx":131
  *                 c[i] = a[i] * b[i]
  *         else:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -6766,7 +6778,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":128
+        /* "fastgrad/_plan.pyx":132
  *         else:
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]             # <<<<<<<<<<<<<<
@@ -6779,7 +6791,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
     }
 
-    /* "fastgrad/_plan.pyx":116
+    /* "fastgrad/_plan.pyx":120
  *     cdef real x, y
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -6789,7 +6801,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":129
+  /* "fastgrad/_plan.pyx":133
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -6815,7 +6827,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":130
+    /* "fastgrad/_plan.pyx":134
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:
  *         y = b[0]             # <<<<<<<<<<<<<<
@@ -6824,7 +6836,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     __pyx_v_y = (__pyx_v_b[0]);
 
-    /* "fastgrad/_plan.pyx":131
+    /* "fastgrad/_plan.pyx":135
  *     elif s.ma == FULL and s.mb == SCALAR:
  *         y = b[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -6838,7 +6850,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_i = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":132
+      /* "fastgrad/_plan.pyx":136
  *         y = b[0]
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)             # <<<<<<<<<<<<<<
@@ -6849,7 +6861,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":129
+    /* "fastgrad/_plan.pyx":133
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -6859,7 +6871,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":133
+  /* "fastgrad/_plan.pyx":137
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -6885,7 +6897,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":134
+    /* "fastgrad/_plan.pyx":138
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:
  *         x = a[0]             # <<<<<<<<<<<<<<
@@ -6894,7 +6906,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     __pyx_v_x = (__pyx_v_a[0]);
 
-    /* "fastgrad/_plan.pyx":135
+    /* "fastgrad/_plan.pyx":139
  *     elif s.ma == SCALAR and s.mb == FULL:
  *         x = a[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -6908,7 +6920,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_i = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":136
+      /* "fastgrad/_plan.pyx":140
  *         x = a[0]
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])             # <<<<<<<<<<<<<<
@@ -6919,7 +6931,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":133
+    /* "fastgrad/_plan.pyx":137
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -6929,7 +6941,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":137
+  /* "fastgrad/_plan.pyx":141
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -6955,7 +6967,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":138
+    /* "fastgrad/_plan.pyx":142
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])             # <<<<<<<<<<<<<<
@@ -6964,7 +6976,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     (__pyx_v_c[0]) = __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(__pyx_v_op, (__pyx_v_a[0]), (__pyx_v_b[0]));
 
-    /* "fastgrad/_plan.pyx":137
+    /* "fastgrad/_plan.pyx":141
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -6974,7 +6986,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":139
+  /* "fastgrad/_plan.pyx":143
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -7000,7 +7012,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":140
+    /* "fastgrad/_plan.pyx":144
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:
  *         for r in range(n // m):             # <<<<<<<<<<<<<<
@@ -7014,7 +7026,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_r = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":141
+      /* "fastgrad/_plan.pyx":145
  *     elif s.ma == FULL and s.mb == ROW:
  *         for r in range(n // m):
  *             i = r * m             # <<<<<<<<<<<<<<
@@ -7023,7 +7035,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
       __pyx_v_i = (__pyx_v_r * __pyx_v_m);
 
-      /* "fastgrad/_plan.pyx":142
+      /* "fastgrad/_plan.pyx":146
  *         for r in range(n // m):
  *             i = r * m
  *             for j in range(m):             # <<<<<<<<<<<<<<
@@ -7037,7 +7049,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_j = __pyx_t_9;
 
-        /* "fastgrad/_plan.pyx":143
+        /* "fastgrad/_plan.pyx":147
  *             i = r * m
  *             for j in range(m):
  *                 c[i + j] = _op(op, a[i + j], b[j])             # <<<<<<<<<<<<<<
@@ -7050,7 +7062,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":139
+    /* "fastgrad/_plan.pyx":143
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -7060,7 +7072,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":145
+  /* "fastgrad/_plan.pyx":149
  *                 c[i + j] = _op(op, a[i + j], b[j])
  *     else:  # ROW, FULL
  *         for r in range(n // m):             # <<<<<<<<<<<<<<
@@ -7075,7 +7087,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_r = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":146
+      /* "fastgrad/_plan.pyx":150
  *     else:  # ROW, FULL
  *         for r in range(n // m):
  *             i = r * m             # <<<<<<<<<<<<<<
@@ -7084,7 +7096,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
       __pyx_v_i = (__pyx_v_r * __pyx_v_m);
 
-      /* "fastgrad/_plan.pyx":147
+      /* "fastgrad/_plan.pyx":151
  *         for r in range(n // m):
  *             i = r * m
  *             for j in range(m):             # <<<<<<<<<<<<<<
@@ -7098,7 +7110,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_j = __pyx_t_9;
 
-        /* "fastgrad/_plan.pyx":148
+        /* "fastgrad/_plan.pyx":152
  *             i = r * m
  *             for j in range(m):
  *                 c[i + j] = _op(op, a[j], b[i + j])             # <<<<<<<<<<<<<<
@@ -7113,7 +7125,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   }
   __pyx_L3:;
 
-  /* "fastgrad/_plan.pyx":109
+  /* "fastgrad/_plan.pyx":113
  * 
  * 
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -7157,7 +7169,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   Py_ssize_t __pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "fastgrad/_plan.pyx":110
+  /* "fastgrad/_plan.pyx":114
  * 
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
  *     cdef const real *a = <const real *>s.a             # <<<<<<<<<<<<<<
@@ -7166,7 +7178,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_a = ((double const *)__pyx_v_s->a);
 
-  /* "fastgrad/_plan.pyx":111
+  /* "fastgrad/_plan.pyx":115
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
  *     cdef const real *a = <const real *>s.a
  *     cdef const real *b = <const real *>s.b             # <<<<<<<<<<<<<<
@@ -7175,7 +7187,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_b = ((double const *)__pyx_v_s->b);
 
-  /* "fastgrad/_plan.pyx":112
+  /* "fastgrad/_plan.pyx":116
  *     cdef const real *a = <const real *>s.a
  *     cdef const real *b = <const real *>s.b
  *     cdef real *c = <real *>s.c             # <<<<<<<<<<<<<<
@@ -7184,7 +7196,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_c = ((double *)__pyx_v_s->c);
 
-  /* "fastgrad/_plan.pyx":113
+  /* "fastgrad/_plan.pyx":117
  *     cdef const real *b = <const real *>s.b
  *     cdef real *c = <real *>s.c
  *     cdef Py_ssize_t i, j, r, n = s.n, m = s.m             # <<<<<<<<<<<<<<
@@ -7198,7 +7210,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 
   __pyx_v_m = __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":115
+  /* "fastgrad/_plan.pyx":119
  *     cdef Py_ssize_t i, j, r, n = s.n, m = s.m
  *     cdef real x, y
  *     cdef int op = s.op             # <<<<<<<<<<<<<<
@@ -7209,7 +7221,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 
   __pyx_v_op = __pyx_t_2;
 
-  /* "fastgrad/_plan.pyx":116
+  /* "fastgrad/_plan.pyx":120
  *     cdef real x, y
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -7235,7 +7247,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":117
+    /* "fastgrad/_plan.pyx":121
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:             # <<<<<<<<<<<<<<
@@ -7245,7 +7257,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     switch (__pyx_v_op) {
       case 0:
 
-      /* "fastgrad/_plan.pyx":118
+      /* "fastgrad/_plan.pyx":122
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -7259,7 +7271,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":119
+        /* "fastgrad/_plan.pyx":123
  *         if op == 0:
  *             for i in range(n):
  *                 c[i] = a[i] + b[i]             # <<<<<<<<<<<<<<
@@ -7270,7 +7282,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":117
+      /* "fastgrad/_plan.pyx":121
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:             # <<<<<<<<<<<<<<
@@ -7280,7 +7292,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       case 1:
 
-      /* "fastgrad/_plan.pyx":121
+      /* "fastgrad/_plan.pyx":125
  *                 c[i] = a[i] + b[i]
  *         elif op == 1:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -7294,7 +7306,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":122
+        /* "fastgrad/_plan.pyx":126
  *         elif op == 1:
  *             for i in range(n):
  *                 c[i] = a[i] - b[i]             # <<<<<<<<<<<<<<
@@ -7305,7 +7317,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":120
+      /* "fastgrad/_plan.pyx":124
  *             for i in range(n):
  *                 c[i] = a[i] + b[i]
  *         elif op == 1:             # <<<<<<<<<<<<<<
@@ -7315,7 +7327,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       case 2:
 
-      /* "fastgrad/_plan.pyx":124
+      /* "fastgrad/_plan.pyx":128
  *                 c[i] = a[i] - b[i]
  *         elif op == 2:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -7329,7 +7341,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":125
+        /* "fastgrad/_plan.pyx":129
  *         elif op == 2:
  *             for i in range(n):
  *                 c[i] = a[i] * b[i]             # <<<<<<<<<<<<<<
@@ -7340,7 +7352,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":123
+      /* "fastgrad/_plan.pyx":127
  *             for i in range(n):
  *                 c[i] = a[i] - b[i]
  *         elif op == 2:             # <<<<<<<<<<<<<<
@@ -7350,7 +7362,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       default:
 
-      /* "fastgrad/_plan.pyx":127
+      /* "fastgrad/_plan.pyx":131
  *                 c[i] = a[i] * b[i]
  *         else:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -7364,7 +7376,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":128
+        /* "fastgrad/_plan.pyx":132
  *         else:
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]             # <<<<<<<<<<<<<<
@@ -7377,7 +7389,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
     }
 
-    /* "fastgrad/_plan.pyx":116
+    /* "fastgrad/_plan.pyx":120
  *     cdef real x, y
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -7387,7 +7399,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":129
+  /* "fastgrad/_plan.pyx":133
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -7413,7 +7425,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":130
+    /* "fastgrad/_plan.pyx":134
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:
  *         y = b[0]             # <<<<<<<<<<<<<<
@@ -7422,7 +7434,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     __pyx_v_y = (__pyx_v_b[0]);
 
-    /* "fastgrad/_plan.pyx":131
+    /* "fastgrad/_plan.pyx":135
  *     elif s.ma == FULL and s.mb == SCALAR:
  *         y = b[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -7436,7 +7448,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_i = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":132
+      /* "fastgrad/_plan.pyx":136
  *         y = b[0]
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)             # <<<<<<<<<<<<<<
@@ -7447,7 +7459,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":129
+    /* "fastgrad/_plan.pyx":133
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -7457,7 +7469,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":133
+  /* "fastgrad/_plan.pyx":137
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -7483,7 +7495,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":134
+    /* "fastgrad/_plan.pyx":138
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:
  *         x = a[0]             # <<<<<<<<<<<<<<
@@ -7492,7 +7504,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     __pyx_v_x = (__pyx_v_a[0]);
 
-    /* "fastgrad/_plan.pyx":135
+    /* "fastgrad/_plan.pyx":139
  *     elif s.ma == SCALAR and s.mb == FULL:
  *         x = a[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -7506,7 +7518,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_i = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":136
+      /* "fastgrad/_plan.pyx":140
  *         x = a[0]
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])             # <<<<<<<<<<<<<<
@@ -7517,7 +7529,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":133
+    /* "fastgrad/_plan.pyx":137
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -7527,7 +7539,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":137
+  /* "fastgrad/_plan.pyx":141
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -7553,7 +7565,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":138
+    /* "fastgrad/_plan.pyx":142
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])             # <<<<<<<<<<<<<<
@@ -7562,7 +7574,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     (__pyx_v_c[0]) = __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(__pyx_v_op, (__pyx_v_a[0]), (__pyx_v_b[0]));
 
-    /* "fastgrad/_plan.pyx":137
+    /* "fastgrad/_plan.pyx":141
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -7572,7 +7584,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":139
+  /* "fastgrad/_plan.pyx":143
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -7598,7 +7610,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":140
+    /* "fastgrad/_plan.pyx":144
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:
  *         for r in range(n // m):             # <<<<<<<<<<<<<<
@@ -7612,7 +7624,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_r = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":141
+      /* "fastgrad/_plan.pyx":145
  *     elif s.ma == FULL and s.mb == ROW:
  *         for r in range(n // m):
  *             i = r * m             # <<<<<<<<<<<<<<
@@ -7621,7 +7633,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
       __pyx_v_i = (__pyx_v_r * __pyx_v_m);
 
-      /* "fastgrad/_plan.pyx":142
+      /* "fastgrad/_plan.pyx":146
  *         for r in range(n // m):
  *             i = r * m
  *             for j in range(m):             # <<<<<<<<<<<<<<
@@ -7635,7 +7647,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_j = __pyx_t_9;
 
-        /* "fastgrad/_plan.pyx":143
+        /* "fastgrad/_plan.pyx":147
  *             i = r * m
  *             for j in range(m):
  *                 c[i + j] = _op(op, a[i + j], b[j])             # <<<<<<<<<<<<<<
@@ -7648,7 +7660,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":139
+    /* "fastgrad/_plan.pyx":143
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -7658,7 +7670,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":145
+  /* "fastgrad/_plan.pyx":149
  *                 c[i + j] = _op(op, a[i + j], b[j])
  *     else:  # ROW, FULL
  *         for r in range(n // m):             # <<<<<<<<<<<<<<
@@ -7673,7 +7685,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_r = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":146
+      /* "fastgrad/_plan.pyx":150
  *     else:  # ROW, FULL
  *         for r in range(n // m):
  *             i = r * m             # <<<<<<<<<<<<<<
@@ -7682,7 +7694,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
       __pyx_v_i = (__pyx_v_r * __pyx_v_m);
 
-      /* "fastgrad/_plan.pyx":147
+      /* "fastgrad/_plan.pyx":151
  *         for r in range(n // m):
  *             i = r * m
  *             for j in range(m):             # <<<<<<<<<<<<<<
@@ -7696,7 +7708,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_j = __pyx_t_9;
 
-        /* "fastgrad/_plan.pyx":148
+        /* "fastgrad/_plan.pyx":152
  *             i = r * m
  *             for j in range(m):
  *                 c[i + j] = _op(op, a[j], b[i + j])             # <<<<<<<<<<<<<<
@@ -7711,7 +7723,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   }
   __pyx_L3:;
 
-  /* "fastgrad/_plan.pyx":109
+  /* "fastgrad/_plan.pyx":113
  * 
  * 
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -7733,7 +7745,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 
 }
 
-/* "fastgrad/_plan.pyx":151
+/* "fastgrad/_plan.pyx":155
  * 
  * 
  * cdef void _exec(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -7753,7 +7765,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":152
+  /* "fastgrad/_plan.pyx":156
  * 
  * cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
  *     cdef Py_ssize_t i, n = s.n             # <<<<<<<<<<<<<<
@@ -7764,7 +7776,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 
   __pyx_v_n = __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":154
+  /* "fastgrad/_plan.pyx":158
  *     cdef Py_ssize_t i, n = s.n
  *     cdef real v
  *     cdef real *c = <real *>s.c             # <<<<<<<<<<<<<<
@@ -7773,7 +7785,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
   __pyx_v_c = ((float *)__pyx_v_s->c);
 
-  /* "fastgrad/_plan.pyx":155
+  /* "fastgrad/_plan.pyx":159
  *     cdef real v
  *     cdef real *c = <real *>s.c
  *     cdef const real *a = <const real *>s.a             # <<<<<<<<<<<<<<
@@ -7782,7 +7794,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
   __pyx_v_a = ((float const *)__pyx_v_s->a);
 
-  /* "fastgrad/_plan.pyx":156
+  /* "fastgrad/_plan.pyx":160
  *     cdef real *c = <real *>s.c
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind             # <<<<<<<<<<<<<<
@@ -7793,7 +7805,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 
   __pyx_v_kind = __pyx_t_2;
 
-  /* "fastgrad/_plan.pyx":157
+  /* "fastgrad/_plan.pyx":161
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind
  *     if kind == GEMM:             # <<<<<<<<<<<<<<
@@ -7803,7 +7815,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
   switch (__pyx_v_kind) {
     case __pyx_e_8fastgrad_5_plan_GEMM:
 
-    /* "fastgrad/_plan.pyx":159
+    /* "fastgrad/_plan.pyx":163
  *     if kind == GEMM:
  *         if real is float:
  *             gemm_f32(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const float *>s.a,             # <<<<<<<<<<<<<<
@@ -7812,7 +7824,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_7_linalg_gemm_f32(__pyx_v_s->ta, __pyx_v_s->tb, ((int)__pyx_v_s->m), ((int)__pyx_v_s->n), ((int)__pyx_v_s->k), ((float const *)__pyx_v_s->a), ((float const *)__pyx_v_s->b), ((float *)__pyx_v_s->c));
 
-    /* "fastgrad/_plan.pyx":157
+    /* "fastgrad/_plan.pyx":161
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind
  *     if kind == GEMM:             # <<<<<<<<<<<<<<
@@ -7822,7 +7834,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_BIAS_ACT:
 
-    /* "fastgrad/_plan.pyx":166
+    /* "fastgrad/_plan.pyx":170
  *     elif kind == BIAS_ACT:
  *         if real is float:
  *             bias_act_forward_f32(<float *>s.a, <const float *>s.b, <float *>s.c, s.n, s.m, s.act,             # <<<<<<<<<<<<<<
@@ -7831,7 +7843,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_bias_act_forward_f32(((float *)__pyx_v_s->a), ((float const *)__pyx_v_s->b), ((float *)__pyx_v_s->c), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->act, ((float)__pyx_v_s->p));
 
-    /* "fastgrad/_plan.pyx":164
+    /* "fastgrad/_plan.pyx":168
  *             gemm_f64(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const double *>s.a,
  *                      <const double *>s.b, <double *>s.c)
  *     elif kind == BIAS_ACT:             # <<<<<<<<<<<<<<
@@ -7841,7 +7853,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_ACT_BWD:
 
-    /* "fastgrad/_plan.pyx":171
+    /* "fastgrad/_plan.pyx":175
  *             bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,
  *                                  s.p)
  *     elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -7850,7 +7862,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     case __pyx_e_8fastgrad_5_plan_COLSUM:
 
-    /* "fastgrad/_plan.pyx":173
+    /* "fastgrad/_plan.pyx":177
  *     elif kind == ACT_BWD or kind == COLSUM:
  *         if real is float:
  *             act_backward_colsum_f32(<const float *>s.a, <const float *>s.b, <float *>s.c,             # <<<<<<<<<<<<<<
@@ -7859,7 +7871,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_act_backward_colsum_f32(((float const *)__pyx_v_s->a), ((float const *)__pyx_v_s->b), ((float *)__pyx_v_s->c), ((float *)__pyx_v_s->d), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->act, ((float)__pyx_v_s->p));
 
-    /* "fastgrad/_plan.pyx":171
+    /* "fastgrad/_plan.pyx":175
  *             bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,
  *                                  s.p)
  *     elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -7869,7 +7881,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SCE:
 
-    /* "fastgrad/_plan.pyx":180
+    /* "fastgrad/_plan.pyx":184
  *     elif kind == SCE:
  *         if real is float:
  *             (<float *>s.e)[0] = <float>softmax_ce_f32(<const float *>s.a, <const Py_ssize_t *>s.b,             # <<<<<<<<<<<<<<
@@ -7878,7 +7890,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (((float *)__pyx_v_s->e)[0]) = ((float)__pyx_f_8fastgrad_8_kernels_softmax_ce_f32(((float const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, ((float *)__pyx_v_s->c), ((double *)__pyx_v_s->d)));
 
-    /* "fastgrad/_plan.pyx":178
+    /* "fastgrad/_plan.pyx":182
  *             act_backward_colsum_f64(<const double *>s.a, <const double *>s.b, <double *>s.c,
  *                                     <double *>s.d, s.n, s.m, s.act, s.p)
  *     elif kind == SCE:             # <<<<<<<<<<<<<<
@@ -7888,7 +7900,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SVM:
 
-    /* "fastgrad/_plan.pyx":187
+    /* "fastgrad/_plan.pyx":191
  *     elif kind == SVM:
  *         if real is float:
  *             (<float *>s.e)[0] = <float>svm_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,             # <<<<<<<<<<<<<<
@@ -7897,7 +7909,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (((float *)__pyx_v_s->e)[0]) = ((float)__pyx_f_8fastgrad_8_kernels_svm_f32(((float const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, ((float)__pyx_v_s->p), ((float *)__pyx_v_s->c), ((double *)__pyx_v_s->d)));
 
-    /* "fastgrad/_plan.pyx":185
+    /* "fastgrad/_plan.pyx":189
  *             (<double *>s.e)[0] = softmax_ce_f64(<const double *>s.a, <const Py_ssize_t *>s.b,
  *                                                 s.n, s.m, <double *>s.c, <double *>s.d)
  *     elif kind == SVM:             # <<<<<<<<<<<<<<
@@ -7907,7 +7919,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_BINARY:
 
-    /* "fastgrad/_plan.pyx":193
+    /* "fastgrad/_plan.pyx":197
  *                                          s.p, <double *>s.c, <double *>s.d)
  *     elif kind == BINARY:
  *         _binary(s, dummy)             # <<<<<<<<<<<<<<
@@ -7916,7 +7928,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(__pyx_v_s, __pyx_v_dummy);
 
-    /* "fastgrad/_plan.pyx":192
+    /* "fastgrad/_plan.pyx":196
  *             (<double *>s.e)[0] = svm_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,
  *                                          s.p, <double *>s.c, <double *>s.d)
  *     elif kind == BINARY:             # <<<<<<<<<<<<<<
@@ -7926,7 +7938,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_NEG:
 
-    /* "fastgrad/_plan.pyx":195
+    /* "fastgrad/_plan.pyx":199
  *         _binary(s, dummy)
  *     elif kind == NEG:
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -7940,7 +7952,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":196
+      /* "fastgrad/_plan.pyx":200
  *     elif kind == NEG:
  *         for i in range(n):
  *             c[i] = -a[i]             # <<<<<<<<<<<<<<
@@ -7951,7 +7963,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     }
 
 
-    /* "fastgrad/_plan.pyx":194
+    /* "fastgrad/_plan.pyx":198
  *     elif kind == BINARY:
  *         _binary(s, dummy)
  *     elif kind == NEG:             # <<<<<<<<<<<<<<
@@ -7961,7 +7973,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_FILL:
 
-    /* "fastgrad/_plan.pyx":198
+    /* "fastgrad/_plan.pyx":202
  *             c[i] = -a[i]
  *     elif kind == FILL:
  *         v = a[0]             # <<<<<<<<<<<<<<
@@ -7970,7 +7982,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_v_v = (__pyx_v_a[0]);
 
-    /* "fastgrad/_plan.pyx":199
+    /* "fastgrad/_plan.pyx":203
  *     elif kind == FILL:
  *         v = a[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -7984,7 +7996,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":200
+      /* "fastgrad/_plan.pyx":204
  *         v = a[0]
  *         for i in range(n):
  *             c[i] = v             # <<<<<<<<<<<<<<
@@ -7995,7 +8007,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     }
 
 
-    /* "fastgrad/_plan.pyx":197
+    /* "fastgrad/_plan.pyx":201
  *         for i in range(n):
  *             c[i] = -a[i]
  *     elif kind == FILL:             # <<<<<<<<<<<<<<
@@ -8005,7 +8017,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SUM:
 
-    /* "fastgrad/_plan.pyx":202
+    /* "fastgrad/_plan.pyx":206
  *             c[i] = v
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0
  *         v = 0             # <<<<<<<<<<<<<<
@@ -8014,7 +8026,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_v_v = 0.0;
 
-    /* "fastgrad/_plan.pyx":203
+    /* "fastgrad/_plan.pyx":207
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0
  *         v = 0
  *         c[0] = v + _pairwise(a, n)             # <<<<<<<<<<<<<<
@@ -8023,7 +8035,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (__pyx_v_c[0]) = (__pyx_v_v + __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(__pyx_v_a, __pyx_v_n));
 
-    /* "fastgrad/_plan.pyx":201
+    /* "fastgrad/_plan.pyx":205
  *         for i in range(n):
  *             c[i] = v
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0             # <<<<<<<<<<<<<<
@@ -8033,27 +8045,65 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_COPY:
 
-    /* "fastgrad/_plan.pyx":205
+    /* "fastgrad/_plan.pyx":209
  *         c[0] = v + _pairwise(a, n)
  *     elif kind == COPY:
  *         memcpy(c, a, n * sizeof(real))             # <<<<<<<<<<<<<<
- * 
- * 
+ *     elif kind == MAXOUT:
+ *         if real is float:
 */
     (void)(memcpy(__pyx_v_c, __pyx_v_a, (__pyx_v_n * (sizeof(float)))));
 
-    /* "fastgrad/_plan.pyx":204
+    /* "fastgrad/_plan.pyx":208
  *         v = 0
  *         c[0] = v + _pairwise(a, n)
  *     elif kind == COPY:             # <<<<<<<<<<<<<<
  *         memcpy(c, a, n * sizeof(real))
- * 
+ *     elif kind == MAXOUT:
+*/
+    break;
+    case __pyx_e_8fastgrad_5_plan_MAXOUT:
+
+    /* "fastgrad/_plan.pyx":212
+ *     elif kind == MAXOUT:
+ *         if real is float:
+ *             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)             # <<<<<<<<<<<<<<
+ *         else:
+ *             maxout_forward_f64(<const double *>s.a, s.n, s.m, s.k, <double *>s.c, <Py_ssize_t *>s.b)
+*/
+    __pyx_f_8fastgrad_8_kernels_maxout_forward_f32(((float const *)__pyx_v_s->a), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->k, ((float *)__pyx_v_s->c), ((Py_ssize_t *)__pyx_v_s->b));
+
+    /* "fastgrad/_plan.pyx":210
+ *     elif kind == COPY:
+ *         memcpy(c, a, n * sizeof(real))
+ *     elif kind == MAXOUT:             # <<<<<<<<<<<<<<
+ *         if real is float:
+ *             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
+*/
+    break;
+    case __pyx_e_8fastgrad_5_plan_MAXOUT_BWD:
+
+    /* "fastgrad/_plan.pyx":217
+ *     elif kind == MAXOUT_BWD:
+ *         if real is float:
+ *             maxout_backward_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <float *>s.c)             # <<<<<<<<<<<<<<
+ *         else:
+ *             maxout_backward_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <double *>s.c)
+*/
+    __pyx_f_8fastgrad_8_kernels_maxout_backward_f32(((float const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->k, ((float *)__pyx_v_s->c));
+
+    /* "fastgrad/_plan.pyx":215
+ *         else:
+ *             maxout_forward_f64(<const double *>s.a, s.n, s.m, s.k, <double *>s.c, <Py_ssize_t *>s.b)
+ *     elif kind == MAXOUT_BWD:             # <<<<<<<<<<<<<<
+ *         if real is float:
+ *             maxout_backward_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <float *>s.c)
 */
     break;
     default: break;
   }
 
-  /* "fastgrad/_plan.pyx":151
+  /* "fastgrad/_plan.pyx":155
  * 
  * 
  * cdef void _exec(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8082,7 +8132,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":152
+  /* "fastgrad/_plan.pyx":156
  * 
  * cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
  *     cdef Py_ssize_t i, n = s.n             # <<<<<<<<<<<<<<
@@ -8093,7 +8143,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 
   __pyx_v_n = __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":154
+  /* "fastgrad/_plan.pyx":158
  *     cdef Py_ssize_t i, n = s.n
  *     cdef real v
  *     cdef real *c = <real *>s.c             # <<<<<<<<<<<<<<
@@ -8102,7 +8152,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
   __pyx_v_c = ((double *)__pyx_v_s->c);
 
-  /* "fastgrad/_plan.pyx":155
+  /* "fastgrad/_plan.pyx":159
  *     cdef real v
  *     cdef real *c = <real *>s.c
  *     cdef const real *a = <const real *>s.a             # <<<<<<<<<<<<<<
@@ -8111,7 +8161,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
   __pyx_v_a = ((double const *)__pyx_v_s->a);
 
-  /* "fastgrad/_plan.pyx":156
+  /* "fastgrad/_plan.pyx":160
  *     cdef real *c = <real *>s.c
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind             # <<<<<<<<<<<<<<
@@ -8122,7 +8172,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 
   __pyx_v_kind = __pyx_t_2;
 
-  /* "fastgrad/_plan.pyx":157
+  /* "fastgrad/_plan.pyx":161
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind
  *     if kind == GEMM:             # <<<<<<<<<<<<<<
@@ -8132,7 +8182,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
   switch (__pyx_v_kind) {
     case __pyx_e_8fastgrad_5_plan_GEMM:
 
-    /* "fastgrad/_plan.pyx":162
+    /* "fastgrad/_plan.pyx":166
  *                      <const float *>s.b, <float *>s.c)
  *         else:
  *             gemm_f64(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const double *>s.a,             # <<<<<<<<<<<<<<
@@ -8141,7 +8191,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_7_linalg_gemm_f64(__pyx_v_s->ta, __pyx_v_s->tb, ((int)__pyx_v_s->m), ((int)__pyx_v_s->n), ((int)__pyx_v_s->k), ((double const *)__pyx_v_s->a), ((double const *)__pyx_v_s->b), ((double *)__pyx_v_s->c));
 
-    /* "fastgrad/_plan.pyx":157
+    /* "fastgrad/_plan.pyx":161
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind
  *     if kind == GEMM:             # <<<<<<<<<<<<<<
@@ -8151,7 +8201,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_BIAS_ACT:
 
-    /* "fastgrad/_plan.pyx":169
+    /* "fastgrad/_plan.pyx":173
  *                                  <float>s.p)
  *         else:
  *             bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,             # <<<<<<<<<<<<<<
@@ -8160,7 +8210,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_bias_act_forward_f64(((double *)__pyx_v_s->a), ((double const *)__pyx_v_s->b), ((double *)__pyx_v_s->c), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->act, __pyx_v_s->p);
 
-    /* "fastgrad/_plan.pyx":164
+    /* "fastgrad/_plan.pyx":168
  *             gemm_f64(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const double *>s.a,
  *                      <const double *>s.b, <double *>s.c)
  *     elif kind == BIAS_ACT:             # <<<<<<<<<<<<<<
@@ -8170,7 +8220,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_ACT_BWD:
 
-    /* "fastgrad/_plan.pyx":171
+    /* "fastgrad/_plan.pyx":175
  *             bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,
  *                                  s.p)
  *     elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -8179,7 +8229,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     case __pyx_e_8fastgrad_5_plan_COLSUM:
 
-    /* "fastgrad/_plan.pyx":176
+    /* "fastgrad/_plan.pyx":180
  *                                     <float *>s.d, s.n, s.m, s.act, <float>s.p)
  *         else:
  *             act_backward_colsum_f64(<const double *>s.a, <const double *>s.b, <double *>s.c,             # <<<<<<<<<<<<<<
@@ -8188,7 +8238,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_act_backward_colsum_f64(((double const *)__pyx_v_s->a), ((double const *)__pyx_v_s->b), ((double *)__pyx_v_s->c), ((double *)__pyx_v_s->d), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->act, __pyx_v_s->p);
 
-    /* "fastgrad/_plan.pyx":171
+    /* "fastgrad/_plan.pyx":175
  *             bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,
  *                                  s.p)
  *     elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -8198,7 +8248,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SCE:
 
-    /* "fastgrad/_plan.pyx":183
+    /* "fastgrad/_plan.pyx":187
  *                                                       s.n, s.m, <float *>s.c, <double *>s.d)
  *         else:
  *             (<double *>s.e)[0] = softmax_ce_f64(<const double *>s.a, <const Py_ssize_t *>s.b,             # <<<<<<<<<<<<<<
@@ -8207,7 +8257,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (((double *)__pyx_v_s->e)[0]) = __pyx_f_8fastgrad_8_kernels_softmax_ce_f64(((double const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, ((double *)__pyx_v_s->c), ((double *)__pyx_v_s->d));
 
-    /* "fastgrad/_plan.pyx":178
+    /* "fastgrad/_plan.pyx":182
  *             act_backward_colsum_f64(<const double *>s.a, <const double *>s.b, <double *>s.c,
  *                                     <double *>s.d, s.n, s.m, s.act, s.p)
  *     elif kind == SCE:             # <<<<<<<<<<<<<<
@@ -8217,7 +8267,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SVM:
 
-    /* "fastgrad/_plan.pyx":190
+    /* "fastgrad/_plan.pyx":194
  *                                                <float>s.p, <float *>s.c, <double *>s.d)
  *         else:
  *             (<double *>s.e)[0] = svm_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,             # <<<<<<<<<<<<<<
@@ -8226,7 +8276,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (((double *)__pyx_v_s->e)[0]) = __pyx_f_8fastgrad_8_kernels_svm_f64(((double const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->p, ((double *)__pyx_v_s->c), ((double *)__pyx_v_s->d));
 
-    /* "fastgrad/_plan.pyx":185
+    /* "fastgrad/_plan.pyx":189
  *             (<double *>s.e)[0] = softmax_ce_f64(<const double *>s.a, <const Py_ssize_t *>s.b,
  *                                                 s.n, s.m, <double *>s.c, <double *>s.d)
  *     elif kind == SVM:             # <<<<<<<<<<<<<<
@@ -8236,7 +8286,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_BINARY:
 
-    /* "fastgrad/_plan.pyx":193
+    /* "fastgrad/_plan.pyx":197
  *                                          s.p, <double *>s.c, <double *>s.d)
  *     elif kind == BINARY:
  *         _binary(s, dummy)             # <<<<<<<<<<<<<<
@@ -8245,7 +8295,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(__pyx_v_s, __pyx_v_dummy);
 
-    /* "fastgrad/_plan.pyx":192
+    /* "fastgrad/_plan.pyx":196
  *             (<double *>s.e)[0] = svm_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,
  *                                          s.p, <double *>s.c, <double *>s.d)
  *     elif kind == BINARY:             # <<<<<<<<<<<<<<
@@ -8255,7 +8305,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_NEG:
 
-    /* "fastgrad/_plan.pyx":195
+    /* "fastgrad/_plan.pyx":199
  *         _binary(s, dummy)
  *     elif kind == NEG:
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -8269,7 +8319,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":196
+      /* "fastgrad/_plan.pyx":200
  *     elif kind == NEG:
  *         for i in range(n):
  *             c[i] = -a[i]             # <<<<<<<<<<<<<<
@@ -8280,7 +8330,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     }
 
 
-    /* "fastgrad/_plan.pyx":194
+    /* "fastgrad/_plan.pyx":198
  *     elif kind == BINARY:
  *         _binary(s, dummy)
  *     elif kind == NEG:             # <<<<<<<<<<<<<<
@@ -8290,7 +8340,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_FILL:
 
-    /* "fastgrad/_plan.pyx":198
+    /* "fastgrad/_plan.pyx":202
  *             c[i] = -a[i]
  *     elif kind == FILL:
  *         v = a[0]             # <<<<<<<<<<<<<<
@@ -8299,7 +8349,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_v_v = (__pyx_v_a[0]);
 
-    /* "fastgrad/_plan.pyx":199
+    /* "fastgrad/_plan.pyx":203
  *     elif kind == FILL:
  *         v = a[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -8313,7 +8363,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":200
+      /* "fastgrad/_plan.pyx":204
  *         v = a[0]
  *         for i in range(n):
  *             c[i] = v             # <<<<<<<<<<<<<<
@@ -8324,7 +8374,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     }
 
 
-    /* "fastgrad/_plan.pyx":197
+    /* "fastgrad/_plan.pyx":201
  *         for i in range(n):
  *             c[i] = -a[i]
  *     elif kind == FILL:             # <<<<<<<<<<<<<<
@@ -8334,7 +8384,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SUM:
 
-    /* "fastgrad/_plan.pyx":202
+    /* "fastgrad/_plan.pyx":206
  *             c[i] = v
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0
  *         v = 0             # <<<<<<<<<<<<<<
@@ -8343,7 +8393,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_v_v = 0.0;
 
-    /* "fastgrad/_plan.pyx":203
+    /* "fastgrad/_plan.pyx":207
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0
  *         v = 0
  *         c[0] = v + _pairwise(a, n)             # <<<<<<<<<<<<<<
@@ -8352,7 +8402,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (__pyx_v_c[0]) = (__pyx_v_v + __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(__pyx_v_a, __pyx_v_n));
 
-    /* "fastgrad/_plan.pyx":201
+    /* "fastgrad/_plan.pyx":205
  *         for i in range(n):
  *             c[i] = v
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0             # <<<<<<<<<<<<<<
@@ -8362,27 +8412,65 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_COPY:
 
-    /* "fastgrad/_plan.pyx":205
+    /* "fastgrad/_plan.pyx":209
  *         c[0] = v + _pairwise(a, n)
  *     elif kind == COPY:
  *         memcpy(c, a, n * sizeof(real))             # <<<<<<<<<<<<<<
- * 
- * 
+ *     elif kind == MAXOUT:
+ *         if real is float:
 */
     (void)(memcpy(__pyx_v_c, __pyx_v_a, (__pyx_v_n * (sizeof(double)))));
 
-    /* "fastgrad/_plan.pyx":204
+    /* "fastgrad/_plan.pyx":208
  *         v = 0
  *         c[0] = v + _pairwise(a, n)
  *     elif kind == COPY:             # <<<<<<<<<<<<<<
  *         memcpy(c, a, n * sizeof(real))
+ *     elif kind == MAXOUT:
+*/
+    break;
+    case __pyx_e_8fastgrad_5_plan_MAXOUT:
+
+    /* "fastgrad/_plan.pyx":214
+ *             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
+ *         else:
+ *             maxout_forward_f64(<const double *>s.a, s.n, s.m, s.k, <double *>s.c, <Py_ssize_t *>s.b)             # <<<<<<<<<<<<<<
+ *     elif kind == MAXOUT_BWD:
+ *         if real is float:
+*/
+    __pyx_f_8fastgrad_8_kernels_maxout_forward_f64(((double const *)__pyx_v_s->a), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->k, ((double *)__pyx_v_s->c), ((Py_ssize_t *)__pyx_v_s->b));
+
+    /* "fastgrad/_plan.pyx":210
+ *     elif kind == COPY:
+ *         memcpy(c, a, n * sizeof(real))
+ *     elif kind == MAXOUT:             # <<<<<<<<<<<<<<
+ *         if real is float:
+ *             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
+*/
+    break;
+    case __pyx_e_8fastgrad_5_plan_MAXOUT_BWD:
+
+    /* "fastgrad/_plan.pyx":219
+ *             maxout_backward_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <float *>s.c)
+ *         else:
+ *             maxout_backward_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <double *>s.c)             # <<<<<<<<<<<<<<
  * 
+ * 
+*/
+    __pyx_f_8fastgrad_8_kernels_maxout_backward_f64(((double const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->k, ((double *)__pyx_v_s->c));
+
+    /* "fastgrad/_plan.pyx":215
+ *         else:
+ *             maxout_forward_f64(<const double *>s.a, s.n, s.m, s.k, <double *>s.c, <Py_ssize_t *>s.b)
+ *     elif kind == MAXOUT_BWD:             # <<<<<<<<<<<<<<
+ *         if real is float:
+ *             maxout_backward_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <float *>s.c)
 */
     break;
     default: break;
   }
 
-  /* "fastgrad/_plan.pyx":151
+  /* "fastgrad/_plan.pyx":155
  * 
  * 
  * cdef void _exec(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8399,7 +8487,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 
 }
 
-/* "fastgrad/_plan.pyx":223
+/* "fastgrad/_plan.pyx":237
  *     cdef readonly object dtype
  * 
  *     def __cinit__(self):             # <<<<<<<<<<<<<<
@@ -8451,7 +8539,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
 static int __pyx_pf_8fastgrad_5_plan_7Program___cinit__(struct __pyx_obj_8fastgrad_5_plan_Program *__pyx_v_self) {
   int __pyx_r;
 
-  /* "fastgrad/_plan.pyx":224
+  /* "fastgrad/_plan.pyx":238
  * 
  *     def __cinit__(self):
  *         self.code = NULL             # <<<<<<<<<<<<<<
@@ -8460,7 +8548,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program___cinit__(struct __pyx_obj_8fastgr
 */
   __pyx_v_self->code = NULL;
 
-  /* "fastgrad/_plan.pyx":225
+  /* "fastgrad/_plan.pyx":239
  *     def __cinit__(self):
  *         self.code = NULL
  *         self.count = 0             # <<<<<<<<<<<<<<
@@ -8469,7 +8557,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program___cinit__(struct __pyx_obj_8fastgr
 */
   __pyx_v_self->count = 0;
 
-  /* "fastgrad/_plan.pyx":223
+  /* "fastgrad/_plan.pyx":237
  *     cdef readonly object dtype
  * 
  *     def __cinit__(self):             # <<<<<<<<<<<<<<
@@ -8483,7 +8571,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program___cinit__(struct __pyx_obj_8fastgr
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":227
+/* "fastgrad/_plan.pyx":241
  *         self.count = 0
  * 
  *     def __init__(self, list instrs, dtype):             # <<<<<<<<<<<<<<
@@ -8530,39 +8618,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_instrs,&__pyx_mstate_global->__pyx_n_u_dtype,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL_TPNEW(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 227, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 241, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 227, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 241, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 227, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 241, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 227, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 241, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 1, 2, 2, i); __PYX_ERR(0, 227, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 1, 2, 2, i); __PYX_ERR(0, 241, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 227, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 241, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 227, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 241, __pyx_L3_error)
     }
     __pyx_v_instrs = ((PyObject*)values[0]);
     __pyx_v_dtype = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__init__", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 227, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__init__", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 241, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -8573,7 +8661,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return -1;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_instrs), (&PyList_Type), 1, "instrs", 1))) __PYX_ERR(0, 227, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_instrs), (&PyList_Type), 1, "instrs", 1))) __PYX_ERR(0, 241, __pyx_L1_error)
   __pyx_r = __pyx_pf_8fastgrad_5_plan_7Program_2__init__(((struct __pyx_obj_8fastgrad_5_plan_Program *)__pyx_v_self), __pyx_v_instrs, __pyx_v_dtype);
 
   /* function exit code */
@@ -8613,7 +8701,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__init__", 0);
 
-  /* "fastgrad/_plan.pyx":228
+  /* "fastgrad/_plan.pyx":242
  * 
  *     def __init__(self, list instrs, dtype):
  *         self.dtype = np.dtype(dtype)             # <<<<<<<<<<<<<<
@@ -8621,9 +8709,9 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
  *             raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 228, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 242, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 228, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 242, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_5 = 1;
@@ -8643,7 +8731,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 228, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 242, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_GIVEREF(__pyx_t_1);
@@ -8651,19 +8739,19 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   __Pyx_DECREF_SET(__pyx_v_self->dtype, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "fastgrad/_plan.pyx":229
+  /* "fastgrad/_plan.pyx":243
  *     def __init__(self, list instrs, dtype):
  *         self.dtype = np.dtype(dtype)
  *         if self.dtype != np.float32 and self.dtype != np.float64:             # <<<<<<<<<<<<<<
  *             raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")
  *         self.f64 = self.dtype == np.float64
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 229, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 243, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 229, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 243, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_self->dtype, __pyx_t_4, Py_NE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 229, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_self->dtype, __pyx_t_4, Py_NE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 243, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   if (__pyx_t_7) {
 
@@ -8673,12 +8761,12 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
 
     goto __pyx_L4_bool_binop_done;
   }
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 229, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 243, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 229, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 243, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_self->dtype, __pyx_t_1, Py_NE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 229, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_self->dtype, __pyx_t_1, Py_NE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 243, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   __pyx_t_6 = __pyx_t_7;
@@ -8687,7 +8775,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   if (unlikely(__pyx_t_6)) {
 
 
-    /* "fastgrad/_plan.pyx":230
+    /* "fastgrad/_plan.pyx":244
  *         self.dtype = np.dtype(dtype)
  *         if self.dtype != np.float32 and self.dtype != np.float64:
  *             raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")             # <<<<<<<<<<<<<<
@@ -8695,9 +8783,9 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
  *         self.keep = []
 */
     __pyx_t_4 = NULL;
-    __pyx_t_2 = __Pyx_PyObject_FormatSimple(__pyx_v_self->dtype, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 230, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_FormatSimple(__pyx_v_self->dtype, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 244, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_capture_a_program_runs_float32_o, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 230, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_capture_a_program_runs_float32_o, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 244, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __pyx_t_5 = 1;
@@ -8706,14 +8794,14 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
       __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_TypeError)), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 230, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 244, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 230, __pyx_L1_error)
+    __PYX_ERR(0, 244, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":229
+    /* "fastgrad/_plan.pyx":243
  *     def __init__(self, list instrs, dtype):
  *         self.dtype = np.dtype(dtype)
  *         if self.dtype != np.float32 and self.dtype != np.float64:             # <<<<<<<<<<<<<<
@@ -8722,39 +8810,39 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
 */
   }
 
-  /* "fastgrad/_plan.pyx":231
+  /* "fastgrad/_plan.pyx":245
  *         if self.dtype != np.float32 and self.dtype != np.float64:
  *             raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")
  *         self.f64 = self.dtype == np.float64             # <<<<<<<<<<<<<<
  *         self.keep = []
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 231, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 245, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 231, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 245, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyObject_CompareEq_object_object(__pyx_v_self->dtype, __pyx_t_3, Py_EQ); __Pyx_XGOTREF(__pyx_t_1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 231, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_CompareEq_object_object(__pyx_v_self->dtype, __pyx_t_3, Py_EQ); __Pyx_XGOTREF(__pyx_t_1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 245, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_6 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 231, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_6 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 245, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_self->f64 = __pyx_t_6;
 
-  /* "fastgrad/_plan.pyx":232
+  /* "fastgrad/_plan.pyx":246
  *             raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")
  *         self.f64 = self.dtype == np.float64
  *         self.keep = []             # <<<<<<<<<<<<<<
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
  *         if self.code == NULL:
 */
-  __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 232, __pyx_L1_error)
+  __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 246, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->keep);
   __Pyx_DECREF_SET(__pyx_v_self->keep, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "fastgrad/_plan.pyx":233
+  /* "fastgrad/_plan.pyx":247
  *         self.f64 = self.dtype == np.float64
  *         self.keep = []
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))             # <<<<<<<<<<<<<<
@@ -8765,9 +8853,9 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   __pyx_t_8 = 1;
   if (unlikely(__pyx_v_instrs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 233, __pyx_L1_error)
+    __PYX_ERR(0, 247, __pyx_L1_error)
   }
-  __pyx_t_9 = __Pyx_PyList_GET_SIZE(__pyx_v_instrs); if (unlikely(__pyx_t_9 == ((Py_ssize_t)-1))) __PYX_ERR(0, 233, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyList_GET_SIZE(__pyx_v_instrs); if (unlikely(__pyx_t_9 == ((Py_ssize_t)-1))) __PYX_ERR(0, 247, __pyx_L1_error)
   __pyx_t_6 = (__pyx_t_8 > __pyx_t_9);
 
   if (__pyx_t_6) {
@@ -8782,7 +8870,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   __pyx_v_self->code = ((struct __pyx_t_8fastgrad_5_plan_Instr *)calloc(__pyx_t_10, (sizeof(struct __pyx_t_8fastgrad_5_plan_Instr))));
 
 
-  /* "fastgrad/_plan.pyx":234
+  /* "fastgrad/_plan.pyx":248
  *         self.keep = []
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
  *         if self.code == NULL:             # <<<<<<<<<<<<<<
@@ -8794,16 +8882,16 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   if (unlikely(__pyx_t_6)) {
 
 
-    /* "fastgrad/_plan.pyx":235
+    /* "fastgrad/_plan.pyx":249
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
  *         if self.code == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         for spec in instrs:
  *             self._add(spec)
 */
-    PyErr_NoMemory(); __PYX_ERR(0, 235, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(0, 249, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":234
+    /* "fastgrad/_plan.pyx":248
  *         self.keep = []
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
  *         if self.code == NULL:             # <<<<<<<<<<<<<<
@@ -8812,7 +8900,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
 */
   }
 
-  /* "fastgrad/_plan.pyx":236
+  /* "fastgrad/_plan.pyx":250
  *         if self.code == NULL:
  *             raise MemoryError()
  *         for spec in instrs:             # <<<<<<<<<<<<<<
@@ -8821,7 +8909,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
 */
   if (unlikely(__pyx_v_instrs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(0, 236, __pyx_L1_error)
+    __PYX_ERR(0, 250, __pyx_L1_error)
   }
   __pyx_t_1 = __pyx_v_instrs; __Pyx_INCREF(__pyx_t_1);
   __pyx_t_10 = 0;
@@ -8829,18 +8917,18 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
     {
       Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_1);
       #if !CYTHON_ASSUME_SAFE_SIZE
-      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 236, __pyx_L1_error)
+      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 250, __pyx_L1_error)
       #endif
       if (__pyx_t_10 >= __pyx_temp) break;
     }
     __pyx_t_3 = __Pyx_PyList_GET_ITEM_REF(__pyx_t_1, __pyx_t_10, __Pyx_ReferenceSharing_OwnStrongReference);
     ++__pyx_t_10;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 236, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 250, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_XDECREF_SET(__pyx_v_spec, __pyx_t_3);
     __pyx_t_3 = 0;
 
-    /* "fastgrad/_plan.pyx":237
+    /* "fastgrad/_plan.pyx":251
  *             raise MemoryError()
  *         for spec in instrs:
  *             self._add(spec)             # <<<<<<<<<<<<<<
@@ -8849,12 +8937,12 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
 */
     __pyx_t_3 = __pyx_v_spec;
     __Pyx_INCREF(__pyx_t_3);
-    if (!(likely(PyDict_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("dict", __pyx_t_3))) __PYX_ERR(0, 237, __pyx_L1_error)
-    __pyx_t_11 = __pyx_f_8fastgrad_5_plan_7Program__add(__pyx_v_self, ((PyObject*)__pyx_t_3)); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 237, __pyx_L1_error)
+    if (!(likely(PyDict_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("dict", __pyx_t_3))) __PYX_ERR(0, 251, __pyx_L1_error)
+    __pyx_t_11 = __pyx_f_8fastgrad_5_plan_7Program__add(__pyx_v_self, ((PyObject*)__pyx_t_3)); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 251, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
 
-    /* "fastgrad/_plan.pyx":236
+    /* "fastgrad/_plan.pyx":250
  *         if self.code == NULL:
  *             raise MemoryError()
  *         for spec in instrs:             # <<<<<<<<<<<<<<
@@ -8864,7 +8952,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "fastgrad/_plan.pyx":227
+  /* "fastgrad/_plan.pyx":241
  *         self.count = 0
  * 
  *     def __init__(self, list instrs, dtype):             # <<<<<<<<<<<<<<
@@ -8889,7 +8977,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":239
+/* "fastgrad/_plan.pyx":253
  *             self._add(spec)
  * 
  *     def __dealloc__(self):             # <<<<<<<<<<<<<<
@@ -8912,7 +9000,7 @@ static void __pyx_pw_8fastgrad_5_plan_7Program_5__dealloc__(PyObject *__pyx_v_se
 
 static void __pyx_pf_8fastgrad_5_plan_7Program_4__dealloc__(struct __pyx_obj_8fastgrad_5_plan_Program *__pyx_v_self) {
 
-  /* "fastgrad/_plan.pyx":240
+  /* "fastgrad/_plan.pyx":254
  * 
  *     def __dealloc__(self):
  *         free(self.code)             # <<<<<<<<<<<<<<
@@ -8921,7 +9009,7 @@ static void __pyx_pf_8fastgrad_5_plan_7Program_4__dealloc__(struct __pyx_obj_8fa
 */
   free(__pyx_v_self->code);
 
-  /* "fastgrad/_plan.pyx":239
+  /* "fastgrad/_plan.pyx":253
  *             self._add(spec)
  * 
  *     def __dealloc__(self):             # <<<<<<<<<<<<<<
@@ -8933,7 +9021,7 @@ static void __pyx_pf_8fastgrad_5_plan_7Program_4__dealloc__(struct __pyx_obj_8fa
 
 }
 
-/* "fastgrad/_plan.pyx":242
+/* "fastgrad/_plan.pyx":256
  *         free(self.code)
  * 
  *     def __len__(self):             # <<<<<<<<<<<<<<
@@ -8959,7 +9047,7 @@ static Py_ssize_t __pyx_pw_8fastgrad_5_plan_7Program_7__len__(PyObject *__pyx_v_
 static Py_ssize_t __pyx_pf_8fastgrad_5_plan_7Program_6__len__(struct __pyx_obj_8fastgrad_5_plan_Program *__pyx_v_self) {
   Py_ssize_t __pyx_r;
 
-  /* "fastgrad/_plan.pyx":243
+  /* "fastgrad/_plan.pyx":257
  * 
  *     def __len__(self):
  *         return self.count             # <<<<<<<<<<<<<<
@@ -8972,7 +9060,7 @@ static Py_ssize_t __pyx_pf_8fastgrad_5_plan_7Program_6__len__(struct __pyx_obj_8
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":242
+  /* "fastgrad/_plan.pyx":256
  *         free(self.code)
  * 
  *     def __len__(self):             # <<<<<<<<<<<<<<
@@ -8986,7 +9074,7 @@ static Py_ssize_t __pyx_pf_8fastgrad_5_plan_7Program_6__len__(struct __pyx_obj_8
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":245
+/* "fastgrad/_plan.pyx":259
  *         return self.count
  * 
  *     cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:             # <<<<<<<<<<<<<<
@@ -9023,7 +9111,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_buffer", 0);
 
-  /* "fastgrad/_plan.pyx":246
+  /* "fastgrad/_plan.pyx":260
  * 
  *     cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:
  *         a = spec.get(name)             # <<<<<<<<<<<<<<
@@ -9032,14 +9120,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 246, __pyx_L1_error)
+    __PYX_ERR(0, 260, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 246, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 260, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_a = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "fastgrad/_plan.pyx":247
+  /* "fastgrad/_plan.pyx":261
  *     cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:
  *         a = spec.get(name)
  *         if a is None:             # <<<<<<<<<<<<<<
@@ -9050,7 +9138,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   if (__pyx_t_2) {
 
 
-    /* "fastgrad/_plan.pyx":248
+    /* "fastgrad/_plan.pyx":262
  *         a = spec.get(name)
  *         if a is None:
  *             if size < 0:  # optional             # <<<<<<<<<<<<<<
@@ -9062,7 +9150,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     if (__pyx_t_2) {
 
 
-      /* "fastgrad/_plan.pyx":249
+      /* "fastgrad/_plan.pyx":263
  *         if a is None:
  *             if size < 0:  # optional
  *                 return NULL             # <<<<<<<<<<<<<<
@@ -9075,7 +9163,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       }
       goto __pyx_L0;
 
-      /* "fastgrad/_plan.pyx":248
+      /* "fastgrad/_plan.pyx":262
  *         a = spec.get(name)
  *         if a is None:
  *             if size < 0:  # optional             # <<<<<<<<<<<<<<
@@ -9084,7 +9172,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
     }
 
-    /* "fastgrad/_plan.pyx":250
+    /* "fastgrad/_plan.pyx":264
  *             if size < 0:  # optional
  *                 return NULL
  *             raise ValueError(f"capture: instruction {spec['kind']} needs buffer {name}")             # <<<<<<<<<<<<<<
@@ -9094,14 +9182,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_3 = NULL;
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 250, __pyx_L1_error)
+      __PYX_ERR(0, 264, __pyx_L1_error)
     }
-    __pyx_t_4 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 250, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 264, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 250, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 264, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __pyx_t_4 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 250, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 264, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_6[0] = __pyx_mstate_global->__pyx_kp_u_capture_instruction;
     __pyx_t_6[1] = __pyx_t_5;
@@ -9116,7 +9204,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_8 |= __Pyx_PyUnicode_KIND_04(__pyx_t_6[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_6[3]);
     #endif
     __pyx_t_9 = __Pyx_PyUnicode_Join(__pyx_t_6, 4, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 250, __pyx_L1_error)
+    if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 264, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -9126,14 +9214,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 250, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 264, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 250, __pyx_L1_error)
+    __PYX_ERR(0, 264, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":247
+    /* "fastgrad/_plan.pyx":261
  *     cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:
  *         a = spec.get(name)
  *         if a is None:             # <<<<<<<<<<<<<<
@@ -9142,16 +9230,16 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":251
+  /* "fastgrad/_plan.pyx":265
  *                 return NULL
  *             raise ValueError(f"capture: instruction {spec['kind']} needs buffer {name}")
  *         if type(a) is not np.ndarray:             # <<<<<<<<<<<<<<
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is a {type(a).__name__}")
  *         arr = <cnp.ndarray>a
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 251, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 265, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_ndarray); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 251, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_ndarray); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 265, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_t_2 = (((PyObject *)Py_TYPE(__pyx_v_a)) != __pyx_t_9);
@@ -9159,7 +9247,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "fastgrad/_plan.pyx":252
+    /* "fastgrad/_plan.pyx":266
  *             raise ValueError(f"capture: instruction {spec['kind']} needs buffer {name}")
  *         if type(a) is not np.ndarray:
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is a {type(a).__name__}")             # <<<<<<<<<<<<<<
@@ -9167,20 +9255,20 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
  *         want = self.dtype if dtype is None else dtype
 */
     __pyx_t_1 = NULL;
-    __pyx_t_3 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 252, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 266, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 252, __pyx_L1_error)
+      __PYX_ERR(0, 266, __pyx_L1_error)
     }
-    __pyx_t_4 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 252, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 266, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 252, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 266, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(((PyObject *)Py_TYPE(__pyx_v_a)), __pyx_mstate_global->__pyx_n_u_name); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 252, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(((PyObject *)Py_TYPE(__pyx_v_a)), __pyx_mstate_global->__pyx_n_u_name); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 266, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_11 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 252, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 266, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __pyx_t_12[0] = __pyx_mstate_global->__pyx_kp_u_capture_buffer;
@@ -9198,7 +9286,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_8 |= __Pyx_PyUnicode_KIND_04(__pyx_t_12[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_12[3]) | __Pyx_PyUnicode_KIND_04(__pyx_t_12[5]);
     #endif
     __pyx_t_4 = __Pyx_PyUnicode_Join(__pyx_t_12, 6, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 252, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 266, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
@@ -9209,14 +9297,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_9 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_TypeError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 252, __pyx_L1_error)
+      if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 266, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
     }
     __Pyx_Raise(__pyx_t_9, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __PYX_ERR(0, 252, __pyx_L1_error)
+    __PYX_ERR(0, 266, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":251
+    /* "fastgrad/_plan.pyx":265
  *                 return NULL
  *             raise ValueError(f"capture: instruction {spec['kind']} needs buffer {name}")
  *         if type(a) is not np.ndarray:             # <<<<<<<<<<<<<<
@@ -9225,7 +9313,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":253
+  /* "fastgrad/_plan.pyx":267
  *         if type(a) is not np.ndarray:
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is a {type(a).__name__}")
  *         arr = <cnp.ndarray>a             # <<<<<<<<<<<<<<
@@ -9237,7 +9325,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   __pyx_v_arr = ((PyArrayObject *)__pyx_t_9);
   __pyx_t_9 = 0;
 
-  /* "fastgrad/_plan.pyx":254
+  /* "fastgrad/_plan.pyx":268
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is a {type(a).__name__}")
  *         arr = <cnp.ndarray>a
  *         want = self.dtype if dtype is None else dtype             # <<<<<<<<<<<<<<
@@ -9256,16 +9344,16 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   __pyx_v_want = __pyx_t_9;
   __pyx_t_9 = 0;
 
-  /* "fastgrad/_plan.pyx":255
+  /* "fastgrad/_plan.pyx":269
  *         arr = <cnp.ndarray>a
  *         want = self.dtype if dtype is None else dtype
  *         if arr.dtype != want or not arr.dtype.isnative:             # <<<<<<<<<<<<<<
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
 */
-  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 255, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 269, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_13 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_9, __pyx_v_want, Py_NE); if (unlikely((__pyx_t_13 < 0))) __PYX_ERR(0, 255, __pyx_L1_error)
+  __pyx_t_13 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_9, __pyx_v_want, Py_NE); if (unlikely((__pyx_t_13 < 0))) __PYX_ERR(0, 269, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
   if (!__pyx_t_13) {
 
@@ -9275,12 +9363,12 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 
     goto __pyx_L7_bool_binop_done;
   }
-  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 255, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 269, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_isnative); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 255, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_isnative); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 269, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_13 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_13 < 0))) __PYX_ERR(0, 255, __pyx_L1_error)
+  __pyx_t_13 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_13 < 0))) __PYX_ERR(0, 269, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __pyx_t_14 = (!__pyx_t_13);
 
@@ -9292,7 +9380,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "fastgrad/_plan.pyx":256
+    /* "fastgrad/_plan.pyx":270
  *         want = self.dtype if dtype is None else dtype
  *         if arr.dtype != want or not arr.dtype.isnative:
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")             # <<<<<<<<<<<<<<
@@ -9300,23 +9388,23 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")
 */
     __pyx_t_9 = NULL;
-    __pyx_t_1 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 256, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 270, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 256, __pyx_L1_error)
+      __PYX_ERR(0, 270, __pyx_L1_error)
     }
-    __pyx_t_11 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 256, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 270, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
-    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 256, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 270, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-    __pyx_t_11 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 256, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 270, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
-    __pyx_t_3 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 256, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 270, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-    __pyx_t_11 = __Pyx_PyObject_FormatSimple(__pyx_v_want, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 256, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyObject_FormatSimple(__pyx_v_want, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 270, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
     __pyx_t_15[0] = __pyx_mstate_global->__pyx_kp_u_capture_buffer;
     __pyx_t_15[1] = __pyx_t_1;
@@ -9341,7 +9429,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     }
     #endif
     __pyx_t_16 = __Pyx_PyUnicode_Join(__pyx_t_15, 8, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 256, __pyx_L1_error)
+    if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 270, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_16);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
@@ -9353,14 +9441,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_TypeError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
       __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 256, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 270, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 256, __pyx_L1_error)
+    __PYX_ERR(0, 270, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":255
+    /* "fastgrad/_plan.pyx":269
  *         arr = <cnp.ndarray>a
  *         want = self.dtype if dtype is None else dtype
  *         if arr.dtype != want or not arr.dtype.isnative:             # <<<<<<<<<<<<<<
@@ -9369,7 +9457,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":257
+  /* "fastgrad/_plan.pyx":271
  *         if arr.dtype != want or not arr.dtype.isnative:
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):             # <<<<<<<<<<<<<<
@@ -9398,7 +9486,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   if (unlikely(__pyx_t_14)) {
 
 
-    /* "fastgrad/_plan.pyx":258
+    /* "fastgrad/_plan.pyx":272
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")             # <<<<<<<<<<<<<<
@@ -9406,15 +9494,15 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
 */
     __pyx_t_16 = NULL;
-    __pyx_t_9 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 258, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 272, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 258, __pyx_L1_error)
+      __PYX_ERR(0, 272, __pyx_L1_error)
     }
-    __pyx_t_11 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 258, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 272, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
-    __pyx_t_3 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 258, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 272, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
     __pyx_t_17[0] = __pyx_mstate_global->__pyx_kp_u_capture_buffer;
@@ -9431,7 +9519,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_8 |= __Pyx_PyUnicode_KIND_04(__pyx_t_17[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_17[3]);
     #endif
     __pyx_t_11 = __Pyx_PyUnicode_Join(__pyx_t_17, 5, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 258, __pyx_L1_error)
+    if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 272, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
@@ -9441,14 +9529,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_16); __pyx_t_16 = 0;
       __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 258, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 272, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 258, __pyx_L1_error)
+    __PYX_ERR(0, 272, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":257
+    /* "fastgrad/_plan.pyx":271
  *         if arr.dtype != want or not arr.dtype.isnative:
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):             # <<<<<<<<<<<<<<
@@ -9457,7 +9545,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":259
+  /* "fastgrad/_plan.pyx":273
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")
  *         if write and not cnp.PyArray_ISWRITEABLE(arr):             # <<<<<<<<<<<<<<
@@ -9479,7 +9567,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   if (unlikely(__pyx_t_14)) {
 
 
-    /* "fastgrad/_plan.pyx":260
+    /* "fastgrad/_plan.pyx":274
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")
  *         if write and not cnp.PyArray_ISWRITEABLE(arr):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")             # <<<<<<<<<<<<<<
@@ -9487,15 +9575,15 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "
 */
     __pyx_t_11 = NULL;
-    __pyx_t_16 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 260, __pyx_L1_error)
+    __pyx_t_16 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 274, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_16);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 260, __pyx_L1_error)
+      __PYX_ERR(0, 274, __pyx_L1_error)
     }
-    __pyx_t_3 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 260, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 274, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_9 = __Pyx_PyObject_FormatSimple(__pyx_t_3, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 260, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyObject_FormatSimple(__pyx_t_3, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 274, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __pyx_t_17[0] = __pyx_mstate_global->__pyx_kp_u_capture_buffer;
@@ -9512,7 +9600,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_8 |= __Pyx_PyUnicode_KIND_04(__pyx_t_17[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_17[3]);
     #endif
     __pyx_t_3 = __Pyx_PyUnicode_Join(__pyx_t_17, 5, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 260, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 274, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
@@ -9522,14 +9610,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_11); __pyx_t_11 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 260, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 274, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 260, __pyx_L1_error)
+    __PYX_ERR(0, 274, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":259
+    /* "fastgrad/_plan.pyx":273
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")
  *         if write and not cnp.PyArray_ISWRITEABLE(arr):             # <<<<<<<<<<<<<<
@@ -9538,27 +9626,27 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":261
+  /* "fastgrad/_plan.pyx":275
  *         if write and not cnp.PyArray_ISWRITEABLE(arr):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
  *         if arr.size < abs(size):             # <<<<<<<<<<<<<<
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "
  *                              f"needs {abs(size)}")
 */
-  __pyx_t_4 = __Pyx_PyLong_From_npy_intp(__pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_arr)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 261, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_npy_intp(__pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_arr)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 275, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 261, __pyx_L1_error)
+  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 275, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_11 = __Pyx_PyNumber_Absolute(__pyx_t_3); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 261, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyNumber_Absolute(__pyx_t_3); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 275, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_11);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_14 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_4, __pyx_t_11, Py_LT); if (unlikely((__pyx_t_14 < 0))) __PYX_ERR(0, 261, __pyx_L1_error)
+  __pyx_t_14 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_4, __pyx_t_11, Py_LT); if (unlikely((__pyx_t_14 < 0))) __PYX_ERR(0, 275, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
   if (unlikely(__pyx_t_14)) {
 
 
-    /* "fastgrad/_plan.pyx":262
+    /* "fastgrad/_plan.pyx":276
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
  *         if arr.size < abs(size):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "             # <<<<<<<<<<<<<<
@@ -9566,33 +9654,33 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
  *         self.keep.append(arr)
 */
     __pyx_t_4 = NULL;
-    __pyx_t_3 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 262, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 276, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 262, __pyx_L1_error)
+      __PYX_ERR(0, 276, __pyx_L1_error)
     }
-    __pyx_t_9 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 262, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 276, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
-    __pyx_t_16 = __Pyx_PyObject_FormatSimple(__pyx_t_9, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 262, __pyx_L1_error)
+    __pyx_t_16 = __Pyx_PyObject_FormatSimple(__pyx_t_9, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 276, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_16);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __pyx_t_9 = __Pyx_PyUnicode_From_npy_intp(__pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_arr), 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 262, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyUnicode_From_npy_intp(__pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_arr), 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 276, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
 
-    /* "fastgrad/_plan.pyx":263
+    /* "fastgrad/_plan.pyx":277
  *         if arr.size < abs(size):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "
  *                              f"needs {abs(size)}")             # <<<<<<<<<<<<<<
  *         self.keep.append(arr)
  *         return cnp.PyArray_DATA(arr)
 */
-    __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_size); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 263, __pyx_L1_error)
+    __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_size); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 277, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
-    __pyx_t_1 = __Pyx_PyNumber_Absolute(__pyx_t_5); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 263, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyNumber_Absolute(__pyx_t_5); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 277, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 263, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 277, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __pyx_t_15[0] = __pyx_mstate_global->__pyx_kp_u_capture_buffer;
@@ -9604,7 +9692,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_15[6] = __pyx_mstate_global->__pyx_kp_u_values_needs;
     __pyx_t_15[7] = __pyx_t_5;
 
-    /* "fastgrad/_plan.pyx":262
+    /* "fastgrad/_plan.pyx":276
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
  *         if arr.size < abs(size):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "             # <<<<<<<<<<<<<<
@@ -9623,7 +9711,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_8 |= __Pyx_PyUnicode_KIND_04(__pyx_t_15[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_15[3]) | __Pyx_PyUnicode_KIND_04(__pyx_t_15[7]);
     #endif
     __pyx_t_1 = __Pyx_PyUnicode_Join(__pyx_t_15, 8, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 262, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 276, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
@@ -9635,14 +9723,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_11 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 262, __pyx_L1_error)
+      if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 276, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_11);
     }
     __Pyx_Raise(__pyx_t_11, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-    __PYX_ERR(0, 262, __pyx_L1_error)
+    __PYX_ERR(0, 276, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":261
+    /* "fastgrad/_plan.pyx":275
  *         if write and not cnp.PyArray_ISWRITEABLE(arr):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
  *         if arr.size < abs(size):             # <<<<<<<<<<<<<<
@@ -9651,7 +9739,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":264
+  /* "fastgrad/_plan.pyx":278
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "
  *                              f"needs {abs(size)}")
  *         self.keep.append(arr)             # <<<<<<<<<<<<<<
@@ -9660,12 +9748,12 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   if (unlikely(__pyx_v_self->keep == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-    __PYX_ERR(0, 264, __pyx_L1_error)
+    __PYX_ERR(0, 278, __pyx_L1_error)
   }
-  __pyx_t_18 = __Pyx_PyList_Append(__pyx_v_self->keep, ((PyObject *)__pyx_v_arr)); if (unlikely(__pyx_t_18 == ((int)-1))) __PYX_ERR(0, 264, __pyx_L1_error)
+  __pyx_t_18 = __Pyx_PyList_Append(__pyx_v_self->keep, ((PyObject *)__pyx_v_arr)); if (unlikely(__pyx_t_18 == ((int)-1))) __PYX_ERR(0, 278, __pyx_L1_error)
 
 
-  /* "fastgrad/_plan.pyx":265
+  /* "fastgrad/_plan.pyx":279
  *                              f"needs {abs(size)}")
  *         self.keep.append(arr)
  *         return cnp.PyArray_DATA(arr)             # <<<<<<<<<<<<<<
@@ -9678,7 +9766,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":245
+  /* "fastgrad/_plan.pyx":259
  *         return self.count
  * 
  *     cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:             # <<<<<<<<<<<<<<
@@ -9706,7 +9794,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":267
+/* "fastgrad/_plan.pyx":281
  *         return cnp.PyArray_DATA(arr)
  * 
  *     cdef int _add(self, dict spec) except -1:             # <<<<<<<<<<<<<<
@@ -9721,6 +9809,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   Py_ssize_t __pyx_v_n;
   Py_ssize_t __pyx_v_k;
   PyObject *__pyx_v_intp = NULL;
+  PyObject *__pyx_v_fwd = NULL;
   int __pyx_r;
   __Pyx_RefNannyDeclarations
   PyObject *__pyx_t_1 = NULL;
@@ -9743,7 +9832,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_add", 0);
 
-  /* "fastgrad/_plan.pyx":268
+  /* "fastgrad/_plan.pyx":282
  * 
  *     cdef int _add(self, dict spec) except -1:
  *         cdef Instr *s = &self.code[self.count]             # <<<<<<<<<<<<<<
@@ -9752,39 +9841,39 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   __pyx_v_s = (&(__pyx_v_self->code[__pyx_v_self->count]));
 
-  /* "fastgrad/_plan.pyx":269
+  /* "fastgrad/_plan.pyx":283
  *     cdef int _add(self, dict spec) except -1:
  *         cdef Instr *s = &self.code[self.count]
  *         kind = KINDS[spec["kind"]]             # <<<<<<<<<<<<<<
  *         s.kind = kind
  *         s.ta = spec.get("ta", 0)
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_KINDS); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 269, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_KINDS); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 283, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 269, __pyx_L1_error)
+    __PYX_ERR(0, 283, __pyx_L1_error)
   }
-  __pyx_t_2 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 269, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 283, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_t_1, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 269, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_t_1, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 283, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_v_kind = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "fastgrad/_plan.pyx":270
+  /* "fastgrad/_plan.pyx":284
  *         cdef Instr *s = &self.code[self.count]
  *         kind = KINDS[spec["kind"]]
  *         s.kind = kind             # <<<<<<<<<<<<<<
  *         s.ta = spec.get("ta", 0)
  *         s.tb = spec.get("tb", 0)
 */
-  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_v_kind); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 270, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_v_kind); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 284, __pyx_L1_error)
   __pyx_v_s->kind = __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":271
+  /* "fastgrad/_plan.pyx":285
  *         kind = KINDS[spec["kind"]]
  *         s.kind = kind
  *         s.ta = spec.get("ta", 0)             # <<<<<<<<<<<<<<
@@ -9793,15 +9882,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 271, __pyx_L1_error)
+    __PYX_ERR(0, 285, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_ta, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 271, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_ta, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 285, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 271, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 285, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->ta = __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":272
+  /* "fastgrad/_plan.pyx":286
  *         s.kind = kind
  *         s.ta = spec.get("ta", 0)
  *         s.tb = spec.get("tb", 0)             # <<<<<<<<<<<<<<
@@ -9810,15 +9899,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 272, __pyx_L1_error)
+    __PYX_ERR(0, 286, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_tb, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 272, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_tb, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 286, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 272, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 286, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->tb = __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":273
+  /* "fastgrad/_plan.pyx":287
  *         s.ta = spec.get("ta", 0)
  *         s.tb = spec.get("tb", 0)
  *         s.act = spec.get("act", 0)             # <<<<<<<<<<<<<<
@@ -9827,15 +9916,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 273, __pyx_L1_error)
+    __PYX_ERR(0, 287, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_act, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 273, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_act, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 287, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 273, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 287, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->act = __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":274
+  /* "fastgrad/_plan.pyx":288
  *         s.tb = spec.get("tb", 0)
  *         s.act = spec.get("act", 0)
  *         s.p = spec.get("p", 0.0)             # <<<<<<<<<<<<<<
@@ -9844,15 +9933,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 274, __pyx_L1_error)
+    __PYX_ERR(0, 288, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_p, __pyx_mstate_global->__pyx_float_0_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 274, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_p, __pyx_mstate_global->__pyx_float_0_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 288, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_5 = __Pyx_PyFloat_AsDouble(__pyx_t_3); if (unlikely((__pyx_t_5 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 274, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyFloat_AsDouble(__pyx_t_3); if (unlikely((__pyx_t_5 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 288, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->p = __pyx_t_5;
 
-  /* "fastgrad/_plan.pyx":275
+  /* "fastgrad/_plan.pyx":289
  *         s.act = spec.get("act", 0)
  *         s.p = spec.get("p", 0.0)
  *         s.m = spec.get("m", 0)             # <<<<<<<<<<<<<<
@@ -9861,15 +9950,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 275, __pyx_L1_error)
+    __PYX_ERR(0, 289, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_m, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 275, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_m, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 289, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 275, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 289, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->m = __pyx_t_6;
 
-  /* "fastgrad/_plan.pyx":276
+  /* "fastgrad/_plan.pyx":290
  *         s.p = spec.get("p", 0.0)
  *         s.m = spec.get("m", 0)
  *         s.n = spec.get("n", 0)             # <<<<<<<<<<<<<<
@@ -9878,15 +9967,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 276, __pyx_L1_error)
+    __PYX_ERR(0, 290, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_n, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 276, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_n, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 290, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 276, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 290, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->n = __pyx_t_6;
 
-  /* "fastgrad/_plan.pyx":277
+  /* "fastgrad/_plan.pyx":291
  *         s.m = spec.get("m", 0)
  *         s.n = spec.get("n", 0)
  *         s.k = spec.get("k", 0)             # <<<<<<<<<<<<<<
@@ -9895,15 +9984,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 277, __pyx_L1_error)
+    __PYX_ERR(0, 291, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_k, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 277, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_k, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 291, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 277, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 291, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->k = __pyx_t_6;
 
-  /* "fastgrad/_plan.pyx":278
+  /* "fastgrad/_plan.pyx":292
  *         s.n = spec.get("n", 0)
  *         s.k = spec.get("k", 0)
  *         cdef Py_ssize_t m = s.m, n = s.n, k = s.k             # <<<<<<<<<<<<<<
@@ -9920,7 +10009,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
   __pyx_v_k = __pyx_t_6;
 
-  /* "fastgrad/_plan.pyx":279
+  /* "fastgrad/_plan.pyx":293
  *         s.k = spec.get("k", 0)
  *         cdef Py_ssize_t m = s.m, n = s.n, k = s.k
  *         if m < 0 or n < 0 or k < 0:             # <<<<<<<<<<<<<<
@@ -9956,7 +10045,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   if (unlikely(__pyx_t_7)) {
 
 
-    /* "fastgrad/_plan.pyx":280
+    /* "fastgrad/_plan.pyx":294
  *         cdef Py_ssize_t m = s.m, n = s.n, k = s.k
  *         if m < 0 or n < 0 or k < 0:
  *             raise ValueError(f"capture: negative size in {spec['kind']}")             # <<<<<<<<<<<<<<
@@ -9966,14 +10055,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     __pyx_t_2 = NULL;
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 280, __pyx_L1_error)
+      __PYX_ERR(0, 294, __pyx_L1_error)
     }
-    __pyx_t_1 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 280, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 294, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_9 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 280, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 294, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __pyx_t_1 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_capture_negative_size_in, __pyx_t_9); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 280, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_capture_negative_size_in, __pyx_t_9); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 294, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
     __pyx_t_10 = 1;
@@ -9982,14 +10071,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 280, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 294, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 280, __pyx_L1_error)
+    __PYX_ERR(0, 294, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":279
+    /* "fastgrad/_plan.pyx":293
  *         s.k = spec.get("k", 0)
  *         cdef Py_ssize_t m = s.m, n = s.n, k = s.k
  *         if m < 0 or n < 0 or k < 0:             # <<<<<<<<<<<<<<
@@ -9998,7 +10087,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   }
 
-  /* "fastgrad/_plan.pyx":281
+  /* "fastgrad/_plan.pyx":295
  *         if m < 0 or n < 0 or k < 0:
  *             raise ValueError(f"capture: negative size in {spec['kind']}")
  *         intp = np.dtype(np.intp)             # <<<<<<<<<<<<<<
@@ -10006,14 +10095,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):
 */
   __pyx_t_1 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 281, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 295, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 281, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 295, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 281, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 295, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_11 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_intp); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 281, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_intp); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 295, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_11);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_10 = 1;
@@ -10034,38 +10123,38 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 281, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 295, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_intp = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "fastgrad/_plan.pyx":282
+  /* "fastgrad/_plan.pyx":296
  *             raise ValueError(f"capture: negative size in {spec['kind']}")
  *         intp = np.dtype(np.intp)
  *         if kind == GEMM:             # <<<<<<<<<<<<<<
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):
  *                 raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")
 */
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_GEMM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 282, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_GEMM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 296, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 282, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 296, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_7) {
 
 
-    /* "fastgrad/_plan.pyx":283
+    /* "fastgrad/_plan.pyx":297
  *         intp = np.dtype(np.intp)
  *         if kind == GEMM:
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):             # <<<<<<<<<<<<<<
  *                 raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")
  *             s.a = self._buffer(spec, "a", m * k, False, None)
 */
-    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_m); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 283, __pyx_L1_error)
+    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_m); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 297, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 283, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
     if (__pyx_t_8) {
-      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 283, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     if (__pyx_t_8) {
@@ -10076,11 +10165,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
       goto __pyx_L9_bool_binop_done;
     }
-    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_n); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 283, __pyx_L1_error)
+    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_n); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 297, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 283, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
     if (__pyx_t_8) {
-      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 283, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     if (__pyx_t_8) {
@@ -10091,11 +10180,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
       goto __pyx_L9_bool_binop_done;
     }
-    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_k); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 283, __pyx_L1_error)
+    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_k); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 297, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 283, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
     if (__pyx_t_8) {
-      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 283, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
@@ -10108,7 +10197,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":284
+      /* "fastgrad/_plan.pyx":298
  *         if kind == GEMM:
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):
  *                 raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")             # <<<<<<<<<<<<<<
@@ -10116,11 +10205,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
  *             s.b = self._buffer(spec, "b", k * n, False, None)
 */
       __pyx_t_9 = NULL;
-      __pyx_t_11 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_m, 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 284, __pyx_L1_error)
+      __pyx_t_11 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_m, 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 298, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_11);
-      __pyx_t_1 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_k, 0, ' ', 'd'); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 284, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_k, 0, ' ', 'd'); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 298, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_2 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 284, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 298, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __pyx_t_12[0] = __pyx_mstate_global->__pyx_kp_u_capture_product_sizes;
       __pyx_t_12[1] = __pyx_t_11;
@@ -10135,7 +10224,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       #endif
       __pyx_t_4 = 0;
       __pyx_t_13 = __Pyx_PyUnicode_Join(__pyx_t_12, 7, __pyx_t_6, __pyx_t_4);
-      if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 284, __pyx_L1_error)
+      if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 298, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -10146,14 +10235,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 284, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 298, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
       }
       __Pyx_Raise(__pyx_t_3, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      __PYX_ERR(0, 284, __pyx_L1_error)
+      __PYX_ERR(0, 298, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":283
+      /* "fastgrad/_plan.pyx":297
  *         intp = np.dtype(np.intp)
  *         if kind == GEMM:
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):             # <<<<<<<<<<<<<<
@@ -10162,37 +10251,37 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":285
+    /* "fastgrad/_plan.pyx":299
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):
  *                 raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")
  *             s.a = self._buffer(spec, "a", m * k, False, None)             # <<<<<<<<<<<<<<
  *             s.b = self._buffer(spec, "b", k * n, False, None)
  *             s.c = self._buffer(spec, "c", m * n, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_m * __pyx_v_k), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 285, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_m * __pyx_v_k), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 299, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":286
+    /* "fastgrad/_plan.pyx":300
  *                 raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")
  *             s.a = self._buffer(spec, "a", m * k, False, None)
  *             s.b = self._buffer(spec, "b", k * n, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", m * n, True, None)
  *         elif kind == BIAS_ACT:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, (__pyx_v_k * __pyx_v_n), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 286, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, (__pyx_v_k * __pyx_v_n), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 300, __pyx_L1_error)
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":287
+    /* "fastgrad/_plan.pyx":301
  *             s.a = self._buffer(spec, "a", m * k, False, None)
  *             s.b = self._buffer(spec, "b", k * n, False, None)
  *             s.c = self._buffer(spec, "c", m * n, True, None)             # <<<<<<<<<<<<<<
  *         elif kind == BIAS_ACT:
  *             s.a = self._buffer(spec, "a", n * m, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, (__pyx_v_m * __pyx_v_n), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 287, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, (__pyx_v_m * __pyx_v_n), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 301, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":282
+    /* "fastgrad/_plan.pyx":296
  *             raise ValueError(f"capture: negative size in {spec['kind']}")
  *         intp = np.dtype(np.intp)
  *         if kind == GEMM:             # <<<<<<<<<<<<<<
@@ -10202,51 +10291,51 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":288
+  /* "fastgrad/_plan.pyx":302
  *             s.b = self._buffer(spec, "b", k * n, False, None)
  *             s.c = self._buffer(spec, "c", m * n, True, None)
  *         elif kind == BIAS_ACT:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", n * m, True, None)
  *             s.b = self._buffer(spec, "b", m, False, None)
 */
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BIAS_ACT); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 288, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BIAS_ACT); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 302, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 288, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 302, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":289
+    /* "fastgrad/_plan.pyx":303
  *             s.c = self._buffer(spec, "c", m * n, True, None)
  *         elif kind == BIAS_ACT:
  *             s.a = self._buffer(spec, "a", n * m, True, None)             # <<<<<<<<<<<<<<
  *             s.b = self._buffer(spec, "b", m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 289, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 303, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":290
+    /* "fastgrad/_plan.pyx":304
  *         elif kind == BIAS_ACT:
  *             s.a = self._buffer(spec, "a", n * m, True, None)
  *             s.b = self._buffer(spec, "b", m, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *         elif kind == ACT_BWD or kind == COLSUM:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_v_m, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 290, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_v_m, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 304, __pyx_L1_error)
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":291
+    /* "fastgrad/_plan.pyx":305
  *             s.a = self._buffer(spec, "a", n * m, True, None)
  *             s.b = self._buffer(spec, "b", m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)             # <<<<<<<<<<<<<<
  *         elif kind == ACT_BWD or kind == COLSUM:
  *             s.a = self._buffer(spec, "a", n * m, False, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 291, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 305, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":288
+    /* "fastgrad/_plan.pyx":302
  *             s.b = self._buffer(spec, "b", k * n, False, None)
  *             s.c = self._buffer(spec, "c", m * n, True, None)
  *         elif kind == BIAS_ACT:             # <<<<<<<<<<<<<<
@@ -10256,16 +10345,16 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":292
+  /* "fastgrad/_plan.pyx":306
  *             s.b = self._buffer(spec, "b", m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *         elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", n * m, False, None)
  *             s.b = self._buffer(spec, "b", -n * m, False, None)
 */
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 292, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 306, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 292, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 306, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (!__pyx_t_7) {
 
@@ -10275,9 +10364,9 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
     goto __pyx_L12_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 292, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 306, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 292, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 306, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
   __pyx_t_8 = __pyx_t_7;
@@ -10286,56 +10375,56 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":293
+    /* "fastgrad/_plan.pyx":307
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *         elif kind == ACT_BWD or kind == COLSUM:
  *             s.a = self._buffer(spec, "a", n * m, False, None)             # <<<<<<<<<<<<<<
  *             s.b = self._buffer(spec, "b", -n * m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 293, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 307, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":294
+    /* "fastgrad/_plan.pyx":308
  *         elif kind == ACT_BWD or kind == COLSUM:
  *             s.a = self._buffer(spec, "a", n * m, False, None)
  *             s.b = self._buffer(spec, "b", -n * m, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", -m, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, ((-__pyx_v_n) * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 294, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, ((-__pyx_v_n) * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 308, __pyx_L1_error)
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":295
+    /* "fastgrad/_plan.pyx":309
  *             s.a = self._buffer(spec, "a", n * m, False, None)
  *             s.b = self._buffer(spec, "b", -n * m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)             # <<<<<<<<<<<<<<
  *             s.d = self._buffer(spec, "d", -m, True, None)
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 295, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 309, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":296
+    /* "fastgrad/_plan.pyx":310
  *             s.b = self._buffer(spec, "b", -n * m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", -m, True, None)             # <<<<<<<<<<<<<<
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_d, (-__pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 296, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_d, (-__pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 310, __pyx_L1_error)
     __pyx_v_s->d = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":297
+    /* "fastgrad/_plan.pyx":311
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", -m, True, None)
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):             # <<<<<<<<<<<<<<
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
  *             if kind == COLSUM:
 */
-    __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 297, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 311, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 311, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     if (__pyx_t_7) {
 
@@ -10374,7 +10463,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":298
+      /* "fastgrad/_plan.pyx":312
  *             s.d = self._buffer(spec, "d", -m, True, None)
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")             # <<<<<<<<<<<<<<
@@ -10387,14 +10476,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_13, __pyx_mstate_global->__pyx_kp_u_capture_act_bwd_with_an_activati};
         __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 298, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 312, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
       }
       __Pyx_Raise(__pyx_t_3, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      __PYX_ERR(0, 298, __pyx_L1_error)
+      __PYX_ERR(0, 312, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":297
+      /* "fastgrad/_plan.pyx":311
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", -m, True, None)
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):             # <<<<<<<<<<<<<<
@@ -10403,21 +10492,21 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":299
+    /* "fastgrad/_plan.pyx":313
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
  *             if kind == COLSUM:             # <<<<<<<<<<<<<<
  *                 s.act = 0
  *                 if s.d == NULL:
 */
-    __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 299, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 313, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 299, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 313, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     if (__pyx_t_8) {
 
 
-      /* "fastgrad/_plan.pyx":300
+      /* "fastgrad/_plan.pyx":314
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
  *             if kind == COLSUM:
  *                 s.act = 0             # <<<<<<<<<<<<<<
@@ -10426,7 +10515,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
       __pyx_v_s->act = 0;
 
-      /* "fastgrad/_plan.pyx":301
+      /* "fastgrad/_plan.pyx":315
  *             if kind == COLSUM:
  *                 s.act = 0
  *                 if s.d == NULL:             # <<<<<<<<<<<<<<
@@ -10438,7 +10527,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       if (unlikely(__pyx_t_8)) {
 
 
-        /* "fastgrad/_plan.pyx":302
+        /* "fastgrad/_plan.pyx":316
  *                 s.act = 0
  *                 if s.d == NULL:
  *                     raise ValueError("capture: colsum needs d")             # <<<<<<<<<<<<<<
@@ -10451,14 +10540,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
           PyObject *__pyx_callargs[2] = {__pyx_t_13, __pyx_mstate_global->__pyx_kp_u_capture_colsum_needs_d};
           __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
-          if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 302, __pyx_L1_error)
+          if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 316, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_3);
         }
         __Pyx_Raise(__pyx_t_3, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-        __PYX_ERR(0, 302, __pyx_L1_error)
+        __PYX_ERR(0, 316, __pyx_L1_error)
 
-        /* "fastgrad/_plan.pyx":301
+        /* "fastgrad/_plan.pyx":315
  *             if kind == COLSUM:
  *                 s.act = 0
  *                 if s.d == NULL:             # <<<<<<<<<<<<<<
@@ -10467,7 +10556,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
       }
 
-      /* "fastgrad/_plan.pyx":299
+      /* "fastgrad/_plan.pyx":313
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
  *             if kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -10476,7 +10565,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":292
+    /* "fastgrad/_plan.pyx":306
  *             s.b = self._buffer(spec, "b", m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *         elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -10486,16 +10575,16 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":303
+  /* "fastgrad/_plan.pyx":317
  *                 if s.d == NULL:
  *                     raise ValueError("capture: colsum needs d")
  *         elif kind == SCE or kind == SVM:             # <<<<<<<<<<<<<<
  *             if n < 1 or m < 1:
  *                 raise ValueError("capture: a loss needs n, c >= 1")
 */
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCE); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 303, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCE); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 317, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 303, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 317, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (!__pyx_t_7) {
 
@@ -10505,9 +10594,9 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
     goto __pyx_L21_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SVM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 303, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SVM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 317, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 303, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 317, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
   __pyx_t_8 = __pyx_t_7;
@@ -10516,7 +10605,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":304
+    /* "fastgrad/_plan.pyx":318
  *                     raise ValueError("capture: colsum needs d")
  *         elif kind == SCE or kind == SVM:
  *             if n < 1 or m < 1:             # <<<<<<<<<<<<<<
@@ -10542,7 +10631,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":305
+      /* "fastgrad/_plan.pyx":319
  *         elif kind == SCE or kind == SVM:
  *             if n < 1 or m < 1:
  *                 raise ValueError("capture: a loss needs n, c >= 1")             # <<<<<<<<<<<<<<
@@ -10555,14 +10644,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_13, __pyx_mstate_global->__pyx_kp_u_capture_a_loss_needs_n_c_1};
         __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 305, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 319, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
       }
       __Pyx_Raise(__pyx_t_3, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      __PYX_ERR(0, 305, __pyx_L1_error)
+      __PYX_ERR(0, 319, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":304
+      /* "fastgrad/_plan.pyx":318
  *                     raise ValueError("capture: colsum needs d")
  *         elif kind == SCE or kind == SVM:
  *             if n < 1 or m < 1:             # <<<<<<<<<<<<<<
@@ -10571,37 +10660,37 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":306
+    /* "fastgrad/_plan.pyx":320
  *             if n < 1 or m < 1:
  *                 raise ValueError("capture: a loss needs n, c >= 1")
  *             s.a = self._buffer(spec, "a", n * m, False, None)             # <<<<<<<<<<<<<<
  *             s.b = self._buffer(spec, "b", n, False, intp)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 306, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 320, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":307
+    /* "fastgrad/_plan.pyx":321
  *                 raise ValueError("capture: a loss needs n, c >= 1")
  *             s.a = self._buffer(spec, "a", n * m, False, None)
  *             s.b = self._buffer(spec, "b", n, False, intp)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_v_n, 0, __pyx_v_intp); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 307, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_v_n, 0, __pyx_v_intp); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 321, __pyx_L1_error)
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":308
+    /* "fastgrad/_plan.pyx":322
  *             s.a = self._buffer(spec, "a", n * m, False, None)
  *             s.b = self._buffer(spec, "b", n, False, intp)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)             # <<<<<<<<<<<<<<
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
  *             s.e = self._buffer(spec, "e", 1, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 308, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 322, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":309
+    /* "fastgrad/_plan.pyx":323
  *             s.b = self._buffer(spec, "b", n, False, intp)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))             # <<<<<<<<<<<<<<
@@ -10609,14 +10698,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
  *         elif kind == BINARY:
 */
     __pyx_t_13 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 309, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 323, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
-    __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 309, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 323, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 309, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 323, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 309, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 323, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
     __pyx_t_10 = 1;
@@ -10637,24 +10726,24 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 309, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 323, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_d, __pyx_v_n, 1, __pyx_t_3); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 309, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_d, __pyx_v_n, 1, __pyx_t_3); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 323, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __pyx_v_s->d = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":310
+    /* "fastgrad/_plan.pyx":324
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
  *             s.e = self._buffer(spec, "e", 1, True, None)             # <<<<<<<<<<<<<<
  *         elif kind == BINARY:
  *             s.op = BINARY_OPS[spec["op"]]
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_e, 1, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 310, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_e, 1, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 324, __pyx_L1_error)
     __pyx_v_s->e = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":303
+    /* "fastgrad/_plan.pyx":317
  *                 if s.d == NULL:
  *                     raise ValueError("capture: colsum needs d")
  *         elif kind == SCE or kind == SVM:             # <<<<<<<<<<<<<<
@@ -10664,90 +10753,90 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":311
+  /* "fastgrad/_plan.pyx":325
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
  *             s.e = self._buffer(spec, "e", 1, True, None)
  *         elif kind == BINARY:             # <<<<<<<<<<<<<<
  *             s.op = BINARY_OPS[spec["op"]]
  *             s.ma = MODES[spec.get("ma", "full")]
 */
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BINARY); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 311, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BINARY); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 325, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 311, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 325, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":312
+    /* "fastgrad/_plan.pyx":326
  *             s.e = self._buffer(spec, "e", 1, True, None)
  *         elif kind == BINARY:
  *             s.op = BINARY_OPS[spec["op"]]             # <<<<<<<<<<<<<<
  *             s.ma = MODES[spec.get("ma", "full")]
  *             s.mb = MODES[spec.get("mb", "full")]
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_BINARY_OPS); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 312, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_BINARY_OPS); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 326, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 312, __pyx_L1_error)
+      __PYX_ERR(0, 326, __pyx_L1_error)
     }
-    __pyx_t_2 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_op); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 312, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_op); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 326, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_1 = __Pyx_PyObject_GetItem(__pyx_t_3, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 312, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetItem(__pyx_t_3, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 326, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_1); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 312, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_1); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 326, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __pyx_v_s->op = __pyx_t_4;
 
-    /* "fastgrad/_plan.pyx":313
+    /* "fastgrad/_plan.pyx":327
  *         elif kind == BINARY:
  *             s.op = BINARY_OPS[spec["op"]]
  *             s.ma = MODES[spec.get("ma", "full")]             # <<<<<<<<<<<<<<
  *             s.mb = MODES[spec.get("mb", "full")]
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_MODES); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 313, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_MODES); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 327, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-      __PYX_ERR(0, 313, __pyx_L1_error)
+      __PYX_ERR(0, 327, __pyx_L1_error)
     }
-    __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_ma, __pyx_mstate_global->__pyx_n_u_full); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 313, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_ma, __pyx_mstate_global->__pyx_n_u_full); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 327, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_t_1, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 313, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_t_1, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 327, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 313, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 327, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __pyx_v_s->ma = __pyx_t_4;
 
-    /* "fastgrad/_plan.pyx":314
+    /* "fastgrad/_plan.pyx":328
  *             s.op = BINARY_OPS[spec["op"]]
  *             s.ma = MODES[spec.get("ma", "full")]
  *             s.mb = MODES[spec.get("mb", "full")]             # <<<<<<<<<<<<<<
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
  *                 raise ValueError("capture: a row operand needs n a multiple of m >= 1")
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_MODES); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 314, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_MODES); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 328, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-      __PYX_ERR(0, 314, __pyx_L1_error)
+      __PYX_ERR(0, 328, __pyx_L1_error)
     }
-    __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_mb, __pyx_mstate_global->__pyx_n_u_full); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 314, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_mb, __pyx_mstate_global->__pyx_n_u_full); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 328, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_1 = __Pyx_PyObject_GetItem(__pyx_t_3, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 314, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetItem(__pyx_t_3, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 328, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_1); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 314, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_1); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 328, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __pyx_v_s->mb = __pyx_t_4;
 
-    /* "fastgrad/_plan.pyx":315
+    /* "fastgrad/_plan.pyx":329
  *             s.ma = MODES[spec.get("ma", "full")]
  *             s.mb = MODES[spec.get("mb", "full")]
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):             # <<<<<<<<<<<<<<
@@ -10792,7 +10881,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":316
+      /* "fastgrad/_plan.pyx":330
  *             s.mb = MODES[spec.get("mb", "full")]
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
  *                 raise ValueError("capture: a row operand needs n a multiple of m >= 1")             # <<<<<<<<<<<<<<
@@ -10805,14 +10894,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_kp_u_capture_a_row_operand_needs_n_a};
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 316, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 330, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 316, __pyx_L1_error)
+      __PYX_ERR(0, 330, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":315
+      /* "fastgrad/_plan.pyx":329
  *             s.ma = MODES[spec.get("ma", "full")]
  *             s.mb = MODES[spec.get("mb", "full")]
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):             # <<<<<<<<<<<<<<
@@ -10821,7 +10910,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":317
+    /* "fastgrad/_plan.pyx":331
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
  *                 raise ValueError("capture: a row operand needs n a multiple of m >= 1")
  *             if s.ma == ROW and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -10847,7 +10936,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":318
+      /* "fastgrad/_plan.pyx":332
  *                 raise ValueError("capture: a row operand needs n a multiple of m >= 1")
  *             if s.ma == ROW and s.mb == ROW:
  *                 raise ValueError("capture: at most one row operand")             # <<<<<<<<<<<<<<
@@ -10860,14 +10949,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_kp_u_capture_at_most_one_row_operand};
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 318, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 332, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 318, __pyx_L1_error)
+      __PYX_ERR(0, 332, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":317
+      /* "fastgrad/_plan.pyx":331
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
  *                 raise ValueError("capture: a row operand needs n a multiple of m >= 1")
  *             if s.ma == ROW and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -10876,7 +10965,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":319
+    /* "fastgrad/_plan.pyx":333
  *             if s.ma == ROW and s.mb == ROW:
  *                 raise ValueError("capture: at most one row operand")
  *             s.a = self._buffer(spec, "a", n if s.ma == FULL else (1 if s.ma == SCALAR else m), False, None)             # <<<<<<<<<<<<<<
@@ -10902,11 +10991,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __pyx_t_6 = __pyx_t_15;
     }
 
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 319, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 333, __pyx_L1_error)
 
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":320
+    /* "fastgrad/_plan.pyx":334
  *                 raise ValueError("capture: at most one row operand")
  *             s.a = self._buffer(spec, "a", n if s.ma == FULL else (1 if s.ma == SCALAR else m), False, None)
  *             s.b = self._buffer(spec, "b", n if s.mb == FULL else (1 if s.mb == SCALAR else m), False, None)             # <<<<<<<<<<<<<<
@@ -10932,11 +11021,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __pyx_t_6 = __pyx_t_15;
     }
 
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 320, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 334, __pyx_L1_error)
 
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":321
+    /* "fastgrad/_plan.pyx":335
  *             s.a = self._buffer(spec, "a", n if s.ma == FULL else (1 if s.ma == SCALAR else m), False, None)
  *             s.b = self._buffer(spec, "b", n if s.mb == FULL else (1 if s.mb == SCALAR else m), False, None)
  *             s.c = self._buffer(spec, "c", n if s.ma == FULL or s.mb == FULL else 1, True, None)             # <<<<<<<<<<<<<<
@@ -10967,11 +11056,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __pyx_t_6 = 1;
     }
 
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_t_6, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 321, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_t_6, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 335, __pyx_L1_error)
 
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":322
+    /* "fastgrad/_plan.pyx":336
  *             s.b = self._buffer(spec, "b", n if s.mb == FULL else (1 if s.mb == SCALAR else m), False, None)
  *             s.c = self._buffer(spec, "c", n if s.ma == FULL or s.mb == FULL else 1, True, None)
  *             if s.ma == SCALAR and s.mb == SCALAR and n != 1:             # <<<<<<<<<<<<<<
@@ -11007,7 +11096,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":323
+      /* "fastgrad/_plan.pyx":337
  *             s.c = self._buffer(spec, "c", n if s.ma == FULL or s.mb == FULL else 1, True, None)
  *             if s.ma == SCALAR and s.mb == SCALAR and n != 1:
  *                 raise ValueError("capture: a scalar-scalar op has n == 1")             # <<<<<<<<<<<<<<
@@ -11020,14 +11109,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_kp_u_capture_a_scalar_scalar_op_has_n};
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 323, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 337, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 323, __pyx_L1_error)
+      __PYX_ERR(0, 337, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":322
+      /* "fastgrad/_plan.pyx":336
  *             s.b = self._buffer(spec, "b", n if s.mb == FULL else (1 if s.mb == SCALAR else m), False, None)
  *             s.c = self._buffer(spec, "c", n if s.ma == FULL or s.mb == FULL else 1, True, None)
  *             if s.ma == SCALAR and s.mb == SCALAR and n != 1:             # <<<<<<<<<<<<<<
@@ -11036,7 +11125,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":311
+    /* "fastgrad/_plan.pyx":325
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
  *             s.e = self._buffer(spec, "e", 1, True, None)
  *         elif kind == BINARY:             # <<<<<<<<<<<<<<
@@ -11046,16 +11135,16 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":324
+  /* "fastgrad/_plan.pyx":338
  *             if s.ma == SCALAR and s.mb == SCALAR and n != 1:
  *                 raise ValueError("capture: a scalar-scalar op has n == 1")
  *         elif kind == NEG or kind == COPY:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
 */
-  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_NEG); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 324, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_NEG); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 338, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 324, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 338, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (!__pyx_t_7) {
 
@@ -11065,9 +11154,9 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
     goto __pyx_L40_bool_binop_done;
   }
-  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COPY); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 324, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COPY); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 338, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 324, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 338, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   __pyx_t_8 = __pyx_t_7;
@@ -11076,27 +11165,27 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":325
+    /* "fastgrad/_plan.pyx":339
  *                 raise ValueError("capture: a scalar-scalar op has n == 1")
  *         elif kind == NEG or kind == COPY:
  *             s.a = self._buffer(spec, "a", n, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == FILL:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_v_n, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 325, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_v_n, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 339, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":326
+    /* "fastgrad/_plan.pyx":340
  *         elif kind == NEG or kind == COPY:
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)             # <<<<<<<<<<<<<<
  *         elif kind == FILL:
  *             s.a = self._buffer(spec, "a", 1, False, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_v_n, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 326, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_v_n, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 340, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":324
+    /* "fastgrad/_plan.pyx":338
  *             if s.ma == SCALAR and s.mb == SCALAR and n != 1:
  *                 raise ValueError("capture: a scalar-scalar op has n == 1")
  *         elif kind == NEG or kind == COPY:             # <<<<<<<<<<<<<<
@@ -11106,41 +11195,41 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":327
+  /* "fastgrad/_plan.pyx":341
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == FILL:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", 1, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
 */
-  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FILL); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 327, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FILL); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 341, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 327, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 341, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":328
+    /* "fastgrad/_plan.pyx":342
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == FILL:
  *             s.a = self._buffer(spec, "a", 1, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == SUM:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, 1, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 328, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, 1, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 342, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":329
+    /* "fastgrad/_plan.pyx":343
  *         elif kind == FILL:
  *             s.a = self._buffer(spec, "a", 1, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)             # <<<<<<<<<<<<<<
  *         elif kind == SUM:
  *             s.a = self._buffer(spec, "a", n, False, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_v_n, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 329, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_v_n, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 343, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":327
+    /* "fastgrad/_plan.pyx":341
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == FILL:             # <<<<<<<<<<<<<<
@@ -11150,61 +11239,208 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":330
+  /* "fastgrad/_plan.pyx":344
  *             s.a = self._buffer(spec, "a", 1, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == SUM:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", 1, True, None)
 */
-  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SUM); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 330, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SUM); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 344, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 330, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 344, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":331
+    /* "fastgrad/_plan.pyx":345
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == SUM:
  *             s.a = self._buffer(spec, "a", n, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", 1, True, None)
- *         self.count += 1
+ *         elif kind == MAXOUT or kind == MAXOUT_BWD:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_v_n, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 331, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_v_n, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 345, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":332
+    /* "fastgrad/_plan.pyx":346
  *         elif kind == SUM:
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", 1, True, None)             # <<<<<<<<<<<<<<
- *         self.count += 1
- *         return 0
+ *         elif kind == MAXOUT or kind == MAXOUT_BWD:
+ *             if k < 1:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, 1, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 332, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, 1, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 346, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":330
+    /* "fastgrad/_plan.pyx":344
  *             s.a = self._buffer(spec, "a", 1, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == SUM:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", 1, True, None)
 */
+    goto __pyx_L7;
+  }
+
+  /* "fastgrad/_plan.pyx":347
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == MAXOUT or kind == MAXOUT_BWD:             # <<<<<<<<<<<<<<
+ *             if k < 1:
+ *                 raise ValueError("capture: maxout needs k >= 1 pieces")
+*/
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 347, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 347, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  if (!__pyx_t_7) {
+
+  } else {
+
+    __pyx_t_8 = __pyx_t_7;
+
+    goto __pyx_L42_bool_binop_done;
+  }
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT_BWD); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 347, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 347, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+
+  __pyx_t_8 = __pyx_t_7;
+
+  __pyx_L42_bool_binop_done:;
+  if (__pyx_t_8) {
+
+
+    /* "fastgrad/_plan.pyx":348
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == MAXOUT or kind == MAXOUT_BWD:
+ *             if k < 1:             # <<<<<<<<<<<<<<
+ *                 raise ValueError("capture: maxout needs k >= 1 pieces")
+ *             fwd = kind == MAXOUT
+*/
+    __pyx_t_8 = (__pyx_v_k < 1);
+
+    if (unlikely(__pyx_t_8)) {
+
+
+      /* "fastgrad/_plan.pyx":349
+ *         elif kind == MAXOUT or kind == MAXOUT_BWD:
+ *             if k < 1:
+ *                 raise ValueError("capture: maxout needs k >= 1 pieces")             # <<<<<<<<<<<<<<
+ *             fwd = kind == MAXOUT
+ *             s.a = self._buffer(spec, "a", n * m * k if fwd else n * m, False, None)
+*/
+      __pyx_t_2 = NULL;
+      __pyx_t_10 = 1;
+      {
+        PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_kp_u_capture_maxout_needs_k_1_pieces};
+        __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+        __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 349, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+      }
+      __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __PYX_ERR(0, 349, __pyx_L1_error)
+
+      /* "fastgrad/_plan.pyx":348
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == MAXOUT or kind == MAXOUT_BWD:
+ *             if k < 1:             # <<<<<<<<<<<<<<
+ *                 raise ValueError("capture: maxout needs k >= 1 pieces")
+ *             fwd = kind == MAXOUT
+*/
+    }
+
+    /* "fastgrad/_plan.pyx":350
+ *             if k < 1:
+ *                 raise ValueError("capture: maxout needs k >= 1 pieces")
+ *             fwd = kind == MAXOUT             # <<<<<<<<<<<<<<
+ *             s.a = self._buffer(spec, "a", n * m * k if fwd else n * m, False, None)
+ *             s.b = self._buffer(spec, "b", n * m, fwd, intp)
+*/
+    __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 350, __pyx_L1_error)
+    __Pyx_GOTREF(__pyx_t_1);
+    __pyx_t_2 = __Pyx_PyObject_CompareEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); __Pyx_XGOTREF(__pyx_t_2); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 350, __pyx_L1_error)
+    __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+    __pyx_v_fwd = __pyx_t_2;
+    __pyx_t_2 = 0;
+
+    /* "fastgrad/_plan.pyx":351
+ *                 raise ValueError("capture: maxout needs k >= 1 pieces")
+ *             fwd = kind == MAXOUT
+ *             s.a = self._buffer(spec, "a", n * m * k if fwd else n * m, False, None)             # <<<<<<<<<<<<<<
+ *             s.b = self._buffer(spec, "b", n * m, fwd, intp)
+ *             s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)
+*/
+    __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_v_fwd); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 351, __pyx_L1_error)
+    if (__pyx_t_8) {
+
+      __pyx_t_6 = ((__pyx_v_n * __pyx_v_m) * __pyx_v_k);
+    } else {
+
+      __pyx_t_6 = (__pyx_v_n * __pyx_v_m);
+    }
+
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 351, __pyx_L1_error)
+
+    __pyx_v_s->a = __pyx_t_14;
+
+    /* "fastgrad/_plan.pyx":352
+ *             fwd = kind == MAXOUT
+ *             s.a = self._buffer(spec, "a", n * m * k if fwd else n * m, False, None)
+ *             s.b = self._buffer(spec, "b", n * m, fwd, intp)             # <<<<<<<<<<<<<<
+ *             s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)
+ *         self.count += 1
+*/
+    __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_v_fwd); if (unlikely((__pyx_t_8 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 352, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, (__pyx_v_n * __pyx_v_m), __pyx_t_8, __pyx_v_intp); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 352, __pyx_L1_error)
+
+    __pyx_v_s->b = __pyx_t_14;
+
+    /* "fastgrad/_plan.pyx":353
+ *             s.a = self._buffer(spec, "a", n * m * k if fwd else n * m, False, None)
+ *             s.b = self._buffer(spec, "b", n * m, fwd, intp)
+ *             s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)             # <<<<<<<<<<<<<<
+ *         self.count += 1
+ *         return 0
+*/
+    __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_v_fwd); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 353, __pyx_L1_error)
+    if (__pyx_t_8) {
+
+      __pyx_t_6 = (__pyx_v_n * __pyx_v_m);
+    } else {
+
+      __pyx_t_6 = ((__pyx_v_n * __pyx_v_m) * __pyx_v_k);
+    }
+
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_t_6, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 353, __pyx_L1_error)
+
+    __pyx_v_s->c = __pyx_t_14;
+
+    /* "fastgrad/_plan.pyx":347
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == MAXOUT or kind == MAXOUT_BWD:             # <<<<<<<<<<<<<<
+ *             if k < 1:
+ *                 raise ValueError("capture: maxout needs k >= 1 pieces")
+*/
   }
   __pyx_L7:;
 
-  /* "fastgrad/_plan.pyx":333
- *             s.a = self._buffer(spec, "a", n, False, None)
- *             s.c = self._buffer(spec, "c", 1, True, None)
+  /* "fastgrad/_plan.pyx":354
+ *             s.b = self._buffer(spec, "b", n * m, fwd, intp)
+ *             s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)
  *         self.count += 1             # <<<<<<<<<<<<<<
  *         return 0
  * 
 */
   __pyx_v_self->count = (__pyx_v_self->count + 1);
 
-  /* "fastgrad/_plan.pyx":334
- *             s.c = self._buffer(spec, "c", 1, True, None)
+  /* "fastgrad/_plan.pyx":355
+ *             s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)
  *         self.count += 1
  *         return 0             # <<<<<<<<<<<<<<
  * 
@@ -11216,7 +11452,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":267
+  /* "fastgrad/_plan.pyx":281
  *         return cnp.PyArray_DATA(arr)
  * 
  *     cdef int _add(self, dict spec) except -1:             # <<<<<<<<<<<<<<
@@ -11241,12 +11477,13 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
 
   __Pyx_XDECREF(__pyx_v_intp);
+  __Pyx_XDECREF(__pyx_v_fwd);
 
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":336
+/* "fastgrad/_plan.pyx":357
  *         return 0
  * 
  *     def run(self):             # <<<<<<<<<<<<<<
@@ -11309,7 +11546,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
   Py_ssize_t __pyx_t_4;
   __Pyx_RefNannySetupContext("run", 0);
 
-  /* "fastgrad/_plan.pyx":339
+  /* "fastgrad/_plan.pyx":360
  *         """Run every instruction in order (the GIL released)."""
  *         cdef Py_ssize_t i
  *         cdef Instr *code = self.code             # <<<<<<<<<<<<<<
@@ -11320,7 +11557,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
 
   __pyx_v_code = __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":340
+  /* "fastgrad/_plan.pyx":361
  *         cdef Py_ssize_t i
  *         cdef Instr *code = self.code
  *         cdef Py_ssize_t count = self.count             # <<<<<<<<<<<<<<
@@ -11331,7 +11568,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
 
   __pyx_v_count = __pyx_t_2;
 
-  /* "fastgrad/_plan.pyx":341
+  /* "fastgrad/_plan.pyx":362
  *         cdef Instr *code = self.code
  *         cdef Py_ssize_t count = self.count
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -11344,7 +11581,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "fastgrad/_plan.pyx":342
+        /* "fastgrad/_plan.pyx":363
  *         cdef Py_ssize_t count = self.count
  *         with nogil:
  *             if self.f64:             # <<<<<<<<<<<<<<
@@ -11353,7 +11590,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
 */
         if (__pyx_v_self->f64) {
 
-          /* "fastgrad/_plan.pyx":343
+          /* "fastgrad/_plan.pyx":364
  *         with nogil:
  *             if self.f64:
  *                 for i in range(count):             # <<<<<<<<<<<<<<
@@ -11367,7 +11604,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
           for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
             __pyx_v_i = __pyx_t_4;
 
-            /* "fastgrad/_plan.pyx":344
+            /* "fastgrad/_plan.pyx":365
  *             if self.f64:
  *                 for i in range(count):
  *                     _exec(&code[i], <double *>NULL)             # <<<<<<<<<<<<<<
@@ -11378,7 +11615,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
           }
 
 
-          /* "fastgrad/_plan.pyx":342
+          /* "fastgrad/_plan.pyx":363
  *         cdef Py_ssize_t count = self.count
  *         with nogil:
  *             if self.f64:             # <<<<<<<<<<<<<<
@@ -11388,7 +11625,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
           goto __pyx_L6;
         }
 
-        /* "fastgrad/_plan.pyx":346
+        /* "fastgrad/_plan.pyx":367
  *                     _exec(&code[i], <double *>NULL)
  *             else:
  *                 for i in range(count):             # <<<<<<<<<<<<<<
@@ -11403,7 +11640,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
           for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
             __pyx_v_i = __pyx_t_4;
 
-            /* "fastgrad/_plan.pyx":347
+            /* "fastgrad/_plan.pyx":368
  *             else:
  *                 for i in range(count):
  *                     _exec(&code[i], <float *>NULL)             # <<<<<<<<<<<<<<
@@ -11417,7 +11654,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
         __pyx_L6:;
       }
 
-      /* "fastgrad/_plan.pyx":341
+      /* "fastgrad/_plan.pyx":362
  *         cdef Instr *code = self.code
  *         cdef Py_ssize_t count = self.count
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -11434,7 +11671,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
       }
   }
 
-  /* "fastgrad/_plan.pyx":336
+  /* "fastgrad/_plan.pyx":357
  *         return 0
  * 
  *     def run(self):             # <<<<<<<<<<<<<<
@@ -11452,7 +11689,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":221
+/* "fastgrad/_plan.pyx":235
  *     cdef bint f64
  *     cdef list keep  # every buffer the instructions point into
  *     cdef readonly object dtype             # <<<<<<<<<<<<<<
@@ -11723,7 +11960,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_12__setstate_cython__(CYTHON
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":350
+/* "fastgrad/_plan.pyx":371
  * 
  * 
  * def check_labels(cnp.ndarray labels, Py_ssize_t classes, str op):             # <<<<<<<<<<<<<<
@@ -11773,46 +12010,46 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_labels,&__pyx_mstate_global->__pyx_n_u_classes,&__pyx_mstate_global->__pyx_n_u_op,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 350, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 371, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 371, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 371, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 350, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 371, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "check_labels", 0) < (0)) __PYX_ERR(0, 350, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "check_labels", 0) < (0)) __PYX_ERR(0, 371, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("check_labels", 1, 3, 3, i); __PYX_ERR(0, 350, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("check_labels", 1, 3, 3, i); __PYX_ERR(0, 371, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 350, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 371, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 350, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 371, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 350, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 371, __pyx_L3_error)
     }
     __pyx_v_labels = ((PyArrayObject *)values[0]);
-    __pyx_v_classes = __Pyx_PyIndex_AsSsize_t(values[1]); if (unlikely((__pyx_v_classes == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 350, __pyx_L3_error)
+    __pyx_v_classes = __Pyx_PyIndex_AsSsize_t(values[1]); if (unlikely((__pyx_v_classes == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 371, __pyx_L3_error)
     __pyx_v_op = ((PyObject*)values[2]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("check_labels", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 350, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("check_labels", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 371, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -11823,8 +12060,8 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_labels), __pyx_mstate_global->__pyx_ptype_5numpy_ndarray, 1, "labels", 0))) __PYX_ERR(0, 350, __pyx_L1_error)
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_op), (&PyUnicode_Type), 1, "op", 1))) __PYX_ERR(0, 350, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_labels), __pyx_mstate_global->__pyx_ptype_5numpy_ndarray, 1, "labels", 0))) __PYX_ERR(0, 371, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_op), (&PyUnicode_Type), 1, "op", 1))) __PYX_ERR(0, 371, __pyx_L1_error)
   __pyx_r = __pyx_pf_8fastgrad_5_plan_check_labels(__pyx_self, __pyx_v_labels, __pyx_v_classes, __pyx_v_op);
 
   /* function exit code */
@@ -11872,7 +12109,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("check_labels", 0);
 
-  /* "fastgrad/_plan.pyx":352
+  /* "fastgrad/_plan.pyx":373
  * def check_labels(cnp.ndarray labels, Py_ssize_t classes, str op):
  *     """ValueError naming the first label outside [0, classes) (labels: contiguous intp)."""
  *     cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)             # <<<<<<<<<<<<<<
@@ -11881,7 +12118,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
 */
   __pyx_v_p = ((Py_ssize_t const *)PyArray_DATA(__pyx_v_labels));
 
-  /* "fastgrad/_plan.pyx":353
+  /* "fastgrad/_plan.pyx":374
  *     """ValueError naming the first label outside [0, classes) (labels: contiguous intp)."""
  *     cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)
  *     cdef Py_ssize_t i, n = labels.size, bad = -1             # <<<<<<<<<<<<<<
@@ -11891,7 +12128,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
   __pyx_v_n = __pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_labels);
   __pyx_v_bad = -1L;
 
-  /* "fastgrad/_plan.pyx":354
+  /* "fastgrad/_plan.pyx":375
  *     cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)
  *     cdef Py_ssize_t i, n = labels.size, bad = -1
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -11904,7 +12141,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "fastgrad/_plan.pyx":355
+        /* "fastgrad/_plan.pyx":376
  *     cdef Py_ssize_t i, n = labels.size, bad = -1
  *     with nogil:
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -11918,7 +12155,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
         for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
           __pyx_v_i = __pyx_t_3;
 
-          /* "fastgrad/_plan.pyx":356
+          /* "fastgrad/_plan.pyx":377
  *     with nogil:
  *         for i in range(n):
  *             if p[i] < 0 or p[i] >= classes:             # <<<<<<<<<<<<<<
@@ -11944,7 +12181,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
           if (__pyx_t_4) {
 
 
-            /* "fastgrad/_plan.pyx":357
+            /* "fastgrad/_plan.pyx":378
  *         for i in range(n):
  *             if p[i] < 0 or p[i] >= classes:
  *                 bad = i             # <<<<<<<<<<<<<<
@@ -11953,7 +12190,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
 */
             __pyx_v_bad = __pyx_v_i;
 
-            /* "fastgrad/_plan.pyx":358
+            /* "fastgrad/_plan.pyx":379
  *             if p[i] < 0 or p[i] >= classes:
  *                 bad = i
  *                 break             # <<<<<<<<<<<<<<
@@ -11962,7 +12199,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
 */
             goto __pyx_L7_break;
 
-            /* "fastgrad/_plan.pyx":356
+            /* "fastgrad/_plan.pyx":377
  *     with nogil:
  *         for i in range(n):
  *             if p[i] < 0 or p[i] >= classes:             # <<<<<<<<<<<<<<
@@ -11975,7 +12212,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
 
       }
 
-      /* "fastgrad/_plan.pyx":354
+      /* "fastgrad/_plan.pyx":375
  *     cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)
  *     cdef Py_ssize_t i, n = labels.size, bad = -1
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -11992,7 +12229,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
       }
   }
 
-  /* "fastgrad/_plan.pyx":359
+  /* "fastgrad/_plan.pyx":380
  *                 bad = i
  *                 break
  *     if bad >= 0:             # <<<<<<<<<<<<<<
@@ -12004,7 +12241,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
   if (unlikely(__pyx_t_4)) {
 
 
-    /* "fastgrad/_plan.pyx":360
+    /* "fastgrad/_plan.pyx":381
  *                 break
  *     if bad >= 0:
  *         raise ValueError(f"{op}: labels value {p[bad]} at position {bad} is out of range [0, {classes})")             # <<<<<<<<<<<<<<
@@ -12012,16 +12249,16 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
  * 
 */
     __pyx_t_7 = NULL;
-    __pyx_t_8 = __Pyx_PyUnicode_Unicode(__pyx_v_op); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 360, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyUnicode_Unicode(__pyx_v_op); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 381, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    __pyx_t_9 = PyLong_FromSsize_t((__pyx_v_p[__pyx_v_bad])); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 360, __pyx_L1_error)
+    __pyx_t_9 = PyLong_FromSsize_t((__pyx_v_p[__pyx_v_bad])); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 381, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
-    __pyx_t_10 = __Pyx_PyObject_FormatSimple(__pyx_t_9, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 360, __pyx_L1_error)
+    __pyx_t_10 = __Pyx_PyObject_FormatSimple(__pyx_t_9, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 381, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_10);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __pyx_t_9 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_bad, 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 360, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_bad, 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 381, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
-    __pyx_t_11 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_classes, 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 360, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_classes, 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 381, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
     __pyx_t_12[0] = __pyx_t_8;
     __pyx_t_12[1] = __pyx_mstate_global->__pyx_kp_u_labels_value;
@@ -12043,7 +12280,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
     __pyx_t_13 |= __Pyx_PyUnicode_KIND_04(__pyx_t_12[0]) | __Pyx_PyUnicode_KIND_04(__pyx_t_12[2]);
     #endif
     __pyx_t_14 = __Pyx_PyUnicode_Join(__pyx_t_12, 8, __pyx_t_1, __pyx_t_13);
-    if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 360, __pyx_L1_error)
+    if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 381, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
@@ -12055,14 +12292,14 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
       __pyx_t_6 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_15, (2-__pyx_t_15) | (__pyx_t_15*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 360, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 381, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     __Pyx_Raise(__pyx_t_6, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    __PYX_ERR(0, 360, __pyx_L1_error)
+    __PYX_ERR(0, 381, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":359
+    /* "fastgrad/_plan.pyx":380
  *                 bad = i
  *                 break
  *     if bad >= 0:             # <<<<<<<<<<<<<<
@@ -12071,7 +12308,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
 */
   }
 
-  /* "fastgrad/_plan.pyx":350
+  /* "fastgrad/_plan.pyx":371
  * 
  * 
  * def check_labels(cnp.ndarray labels, Py_ssize_t classes, str op):             # <<<<<<<<<<<<<<
@@ -12102,7 +12339,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":363
+/* "fastgrad/_plan.pyx":384
  * 
  * 
  * def pairwise_sum(cnp.ndarray a):             # <<<<<<<<<<<<<<
@@ -12150,32 +12387,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_a,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 363, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 384, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 363, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 384, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "pairwise_sum", 0) < (0)) __PYX_ERR(0, 363, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "pairwise_sum", 0) < (0)) __PYX_ERR(0, 384, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("pairwise_sum", 1, 1, 1, i); __PYX_ERR(0, 363, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("pairwise_sum", 1, 1, 1, i); __PYX_ERR(0, 384, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 363, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 384, __pyx_L3_error)
     }
     __pyx_v_a = ((PyArrayObject *)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("pairwise_sum", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 363, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("pairwise_sum", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 384, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -12186,7 +12423,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_ptype_5numpy_ndarray, 1, "a", 0))) __PYX_ERR(0, 363, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_ptype_5numpy_ndarray, 1, "a", 0))) __PYX_ERR(0, 384, __pyx_L1_error)
   __pyx_r = __pyx_pf_8fastgrad_5_plan_2pairwise_sum(__pyx_self, __pyx_v_a);
 
   /* function exit code */
@@ -12224,7 +12461,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("pairwise_sum", 0);
 
-  /* "fastgrad/_plan.pyx":366
+  /* "fastgrad/_plan.pyx":387
  *     """The pairwise sum of a contiguous float32/float64 array, as the SUM instruction computes it
  *     (a test hook: it must equal NumPy's a.sum() bit for bit)."""
  *     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):             # <<<<<<<<<<<<<<
@@ -12241,14 +12478,14 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 366, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 387, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 366, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 387, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 366, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 387, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_3, __pyx_t_5, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 366, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_3, __pyx_t_5, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 387, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   if (__pyx_t_6) {
 
@@ -12258,12 +12495,12 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 
     goto __pyx_L6_bool_binop_done;
   }
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 366, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 387, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 366, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 387, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_3, __pyx_t_4, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 366, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_3, __pyx_t_4, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 387, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   __pyx_t_2 = __pyx_t_6;
@@ -12280,7 +12517,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "fastgrad/_plan.pyx":367
+    /* "fastgrad/_plan.pyx":388
  *     (a test hook: it must equal NumPy's a.sum() bit for bit)."""
  *     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):
  *         raise ValueError("pairwise_sum: a C-contiguous float32 or float64 array")             # <<<<<<<<<<<<<<
@@ -12293,14 +12530,14 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_pairwise_sum_a_C_contiguous_floa};
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (__pyx_t_7*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 367, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 388, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 367, __pyx_L1_error)
+    __PYX_ERR(0, 388, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":366
+    /* "fastgrad/_plan.pyx":387
  *     """The pairwise sum of a contiguous float32/float64 array, as the SUM instruction computes it
  *     (a test hook: it must equal NumPy's a.sum() bit for bit)."""
  *     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):             # <<<<<<<<<<<<<<
@@ -12309,7 +12546,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 */
   }
 
-  /* "fastgrad/_plan.pyx":368
+  /* "fastgrad/_plan.pyx":389
  *     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):
  *         raise ValueError("pairwise_sum: a C-contiguous float32 or float64 array")
  *     cdef float zf = 0             # <<<<<<<<<<<<<<
@@ -12318,7 +12555,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 */
   __pyx_v_zf = 0.0;
 
-  /* "fastgrad/_plan.pyx":369
+  /* "fastgrad/_plan.pyx":390
  *         raise ValueError("pairwise_sum: a C-contiguous float32 or float64 array")
  *     cdef float zf = 0
  *     cdef double zd = 0             # <<<<<<<<<<<<<<
@@ -12327,39 +12564,39 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 */
   __pyx_v_zd = 0.0;
 
-  /* "fastgrad/_plan.pyx":370
+  /* "fastgrad/_plan.pyx":391
  *     cdef float zf = 0
  *     cdef double zd = 0
  *     if a.dtype == np.float32:             # <<<<<<<<<<<<<<
  *         return np.float32(zf + _pairwise(<const float *>cnp.PyArray_DATA(a), a.size))
  *     return np.float64(zd + _pairwise(<const double *>cnp.PyArray_DATA(a), a.size))
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 370, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 391, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 370, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 391, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 370, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 391, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_1 = __Pyx_PyObject_CompareBoolEq_object_object(__pyx_t_3, __pyx_t_5, Py_EQ); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 370, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_CompareBoolEq_object_object(__pyx_t_3, __pyx_t_5, Py_EQ); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 391, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":371
+    /* "fastgrad/_plan.pyx":392
  *     cdef double zd = 0
  *     if a.dtype == np.float32:
  *         return np.float32(zf + _pairwise(<const float *>cnp.PyArray_DATA(a), a.size))             # <<<<<<<<<<<<<<
  *     return np.float64(zd + _pairwise(<const double *>cnp.PyArray_DATA(a), a.size))
 */
     __pyx_t_3 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 371, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 392, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 371, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 392, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __pyx_t_4 = PyFloat_FromDouble((__pyx_v_zf + __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(((float const *)PyArray_DATA(__pyx_v_a)), __pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_a)))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 371, __pyx_L1_error)
+    __pyx_t_4 = PyFloat_FromDouble((__pyx_v_zf + __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(((float const *)PyArray_DATA(__pyx_v_a)), __pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_a)))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 392, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_7 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -12379,7 +12616,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 371, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 392, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     {
@@ -12393,7 +12630,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
     __pyx_t_5 = 0;
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":370
+    /* "fastgrad/_plan.pyx":391
  *     cdef float zf = 0
  *     cdef double zd = 0
  *     if a.dtype == np.float32:             # <<<<<<<<<<<<<<
@@ -12402,18 +12639,18 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 */
   }
 
-  /* "fastgrad/_plan.pyx":372
+  /* "fastgrad/_plan.pyx":393
  *     if a.dtype == np.float32:
  *         return np.float32(zf + _pairwise(<const float *>cnp.PyArray_DATA(a), a.size))
  *     return np.float64(zd + _pairwise(<const double *>cnp.PyArray_DATA(a), a.size))             # <<<<<<<<<<<<<<
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 372, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 393, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 372, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 393, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = PyFloat_FromDouble((__pyx_v_zd + __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(((double const *)PyArray_DATA(__pyx_v_a)), __pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_a)))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 372, __pyx_L1_error)
+  __pyx_t_4 = PyFloat_FromDouble((__pyx_v_zd + __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(((double const *)PyArray_DATA(__pyx_v_a)), __pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_a)))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 393, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_7 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -12433,7 +12670,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
     __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 372, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 393, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
   }
   {
@@ -12447,7 +12684,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
   __pyx_t_5 = 0;
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":363
+  /* "fastgrad/_plan.pyx":384
  * 
  * 
  * def pairwise_sum(cnp.ndarray a):             # <<<<<<<<<<<<<<
@@ -12799,14 +13036,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_8fastgrad_5_plan_Program(__pyx_mstate
   __pyx_vtable_8fastgrad_5_plan_Program._buffer = (void *(*)(struct __pyx_obj_8fastgrad_5_plan_Program *, PyObject *, PyObject *, Py_ssize_t, int, PyObject *))__pyx_f_8fastgrad_5_plan_7Program__buffer;
   __pyx_vtable_8fastgrad_5_plan_Program._add = (int (*)(struct __pyx_obj_8fastgrad_5_plan_Program *, PyObject *))__pyx_f_8fastgrad_5_plan_7Program__add;
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_8fastgrad_5_plan_Program_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program)) __PYX_ERR(0, 208, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_8fastgrad_5_plan_Program_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program)) __PYX_ERR(0, 222, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program = &__pyx_type_8fastgrad_5_plan_Program;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 208, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 222, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program);
@@ -12816,9 +13053,9 @@ static int __Pyx_modinit_Exttype___pyx_obj_8fastgrad_5_plan_Program(__pyx_mstate
     __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program, __pyx_vtabptr_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 208, __pyx_L1_error)
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_Program, (PyObject *) __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 208, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 208, __pyx_L1_error)
+  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program, __pyx_vtabptr_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 222, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_Program, (PyObject *) __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 222, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 222, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
@@ -13018,8 +13255,8 @@ static int __Pyx_modinit_Function_import_code(__pyx_mstatetype *__pyx_mstate) {
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (unlikely(!__pyx_import_signature)) __PYX_ERR(0, 1, __pyx_L1_error)
     #endif
-    const char * __pyx_import_name = __pyx_import_signature + 702;
-    void (**const __pyx_import_pointers[])(void) = {(void (**)(void))&__pyx_f_8fastgrad_8_kernels_softmax_ce_f64, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_svm_f64, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_softmax_ce_f32, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_svm_f32, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_bias_act_forward_f64, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_act_backward_colsum_f64, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_bias_act_forward_f32, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_act_backward_colsum_f32, (void (**)(void)) NULL};
+    const char * __pyx_import_name = __pyx_import_signature + 1038;
+    void (**const __pyx_import_pointers[])(void) = {(void (**)(void))&__pyx_f_8fastgrad_8_kernels_softmax_ce_f64, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_svm_f64, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_softmax_ce_f32, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_svm_f32, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_bias_act_forward_f64, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_maxout_backward_f64, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_maxout_forward_f64, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_act_backward_colsum_f64, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_bias_act_forward_f32, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_maxout_backward_f32, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_maxout_forward_f32, (void (**)(void))&__pyx_f_8fastgrad_8_kernels_act_backward_colsum_f32, (void (**)(void)) NULL};
     void (**const *__pyx_import_pointer)(void) = __pyx_import_pointers;
     const char *__pyx_import_current_signature = __pyx_import_signature;
     while (*__pyx_import_pointer) {
@@ -13342,146 +13579,162 @@ __Pyx_RefNannySetupContext("PyInit__plan", 0);
   if (__Pyx_InitAfterSharedUtility() < (0)) __PYX_ERR(0, 1, __pyx_L1_error)
   /*--- Execution code ---*/
 
-  /* "fastgrad/_plan.pyx":26
+  /* "fastgrad/_plan.pyx":27
  * from fastgrad._linalg cimport gemm_f32, gemm_f64
  * 
  * import numpy as np             # <<<<<<<<<<<<<<
  * 
  * cnp.import_array()
 */
-  __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_numpy, 0, 0, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 26, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_Import(__pyx_mstate_global->__pyx_n_u_numpy, 0, 0, NULL, 0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 27, __pyx_L1_error)
   __pyx_t_2 = __pyx_t_1;
   __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_np, __pyx_t_2) < (0)) __PYX_ERR(0, 26, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_np, __pyx_t_2) < (0)) __PYX_ERR(0, 27, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":28
+  /* "fastgrad/_plan.pyx":29
  * import numpy as np
  * 
  * cnp.import_array()             # <<<<<<<<<<<<<<
  * 
  * ctypedef fused real:
 */
-  __pyx_t_3 = __pyx_f_5numpy_import_array(); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 28, __pyx_L1_error)
+  __pyx_t_3 = __pyx_f_5numpy_import_array(); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 29, __pyx_L1_error)
 
 
-  /* "fastgrad/_plan.pyx":53
+  /* "fastgrad/_plan.pyx":56
  *     ROW = 2
  * 
  * KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,             # <<<<<<<<<<<<<<
- *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY}
- * BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
+ *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
+ *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}
 */
-  __pyx_t_2 = __Pyx_PyDict_NewPresized(11); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyDict_NewPresized(13); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_GEMM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_GEMM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_gemm, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_gemm, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BIAS_ACT); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BIAS_ACT); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_bias_act, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_bias_act, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_act_bwd, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_act_bwd, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCE); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCE); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sce, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sce, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SVM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SVM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_svm, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_svm, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "fastgrad/_plan.pyx":54
+  /* "fastgrad/_plan.pyx":57
  * 
  * KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,
- *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY}             # <<<<<<<<<<<<<<
+ *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,             # <<<<<<<<<<<<<<
+ *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}
+ * BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
+*/
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BINARY); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_binary, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_NEG); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_neg, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FILL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_fill, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SUM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sum, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_colsum, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COPY); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_copy, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+
+  /* "fastgrad/_plan.pyx":58
+ * KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,
+ *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
+ *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}             # <<<<<<<<<<<<<<
  * BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
  * MODES = {"full": FULL, "scalar": SCALAR, "row": ROW}
 */
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BINARY); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_binary, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_maxout, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_NEG); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT_BWD); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_neg, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_maxout_bwd, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FILL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_fill, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SUM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sum, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_colsum, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COPY); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
-  __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_copy, __pyx_t_4) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
-  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_KINDS, __pyx_t_2) < (0)) __PYX_ERR(0, 53, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_KINDS, __pyx_t_2) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":55
- * KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,
- *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY}
+  /* "fastgrad/_plan.pyx":59
+ *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
+ *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}
  * BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}             # <<<<<<<<<<<<<<
  * MODES = {"full": FULL, "scalar": SCALAR, "row": ROW}
  * 
 */
-  __pyx_t_2 = __Pyx_PyDict_NewPresized(4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 55, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyDict_NewPresized(4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 59, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_add, __pyx_mstate_global->__pyx_int_0) < (0)) __PYX_ERR(0, 55, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sub, __pyx_mstate_global->__pyx_int_1) < (0)) __PYX_ERR(0, 55, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_mul, __pyx_mstate_global->__pyx_int_2) < (0)) __PYX_ERR(0, 55, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_div, __pyx_mstate_global->__pyx_int_3) < (0)) __PYX_ERR(0, 55, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_BINARY_OPS, __pyx_t_2) < (0)) __PYX_ERR(0, 55, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_add, __pyx_mstate_global->__pyx_int_0) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sub, __pyx_mstate_global->__pyx_int_1) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_mul, __pyx_mstate_global->__pyx_int_2) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_div, __pyx_mstate_global->__pyx_int_3) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_BINARY_OPS, __pyx_t_2) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":56
- *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY}
+  /* "fastgrad/_plan.pyx":60
+ *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}
  * BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
  * MODES = {"full": FULL, "scalar": SCALAR, "row": ROW}             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = __Pyx_PyDict_NewPresized(3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyDict_NewPresized(3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_full, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_full, __pyx_t_4) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCALAR); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCALAR); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_scalar, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_scalar, __pyx_t_4) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ROW); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ROW); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_row, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_row, __pyx_t_4) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_MODES, __pyx_t_2) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_MODES, __pyx_t_2) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":336
+  /* "fastgrad/_plan.pyx":357
  *         return 0
  * 
  *     def run(self):             # <<<<<<<<<<<<<<
  *         """Run every instruction in order (the GIL released)."""
  *         cdef Py_ssize_t i
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_7Program_9run, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Program_run, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 336, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_7Program_9run, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Program_run, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 357, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8fastgrad_5_plan_Program, __pyx_mstate_global->__pyx_n_u_run, __pyx_t_2) < (0)) __PYX_ERR(0, 336, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8fastgrad_5_plan_Program, __pyx_mstate_global->__pyx_n_u_run, __pyx_t_2) < (0)) __PYX_ERR(0, 357, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "(tree fragment)":1
@@ -13511,34 +13764,34 @@ __Pyx_RefNannySetupContext("PyInit__plan", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_2) < (0)) __PYX_ERR(2, 3, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":350
+  /* "fastgrad/_plan.pyx":371
  * 
  * 
  * def check_labels(cnp.ndarray labels, Py_ssize_t classes, str op):             # <<<<<<<<<<<<<<
  *     """ValueError naming the first label outside [0, classes) (labels: contiguous intp)."""
  *     cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_1check_labels, 0, __pyx_mstate_global->__pyx_n_u_check_labels, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 350, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_1check_labels, 0, __pyx_mstate_global->__pyx_n_u_check_labels, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 371, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_check_labels, __pyx_t_2) < (0)) __PYX_ERR(0, 350, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_check_labels, __pyx_t_2) < (0)) __PYX_ERR(0, 371, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":363
+  /* "fastgrad/_plan.pyx":384
  * 
  * 
  * def pairwise_sum(cnp.ndarray a):             # <<<<<<<<<<<<<<
  *     """The pairwise sum of a contiguous float32/float64 array, as the SUM instruction computes it
  *     (a test hook: it must equal NumPy's a.sum() bit for bit)."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_3pairwise_sum, 0, __pyx_mstate_global->__pyx_n_u_pairwise_sum, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 363, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_3pairwise_sum, 0, __pyx_mstate_global->__pyx_n_u_pairwise_sum, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 384, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pairwise_sum, __pyx_t_2) < (0)) __PYX_ERR(0, 363, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pairwise_sum, __pyx_t_2) < (0)) __PYX_ERR(0, 384, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "fastgrad/_plan.pyx":1
@@ -13617,41 +13870,41 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{13},{7},{4},{6},{32},{21},{13},{21},{14},{4},{15},{15},{1},{11},{15},{1},{4},{179},{8},{31},{56},{51},{38},{65},{32},{16},{23},{21},{26},{23},{7},{6},{18},{2},{9},{50},{39},{34},{53},{10},{5},{5},{7},{25},{27},{11},{20},{12},{17},{8},{12},{8},{10},{8},{11},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{1},{3},{7},{3},{18},{1},{3},{8},{6},{1},{12},{7},{18},{4},{6},{4},{5},{1},{3},{5},{1},{14},{4},{7},{7},{4},{4},{3},{1},{6},{4},{8},{5},{1},{4},{6},{1},{2},{2},{3},{1},{7},{3},{2},{5},{2},{1},{12},{3},{3},{3},{6},{3},{4},{10},{3},{3},{3},{2},{2},{6},{1},{2},{2}};
-    const struct { const unsigned int length: 10; } bytes_length_index[] = {{837},{160},{9},{113},{124},{84}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{13},{7},{4},{6},{32},{21},{13},{21},{14},{4},{15},{15},{1},{11},{15},{1},{4},{179},{8},{31},{56},{51},{38},{65},{32},{16},{23},{21},{35},{26},{23},{7},{6},{18},{2},{9},{50},{39},{34},{53},{10},{5},{5},{7},{25},{27},{11},{20},{12},{17},{8},{12},{8},{10},{8},{11},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{1},{3},{7},{3},{18},{1},{3},{8},{6},{1},{12},{7},{18},{4},{6},{4},{5},{1},{3},{5},{1},{14},{4},{7},{7},{4},{4},{3},{1},{6},{4},{8},{5},{1},{4},{6},{1},{2},{6},{10},{2},{3},{1},{7},{3},{2},{5},{2},{1},{12},{3},{3},{3},{6},{3},{4},{10},{3},{3},{3},{2},{2},{6},{1},{2},{2}};
+    const struct { const unsigned int length: 11; } bytes_length_index[] = {{1251},{160},{9},{113},{124},{84}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1334 bytes) */
-static const char cstring[] = "x\332\265TMo\3336\030\216\321lM\273~/\0356\254X\331\025[\233.\361\346$\010\272\016\335\2206\031\220\rK\343\344\322\241h\tJ\242l6\022)\223\224?r\312\321G\035u\364\321\307\036s\314\321G\037}\354O\330O\330KJV\234\217\016]\261\031\260(\275\037\017\371>\357\363\022\021\215\"\241\230f\202#T\027\201\247\020b\331\237\330\047\027\032=]p\005\327\254\026\213\030\314\334C$`5N=\343\027\261F\302G\222\360\032E/~\230\267I\222\022oA\360\240\203\302Xi\344P\3048zQ\231G\213\257\226*s\210S\n\3738\261\357S\211L6j\222 \246j>\367\334\327\222R\344KR\013)\327ss\363\210\266#\352j\330\361\021\n\210C\003\225e\240_6\005\247\233BS\244\353P\312\323\216\256C!p\002\217\006\314\241\222h\n\207PZ2\310\226&\210\243\255\365\255\205\345\207\313\266\020I_\003\256B*v\334\200(E\2259\216\023\263@\303\211u\047\242\252\2146|\324\021\261=\033\322\002E\0207\231\240\353\224#E\265yA\367\010\007\306\210\341\023C:\343\265{\310c\0226aMj\262\177%\201\242e\342y\030\342\250K\"\035K\372\010\310\016\004\300f\365\363y\344\242\237\037\243\312\204;\222\242&I\210d\314\025\362\003A\364\322\"\0222{]Y\316\3314\024B\303&\362\244h!\021\001\023Pm\216\016\3260\206\002\243\200\232j\303\223[)\227\004D.d\013$\243:1Y\217\217E\271\032;-\017\265\230\256\003\223\346\2335m\331\371.\206\014E\232@Y\336gs\000o\357\010@\243P\2006\240\177\223g,\374yV\361\355\212@\305a\016~\024\306847v\355\306\205\221\323\032\261|+\266g\245Wx\200E\017\242\255\003`\230\"N@)7O\237(\r\014{\337\343( \274\034u\3325\227\251\314\347q\001\212\362\t\260\2060\226\0240(\306\310\213mK\271\340\013\240\260&#\001x]\306\231\306\230\307a\324)cWHZ\266l\023)I\007\371\204\005\231\214X\030\t\251\047\303\342\220\000\231\047#\"\302d\013\016\202\241|\323\235c\303x\206\020\354>O66W\267\377\304\317\266v~\337\330\\\333\371\343\331\332\372\316V\246\240|)\027u\270vh0>r\200\230\025h\370\264\013\304\007\037\2356\374\327`\242\360&m\353m\352c\234\253\036H\001\002\314\\\340\032\325L\323\320\030\374\230\273f\255\215a\341\027\022\306\355\n\375\010\254\205\223\320\256@<\316\303\314kS\233\006\030G#&""\3018h\334\202SE\024\006\3326\037PI\001\254&\266?U!\306\232*h\033f\3124\003n5\306)\001U\347B\207\201%\252\303]&\312\205[9\016\361\034F\024\206 \207q\";\256[\247\356.\316\356\250\374\202p\003\210\305P\256\226\304\245\016qw]\341\321L\317\256\210:\256\210\271\366<\326\364\314}S\350\260lu\350\263 \310\233\2347\330\217\203\240F\303\320\020l\325\257\030\327\021S\334J\336p\256vw\031\367\2623\204!\t\035\320\037\347\236\025\006\214\006\217\254\350D\024MJ+\0220\033-s\273\330\261W.U4\360\201\247\\\367p\341A\224j\206@\233\223]\327\355=o\317\367D\014\375A\367\363\025\264\tC\375`\036mu\2602S\206\365Y\266\343\357y\356\203\243\267\271\251\377\016\367\237\361-\253\037\006\237\245\376/\250g\2027\005\363\nB\216<\005\342\221\347]\330\240\224q\330\t\270\223 g\200~\020|Q\306\tF\n\373?b\331\250\343P\047\020N\003\376+d%|\035\2226\206\013\303_Y\236\002yg\353\204yi13\303:\236u\354\013\331\"\322\263\261\366\202\200\241\266\206l\252\255\375t0 \234\031\274\264\230\025h\017v\326\343}{4f\352\235@\357E\341\334\224\271^l\r\331\313\322\342~i4}\261\373]R\335/\275\235\276=\274\275\362&<\254\034\256\216\246\277LWz_\365\033\243\013\027G3\227\272\353\311\315\204$\215\321\245\253\335FRJ>M\236$Nz.\255\244\253\351N\357\\\2572\272\366YBF\327\256\217\246\317\357\353\356R\227\214f\256t_\247\245\364FZ\031\336*\367I\277\361\2464\254<=\254\014\327^\016_\276\032\276\302\373\245\277>\236\372hf\2775\274\362m\217\364T\377n\277\332\257\275y~\260}\2607\2701\250\214\021\000s6\201\003\335L\252\006\275\321=\337U\311\327`\231\271\332\225\311\347\351\365\364n\272\235v\372\245\341\334O\007\217\007\245\301\354\240: \243\351O\272\213\335\347I5q\341\014?\366V\207\337<<\270|X=\364\006w\006\225\375U\330\373\302\255t9m\214fPo\272\267:\272|\305\024\247\023(e6YOo\246\004|\263_\000\374\035\023\0061\277\365\311\333w\3716\372\325\277\001u\3340\227";
-    PyObject *data = __Pyx_DecompressString(cstring, 1334, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1397 bytes) */
+static const char cstring[] = "x\332\265U\275o\333F\024\267\020\267q\322|\327)Z4h.\r\332\304\251\255V\266a\244)\322\302\211]\300-\352X\366\222\"H\016G\362(]L\336Q\274\243><y\324\310\221\243F\215\031=z\324\250Qc\376\204\376\t}w\244(\331\226\0237m\r\210G\276\217\337\275\367{\037FD\241@H\246\230\340\010U\205\347H\204X\372#\346\311\205BO\027l\301\025\253D\"\0021w\020\361X\205SG\353E\244\220pQHx\205\242\027?\314\033\247\220\022gAp\257\205\374H*dQ\3048zQ\232G\213\257\226Js\210S\n\367X\221\353\322\020ioT\047^D\345|\246\271\257BJ\221\033\222\212O\271\232\233\233G\264\031P[\301\215\217\220G,\352\311\324\003\375\262)8\335\024\212\"U\205T\236\266T\025\022\201\010\034\3521\213\206DQ\010B\252\220\201w\250\2158\332Z\337ZX~\270l\022\t\351k\300\225HF\226\355\021)\251\324\341X\021\363\024D\254Z\001\225E\264\341\242\226\210LlH\t\024\200\335\270\203\252R\216$U\372\005\335#\034\030#\232O\014\356\214W\356!\207\205p\t\253S\355\375+\361$-\022\307\301`Gm\022\250(\244\217\200lO\000l\232?\237G6\372\3711*\215\251\203PTB\342\2430\342\022\271\236 ji\021\2110}]Y\316\330\324\024B\301\306\374B\321@\"\000& \333\014\035\244~\004\t\006\036\325\331\372\307\257\2226\361H\270\220\036\340\214\252D{=>be+l5\034\324`\252\nL\352oV7ig\267h2$\251\003eY\235u\000\316\336\010@!_@o@\375\306c\314\365\231W\376m\013OF~\006>2c\034\212\033\331\346\342\\\350\223\246n\313\324v\327\244\207\002Fm*s\023N+\304\224D\262=\323\235\271\006\210v\000\320(\340&&\211\345Q\312\365\323%RA\021\234\357q\340\021^\014Z\315\212\315d\252s\270\200\246s\t\020\2130\016)`P\214\221\023\231\252s\301\027\240\t\353\214x\240\265\031g\nc\036\371A\253\210m\021\322\242)\010\tC\322B.a^\332i\314\017D\250\306\315\"\237\000\337\307-\002\302\302\006\004\202\201!]\300#\363:\241W\314=O66W\267\377\304\317\266v~\337\330\\\333\371\343\331\332\372\316V\332d\331Q\314\363\260\315\\a<R@\277Kh\363\223*\350O\370h5\341\267\006C\2077iSmS\027\343l0\200\024 @\217\016\256P\305\024\365\265\300\215\270\255\317\312\020\026\376|\302\2709\241\036\236\221p\342\233\023\210\307\231\231~\255+]\000\255\250E\304""\033\032\rKp\"\211\\@\233\372\0032\311\201\345\330\365\0472\304XQ\te\303L\352b@\2071N\t4~6\0130\323D\266\270\315D1WK\313\"\216\305\210\304`d1N\302\226mW\251\275\213\3235\226\355\020\333\003[\014\351\252\220\330\324\"\366\256-\034\232\266\274-\202\226-\"\256\034\207\325\035\275\222\362>,\232>t\231\347eE\316\n\354F\236W\241\276\257\t6\003\"\031W\001\223\334\264\274\346\\\356\3562\356\2441\370>I\007&}\352T|\013\372\221s\3074\n\214\n\017L\023\212 \030o\265@\300\2544\364B2\233B\302|Q\317\005\336\2629\200\035\tV\262\356\003\215V\272\341\233{\316\236\353\210\010\352\205\356g\047\364*\354\201\007\363h\253\205\245\236:\254&\311\216\276g\276\017FosS\377\035\356\273\361\r\313\037\006\237\272\376/\250\023\301\353\20299!#M\2168\322\234\206\r\23534;\006\367A\241N\252\341\373q\317\322\007cQ\234\212xz\372\037DDN\370\261\332\345\362wb\031\253\243P\377\232\322\354\346\367\242\236\241C\047\36191\317\223i\377\243\374\245p\365\346\301\260\220\335\225\345)X\027\3519&^ZL\305p\016w)vE\330 \241cl\207\213\013\366\346q\331\270\231\331\323C\233t\271\032\371IL\270\350\004\346H6n6\021si1\245\313\2449\351q\326\276\034\362~*\320\231\n27\245\377\031\230T\323\227\245\305\375\302`\372b\373\273\270\274_x;}\273\177{\345\215\177X:\\\035L\177\231\254t\276\352\326\006\027.\016f.\265\327\343\2331\211k\203KW\333\265\270\020\177\032?\211\255\344\\RJV\223\235\316\271Nip\355\263\230\014\256]\037L\237\337W\355\2456\031\314\\i\277N\n\311\215\244\324\277U\354\222n\355M\241_zzX\352\257\275\354\277|\325\177\205\367\013\177}<\365\321\314~\243\177\345\333\016\351\310\356\335n\271[y\363\374`\373`\257w\243W\032\"\000\346l\014\001\335\214\313\032\275\326>\337\226\361\327 \231\271\332\016\343\317\223\353\311\335d;iu\013\375\271\237\016\036\367\n\275\331^\271G\006\323\237\264\027\333\317\343rlC\014?vV\373\337<<\270|X>tzwz\245\375U\270\373\302\255d9\251\rfPg\272\263:\270|E\047\247bHe6^On&\004t\263_\000\374\035m\0066\277u\311\333\323t\033\335\362\3377\272\325\032";
+    PyObject *data = __Pyx_DecompressString(cstring, 1397, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1741 bytes) */
-static const char cstring[] = "\377 at posi\377tion  ho\277lds  i\000\001s\373 a\005\002not C\377-contigu\373ou\024\000nd al\337igned&\001ou\377t of ran\277ge [0,:\002r\377ead-only\377 must be\377 in [1, \3772^31) ne\375ee\000buffer\375 :\001 value\373s,\023\004(tree\377 fragmen\377t)), exp\367ecto\000: la\357bels,\003 ?N\377oneNote {th\310\000Cyth\306\000\376\276\000deliber\367ate\202\000stri\372;\000r!\001n PEP\277-484 a\306\000r\373ejU\000s sub\177classes\311\001\337built\257\000ty\377pes. If \367you\261\002 to \371p%\000%\tthen \367set\200\000e \047a\325n\257 a\314!_<\000in\277g\047 dir\272\000i\375v\242\000o Fals\277e.add_\327 e\377capture:\336\352 loss\223$n,\177 c >= 1\024\010\377program \377runs flo\177at32 or\005\003\20764 \310#\277!\256@L\010r\037ow op\207 \264@\362#\355n\327@mu\336\000ple\372\267Am[\rscalasr-\001\003:\000 ha\227\000\373 =\204\nct_bw\277d with\307  \037activ\362\002\327D\223 \217 sav\242`\341D\353!d=z\347\007t mo\231`\275@\341 \231\010\210&\227d\230&col\327sum\264dd\257&in\346\332@uc\273\204\002\304&neg\034\377 \355 siz\366b\336&\303 \325d+\000 \025\001s\226@sa\337bleen\002\001fa\373st\337 d/_pl\377an.pyxgc\373is\026\003dno d\367efa\263  __r\375eA\000e__ du\336\316Bnon-\337`vi\373al\033\000cinit\377__numpy.\277_core.\351\"a\377rray fai\367led\303aimpo;rt\033\tuma\312 \022\r_pairw\206\000_\374\000\360\244a\200\206\n\366Pc\002BINA\377RY_OPSKI\377NDSMODES\251P\274c\000\004.\277\006c\260\205\002_\375_\017\007setsta\307te_\013\r\372`%\000yx\337_PyDi\377@Ne\177xtRef__\357\204\004\366\222 __\304\205\002_get\377item____/func\004\001gO\005\022\000\357main\030\001mod;ul2\002nam:\002\366 5_x\003_\007\001vt\237AC\001\017qual\035\005\373%\264\016\225F{exw\001set_Q\005\371st\010\321\016__tes\356\264@_is\260Aout\377ineaacta\376\343\204\003addasyn\317cio.\320@\031\003sb\377badbias_\377actbinar\377yccheck_\254\236\210\003\313\207\004clH\000_\354\000t\377raceback\357code\312\204\003cop\377ycountddWivd\354\207\001e\200\204\005.\203\204\002\317fill\347\206\004\360\206\00264\377fullgemm""\374\335!\371\204\002sintpi\363sn\356\204\002\360!skki\373nd\242\211\003mmamb\277mulnnd\374bn\357egnp\227\204\002opp~\317ipoprow\332\207\001\376\371\206\002sceself\367set\361\204\004subs_umsvm\226`b\251\212\003\377xzdzfdou\337ble (\001\004co\377nst *, Pwy_s\373\205\001_t \001\020\326\024\t, =\004*\000\007)\000\010\016GB\033\306\211\002 \202\20025\003\241\022\026={, J\020void\340&\200\243\047\352&\275\047\363\047\333+\247`\346%)\001\000B\n5\rB\020*2\233&\331,\263&\000\216\032\343\214\002\242\005-\022\347fZ\014\365j\362\020\376S\004softmax\377_ce_f64\000gsvm\002\003\014\01032\021\003\374\005\000\344\206\005_forwasrd/\002\234\207\002ack\014\002`\240\214\003G\002\033\017G\000\030\02232\324C\020\231B\236B\000\007\247H \203^\314E0\026\306\236\201\")\000\333\207\001\213\"\003\00332\377\200\001\330\004\n\210+\220\377Q\200\001\340\004\037\320\037\3776\260m\3001\300A\330\377\004\033\2306\240\036\250q\377\330\t\n\330\010\014\210E\377\220\025\220a\220q\330\014\377\017\210q\220\001\220\023\220\377B\220b\230\003\2301\230\377A\230S\240\003\2401\330\377\020\026\220a\330\020\021\330\377\004\007\200t\2103\210a\377\330\010\016\210j\230\001\230\377\022\2301\320\034.\250a\377\250q\260\001\3201C\300\3771\320D]\320]^\320\377^_\200\001\360\006\000\005\377\010\200w\320\016&\240a\377\240s\250#\250Q\250g\377\260X\270R\270z\310\022\263\3101:\005Q\000\024\220\216\000\025\373\220QZ\001q\210\007\210s\373\220\"\017\000\010\017\210r\220\377\030\230\021\230#\230R\230\377y\250\001\320);\270=\377\310\001\310\024\310Q\310a\377\330\004\013\2102\210X\220\367Q\220c\201\0009\240A\320\377%8\270\r\300Q\300d\277\310!\3101\200Ay\000\t\377\034\2304\230q\330\010 \177\240\004\240A\330\r\016\331\001\373t\220\310\000\024\220E\230\025[\230a\031\000\024\031\\\000!#\001\276!\000J\250a\340\020\005\024I\003\250Q";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1741, 2929);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1836 bytes) */
+static const char cstring[] = "\377 at posi\377tion  ho\277lds  i\000\001s\373 a\005\002not C\377-contigu\373ou\024\000nd al\337igned&\001ou\377t of ran\277ge [0,:\002r\377ead-only\377 must be\377 in [1, \3772^31) ne\375ee\000buffer\375 :\001 value\373s,\023\004(tree\377 fragmen\377t)), exp\367ecto\000: la\357bels,\003 ?N\377oneNote {th\310\000Cyth\306\000\376\276\000deliber\367ate\202\000stri\372;\000r!\001n PEP\277-484 a\306\000r\373ejU\000s sub\177classes\311\001\337built\257\000ty\377pes. If \367you\261\002 to \371p%\000%\tthen \367set\200\000e \047a\325n\257 a\314!_<\000in\277g\047 dir\272\000i\375v\242\000o Fals\277e.add_\327 e\377capture:\336\352 loss\223$n,\177 c >= 1\024\010\377program \377runs flo\177at32 or\005\003\20764 \310#\277!\256@L\010r\037ow op\207 \264@\362#\355n\327@mu\336\000ple\372\267Am[\rscalasr-\001\003:\000 ha\227\000\373 =\204\nct_bw\277d with\307  \037activ\362\002\327D\223 \217 sav\242`\341D\353!d=z\347\007t mo\231`\275@\341 \231\010\210&\227d\230&col\327sum\264dd\257&in\346\332@uc\273\204\002\304&max\364\223\204\001\341ck\305\" piewces\347&neg\242@\216\220@siz\231\204\002\201F\346 d\352N\000 \025\001s\271@sab\357leen\002\001fas\375t\202@d/_pla\377n.pyxgci\375s\026\003dno de\373fa\326  __re~A\000e__ du\361B\377non-triv\367ial\033\000cini\377t__numpy\177._core.\214B\377array fa\357iled\346aimpwort\033\tuma\355 \276\022\rpairw\206\000_\340\237 \307a\243\206\n\231pc\002BIN\377ARY_OPSK\377INDSMODESSP\337c\000\004.\277\006c\323\205\002\373__\017\007setst\357ate_\013\rrun\376%\000yx_PyDi\376\242`NextRef\263__\222\205\004\222 __\347\205\002_\377getitem_\177___func\004\001\271gO\005\022\000maiH\000_\277_modul2\002nSam:\002\366 _x\003_\007\001\363vt\237AC\001qual\260\035\005\373%\264\016\225Fexw\001s\227et_Q\005st\010\321\016_\357_tes\264@_is\376\260Aoutinea\357acta\206\205\003add\377asyncio.\374\320@\031\003sbbadb\377ias_actb\377inarycch\317eck_\301\210\003\356\207\004cl\372H\000_\354\000trace\377backcode\376\355\204\003copycou\177ntddivd\217\210\001\365e\200\204\005.\203""\204\002fill\374\212\207\004\223\207\00264full\317gemm\335!\234\205\002si?ntpisn\356\204\002\360!\277skkind\305\211\003m\343ma\253\205\003\261\205\003\323\206\001mbm\337ulnnd\214\204\002newgnp\247\204\002opp\337i?poprow\215\210\001\254\207\002\377sceselfs\373et\201\205\004subsu\257msvm\246`b\334\212\003x\377zdzfdoub\357le (\001\004con\377st *, Py;_s\213\206\001_t \001\020\024\tk, =\004*\000\007)\000\016G\204B\033\371\211\002 \202\20025\003\241\022\026=,= J\020void\340&\243\047\300\352&\275\047\363\047\333+\267`\346%)\000\000B\n\203\2022[\t\274E6\037\356K0\021\261j\001*\222\025\342m\264oP\027\366\020\305F\203l\000\335F\270:\300\216\002\314%\231\2038\256I\331d5\036\214\2677\251\020 *\217\024\337\025\323\200*s\377oftmax_c\377e_f64\000sv\031m\002\003\014\01032\021\003\005\000\304\211\005\377_forward\034/\002\261\210\005ack\004\r\033\t\243\212\002\000\034\005\312\217\003n\002B\017n\000C\016\n\007r\006\014\225\000?\02232\362\205\003\267\205\002\274\205\002\000\007\002\305\205\010 \367\205\r\206\206\016\352\205\0050\026\344r\310\211\006\360\205f\211\213\001\331\"\003\00332\200\001\377\330\004\n\210+\220Q\200\377\001\340\004\037\320\0376\260\377m\3001\300A\330\004\033\377\2306\240\036\250q\330\t\377\n\330\010\014\210E\220\025\377\220a\220q\330\014\017\210\377q\220\001\220\023\220B\220\377b\230\003\2301\230A\230\377S\240\003\2401\330\020\026\377\220a\330\020\021\330\004\007\377\200t\2103\210a\330\010\377\016\210j\230\001\230\022\230\3771\320\034.\250a\250q\377\260\001\3201C\3001\320\377D]\320]^\320^_\377\200\001\360\006\000\005\010\200\377w\320\016&\240a\240s\377\250#\250Q\250g\260X\377\270R\270z\310\022\3101\354:\005Q\000\024\220\216\000\025\220Q\376Z\001q\210\007\210s\220\"\376\017\000\010\017\210r\220\030\230\377\021\230#\230R\230y\250\377\001\320);\270=\310\001\377\310\024\310Q\310a\330\004\377\013\2102\210X\220Q\220\375c\201\0009\240A\320%8\377\270\r\300Q\300d\310!\357\3101\200Ay\000\t\034\230\3774\230q\330\010 \240\004\337\240A\330\r\016\331\001t\220\376\310\000\024""\220E\230\025\230a\226\031\000\024\031\\\000!#\001!\000J\357\250a\340\020\005\024I\250Q";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1836, 3394);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (2929 bytes) */
-static const char bytes[] = " at position  holds  is  is a  is not C-contiguous and aligned is out of range [0,  is read-only must be in [1, 2^31) needs buffer  of  values, needs (tree fragment)), expected : labels value ?NoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecapture: a loss needs n, c >= 1capture: a program runs float32 or float64 buffers, not capture: a row operand needs n a multiple of m >= 1capture: a scalar-scalar op has n == 1capture: act_bwd with an activation needs the saved buffer and dzcapture: at most one row operandcapture: buffer capture: colsum needs dcapture: instruction capture: negative size in capture: product sizes disableenablefastgrad/_plan.pyxgcisenabledno default __reduce__ due to non-trivial __cinit__numpy._core.multiarray failed to importnumpy._core.umath failed to importpairwise_sum: a C-contiguous float32 or float64 arrayBINARY_OPSKINDSMODESProgramProgram.__reduce_cython__Program.__setstate_cython__Program.run__Pyx_PyDict_NextRef__annotate____class_getitem____func____getstate____main____module____name____pyx_state__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineaactact_bwdaddasyncio.coroutinesbbadbias_actbinaryccheck_labelsclassescline_in_tracebackcodecolsumcopycountddivdtypeefastgrad._planfillfloat32float64fullgemmgetiinstrsintpisnativeitemskkindlabelsmmambmulnndarraynegnpnumpyopppairwise_sumpoprowrunscalarsceselfsetdefaultsubsumsvmtatbvaluesxzdzfdouble (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, double *, double *)\000double (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, double, double *, double *)\000double (float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, float *, double *)\000double (float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, float, float *, double *)\000void (double *, d""ouble const *, double *, Py_ssize_t, Py_ssize_t, int, double)\000void (double const *, double const *, double *, double *, Py_ssize_t, Py_ssize_t, int, double)\000void (float *, float const *, float *, Py_ssize_t, Py_ssize_t, int, float)\000void (float const *, float const *, float *, float *, Py_ssize_t, Py_ssize_t, int, float)\000softmax_ce_f64\000svm_f64\000softmax_ce_f32\000svm_f32\000bias_act_forward_f64\000act_backward_colsum_f64\000bias_act_forward_f32\000act_backward_colsum_f32void (int, int, int, int, int, double const *, double const *, double *)\000void (int, int, int, int, int, float const *, float const *, float *)\000gemm_f64\000gemm_f32\200\001\330\004\n\210+\220Q\200\001\340\004\037\320\0376\260m\3001\300A\330\004\033\2306\240\036\250q\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\017\210q\220\001\220\023\220B\220b\230\003\2301\230A\230S\240\003\2401\330\020\026\220a\330\020\021\330\004\007\200t\2103\210a\330\010\016\210j\230\001\230\022\2301\320\034.\250a\250q\260\001\3201C\3001\320D]\320]^\320^_\200\001\360\006\000\005\010\200w\320\016&\240a\240s\250#\250Q\250g\260X\270R\270z\310\022\3101\330\010\016\210j\230\001\230\021\330\004\024\220A\330\004\025\220Q\330\004\007\200q\210\007\210s\220\"\220A\330\010\017\210r\220\030\230\021\230#\230R\230y\250\001\320);\270=\310\001\310\024\310Q\310a\330\004\013\2102\210X\220Q\220c\230\022\2309\240A\320%8\270\r\300Q\300d\310!\3101\200A\360\006\000\t\034\2304\230q\330\010 \240\004\240A\330\r\016\330\014\017\210t\2201\330\020\024\220E\230\025\230a\230q\330\024\031\230\021\230!\2304\230q\240\004\240J\250a\340\020\024\220E\230\025\230a\230q\330\024\031\230\021\230!\2304\230q\240\004\240I\250Q";
+    #else /* compression: none (3394 bytes) */
+static const char bytes[] = " at position  holds  is  is a  is not C-contiguous and aligned is out of range [0,  is read-only must be in [1, 2^31) needs buffer  of  values, needs (tree fragment)), expected : labels value ?NoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecapture: a loss needs n, c >= 1capture: a program runs float32 or float64 buffers, not capture: a row operand needs n a multiple of m >= 1capture: a scalar-scalar op has n == 1capture: act_bwd with an activation needs the saved buffer and dzcapture: at most one row operandcapture: buffer capture: colsum needs dcapture: instruction capture: maxout needs k >= 1 piecescapture: negative size in capture: product sizes disableenablefastgrad/_plan.pyxgcisenabledno default __reduce__ due to non-trivial __cinit__numpy._core.multiarray failed to importnumpy._core.umath failed to importpairwise_sum: a C-contiguous float32 or float64 arrayBINARY_OPSKINDSMODESProgramProgram.__reduce_cython__Program.__setstate_cython__Program.run__Pyx_PyDict_NextRef__annotate____class_getitem____func____getstate____main____module____name____pyx_state__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineaactact_bwdaddasyncio.coroutinesbbadbias_actbinaryccheck_labelsclassescline_in_tracebackcodecolsumcopycountddivdtypeefastgrad._planfillfloat32float64fullgemmgetiinstrsintpisnativeitemskkindlabelsmmamaxoutmaxout_bwdmbmulnndarraynegnpnumpyopppairwise_sumpoprowrunscalarsceselfsetdefaultsubsumsvmtatbvaluesxzdzfdouble (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, double *, double *)\000double (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, double, double *, double *)\000double (float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, float *, double *)\000double (float const *, Py_ssize_t const *, Py_ssize_t, Py_ssiz""e_t, float, float *, double *)\000void (double *, double const *, double *, Py_ssize_t, Py_ssize_t, int, double)\000void (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *)\000void (double const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *, Py_ssize_t *)\000void (double const *, double const *, double *, double *, Py_ssize_t, Py_ssize_t, int, double)\000void (float *, float const *, float *, Py_ssize_t, Py_ssize_t, int, float)\000void (float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *)\000void (float const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *, Py_ssize_t *)\000void (float const *, float const *, float *, float *, Py_ssize_t, Py_ssize_t, int, float)\000softmax_ce_f64\000svm_f64\000softmax_ce_f32\000svm_f32\000bias_act_forward_f64\000maxout_backward_f64\000maxout_forward_f64\000act_backward_colsum_f64\000bias_act_forward_f32\000maxout_backward_f32\000maxout_forward_f32\000act_backward_colsum_f32void (int, int, int, int, int, double const *, double const *, double *)\000void (int, int, int, int, int, float const *, float const *, float *)\000gemm_f64\000gemm_f32\200\001\330\004\n\210+\220Q\200\001\340\004\037\320\0376\260m\3001\300A\330\004\033\2306\240\036\250q\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\017\210q\220\001\220\023\220B\220b\230\003\2301\230A\230S\240\003\2401\330\020\026\220a\330\020\021\330\004\007\200t\2103\210a\330\010\016\210j\230\001\230\022\2301\320\034.\250a\250q\260\001\3201C\3001\320D]\320]^\320^_\200\001\360\006\000\005\010\200w\320\016&\240a\240s\250#\250Q\250g\260X\270R\270z\310\022\3101\330\010\016\210j\230\001\230\021\330\004\024\220A\330\004\025\220Q\330\004\007\200q\210\007\210s\220\"\220A\330\010\017\210r\220\030\230\021\230#\230R\230y\250\001\320);\270=\310\001\310\024\310Q\310a\330\004\013\2102\210X\220Q\220c\230\022\2309\240A\320%8\270\r\300Q\300d\310!\3101\200A\360\006\000\t\034\2304\230q\330\010 \240\004\240A\330\r\016\330\014\017\210t\2201\330\020\024""\220E\230\025\230a\230q\330\024\031\230\021\230!\2304\230q\240\004\240J\250a\340\020\024\220E\230\025\230a\230q\330\024\031\230\021\230!\2304\230q\240\004\240I\250Q";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 129; i++) {
+    for (int i = 0; i < 132; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
-      if (likely(string) && i >= 39) PyUnicode_InternInPlace(&string);
+      if (likely(string) && i >= 40) PyUnicode_InternInPlace(&string);
       if (unlikely(!string)) {
         Py_XDECREF(data);
         __PYX_ERR(0, 1, __pyx_L1_error)
@@ -13659,8 +13912,8 @@ static const char bytes[] = " at position  holds  is  is a  is not C-contiguous 
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 129; i < 135; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-129].length;
+    for (int i = 132; i < 138; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-132].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -13670,14 +13923,14 @@ static const char bytes[] = " at position  holds  is  is a  is not C-contiguous 
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 135; i++) {
+    for (Py_ssize_t i = 0; i < 138; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 129;
+      PyObject **table = stringtab + 132;
       for (Py_ssize_t i=0; i<6; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
@@ -13773,7 +14026,7 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 336};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 357};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_code, __pyx_mstate->__pyx_n_u_count};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastgrad__plan_pyx, __pyx_mstate->__pyx_n_u_run, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_A_t1_E_aq_4q_Ja_E_aq_4q_IQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
@@ -13788,12 +14041,12 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 350};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 371};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_labels, __pyx_mstate->__pyx_n_u_classes, __pyx_mstate->__pyx_n_u_op, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_bad};
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastgrad__plan_pyx, __pyx_mstate->__pyx_n_u_check_labels, __pyx_mstate->__pyx_kp_b_iso88591_6m1A_6_q_E_aq_q_Bb_1AS_1_a_t3a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 363};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 384};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_a, __pyx_mstate->__pyx_n_u_zf, __pyx_mstate->__pyx_n_u_zd};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastgrad__plan_pyx, __pyx_mstate->__pyx_n_u_pairwise_sum, __pyx_mstate->__pyx_kp_b_iso88591_w_as_QgXRz_1_j_A_Q_q_s_A_r_Ry_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
@@ -17542,6 +17795,145 @@ static CYTHON_INLINE PyObject* __Pyx____Pyx_PyUnicode_From_Py_ssize_t(Py_ssize_t
         return PyUnicode_FromOrdinal(*dpos);
     }
     return __Pyx_PyUnicode_BuildFromAscii(ulength, dpos, (int) length, prepend_sign, padding_char);
+}
+
+/* PyObjectCompare */
+#ifndef __Pyx_DEFINED_PyObject_CompareFloatIntEq
+#define __Pyx_DEFINED_PyObject_CompareFloatIntEq
+static PyObject* __Pyx_PyObject_CompareFloatIntEq(PyObject *op1, PyObject *op2) {
+    double float_op1 = __Pyx_PyFloat_AS_DOUBLE(op1);
+    #if !CYTHON_ASSUME_SAFE_MACROS
+    if (unlikely(float_op1 == -1. && PyErr_Occurred())) return NULL;
+    #endif
+    #if CYTHON_USE_PYLONG_INTERNALS
+    if (__Pyx_PyLong_IsCompact(op2)) {
+        Py_ssize_t iop2 = __Pyx_PyLong_CompactValue(op2);
+        if (float_op1 == ((double)iop2)) goto __pyx_return_true; else goto __pyx_return_false;
+    }
+    if (unlikely(!__Pyx_isfinite(float_op1))) {
+        if (float_op1 == 0.0) goto __pyx_return_true; else goto __pyx_return_false;
+    } else {
+        int sign2 = __Pyx_PyLong_Sign(op2);
+        if (float_op1 >= 0.) {
+            if (sign2 < 0) goto __pyx_return_false;
+            if (float_op1 < (double) (1L << PyLong_SHIFT)) goto __pyx_return_false;
+        } else {
+            if (sign2 > 0) goto __pyx_return_false;
+            if (float_op1 > -(double) (1L << PyLong_SHIFT)) goto __pyx_return_false;
+        }
+    }
+    #else
+    if (unlikely(!__Pyx_isfinite(float_op1))) {
+        if (float_op1 == 0.0) goto __pyx_return_true; else goto __pyx_return_false;
+    } else {
+        int overflow2;
+        long iop2 = PyLong_AsLongAndOverflow(op2, &overflow2);
+        if (likely(!overflow2)) {
+            if ((long long) iop2 >= (1LL << 53)) {
+                overflow2 = 1;
+            } else if ((long long) iop2 <= - (1LL << 53)) {
+                overflow2 = -1;
+            } else {
+                if (float_op1 == ((double) iop2)) goto __pyx_return_true; else goto __pyx_return_false;
+            }
+        }
+        if (overflow2 > 0) {
+            if (float_op1 < ((double) (1LL << 53))) goto __pyx_return_false;
+        } else {
+            if (float_op1 > - ((double) (1LL << 53))) goto __pyx_return_false;
+        }
+    }
+    #endif
+    return PyObject_RichCompare(op1, op2, Py_EQ);
+__pyx_return_true:
+    Py_RETURN_TRUE;
+__pyx_return_false:
+    Py_RETURN_FALSE;
+}
+#endif
+#if CYTHON_USE_PYLONG_INTERNALS
+#ifndef __Pyx_DEFINED_PyObject_CompareIntIntBoolEq
+#define __Pyx_DEFINED_PyObject_CompareIntIntBoolEq
+static int __Pyx_PyObject_CompareIntIntBoolEq(PyObject *op1, PyObject *op2) {
+    Py_ssize_t cmp = __Pyx_PyLong_CompareSignAndSize(op1, op2);
+    if (cmp == 0) {
+        Py_ssize_t size = __Pyx_PyLong_DigitCount(op1);
+        if (size > 0) {
+            const digit* digits1 = __Pyx_PyLong_Digits(op1);
+            const digit* digits2 = __Pyx_PyLong_Digits(op2);
+            if (size == 1) {
+                cmp = (Py_ssize_t) digits1[0] - (Py_ssize_t) digits2[0];
+            } else if ((size == 2) && (8 * sizeof(Py_ssize_t) >= 2 * PyLong_SHIFT)) {
+                cmp = (Py_ssize_t) (((((size_t)digits1[1]) << PyLong_SHIFT) | (size_t)digits1[0])) - (Py_ssize_t) (((((size_t)digits2[1]) << PyLong_SHIFT) | (size_t)digits2[0]));
+            } else {
+                for (Py_ssize_t i=size-1; i >= 0 && !cmp; --i) {
+                    cmp = (Py_ssize_t) digits1[i] - (Py_ssize_t) digits2[i];
+                }
+            }
+        }
+        if (cmp == 0) return 1;
+        if (__Pyx_PyLong_IsNeg(op1)) cmp = -cmp;
+    }
+    return 0;
+}
+#endif
+#ifndef __Pyx_DEFINED_PyObject_CompareIntIntEq
+#define __Pyx_DEFINED_PyObject_CompareIntIntEq
+static CYTHON_INLINE PyObject* __Pyx_PyObject_CompareIntIntEq(PyObject *op1, PyObject *op2) {
+    int result = __Pyx_PyObject_CompareIntIntBoolEq(op1, op2);
+    if (unlikely(result == -1)) return NULL;
+    return __Pyx_NewRef(result ? Py_True : Py_False);
+}
+#endif
+#else
+#ifndef __Pyx_DEFINED_PyObject_CompareIntIntEq
+#define __Pyx_DEFINED_PyObject_CompareIntIntEq
+static PyObject* __Pyx_PyObject_CompareIntIntEq(PyObject *op1, PyObject *op2) {
+    int overflow1, overflow2;
+    long long iop1 = PyLong_AsLongLongAndOverflow(op1, &overflow1);
+    long long iop2 = PyLong_AsLongLongAndOverflow(op2, &overflow2);
+    if (likely(!(overflow1 | overflow2))) {
+        if (iop1 == iop2) goto __pyx_return_true; else goto __pyx_return_false;
+    } else if (overflow1 != overflow2) {
+        if (overflow1 == overflow2) goto __pyx_return_true; else goto __pyx_return_false;
+    } else {
+        return PyObject_RichCompare(op1, op2, Py_EQ);
+    }
+__pyx_return_true:
+    Py_RETURN_TRUE;
+__pyx_return_false:
+    Py_RETURN_FALSE;
+}
+#endif
+#endif
+static CYTHON_INLINE PyObject* __Pyx_PyObject_CompareEq_object_int(PyObject *op1, PyObject *op2, int pyop) {
+    CYTHON_UNUSED_VAR(pyop);
+    if (unlikely(op2 == Py_None)) {
+        if (op1 == Py_None) goto __pyx_return_true; else goto __pyx_richcmp;
+    }
+    if (op1 == op2) goto __pyx_return_true;
+    if (PyFloat_CheckExact(op1)) {
+        if (likely(op2 != Py_None)) {
+            return __Pyx_PyObject_CompareFloatIntEq(op1, op2);
+        }
+        goto __pyx_richcmp;
+    }
+    if (likely(PyLong_CheckExact(op1))) {
+        if (op1 == op2) goto __pyx_return_true;
+        if (likely(op2 != Py_None)) {
+            return __Pyx_PyObject_CompareIntIntEq(op1, op2);
+        }
+        goto __pyx_richcmp;
+    }
+    if ((0)) goto __pyx_richcmp;
+    if ((0)) goto __pyx_return_true;
+    if ((0)) goto __pyx_return_false;
+__pyx_richcmp:
+    return PyObject_RichCompare(op1, op2, Py_EQ);
+__pyx_return_true:
+    Py_RETURN_TRUE;
+__pyx_return_false:
+    Py_RETURN_FALSE;
 }
 
 /* PyObjectCompare */

@@ -20,7 +20,8 @@ from libc.string cimport memcpy
 
 from fastgrad._kernels cimport (act_backward_colsum_f32, act_backward_colsum_f64,
                                 bias_act_forward_f32, bias_act_forward_f64,
-                                softmax_ce_f32, softmax_ce_f64, svm_f32, svm_f64)
+                                maxout_backward_f32, maxout_backward_f64, maxout_forward_f32,
+                                maxout_forward_f64, softmax_ce_f32, softmax_ce_f64, svm_f32, svm_f64)
 from fastgrad._linalg cimport gemm_f32, gemm_f64
 
 import numpy as np
@@ -44,6 +45,8 @@ cdef enum:
     SUM = 8       # c[0] = pairwise sum of a (n elements), as NumPy's add.reduce
     COLSUM = 9    # d (m,) = column sums of a (n, m), row by row from +0 (NumPy's sum(axis=0))
     COPY = 10     # c = a
+    MAXOUT = 11   # c (n, m) = max over runs of k columns of a (n, m k), b (n, m) the intp argmax
+    MAXOUT_BWD = 12  # c (n, m k) = a (n, m) routed where b (intp) points, zeros elsewhere
 
 cdef enum:
     FULL = 0
@@ -51,7 +54,8 @@ cdef enum:
     ROW = 2
 
 KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,
-         "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY}
+         "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
+         "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}
 BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
 MODES = {"full": FULL, "scalar": SCALAR, "row": ROW}
 
@@ -203,6 +207,16 @@ cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
         c[0] = v + _pairwise(a, n)
     elif kind == COPY:
         memcpy(c, a, n * sizeof(real))
+    elif kind == MAXOUT:
+        if real is float:
+            maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
+        else:
+            maxout_forward_f64(<const double *>s.a, s.n, s.m, s.k, <double *>s.c, <Py_ssize_t *>s.b)
+    elif kind == MAXOUT_BWD:
+        if real is float:
+            maxout_backward_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <float *>s.c)
+        else:
+            maxout_backward_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <double *>s.c)
 
 
 @cython.final
@@ -330,6 +344,13 @@ cdef class Program:
         elif kind == SUM:
             s.a = self._buffer(spec, "a", n, False, None)
             s.c = self._buffer(spec, "c", 1, True, None)
+        elif kind == MAXOUT or kind == MAXOUT_BWD:
+            if k < 1:
+                raise ValueError("capture: maxout needs k >= 1 pieces")
+            fwd = kind == MAXOUT
+            s.a = self._buffer(spec, "a", n * m * k if fwd else n * m, False, None)
+            s.b = self._buffer(spec, "b", n * m, fwd, intp)
+            s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)
         self.count += 1
         return 0
 

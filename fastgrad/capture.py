@@ -454,6 +454,16 @@ class _Compiler:
             raise _Unsupported(f"op 'sum' of shape {x.shape} to {out.shape} (full sums of non-empty tensors only)")
         self.emit("sum", a=x, c=out, n=x.size)
 
+    def fwd_maxout(self, record, arrays, out):
+        z = arrays[0]
+        idx, pieces = record[5] if record[5] is not None else (None, record[2].get("pieces"))
+        if idx is None:
+            idx = np.empty(out.shape, np.intp)
+            self.plan.keep.append(idx)
+        if z.ndim != 2 or out.ndim != 2 or 0 in z.shape:
+            raise _Unsupported(f"op 'maxout' of shape {z.shape}")
+        self.emit("maxout", a=z, b=idx, c=out, n=out.shape[0], m=out.shape[1], k=int(pieces))
+
     def fwd_loss(self, record, arrays, out):
         op, inputs, attrs, result, node, saved = record
         scores = arrays[0]
@@ -676,6 +686,13 @@ class _Compiler:
         shape = record[1][0].data.shape
         out = self.dest(record, 0, shape)
         self.emit("fill", a=g, c=out, n=out.size)
+        return [(0, out, True)]
+
+    def bwd_maxout(self, record, g):
+        idx, pieces = record[5]
+        shape = record[1][0].data.shape
+        out = self.dest(record, 0, shape)
+        self.emit("maxout_bwd", a=g, b=idx, c=out, n=g.shape[0], m=g.shape[1], k=int(pieces))
         return [(0, out, True)]
 
     def bwd_loss(self, record, g):

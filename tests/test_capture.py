@@ -16,7 +16,7 @@ import fastgrad as fg
 from fastgrad import capture as C
 from fastgrad import _plan
 
-ACTIVATIONS = ["relu", "leaky_relu", "elu", "sigmoid", "tanh"]
+ACTIVATIONS = ["relu", "leaky_relu", "elu", "sigmoid", "tanh", "maxout"]
 OPTIMIZERS = {
     "sgd": lambda p: fg.optim.SGD(p, lr=0.05),
     "momentum": lambda p: fg.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
