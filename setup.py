@@ -81,10 +81,11 @@ common = dict(
 NPY_API = ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")
 
 
-def kernel_extension(name: str, sources: list) -> Extension:
+def kernel_extension(name: str, sources: list, flags=()) -> Extension:
     """An extension built like the kernels: CFLAGS and the OpenMP mode chosen above."""
     return Extension(name, sources=sources, define_macros=[NPY_API, *parallel["macros"]],
-                     extra_compile_args=CFLAGS + parallel["compile"], extra_link_args=parallel["link"],
+                     extra_compile_args=CFLAGS + list(flags) + parallel["compile"],
+                     extra_link_args=parallel["link"],
                      **common)
 
 
@@ -95,7 +96,8 @@ extensions = [
     kernel_extension("fastgrad._linalg", ["fastgrad/_linalg.pyx", "csrc/adapt.c"]),
     # the program of a captured step (fastgrad.capture): instructions over the C entry points of
     # _linalg and _kernels, run without Python per op
-    kernel_extension("fastgrad._plan", ["fastgrad/_plan.pyx"]),
+    # (no fused multiply-add: each operation rounds as NumPy's does, so a replay is bit-identical)
+    kernel_extension("fastgrad._plan", ["fastgrad/_plan.pyx"], flags=["-ffp-contract=off"]),
     # batch norm, layer norm and dropout (serial kernels; omp simd loops when available)
     kernel_extension("fastgrad._norm", ["fastgrad/_norm.pyx", "csrc/norm.c"]),
     # the tape: Node, apply and the backward walk (no C sources; NumPy's C API for scalars). Not

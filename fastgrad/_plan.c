@@ -29,6 +29,7 @@
         "extra_compile_args": [
             "-O3",
             "-fno-trapping-math",
+            "-ffp-contract=off",
             "-fopenmp"
         ],
         "extra_link_args": [
@@ -1959,11 +1960,13 @@ enum  {
   __pyx_e_8fastgrad_5_plan_COLSUM = 9,
   __pyx_e_8fastgrad_5_plan_COPY = 10,
   __pyx_e_8fastgrad_5_plan_MAXOUT = 11,
-  __pyx_e_8fastgrad_5_plan_MAXOUT_BWD = 12
+  __pyx_e_8fastgrad_5_plan_MAXOUT_BWD = 12,
+  __pyx_e_8fastgrad_5_plan_SUMSQ = 13,
+  __pyx_e_8fastgrad_5_plan_SCALED = 14
 };
 
-/* "fastgrad/_plan.pyx":51
- *     MAXOUT_BWD = 12  # c (n, m k) = a (n, m) routed where b (intp) points, zeros elsewhere
+/* "fastgrad/_plan.pyx":53
+ *     SCALED = 14   # c = t (+ t when k == 2) with t = b[0] * a, plus d before (ta) or after (not ta)
  * 
  * cdef enum:             # <<<<<<<<<<<<<<
  *     FULL = 0
@@ -1975,7 +1978,7 @@ enum  {
   __pyx_e_8fastgrad_5_plan_ROW = 2
 };
 
-/* "fastgrad/_plan.pyx":63
+/* "fastgrad/_plan.pyx":65
  * 
  * 
  * cdef struct Instr:             # <<<<<<<<<<<<<<
@@ -2001,7 +2004,7 @@ struct __pyx_t_8fastgrad_5_plan_Instr {
   void *e;
 };
 
-/* "fastgrad/_plan.pyx":222
+/* "fastgrad/_plan.pyx":289
  * 
  * 
  * @cython.final             # <<<<<<<<<<<<<<
@@ -3229,6 +3232,9 @@ static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *con
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From___pyx_anon_enum(int value);
 
 /* CIntToPy.proto */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value);
+
+/* CIntToPy.proto */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From_npy_intp(npy_intp value);
 
 /* CIntFromPy.proto */
@@ -3396,6 +3402,10 @@ static void (*__pyx_f_8fastgrad_7_linalg_gemm_f64)(int, int, int, int, int, doub
 /* Module declarations from "fastgrad._plan" */
 static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *, Py_ssize_t); /*proto*/
 static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *, Py_ssize_t); /*proto*/
+static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise_sq(float const *, Py_ssize_t); /*proto*/
+static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise_sq(double const *, Py_ssize_t); /*proto*/
+static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__scaled(struct __pyx_t_8fastgrad_5_plan_Instr const *, float *); /*proto*/
+static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__scaled(struct __pyx_t_8fastgrad_5_plan_Instr const *, double *); /*proto*/
 static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int, float, float); /*proto*/
 static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int, double, double); /*proto*/
 static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgrad_5_plan_Instr const *, float *); /*proto*/
@@ -3498,7 +3508,7 @@ namespace {
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_pop;
     __Pyx_CachedCFunction __pyx_umethod_PyDict_Type_values;
     PyObject *__pyx_codeobj_tab[5];
-    PyObject *__pyx_string_tab[138];
+    PyObject *__pyx_string_tab[141];
     PyObject *__pyx_number_tab[6];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -3579,113 +3589,116 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_kp_u_capture_maxout_needs_k_1_pieces __pyx_string_tab[28]
 #define __pyx_kp_u_capture_negative_size_in __pyx_string_tab[29]
 #define __pyx_kp_u_capture_product_sizes __pyx_string_tab[30]
-#define __pyx_kp_u_disable __pyx_string_tab[31]
-#define __pyx_kp_u_enable __pyx_string_tab[32]
-#define __pyx_kp_u_fastgrad__plan_pyx __pyx_string_tab[33]
-#define __pyx_kp_u_gc __pyx_string_tab[34]
-#define __pyx_kp_u_isenabled __pyx_string_tab[35]
-#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[36]
-#define __pyx_kp_u_numpy__core_multiarray_failed_to __pyx_string_tab[37]
-#define __pyx_kp_u_numpy__core_umath_failed_to_impo __pyx_string_tab[38]
-#define __pyx_kp_u_pairwise_sum_a_C_contiguous_floa __pyx_string_tab[39]
-#define __pyx_n_u_BINARY_OPS __pyx_string_tab[40]
-#define __pyx_n_u_KINDS __pyx_string_tab[41]
-#define __pyx_n_u_MODES __pyx_string_tab[42]
-#define __pyx_n_u_Program __pyx_string_tab[43]
-#define __pyx_n_u_Program___reduce_cython __pyx_string_tab[44]
-#define __pyx_n_u_Program___setstate_cython __pyx_string_tab[45]
-#define __pyx_n_u_Program_run __pyx_string_tab[46]
-#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[47]
-#define __pyx_n_u_annotate __pyx_string_tab[48]
-#define __pyx_n_u_class_getitem __pyx_string_tab[49]
-#define __pyx_n_u_func __pyx_string_tab[50]
-#define __pyx_n_u_getstate __pyx_string_tab[51]
-#define __pyx_n_u_main __pyx_string_tab[52]
-#define __pyx_n_u_module __pyx_string_tab[53]
-#define __pyx_n_u_name __pyx_string_tab[54]
-#define __pyx_n_u_pyx_state __pyx_string_tab[55]
-#define __pyx_n_u_pyx_vtable __pyx_string_tab[56]
-#define __pyx_n_u_qualname __pyx_string_tab[57]
-#define __pyx_n_u_reduce __pyx_string_tab[58]
-#define __pyx_n_u_reduce_cython __pyx_string_tab[59]
-#define __pyx_n_u_reduce_ex __pyx_string_tab[60]
-#define __pyx_n_u_set_name __pyx_string_tab[61]
-#define __pyx_n_u_setstate __pyx_string_tab[62]
-#define __pyx_n_u_setstate_cython __pyx_string_tab[63]
-#define __pyx_n_u_test __pyx_string_tab[64]
-#define __pyx_n_u_is_coroutine __pyx_string_tab[65]
-#define __pyx_n_u_a __pyx_string_tab[66]
-#define __pyx_n_u_act __pyx_string_tab[67]
-#define __pyx_n_u_act_bwd __pyx_string_tab[68]
-#define __pyx_n_u_add __pyx_string_tab[69]
-#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[70]
-#define __pyx_n_u_b __pyx_string_tab[71]
-#define __pyx_n_u_bad __pyx_string_tab[72]
-#define __pyx_n_u_bias_act __pyx_string_tab[73]
-#define __pyx_n_u_binary __pyx_string_tab[74]
-#define __pyx_n_u_c __pyx_string_tab[75]
-#define __pyx_n_u_check_labels __pyx_string_tab[76]
-#define __pyx_n_u_classes __pyx_string_tab[77]
-#define __pyx_n_u_cline_in_traceback __pyx_string_tab[78]
-#define __pyx_n_u_code __pyx_string_tab[79]
-#define __pyx_n_u_colsum __pyx_string_tab[80]
-#define __pyx_n_u_copy __pyx_string_tab[81]
-#define __pyx_n_u_count __pyx_string_tab[82]
-#define __pyx_n_u_d __pyx_string_tab[83]
-#define __pyx_n_u_div __pyx_string_tab[84]
-#define __pyx_n_u_dtype __pyx_string_tab[85]
-#define __pyx_n_u_e __pyx_string_tab[86]
-#define __pyx_n_u_fastgrad__plan __pyx_string_tab[87]
-#define __pyx_n_u_fill __pyx_string_tab[88]
-#define __pyx_n_u_float32 __pyx_string_tab[89]
-#define __pyx_n_u_float64 __pyx_string_tab[90]
-#define __pyx_n_u_full __pyx_string_tab[91]
-#define __pyx_n_u_gemm __pyx_string_tab[92]
-#define __pyx_n_u_get __pyx_string_tab[93]
-#define __pyx_n_u_i __pyx_string_tab[94]
-#define __pyx_n_u_instrs __pyx_string_tab[95]
-#define __pyx_n_u_intp __pyx_string_tab[96]
-#define __pyx_n_u_isnative __pyx_string_tab[97]
-#define __pyx_n_u_items __pyx_string_tab[98]
-#define __pyx_n_u_k __pyx_string_tab[99]
-#define __pyx_n_u_kind __pyx_string_tab[100]
-#define __pyx_n_u_labels __pyx_string_tab[101]
-#define __pyx_n_u_m __pyx_string_tab[102]
-#define __pyx_n_u_ma __pyx_string_tab[103]
-#define __pyx_n_u_maxout __pyx_string_tab[104]
-#define __pyx_n_u_maxout_bwd __pyx_string_tab[105]
-#define __pyx_n_u_mb __pyx_string_tab[106]
-#define __pyx_n_u_mul __pyx_string_tab[107]
-#define __pyx_n_u_n __pyx_string_tab[108]
-#define __pyx_n_u_ndarray __pyx_string_tab[109]
-#define __pyx_n_u_neg __pyx_string_tab[110]
-#define __pyx_n_u_np __pyx_string_tab[111]
-#define __pyx_n_u_numpy __pyx_string_tab[112]
-#define __pyx_n_u_op __pyx_string_tab[113]
-#define __pyx_n_u_p __pyx_string_tab[114]
-#define __pyx_n_u_pairwise_sum __pyx_string_tab[115]
-#define __pyx_n_u_pop __pyx_string_tab[116]
-#define __pyx_n_u_row __pyx_string_tab[117]
-#define __pyx_n_u_run __pyx_string_tab[118]
-#define __pyx_n_u_scalar __pyx_string_tab[119]
-#define __pyx_n_u_sce __pyx_string_tab[120]
-#define __pyx_n_u_self __pyx_string_tab[121]
-#define __pyx_n_u_setdefault __pyx_string_tab[122]
-#define __pyx_n_u_sub __pyx_string_tab[123]
-#define __pyx_n_u_sum __pyx_string_tab[124]
-#define __pyx_n_u_svm __pyx_string_tab[125]
-#define __pyx_n_u_ta __pyx_string_tab[126]
-#define __pyx_n_u_tb __pyx_string_tab[127]
-#define __pyx_n_u_values __pyx_string_tab[128]
-#define __pyx_n_u_x __pyx_string_tab[129]
-#define __pyx_n_u_zd __pyx_string_tab[130]
-#define __pyx_n_u_zf __pyx_string_tab[131]
-#define __pyx_kp_b_double_double_const_Py_ssize_t_c __pyx_string_tab[132]
-#define __pyx_kp_b_void_int_int_int_int_int_double __pyx_string_tab[133]
-#define __pyx_kp_b_iso88591_Q __pyx_string_tab[134]
-#define __pyx_kp_b_iso88591_6m1A_6_q_E_aq_q_Bb_1AS_1_a_t3a __pyx_string_tab[135]
-#define __pyx_kp_b_iso88591_w_as_QgXRz_1_j_A_Q_q_s_A_r_Ry_Q __pyx_string_tab[136]
-#define __pyx_kp_b_iso88591_A_4q_A_t1_E_aq_4q_Ja_E_aq_4q_IQ __pyx_string_tab[137]
+#define __pyx_kp_u_capture_scaled_sums_1_or_2_terms __pyx_string_tab[31]
+#define __pyx_kp_u_disable __pyx_string_tab[32]
+#define __pyx_kp_u_enable __pyx_string_tab[33]
+#define __pyx_kp_u_fastgrad__plan_pyx __pyx_string_tab[34]
+#define __pyx_kp_u_gc __pyx_string_tab[35]
+#define __pyx_kp_u_isenabled __pyx_string_tab[36]
+#define __pyx_kp_u_no_default___reduce___due_to_non __pyx_string_tab[37]
+#define __pyx_kp_u_numpy__core_multiarray_failed_to __pyx_string_tab[38]
+#define __pyx_kp_u_numpy__core_umath_failed_to_impo __pyx_string_tab[39]
+#define __pyx_kp_u_pairwise_sum_a_C_contiguous_floa __pyx_string_tab[40]
+#define __pyx_n_u_BINARY_OPS __pyx_string_tab[41]
+#define __pyx_n_u_KINDS __pyx_string_tab[42]
+#define __pyx_n_u_MODES __pyx_string_tab[43]
+#define __pyx_n_u_Program __pyx_string_tab[44]
+#define __pyx_n_u_Program___reduce_cython __pyx_string_tab[45]
+#define __pyx_n_u_Program___setstate_cython __pyx_string_tab[46]
+#define __pyx_n_u_Program_run __pyx_string_tab[47]
+#define __pyx_n_u_Pyx_PyDict_NextRef __pyx_string_tab[48]
+#define __pyx_n_u_annotate __pyx_string_tab[49]
+#define __pyx_n_u_class_getitem __pyx_string_tab[50]
+#define __pyx_n_u_func __pyx_string_tab[51]
+#define __pyx_n_u_getstate __pyx_string_tab[52]
+#define __pyx_n_u_main __pyx_string_tab[53]
+#define __pyx_n_u_module __pyx_string_tab[54]
+#define __pyx_n_u_name __pyx_string_tab[55]
+#define __pyx_n_u_pyx_state __pyx_string_tab[56]
+#define __pyx_n_u_pyx_vtable __pyx_string_tab[57]
+#define __pyx_n_u_qualname __pyx_string_tab[58]
+#define __pyx_n_u_reduce __pyx_string_tab[59]
+#define __pyx_n_u_reduce_cython __pyx_string_tab[60]
+#define __pyx_n_u_reduce_ex __pyx_string_tab[61]
+#define __pyx_n_u_set_name __pyx_string_tab[62]
+#define __pyx_n_u_setstate __pyx_string_tab[63]
+#define __pyx_n_u_setstate_cython __pyx_string_tab[64]
+#define __pyx_n_u_test __pyx_string_tab[65]
+#define __pyx_n_u_is_coroutine __pyx_string_tab[66]
+#define __pyx_n_u_a __pyx_string_tab[67]
+#define __pyx_n_u_act __pyx_string_tab[68]
+#define __pyx_n_u_act_bwd __pyx_string_tab[69]
+#define __pyx_n_u_add __pyx_string_tab[70]
+#define __pyx_n_u_asyncio_coroutines __pyx_string_tab[71]
+#define __pyx_n_u_b __pyx_string_tab[72]
+#define __pyx_n_u_bad __pyx_string_tab[73]
+#define __pyx_n_u_bias_act __pyx_string_tab[74]
+#define __pyx_n_u_binary __pyx_string_tab[75]
+#define __pyx_n_u_c __pyx_string_tab[76]
+#define __pyx_n_u_check_labels __pyx_string_tab[77]
+#define __pyx_n_u_classes __pyx_string_tab[78]
+#define __pyx_n_u_cline_in_traceback __pyx_string_tab[79]
+#define __pyx_n_u_code __pyx_string_tab[80]
+#define __pyx_n_u_colsum __pyx_string_tab[81]
+#define __pyx_n_u_copy __pyx_string_tab[82]
+#define __pyx_n_u_count __pyx_string_tab[83]
+#define __pyx_n_u_d __pyx_string_tab[84]
+#define __pyx_n_u_div __pyx_string_tab[85]
+#define __pyx_n_u_dtype __pyx_string_tab[86]
+#define __pyx_n_u_e __pyx_string_tab[87]
+#define __pyx_n_u_fastgrad__plan __pyx_string_tab[88]
+#define __pyx_n_u_fill __pyx_string_tab[89]
+#define __pyx_n_u_float32 __pyx_string_tab[90]
+#define __pyx_n_u_float64 __pyx_string_tab[91]
+#define __pyx_n_u_full __pyx_string_tab[92]
+#define __pyx_n_u_gemm __pyx_string_tab[93]
+#define __pyx_n_u_get __pyx_string_tab[94]
+#define __pyx_n_u_i __pyx_string_tab[95]
+#define __pyx_n_u_instrs __pyx_string_tab[96]
+#define __pyx_n_u_intp __pyx_string_tab[97]
+#define __pyx_n_u_isnative __pyx_string_tab[98]
+#define __pyx_n_u_items __pyx_string_tab[99]
+#define __pyx_n_u_k __pyx_string_tab[100]
+#define __pyx_n_u_kind __pyx_string_tab[101]
+#define __pyx_n_u_labels __pyx_string_tab[102]
+#define __pyx_n_u_m __pyx_string_tab[103]
+#define __pyx_n_u_ma __pyx_string_tab[104]
+#define __pyx_n_u_maxout __pyx_string_tab[105]
+#define __pyx_n_u_maxout_bwd __pyx_string_tab[106]
+#define __pyx_n_u_mb __pyx_string_tab[107]
+#define __pyx_n_u_mul __pyx_string_tab[108]
+#define __pyx_n_u_n __pyx_string_tab[109]
+#define __pyx_n_u_ndarray __pyx_string_tab[110]
+#define __pyx_n_u_neg __pyx_string_tab[111]
+#define __pyx_n_u_np __pyx_string_tab[112]
+#define __pyx_n_u_numpy __pyx_string_tab[113]
+#define __pyx_n_u_op __pyx_string_tab[114]
+#define __pyx_n_u_p __pyx_string_tab[115]
+#define __pyx_n_u_pairwise_sum __pyx_string_tab[116]
+#define __pyx_n_u_pop __pyx_string_tab[117]
+#define __pyx_n_u_row __pyx_string_tab[118]
+#define __pyx_n_u_run __pyx_string_tab[119]
+#define __pyx_n_u_scalar __pyx_string_tab[120]
+#define __pyx_n_u_scaled __pyx_string_tab[121]
+#define __pyx_n_u_sce __pyx_string_tab[122]
+#define __pyx_n_u_self __pyx_string_tab[123]
+#define __pyx_n_u_setdefault __pyx_string_tab[124]
+#define __pyx_n_u_sub __pyx_string_tab[125]
+#define __pyx_n_u_sum __pyx_string_tab[126]
+#define __pyx_n_u_sumsq __pyx_string_tab[127]
+#define __pyx_n_u_svm __pyx_string_tab[128]
+#define __pyx_n_u_ta __pyx_string_tab[129]
+#define __pyx_n_u_tb __pyx_string_tab[130]
+#define __pyx_n_u_values __pyx_string_tab[131]
+#define __pyx_n_u_x __pyx_string_tab[132]
+#define __pyx_n_u_zd __pyx_string_tab[133]
+#define __pyx_n_u_zf __pyx_string_tab[134]
+#define __pyx_kp_b_double_double_const_Py_ssize_t_c __pyx_string_tab[135]
+#define __pyx_kp_b_void_int_int_int_int_int_double __pyx_string_tab[136]
+#define __pyx_kp_b_iso88591_Q __pyx_string_tab[137]
+#define __pyx_kp_b_iso88591_6m1A_6_q_E_aq_q_Bb_1AS_1_a_t3a __pyx_string_tab[138]
+#define __pyx_kp_b_iso88591_w_as_QgXRz_1_j_A_Q_q_s_A_r_Ry_Q __pyx_string_tab[139]
+#define __pyx_kp_b_iso88591_A_4q_A_t1_E_aq_4q_Ja_E_aq_4q_IQ __pyx_string_tab[140]
 #define __pyx_float_0_0 __pyx_number_tab[0]
 #define __pyx_int_0 __pyx_number_tab[1]
 #define __pyx_int_1 __pyx_number_tab[2]
@@ -3729,7 +3742,7 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_CLEAR(clear_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<5; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<138; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<141; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<6; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -3776,7 +3789,7 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_pop.method);
   Py_VISIT(traverse_module_state->__pyx_umethod_PyDict_Type_values.method);
   for (int i=0; i<5; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<138; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<141; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<6; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -5669,7 +5682,7 @@ static CYTHON_INLINE NPY_DATETIMEUNIT __pyx_f_5numpy_get_datetime64_unit(PyObjec
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":75
+/* "fastgrad/_plan.pyx":77
  * 
  * 
  * cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -5695,7 +5708,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":80
+  /* "fastgrad/_plan.pyx":82
  *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
  *     cdef Py_ssize_t i, n2
  *     if n < 8:             # <<<<<<<<<<<<<<
@@ -5707,7 +5720,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":81
+    /* "fastgrad/_plan.pyx":83
  *     cdef Py_ssize_t i, n2
  *     if n < 8:
  *         res = 0             # <<<<<<<<<<<<<<
@@ -5716,7 +5729,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
     __pyx_v_res = 0.0;
 
-    /* "fastgrad/_plan.pyx":82
+    /* "fastgrad/_plan.pyx":84
  *     if n < 8:
  *         res = 0
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -5730,7 +5743,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":83
+      /* "fastgrad/_plan.pyx":85
  *         res = 0
  *         for i in range(n):
  *             res = res + a[i]             # <<<<<<<<<<<<<<
@@ -5741,7 +5754,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     }
 
 
-    /* "fastgrad/_plan.pyx":84
+    /* "fastgrad/_plan.pyx":86
  *         for i in range(n):
  *             res = res + a[i]
  *         return res             # <<<<<<<<<<<<<<
@@ -5754,7 +5767,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":80
+    /* "fastgrad/_plan.pyx":82
  *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
  *     cdef Py_ssize_t i, n2
  *     if n < 8:             # <<<<<<<<<<<<<<
@@ -5763,7 +5776,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
   }
 
-  /* "fastgrad/_plan.pyx":85
+  /* "fastgrad/_plan.pyx":87
  *             res = res + a[i]
  *         return res
  *     if n <= 128:             # <<<<<<<<<<<<<<
@@ -5775,7 +5788,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":86
+    /* "fastgrad/_plan.pyx":88
  *         return res
  *     if n <= 128:
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]             # <<<<<<<<<<<<<<
@@ -5787,7 +5800,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     __pyx_v_r2 = (__pyx_v_a[2]);
     __pyx_v_r3 = (__pyx_v_a[3]);
 
-    /* "fastgrad/_plan.pyx":87
+    /* "fastgrad/_plan.pyx":89
  *     if n <= 128:
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]             # <<<<<<<<<<<<<<
@@ -5799,7 +5812,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     __pyx_v_r6 = (__pyx_v_a[6]);
     __pyx_v_r7 = (__pyx_v_a[7]);
 
-    /* "fastgrad/_plan.pyx":88
+    /* "fastgrad/_plan.pyx":90
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]
  *         i = 8             # <<<<<<<<<<<<<<
@@ -5808,7 +5821,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
     __pyx_v_i = 8;
 
-    /* "fastgrad/_plan.pyx":89
+    /* "fastgrad/_plan.pyx":91
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]
  *         i = 8
  *         while i < n - (n % 8):             # <<<<<<<<<<<<<<
@@ -5821,7 +5834,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 
       if (!__pyx_t_1) break;
 
-      /* "fastgrad/_plan.pyx":90
+      /* "fastgrad/_plan.pyx":92
  *         i = 8
  *         while i < n - (n % 8):
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]             # <<<<<<<<<<<<<<
@@ -5833,7 +5846,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
       __pyx_v_r2 = (__pyx_v_r2 + (__pyx_v_a[(__pyx_v_i + 2)]));
       __pyx_v_r3 = (__pyx_v_r3 + (__pyx_v_a[(__pyx_v_i + 3)]));
 
-      /* "fastgrad/_plan.pyx":91
+      /* "fastgrad/_plan.pyx":93
  *         while i < n - (n % 8):
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]             # <<<<<<<<<<<<<<
@@ -5845,7 +5858,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
       __pyx_v_r6 = (__pyx_v_r6 + (__pyx_v_a[(__pyx_v_i + 6)]));
       __pyx_v_r7 = (__pyx_v_r7 + (__pyx_v_a[(__pyx_v_i + 7)]));
 
-      /* "fastgrad/_plan.pyx":92
+      /* "fastgrad/_plan.pyx":94
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]
  *             i += 8             # <<<<<<<<<<<<<<
@@ -5855,7 +5868,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
       __pyx_v_i = (__pyx_v_i + 8);
     }
 
-    /* "fastgrad/_plan.pyx":93
+    /* "fastgrad/_plan.pyx":95
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]
  *             i += 8
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))             # <<<<<<<<<<<<<<
@@ -5864,7 +5877,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
     __pyx_v_res = (((__pyx_v_r0 + __pyx_v_r1) + (__pyx_v_r2 + __pyx_v_r3)) + ((__pyx_v_r4 + __pyx_v_r5) + (__pyx_v_r6 + __pyx_v_r7)));
 
-    /* "fastgrad/_plan.pyx":94
+    /* "fastgrad/_plan.pyx":96
  *             i += 8
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
  *         while i < n:             # <<<<<<<<<<<<<<
@@ -5877,7 +5890,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 
       if (!__pyx_t_1) break;
 
-      /* "fastgrad/_plan.pyx":95
+      /* "fastgrad/_plan.pyx":97
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
  *         while i < n:
  *             res = res + a[i]             # <<<<<<<<<<<<<<
@@ -5886,7 +5899,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
       __pyx_v_res = (__pyx_v_res + (__pyx_v_a[__pyx_v_i]));
 
-      /* "fastgrad/_plan.pyx":96
+      /* "fastgrad/_plan.pyx":98
  *         while i < n:
  *             res = res + a[i]
  *             i += 1             # <<<<<<<<<<<<<<
@@ -5896,7 +5909,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
       __pyx_v_i = (__pyx_v_i + 1);
     }
 
-    /* "fastgrad/_plan.pyx":97
+    /* "fastgrad/_plan.pyx":99
  *             res = res + a[i]
  *             i += 1
  *         return res             # <<<<<<<<<<<<<<
@@ -5909,7 +5922,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":85
+    /* "fastgrad/_plan.pyx":87
  *             res = res + a[i]
  *         return res
  *     if n <= 128:             # <<<<<<<<<<<<<<
@@ -5918,7 +5931,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
   }
 
-  /* "fastgrad/_plan.pyx":98
+  /* "fastgrad/_plan.pyx":100
  *             i += 1
  *         return res
  *     n2 = n // 2             # <<<<<<<<<<<<<<
@@ -5927,7 +5940,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
   __pyx_v_n2 = (__pyx_v_n / 2);
 
-  /* "fastgrad/_plan.pyx":99
+  /* "fastgrad/_plan.pyx":101
  *         return res
  *     n2 = n // 2
  *     n2 -= n2 % 8             # <<<<<<<<<<<<<<
@@ -5936,7 +5949,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
 */
   __pyx_v_n2 = (__pyx_v_n2 - (__pyx_v_n2 % 8));
 
-  /* "fastgrad/_plan.pyx":100
+  /* "fastgrad/_plan.pyx":102
  *     n2 = n // 2
  *     n2 -= n2 % 8
  *     return _pairwise(a, n2) + _pairwise(a + n2, n - n2)             # <<<<<<<<<<<<<<
@@ -5949,7 +5962,7 @@ static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(float const *__pyx_v
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":75
+  /* "fastgrad/_plan.pyx":77
  * 
  * 
  * cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -5991,7 +6004,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":80
+  /* "fastgrad/_plan.pyx":82
  *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
  *     cdef Py_ssize_t i, n2
  *     if n < 8:             # <<<<<<<<<<<<<<
@@ -6003,7 +6016,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":81
+    /* "fastgrad/_plan.pyx":83
  *     cdef Py_ssize_t i, n2
  *     if n < 8:
  *         res = 0             # <<<<<<<<<<<<<<
@@ -6012,7 +6025,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
     __pyx_v_res = 0.0;
 
-    /* "fastgrad/_plan.pyx":82
+    /* "fastgrad/_plan.pyx":84
  *     if n < 8:
  *         res = 0
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -6026,7 +6039,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":83
+      /* "fastgrad/_plan.pyx":85
  *         res = 0
  *         for i in range(n):
  *             res = res + a[i]             # <<<<<<<<<<<<<<
@@ -6037,7 +6050,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     }
 
 
-    /* "fastgrad/_plan.pyx":84
+    /* "fastgrad/_plan.pyx":86
  *         for i in range(n):
  *             res = res + a[i]
  *         return res             # <<<<<<<<<<<<<<
@@ -6050,7 +6063,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":80
+    /* "fastgrad/_plan.pyx":82
  *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
  *     cdef Py_ssize_t i, n2
  *     if n < 8:             # <<<<<<<<<<<<<<
@@ -6059,7 +6072,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
   }
 
-  /* "fastgrad/_plan.pyx":85
+  /* "fastgrad/_plan.pyx":87
  *             res = res + a[i]
  *         return res
  *     if n <= 128:             # <<<<<<<<<<<<<<
@@ -6071,7 +6084,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":86
+    /* "fastgrad/_plan.pyx":88
  *         return res
  *     if n <= 128:
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]             # <<<<<<<<<<<<<<
@@ -6083,7 +6096,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     __pyx_v_r2 = (__pyx_v_a[2]);
     __pyx_v_r3 = (__pyx_v_a[3]);
 
-    /* "fastgrad/_plan.pyx":87
+    /* "fastgrad/_plan.pyx":89
  *     if n <= 128:
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]             # <<<<<<<<<<<<<<
@@ -6095,7 +6108,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     __pyx_v_r6 = (__pyx_v_a[6]);
     __pyx_v_r7 = (__pyx_v_a[7]);
 
-    /* "fastgrad/_plan.pyx":88
+    /* "fastgrad/_plan.pyx":90
  *         r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]
  *         i = 8             # <<<<<<<<<<<<<<
@@ -6104,7 +6117,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
     __pyx_v_i = 8;
 
-    /* "fastgrad/_plan.pyx":89
+    /* "fastgrad/_plan.pyx":91
  *         r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]
  *         i = 8
  *         while i < n - (n % 8):             # <<<<<<<<<<<<<<
@@ -6117,7 +6130,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 
       if (!__pyx_t_1) break;
 
-      /* "fastgrad/_plan.pyx":90
+      /* "fastgrad/_plan.pyx":92
  *         i = 8
  *         while i < n - (n % 8):
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]             # <<<<<<<<<<<<<<
@@ -6129,7 +6142,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
       __pyx_v_r2 = (__pyx_v_r2 + (__pyx_v_a[(__pyx_v_i + 2)]));
       __pyx_v_r3 = (__pyx_v_r3 + (__pyx_v_a[(__pyx_v_i + 3)]));
 
-      /* "fastgrad/_plan.pyx":91
+      /* "fastgrad/_plan.pyx":93
  *         while i < n - (n % 8):
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]             # <<<<<<<<<<<<<<
@@ -6141,7 +6154,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
       __pyx_v_r6 = (__pyx_v_r6 + (__pyx_v_a[(__pyx_v_i + 6)]));
       __pyx_v_r7 = (__pyx_v_r7 + (__pyx_v_a[(__pyx_v_i + 7)]));
 
-      /* "fastgrad/_plan.pyx":92
+      /* "fastgrad/_plan.pyx":94
  *             r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]
  *             i += 8             # <<<<<<<<<<<<<<
@@ -6151,7 +6164,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
       __pyx_v_i = (__pyx_v_i + 8);
     }
 
-    /* "fastgrad/_plan.pyx":93
+    /* "fastgrad/_plan.pyx":95
  *             r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]
  *             i += 8
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))             # <<<<<<<<<<<<<<
@@ -6160,7 +6173,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
     __pyx_v_res = (((__pyx_v_r0 + __pyx_v_r1) + (__pyx_v_r2 + __pyx_v_r3)) + ((__pyx_v_r4 + __pyx_v_r5) + (__pyx_v_r6 + __pyx_v_r7)));
 
-    /* "fastgrad/_plan.pyx":94
+    /* "fastgrad/_plan.pyx":96
  *             i += 8
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
  *         while i < n:             # <<<<<<<<<<<<<<
@@ -6173,7 +6186,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 
       if (!__pyx_t_1) break;
 
-      /* "fastgrad/_plan.pyx":95
+      /* "fastgrad/_plan.pyx":97
  *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
  *         while i < n:
  *             res = res + a[i]             # <<<<<<<<<<<<<<
@@ -6182,7 +6195,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
       __pyx_v_res = (__pyx_v_res + (__pyx_v_a[__pyx_v_i]));
 
-      /* "fastgrad/_plan.pyx":96
+      /* "fastgrad/_plan.pyx":98
  *         while i < n:
  *             res = res + a[i]
  *             i += 1             # <<<<<<<<<<<<<<
@@ -6192,7 +6205,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
       __pyx_v_i = (__pyx_v_i + 1);
     }
 
-    /* "fastgrad/_plan.pyx":97
+    /* "fastgrad/_plan.pyx":99
  *             res = res + a[i]
  *             i += 1
  *         return res             # <<<<<<<<<<<<<<
@@ -6205,7 +6218,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":85
+    /* "fastgrad/_plan.pyx":87
  *             res = res + a[i]
  *         return res
  *     if n <= 128:             # <<<<<<<<<<<<<<
@@ -6214,7 +6227,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
   }
 
-  /* "fastgrad/_plan.pyx":98
+  /* "fastgrad/_plan.pyx":100
  *             i += 1
  *         return res
  *     n2 = n // 2             # <<<<<<<<<<<<<<
@@ -6223,7 +6236,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
   __pyx_v_n2 = (__pyx_v_n / 2);
 
-  /* "fastgrad/_plan.pyx":99
+  /* "fastgrad/_plan.pyx":101
  *         return res
  *     n2 = n // 2
  *     n2 -= n2 % 8             # <<<<<<<<<<<<<<
@@ -6232,7 +6245,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
 */
   __pyx_v_n2 = (__pyx_v_n2 - (__pyx_v_n2 % 8));
 
-  /* "fastgrad/_plan.pyx":100
+  /* "fastgrad/_plan.pyx":102
  *     n2 = n // 2
  *     n2 -= n2 % 8
  *     return _pairwise(a, n2) + _pairwise(a + n2, n - n2)             # <<<<<<<<<<<<<<
@@ -6245,7 +6258,7 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":75
+  /* "fastgrad/_plan.pyx":77
  * 
  * 
  * cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -6269,7 +6282,1441 @@ static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(double const *__pyx
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":103
+/* "fastgrad/_plan.pyx":105
+ * 
+ * 
+ * cdef real _pairwise_sq(const real *a, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     """_pairwise of the squares a[i] * a[i] (each rounded, as the array a * a would hold them)."""
+ *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+*/
+
+static float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise_sq(float const *__pyx_v_a, Py_ssize_t __pyx_v_n) {
+  float __pyx_v_r0;
+  float __pyx_v_r1;
+  float __pyx_v_r2;
+  float __pyx_v_r3;
+  float __pyx_v_r4;
+  float __pyx_v_r5;
+  float __pyx_v_r6;
+  float __pyx_v_r7;
+  float __pyx_v_res;
+  Py_ssize_t __pyx_v_i;
+  Py_ssize_t __pyx_v_n2;
+  float __pyx_r;
+  int __pyx_t_1;
+  Py_ssize_t __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+
+  /* "fastgrad/_plan.pyx":109
+ *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+ *     cdef Py_ssize_t i, n2
+ *     if n < 8:             # <<<<<<<<<<<<<<
+ *         res = 0
+ *         for i in range(n):
+*/
+  __pyx_t_1 = (__pyx_v_n < 8);
+
+  if (__pyx_t_1) {
+
+
+    /* "fastgrad/_plan.pyx":110
+ *     cdef Py_ssize_t i, n2
+ *     if n < 8:
+ *         res = 0             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             res = res + a[i] * a[i]
+*/
+    __pyx_v_res = 0.0;
+
+    /* "fastgrad/_plan.pyx":111
+ *     if n < 8:
+ *         res = 0
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             res = res + a[i] * a[i]
+ *         return res
+*/
+
+    __pyx_t_2 = __pyx_v_n;
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_i = __pyx_t_4;
+
+      /* "fastgrad/_plan.pyx":112
+ *         res = 0
+ *         for i in range(n):
+ *             res = res + a[i] * a[i]             # <<<<<<<<<<<<<<
+ *         return res
+ *     if n <= 128:
+*/
+      __pyx_v_res = (__pyx_v_res + ((__pyx_v_a[__pyx_v_i]) * (__pyx_v_a[__pyx_v_i])));
+    }
+
+
+    /* "fastgrad/_plan.pyx":113
+ *         for i in range(n):
+ *             res = res + a[i] * a[i]
+ *         return res             # <<<<<<<<<<<<<<
+ *     if n <= 128:
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+*/
+    {
+
+      __pyx_r = __pyx_v_res;
+    }
+    goto __pyx_L0;
+
+    /* "fastgrad/_plan.pyx":109
+ *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+ *     cdef Py_ssize_t i, n2
+ *     if n < 8:             # <<<<<<<<<<<<<<
+ *         res = 0
+ *         for i in range(n):
+*/
+  }
+
+  /* "fastgrad/_plan.pyx":114
+ *             res = res + a[i] * a[i]
+ *         return res
+ *     if n <= 128:             # <<<<<<<<<<<<<<
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+*/
+  __pyx_t_1 = (__pyx_v_n <= 0x80);
+
+  if (__pyx_t_1) {
+
+
+    /* "fastgrad/_plan.pyx":115
+ *         return res
+ *     if n <= 128:
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]             # <<<<<<<<<<<<<<
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+ *         i = 8
+*/
+    __pyx_v_r0 = ((__pyx_v_a[0]) * (__pyx_v_a[0]));
+    __pyx_v_r1 = ((__pyx_v_a[1]) * (__pyx_v_a[1]));
+    __pyx_v_r2 = ((__pyx_v_a[2]) * (__pyx_v_a[2]));
+    __pyx_v_r3 = ((__pyx_v_a[3]) * (__pyx_v_a[3]));
+
+    /* "fastgrad/_plan.pyx":116
+ *     if n <= 128:
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]             # <<<<<<<<<<<<<<
+ *         i = 8
+ *         while i < n - (n % 8):
+*/
+    __pyx_v_r4 = ((__pyx_v_a[4]) * (__pyx_v_a[4]));
+    __pyx_v_r5 = ((__pyx_v_a[5]) * (__pyx_v_a[5]));
+    __pyx_v_r6 = ((__pyx_v_a[6]) * (__pyx_v_a[6]));
+    __pyx_v_r7 = ((__pyx_v_a[7]) * (__pyx_v_a[7]));
+
+    /* "fastgrad/_plan.pyx":117
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+ *         i = 8             # <<<<<<<<<<<<<<
+ *         while i < n - (n % 8):
+ *             r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]
+*/
+    __pyx_v_i = 8;
+
+    /* "fastgrad/_plan.pyx":118
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+ *         i = 8
+ *         while i < n - (n % 8):             # <<<<<<<<<<<<<<
+ *             r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]
+ *             r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]
+*/
+    while (1) {
+      __pyx_t_1 = (__pyx_v_i < (__pyx_v_n - (__pyx_v_n % 8)));
+
+
+      if (!__pyx_t_1) break;
+
+      /* "fastgrad/_plan.pyx":119
+ *         i = 8
+ *         while i < n - (n % 8):
+ *             r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]             # <<<<<<<<<<<<<<
+ *             r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]
+ *             r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]
+*/
+      __pyx_v_r0 = (__pyx_v_r0 + ((__pyx_v_a[__pyx_v_i]) * (__pyx_v_a[__pyx_v_i])));
+      __pyx_v_r1 = (__pyx_v_r1 + ((__pyx_v_a[(__pyx_v_i + 1)]) * (__pyx_v_a[(__pyx_v_i + 1)])));
+
+      /* "fastgrad/_plan.pyx":120
+ *         while i < n - (n % 8):
+ *             r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]
+ *             r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]             # <<<<<<<<<<<<<<
+ *             r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]
+ *             r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]
+*/
+      __pyx_v_r2 = (__pyx_v_r2 + ((__pyx_v_a[(__pyx_v_i + 2)]) * (__pyx_v_a[(__pyx_v_i + 2)])));
+      __pyx_v_r3 = (__pyx_v_r3 + ((__pyx_v_a[(__pyx_v_i + 3)]) * (__pyx_v_a[(__pyx_v_i + 3)])));
+
+      /* "fastgrad/_plan.pyx":121
+ *             r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]
+ *             r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]
+ *             r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]             # <<<<<<<<<<<<<<
+ *             r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]
+ *             i += 8
+*/
+      __pyx_v_r4 = (__pyx_v_r4 + ((__pyx_v_a[(__pyx_v_i + 4)]) * (__pyx_v_a[(__pyx_v_i + 4)])));
+      __pyx_v_r5 = (__pyx_v_r5 + ((__pyx_v_a[(__pyx_v_i + 5)]) * (__pyx_v_a[(__pyx_v_i + 5)])));
+
+      /* "fastgrad/_plan.pyx":122
+ *             r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]
+ *             r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]
+ *             r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]             # <<<<<<<<<<<<<<
+ *             i += 8
+ *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+*/
+      __pyx_v_r6 = (__pyx_v_r6 + ((__pyx_v_a[(__pyx_v_i + 6)]) * (__pyx_v_a[(__pyx_v_i + 6)])));
+      __pyx_v_r7 = (__pyx_v_r7 + ((__pyx_v_a[(__pyx_v_i + 7)]) * (__pyx_v_a[(__pyx_v_i + 7)])));
+
+      /* "fastgrad/_plan.pyx":123
+ *             r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]
+ *             r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]
+ *             i += 8             # <<<<<<<<<<<<<<
+ *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+ *         while i < n:
+*/
+      __pyx_v_i = (__pyx_v_i + 8);
+    }
+
+    /* "fastgrad/_plan.pyx":124
+ *             r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]
+ *             i += 8
+ *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))             # <<<<<<<<<<<<<<
+ *         while i < n:
+ *             res = res + a[i] * a[i]
+*/
+    __pyx_v_res = (((__pyx_v_r0 + __pyx_v_r1) + (__pyx_v_r2 + __pyx_v_r3)) + ((__pyx_v_r4 + __pyx_v_r5) + (__pyx_v_r6 + __pyx_v_r7)));
+
+    /* "fastgrad/_plan.pyx":125
+ *             i += 8
+ *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+ *         while i < n:             # <<<<<<<<<<<<<<
+ *             res = res + a[i] * a[i]
+ *             i += 1
+*/
+    while (1) {
+      __pyx_t_1 = (__pyx_v_i < __pyx_v_n);
+
+
+      if (!__pyx_t_1) break;
+
+      /* "fastgrad/_plan.pyx":126
+ *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+ *         while i < n:
+ *             res = res + a[i] * a[i]             # <<<<<<<<<<<<<<
+ *             i += 1
+ *         return res
+*/
+      __pyx_v_res = (__pyx_v_res + ((__pyx_v_a[__pyx_v_i]) * (__pyx_v_a[__pyx_v_i])));
+
+      /* "fastgrad/_plan.pyx":127
+ *         while i < n:
+ *             res = res + a[i] * a[i]
+ *             i += 1             # <<<<<<<<<<<<<<
+ *         return res
+ *     n2 = n // 2
+*/
+      __pyx_v_i = (__pyx_v_i + 1);
+    }
+
+    /* "fastgrad/_plan.pyx":128
+ *             res = res + a[i] * a[i]
+ *             i += 1
+ *         return res             # <<<<<<<<<<<<<<
+ *     n2 = n // 2
+ *     n2 -= n2 % 8
+*/
+    {
+
+      __pyx_r = __pyx_v_res;
+    }
+    goto __pyx_L0;
+
+    /* "fastgrad/_plan.pyx":114
+ *             res = res + a[i] * a[i]
+ *         return res
+ *     if n <= 128:             # <<<<<<<<<<<<<<
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+*/
+  }
+
+  /* "fastgrad/_plan.pyx":129
+ *             i += 1
+ *         return res
+ *     n2 = n // 2             # <<<<<<<<<<<<<<
+ *     n2 -= n2 % 8
+ *     return _pairwise_sq(a, n2) + _pairwise_sq(a + n2, n - n2)
+*/
+  __pyx_v_n2 = (__pyx_v_n / 2);
+
+  /* "fastgrad/_plan.pyx":130
+ *         return res
+ *     n2 = n // 2
+ *     n2 -= n2 % 8             # <<<<<<<<<<<<<<
+ *     return _pairwise_sq(a, n2) + _pairwise_sq(a + n2, n - n2)
+ * 
+*/
+  __pyx_v_n2 = (__pyx_v_n2 - (__pyx_v_n2 % 8));
+
+  /* "fastgrad/_plan.pyx":131
+ *     n2 = n // 2
+ *     n2 -= n2 % 8
+ *     return _pairwise_sq(a, n2) + _pairwise_sq(a + n2, n - n2)             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  {
+
+    __pyx_r = (__pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise_sq(__pyx_v_a, __pyx_v_n2) + __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise_sq((__pyx_v_a + __pyx_v_n2), (__pyx_v_n - __pyx_v_n2)));
+  }
+  goto __pyx_L0;
+
+  /* "fastgrad/_plan.pyx":105
+ * 
+ * 
+ * cdef real _pairwise_sq(const real *a, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     """_pairwise of the squares a[i] * a[i] (each rounded, as the array a * a would hold them)."""
+ *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+*/
+
+  /* function exit code */
+  __pyx_L0:;
+
+
+
+
+
+
+
+
+
+
+
+  return __pyx_r;
+}
+
+static double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise_sq(double const *__pyx_v_a, Py_ssize_t __pyx_v_n) {
+  double __pyx_v_r0;
+  double __pyx_v_r1;
+  double __pyx_v_r2;
+  double __pyx_v_r3;
+  double __pyx_v_r4;
+  double __pyx_v_r5;
+  double __pyx_v_r6;
+  double __pyx_v_r7;
+  double __pyx_v_res;
+  Py_ssize_t __pyx_v_i;
+  Py_ssize_t __pyx_v_n2;
+  double __pyx_r;
+  int __pyx_t_1;
+  Py_ssize_t __pyx_t_2;
+  Py_ssize_t __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+
+  /* "fastgrad/_plan.pyx":109
+ *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+ *     cdef Py_ssize_t i, n2
+ *     if n < 8:             # <<<<<<<<<<<<<<
+ *         res = 0
+ *         for i in range(n):
+*/
+  __pyx_t_1 = (__pyx_v_n < 8);
+
+  if (__pyx_t_1) {
+
+
+    /* "fastgrad/_plan.pyx":110
+ *     cdef Py_ssize_t i, n2
+ *     if n < 8:
+ *         res = 0             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             res = res + a[i] * a[i]
+*/
+    __pyx_v_res = 0.0;
+
+    /* "fastgrad/_plan.pyx":111
+ *     if n < 8:
+ *         res = 0
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             res = res + a[i] * a[i]
+ *         return res
+*/
+
+    __pyx_t_2 = __pyx_v_n;
+    __pyx_t_3 = __pyx_t_2;
+
+    for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
+      __pyx_v_i = __pyx_t_4;
+
+      /* "fastgrad/_plan.pyx":112
+ *         res = 0
+ *         for i in range(n):
+ *             res = res + a[i] * a[i]             # <<<<<<<<<<<<<<
+ *         return res
+ *     if n <= 128:
+*/
+      __pyx_v_res = (__pyx_v_res + ((__pyx_v_a[__pyx_v_i]) * (__pyx_v_a[__pyx_v_i])));
+    }
+
+
+    /* "fastgrad/_plan.pyx":113
+ *         for i in range(n):
+ *             res = res + a[i] * a[i]
+ *         return res             # <<<<<<<<<<<<<<
+ *     if n <= 128:
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+*/
+    {
+
+      __pyx_r = __pyx_v_res;
+    }
+    goto __pyx_L0;
+
+    /* "fastgrad/_plan.pyx":109
+ *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+ *     cdef Py_ssize_t i, n2
+ *     if n < 8:             # <<<<<<<<<<<<<<
+ *         res = 0
+ *         for i in range(n):
+*/
+  }
+
+  /* "fastgrad/_plan.pyx":114
+ *             res = res + a[i] * a[i]
+ *         return res
+ *     if n <= 128:             # <<<<<<<<<<<<<<
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+*/
+  __pyx_t_1 = (__pyx_v_n <= 0x80);
+
+  if (__pyx_t_1) {
+
+
+    /* "fastgrad/_plan.pyx":115
+ *         return res
+ *     if n <= 128:
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]             # <<<<<<<<<<<<<<
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+ *         i = 8
+*/
+    __pyx_v_r0 = ((__pyx_v_a[0]) * (__pyx_v_a[0]));
+    __pyx_v_r1 = ((__pyx_v_a[1]) * (__pyx_v_a[1]));
+    __pyx_v_r2 = ((__pyx_v_a[2]) * (__pyx_v_a[2]));
+    __pyx_v_r3 = ((__pyx_v_a[3]) * (__pyx_v_a[3]));
+
+    /* "fastgrad/_plan.pyx":116
+ *     if n <= 128:
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]             # <<<<<<<<<<<<<<
+ *         i = 8
+ *         while i < n - (n % 8):
+*/
+    __pyx_v_r4 = ((__pyx_v_a[4]) * (__pyx_v_a[4]));
+    __pyx_v_r5 = ((__pyx_v_a[5]) * (__pyx_v_a[5]));
+    __pyx_v_r6 = ((__pyx_v_a[6]) * (__pyx_v_a[6]));
+    __pyx_v_r7 = ((__pyx_v_a[7]) * (__pyx_v_a[7]));
+
+    /* "fastgrad/_plan.pyx":117
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+ *         i = 8             # <<<<<<<<<<<<<<
+ *         while i < n - (n % 8):
+ *             r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]
+*/
+    __pyx_v_i = 8;
+
+    /* "fastgrad/_plan.pyx":118
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+ *         i = 8
+ *         while i < n - (n % 8):             # <<<<<<<<<<<<<<
+ *             r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]
+ *             r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]
+*/
+    while (1) {
+      __pyx_t_1 = (__pyx_v_i < (__pyx_v_n - (__pyx_v_n % 8)));
+
+
+      if (!__pyx_t_1) break;
+
+      /* "fastgrad/_plan.pyx":119
+ *         i = 8
+ *         while i < n - (n % 8):
+ *             r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]             # <<<<<<<<<<<<<<
+ *             r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]
+ *             r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]
+*/
+      __pyx_v_r0 = (__pyx_v_r0 + ((__pyx_v_a[__pyx_v_i]) * (__pyx_v_a[__pyx_v_i])));
+      __pyx_v_r1 = (__pyx_v_r1 + ((__pyx_v_a[(__pyx_v_i + 1)]) * (__pyx_v_a[(__pyx_v_i + 1)])));
+
+      /* "fastgrad/_plan.pyx":120
+ *         while i < n - (n % 8):
+ *             r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]
+ *             r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]             # <<<<<<<<<<<<<<
+ *             r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]
+ *             r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]
+*/
+      __pyx_v_r2 = (__pyx_v_r2 + ((__pyx_v_a[(__pyx_v_i + 2)]) * (__pyx_v_a[(__pyx_v_i + 2)])));
+      __pyx_v_r3 = (__pyx_v_r3 + ((__pyx_v_a[(__pyx_v_i + 3)]) * (__pyx_v_a[(__pyx_v_i + 3)])));
+
+      /* "fastgrad/_plan.pyx":121
+ *             r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]
+ *             r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]
+ *             r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]             # <<<<<<<<<<<<<<
+ *             r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]
+ *             i += 8
+*/
+      __pyx_v_r4 = (__pyx_v_r4 + ((__pyx_v_a[(__pyx_v_i + 4)]) * (__pyx_v_a[(__pyx_v_i + 4)])));
+      __pyx_v_r5 = (__pyx_v_r5 + ((__pyx_v_a[(__pyx_v_i + 5)]) * (__pyx_v_a[(__pyx_v_i + 5)])));
+
+      /* "fastgrad/_plan.pyx":122
+ *             r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]
+ *             r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]
+ *             r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]             # <<<<<<<<<<<<<<
+ *             i += 8
+ *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+*/
+      __pyx_v_r6 = (__pyx_v_r6 + ((__pyx_v_a[(__pyx_v_i + 6)]) * (__pyx_v_a[(__pyx_v_i + 6)])));
+      __pyx_v_r7 = (__pyx_v_r7 + ((__pyx_v_a[(__pyx_v_i + 7)]) * (__pyx_v_a[(__pyx_v_i + 7)])));
+
+      /* "fastgrad/_plan.pyx":123
+ *             r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]
+ *             r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]
+ *             i += 8             # <<<<<<<<<<<<<<
+ *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+ *         while i < n:
+*/
+      __pyx_v_i = (__pyx_v_i + 8);
+    }
+
+    /* "fastgrad/_plan.pyx":124
+ *             r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]
+ *             i += 8
+ *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))             # <<<<<<<<<<<<<<
+ *         while i < n:
+ *             res = res + a[i] * a[i]
+*/
+    __pyx_v_res = (((__pyx_v_r0 + __pyx_v_r1) + (__pyx_v_r2 + __pyx_v_r3)) + ((__pyx_v_r4 + __pyx_v_r5) + (__pyx_v_r6 + __pyx_v_r7)));
+
+    /* "fastgrad/_plan.pyx":125
+ *             i += 8
+ *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+ *         while i < n:             # <<<<<<<<<<<<<<
+ *             res = res + a[i] * a[i]
+ *             i += 1
+*/
+    while (1) {
+      __pyx_t_1 = (__pyx_v_i < __pyx_v_n);
+
+
+      if (!__pyx_t_1) break;
+
+      /* "fastgrad/_plan.pyx":126
+ *         res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+ *         while i < n:
+ *             res = res + a[i] * a[i]             # <<<<<<<<<<<<<<
+ *             i += 1
+ *         return res
+*/
+      __pyx_v_res = (__pyx_v_res + ((__pyx_v_a[__pyx_v_i]) * (__pyx_v_a[__pyx_v_i])));
+
+      /* "fastgrad/_plan.pyx":127
+ *         while i < n:
+ *             res = res + a[i] * a[i]
+ *             i += 1             # <<<<<<<<<<<<<<
+ *         return res
+ *     n2 = n // 2
+*/
+      __pyx_v_i = (__pyx_v_i + 1);
+    }
+
+    /* "fastgrad/_plan.pyx":128
+ *             res = res + a[i] * a[i]
+ *             i += 1
+ *         return res             # <<<<<<<<<<<<<<
+ *     n2 = n // 2
+ *     n2 -= n2 % 8
+*/
+    {
+
+      __pyx_r = __pyx_v_res;
+    }
+    goto __pyx_L0;
+
+    /* "fastgrad/_plan.pyx":114
+ *             res = res + a[i] * a[i]
+ *         return res
+ *     if n <= 128:             # <<<<<<<<<<<<<<
+ *         r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+ *         r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+*/
+  }
+
+  /* "fastgrad/_plan.pyx":129
+ *             i += 1
+ *         return res
+ *     n2 = n // 2             # <<<<<<<<<<<<<<
+ *     n2 -= n2 % 8
+ *     return _pairwise_sq(a, n2) + _pairwise_sq(a + n2, n - n2)
+*/
+  __pyx_v_n2 = (__pyx_v_n / 2);
+
+  /* "fastgrad/_plan.pyx":130
+ *         return res
+ *     n2 = n // 2
+ *     n2 -= n2 % 8             # <<<<<<<<<<<<<<
+ *     return _pairwise_sq(a, n2) + _pairwise_sq(a + n2, n - n2)
+ * 
+*/
+  __pyx_v_n2 = (__pyx_v_n2 - (__pyx_v_n2 % 8));
+
+  /* "fastgrad/_plan.pyx":131
+ *     n2 = n // 2
+ *     n2 -= n2 % 8
+ *     return _pairwise_sq(a, n2) + _pairwise_sq(a + n2, n - n2)             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+  {
+
+    __pyx_r = (__pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise_sq(__pyx_v_a, __pyx_v_n2) + __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise_sq((__pyx_v_a + __pyx_v_n2), (__pyx_v_n - __pyx_v_n2)));
+  }
+  goto __pyx_L0;
+
+  /* "fastgrad/_plan.pyx":105
+ * 
+ * 
+ * cdef real _pairwise_sq(const real *a, Py_ssize_t n) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     """_pairwise of the squares a[i] * a[i] (each rounded, as the array a * a would hold them)."""
+ *     cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+*/
+
+  /* function exit code */
+  __pyx_L0:;
+
+
+
+
+
+
+
+
+
+
+
+  return __pyx_r;
+}
+
+/* "fastgrad/_plan.pyx":134
+ * 
+ * 
+ * cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     cdef const real *a = <const real *>s.a
+ *     cdef const real *d = <const real *>s.d
+*/
+
+static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__scaled(struct __pyx_t_8fastgrad_5_plan_Instr const *__pyx_v_s, CYTHON_UNUSED float *__pyx_v_dummy) {
+  float const *__pyx_v_a;
+  float const *__pyx_v_d;
+  float *__pyx_v_c;
+  float __pyx_v_f;
+  float __pyx_v_t;
+  Py_ssize_t __pyx_v_i;
+  Py_ssize_t __pyx_v_n;
+  Py_ssize_t __pyx_t_1;
+  int __pyx_t_2;
+  int __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+
+  /* "fastgrad/_plan.pyx":135
+ * 
+ * cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:
+ *     cdef const real *a = <const real *>s.a             # <<<<<<<<<<<<<<
+ *     cdef const real *d = <const real *>s.d
+ *     cdef real *c = <real *>s.c
+*/
+  __pyx_v_a = ((float const *)__pyx_v_s->a);
+
+  /* "fastgrad/_plan.pyx":136
+ * cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:
+ *     cdef const real *a = <const real *>s.a
+ *     cdef const real *d = <const real *>s.d             # <<<<<<<<<<<<<<
+ *     cdef real *c = <real *>s.c
+ *     cdef real f = (<const real *>s.b)[0]
+*/
+  __pyx_v_d = ((float const *)__pyx_v_s->d);
+
+  /* "fastgrad/_plan.pyx":137
+ *     cdef const real *a = <const real *>s.a
+ *     cdef const real *d = <const real *>s.d
+ *     cdef real *c = <real *>s.c             # <<<<<<<<<<<<<<
+ *     cdef real f = (<const real *>s.b)[0]
+ *     cdef real t
+*/
+  __pyx_v_c = ((float *)__pyx_v_s->c);
+
+  /* "fastgrad/_plan.pyx":138
+ *     cdef const real *d = <const real *>s.d
+ *     cdef real *c = <real *>s.c
+ *     cdef real f = (<const real *>s.b)[0]             # <<<<<<<<<<<<<<
+ *     cdef real t
+ *     cdef Py_ssize_t i, n = s.n
+*/
+  __pyx_v_f = (((float const *)__pyx_v_s->b)[0]);
+
+  /* "fastgrad/_plan.pyx":140
+ *     cdef real f = (<const real *>s.b)[0]
+ *     cdef real t
+ *     cdef Py_ssize_t i, n = s.n             # <<<<<<<<<<<<<<
+ *     # one loop per case, no branch inside (so that each vectorizes)
+ *     if d == NULL and s.k == 2:
+*/
+  __pyx_t_1 = __pyx_v_s->n;
+
+  __pyx_v_n = __pyx_t_1;
+
+  /* "fastgrad/_plan.pyx":142
+ *     cdef Py_ssize_t i, n = s.n
+ *     # one loop per case, no branch inside (so that each vectorizes)
+ *     if d == NULL and s.k == 2:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+  __pyx_t_3 = (__pyx_v_d == NULL);
+
+  if (__pyx_t_3) {
+
+  } else {
+
+    __pyx_t_2 = __pyx_t_3;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_3 = (__pyx_v_s->k == 2);
+
+
+  __pyx_t_2 = __pyx_t_3;
+
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_2) {
+
+
+    /* "fastgrad/_plan.pyx":143
+ *     # one loop per case, no branch inside (so that each vectorizes)
+ *     if d == NULL and s.k == 2:
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             t = f * a[i]
+ *             c[i] = t + t
+*/
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":144
+ *     if d == NULL and s.k == 2:
+ *         for i in range(n):
+ *             t = f * a[i]             # <<<<<<<<<<<<<<
+ *             c[i] = t + t
+ *     elif d == NULL:
+*/
+      __pyx_v_t = (__pyx_v_f * (__pyx_v_a[__pyx_v_i]));
+
+      /* "fastgrad/_plan.pyx":145
+ *         for i in range(n):
+ *             t = f * a[i]
+ *             c[i] = t + t             # <<<<<<<<<<<<<<
+ *     elif d == NULL:
+ *         for i in range(n):
+*/
+      (__pyx_v_c[__pyx_v_i]) = (__pyx_v_t + __pyx_v_t);
+    }
+
+
+    /* "fastgrad/_plan.pyx":142
+ *     cdef Py_ssize_t i, n = s.n
+ *     # one loop per case, no branch inside (so that each vectorizes)
+ *     if d == NULL and s.k == 2:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+    goto __pyx_L3;
+  }
+
+  /* "fastgrad/_plan.pyx":146
+ *             t = f * a[i]
+ *             c[i] = t + t
+ *     elif d == NULL:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             c[i] = f * a[i]
+*/
+  __pyx_t_2 = (__pyx_v_d == NULL);
+
+  if (__pyx_t_2) {
+
+
+    /* "fastgrad/_plan.pyx":147
+ *             c[i] = t + t
+ *     elif d == NULL:
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             c[i] = f * a[i]
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t
+*/
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":148
+ *     elif d == NULL:
+ *         for i in range(n):
+ *             c[i] = f * a[i]             # <<<<<<<<<<<<<<
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t
+ *         for i in range(n):
+*/
+      (__pyx_v_c[__pyx_v_i]) = (__pyx_v_f * (__pyx_v_a[__pyx_v_i]));
+    }
+
+
+    /* "fastgrad/_plan.pyx":146
+ *             t = f * a[i]
+ *             c[i] = t + t
+ *     elif d == NULL:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             c[i] = f * a[i]
+*/
+    goto __pyx_L3;
+  }
+
+  /* "fastgrad/_plan.pyx":149
+ *         for i in range(n):
+ *             c[i] = f * a[i]
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+  __pyx_t_3 = (__pyx_v_s->ta != 0);
+
+  if (__pyx_t_3) {
+
+  } else {
+
+    __pyx_t_2 = __pyx_t_3;
+
+    goto __pyx_L10_bool_binop_done;
+  }
+  __pyx_t_3 = (__pyx_v_s->k == 2);
+
+
+  __pyx_t_2 = __pyx_t_3;
+
+  __pyx_L10_bool_binop_done:;
+  if (__pyx_t_2) {
+
+
+    /* "fastgrad/_plan.pyx":150
+ *             c[i] = f * a[i]
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             t = f * a[i]
+ *             c[i] = (d[i] + t) + t
+*/
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":151
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t
+ *         for i in range(n):
+ *             t = f * a[i]             # <<<<<<<<<<<<<<
+ *             c[i] = (d[i] + t) + t
+ *     elif s.ta:
+*/
+      __pyx_v_t = (__pyx_v_f * (__pyx_v_a[__pyx_v_i]));
+
+      /* "fastgrad/_plan.pyx":152
+ *         for i in range(n):
+ *             t = f * a[i]
+ *             c[i] = (d[i] + t) + t             # <<<<<<<<<<<<<<
+ *     elif s.ta:
+ *         for i in range(n):
+*/
+      (__pyx_v_c[__pyx_v_i]) = (((__pyx_v_d[__pyx_v_i]) + __pyx_v_t) + __pyx_v_t);
+    }
+
+
+    /* "fastgrad/_plan.pyx":149
+ *         for i in range(n):
+ *             c[i] = f * a[i]
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+    goto __pyx_L3;
+  }
+
+  /* "fastgrad/_plan.pyx":153
+ *             t = f * a[i]
+ *             c[i] = (d[i] + t) + t
+ *     elif s.ta:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             c[i] = d[i] + f * a[i]
+*/
+  __pyx_t_2 = (__pyx_v_s->ta != 0);
+
+  if (__pyx_t_2) {
+
+
+    /* "fastgrad/_plan.pyx":154
+ *             c[i] = (d[i] + t) + t
+ *     elif s.ta:
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             c[i] = d[i] + f * a[i]
+ *     elif s.k == 2:  # (t + t) + d
+*/
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":155
+ *     elif s.ta:
+ *         for i in range(n):
+ *             c[i] = d[i] + f * a[i]             # <<<<<<<<<<<<<<
+ *     elif s.k == 2:  # (t + t) + d
+ *         for i in range(n):
+*/
+      (__pyx_v_c[__pyx_v_i]) = ((__pyx_v_d[__pyx_v_i]) + (__pyx_v_f * (__pyx_v_a[__pyx_v_i])));
+    }
+
+
+    /* "fastgrad/_plan.pyx":153
+ *             t = f * a[i]
+ *             c[i] = (d[i] + t) + t
+ *     elif s.ta:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             c[i] = d[i] + f * a[i]
+*/
+    goto __pyx_L3;
+  }
+
+  /* "fastgrad/_plan.pyx":156
+ *         for i in range(n):
+ *             c[i] = d[i] + f * a[i]
+ *     elif s.k == 2:  # (t + t) + d             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+  __pyx_t_2 = (__pyx_v_s->k == 2);
+
+  if (__pyx_t_2) {
+
+
+    /* "fastgrad/_plan.pyx":157
+ *             c[i] = d[i] + f * a[i]
+ *     elif s.k == 2:  # (t + t) + d
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             t = f * a[i]
+ *             c[i] = (t + t) + d[i]
+*/
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":158
+ *     elif s.k == 2:  # (t + t) + d
+ *         for i in range(n):
+ *             t = f * a[i]             # <<<<<<<<<<<<<<
+ *             c[i] = (t + t) + d[i]
+ *     else:
+*/
+      __pyx_v_t = (__pyx_v_f * (__pyx_v_a[__pyx_v_i]));
+
+      /* "fastgrad/_plan.pyx":159
+ *         for i in range(n):
+ *             t = f * a[i]
+ *             c[i] = (t + t) + d[i]             # <<<<<<<<<<<<<<
+ *     else:
+ *         for i in range(n):
+*/
+      (__pyx_v_c[__pyx_v_i]) = ((__pyx_v_t + __pyx_v_t) + (__pyx_v_d[__pyx_v_i]));
+    }
+
+
+    /* "fastgrad/_plan.pyx":156
+ *         for i in range(n):
+ *             c[i] = d[i] + f * a[i]
+ *     elif s.k == 2:  # (t + t) + d             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+    goto __pyx_L3;
+  }
+
+  /* "fastgrad/_plan.pyx":161
+ *             c[i] = (t + t) + d[i]
+ *     else:
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             c[i] = f * a[i] + d[i]
+ * 
+*/
+  /*else*/ {
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":162
+ *     else:
+ *         for i in range(n):
+ *             c[i] = f * a[i] + d[i]             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+      (__pyx_v_c[__pyx_v_i]) = ((__pyx_v_f * (__pyx_v_a[__pyx_v_i])) + (__pyx_v_d[__pyx_v_i]));
+    }
+
+  }
+  __pyx_L3:;
+
+  /* "fastgrad/_plan.pyx":134
+ * 
+ * 
+ * cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     cdef const real *a = <const real *>s.a
+ *     cdef const real *d = <const real *>s.d
+*/
+
+  /* function exit code */
+
+
+
+
+
+
+
+}
+
+static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__scaled(struct __pyx_t_8fastgrad_5_plan_Instr const *__pyx_v_s, CYTHON_UNUSED double *__pyx_v_dummy) {
+  double const *__pyx_v_a;
+  double const *__pyx_v_d;
+  double *__pyx_v_c;
+  double __pyx_v_f;
+  double __pyx_v_t;
+  Py_ssize_t __pyx_v_i;
+  Py_ssize_t __pyx_v_n;
+  Py_ssize_t __pyx_t_1;
+  int __pyx_t_2;
+  int __pyx_t_3;
+  Py_ssize_t __pyx_t_4;
+  Py_ssize_t __pyx_t_5;
+
+  /* "fastgrad/_plan.pyx":135
+ * 
+ * cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:
+ *     cdef const real *a = <const real *>s.a             # <<<<<<<<<<<<<<
+ *     cdef const real *d = <const real *>s.d
+ *     cdef real *c = <real *>s.c
+*/
+  __pyx_v_a = ((double const *)__pyx_v_s->a);
+
+  /* "fastgrad/_plan.pyx":136
+ * cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:
+ *     cdef const real *a = <const real *>s.a
+ *     cdef const real *d = <const real *>s.d             # <<<<<<<<<<<<<<
+ *     cdef real *c = <real *>s.c
+ *     cdef real f = (<const real *>s.b)[0]
+*/
+  __pyx_v_d = ((double const *)__pyx_v_s->d);
+
+  /* "fastgrad/_plan.pyx":137
+ *     cdef const real *a = <const real *>s.a
+ *     cdef const real *d = <const real *>s.d
+ *     cdef real *c = <real *>s.c             # <<<<<<<<<<<<<<
+ *     cdef real f = (<const real *>s.b)[0]
+ *     cdef real t
+*/
+  __pyx_v_c = ((double *)__pyx_v_s->c);
+
+  /* "fastgrad/_plan.pyx":138
+ *     cdef const real *d = <const real *>s.d
+ *     cdef real *c = <real *>s.c
+ *     cdef real f = (<const real *>s.b)[0]             # <<<<<<<<<<<<<<
+ *     cdef real t
+ *     cdef Py_ssize_t i, n = s.n
+*/
+  __pyx_v_f = (((double const *)__pyx_v_s->b)[0]);
+
+  /* "fastgrad/_plan.pyx":140
+ *     cdef real f = (<const real *>s.b)[0]
+ *     cdef real t
+ *     cdef Py_ssize_t i, n = s.n             # <<<<<<<<<<<<<<
+ *     # one loop per case, no branch inside (so that each vectorizes)
+ *     if d == NULL and s.k == 2:
+*/
+  __pyx_t_1 = __pyx_v_s->n;
+
+  __pyx_v_n = __pyx_t_1;
+
+  /* "fastgrad/_plan.pyx":142
+ *     cdef Py_ssize_t i, n = s.n
+ *     # one loop per case, no branch inside (so that each vectorizes)
+ *     if d == NULL and s.k == 2:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+  __pyx_t_3 = (__pyx_v_d == NULL);
+
+  if (__pyx_t_3) {
+
+  } else {
+
+    __pyx_t_2 = __pyx_t_3;
+
+    goto __pyx_L4_bool_binop_done;
+  }
+  __pyx_t_3 = (__pyx_v_s->k == 2);
+
+
+  __pyx_t_2 = __pyx_t_3;
+
+  __pyx_L4_bool_binop_done:;
+  if (__pyx_t_2) {
+
+
+    /* "fastgrad/_plan.pyx":143
+ *     # one loop per case, no branch inside (so that each vectorizes)
+ *     if d == NULL and s.k == 2:
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             t = f * a[i]
+ *             c[i] = t + t
+*/
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":144
+ *     if d == NULL and s.k == 2:
+ *         for i in range(n):
+ *             t = f * a[i]             # <<<<<<<<<<<<<<
+ *             c[i] = t + t
+ *     elif d == NULL:
+*/
+      __pyx_v_t = (__pyx_v_f * (__pyx_v_a[__pyx_v_i]));
+
+      /* "fastgrad/_plan.pyx":145
+ *         for i in range(n):
+ *             t = f * a[i]
+ *             c[i] = t + t             # <<<<<<<<<<<<<<
+ *     elif d == NULL:
+ *         for i in range(n):
+*/
+      (__pyx_v_c[__pyx_v_i]) = (__pyx_v_t + __pyx_v_t);
+    }
+
+
+    /* "fastgrad/_plan.pyx":142
+ *     cdef Py_ssize_t i, n = s.n
+ *     # one loop per case, no branch inside (so that each vectorizes)
+ *     if d == NULL and s.k == 2:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+    goto __pyx_L3;
+  }
+
+  /* "fastgrad/_plan.pyx":146
+ *             t = f * a[i]
+ *             c[i] = t + t
+ *     elif d == NULL:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             c[i] = f * a[i]
+*/
+  __pyx_t_2 = (__pyx_v_d == NULL);
+
+  if (__pyx_t_2) {
+
+
+    /* "fastgrad/_plan.pyx":147
+ *             c[i] = t + t
+ *     elif d == NULL:
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             c[i] = f * a[i]
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t
+*/
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":148
+ *     elif d == NULL:
+ *         for i in range(n):
+ *             c[i] = f * a[i]             # <<<<<<<<<<<<<<
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t
+ *         for i in range(n):
+*/
+      (__pyx_v_c[__pyx_v_i]) = (__pyx_v_f * (__pyx_v_a[__pyx_v_i]));
+    }
+
+
+    /* "fastgrad/_plan.pyx":146
+ *             t = f * a[i]
+ *             c[i] = t + t
+ *     elif d == NULL:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             c[i] = f * a[i]
+*/
+    goto __pyx_L3;
+  }
+
+  /* "fastgrad/_plan.pyx":149
+ *         for i in range(n):
+ *             c[i] = f * a[i]
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+  __pyx_t_3 = (__pyx_v_s->ta != 0);
+
+  if (__pyx_t_3) {
+
+  } else {
+
+    __pyx_t_2 = __pyx_t_3;
+
+    goto __pyx_L10_bool_binop_done;
+  }
+  __pyx_t_3 = (__pyx_v_s->k == 2);
+
+
+  __pyx_t_2 = __pyx_t_3;
+
+  __pyx_L10_bool_binop_done:;
+  if (__pyx_t_2) {
+
+
+    /* "fastgrad/_plan.pyx":150
+ *             c[i] = f * a[i]
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             t = f * a[i]
+ *             c[i] = (d[i] + t) + t
+*/
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":151
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t
+ *         for i in range(n):
+ *             t = f * a[i]             # <<<<<<<<<<<<<<
+ *             c[i] = (d[i] + t) + t
+ *     elif s.ta:
+*/
+      __pyx_v_t = (__pyx_v_f * (__pyx_v_a[__pyx_v_i]));
+
+      /* "fastgrad/_plan.pyx":152
+ *         for i in range(n):
+ *             t = f * a[i]
+ *             c[i] = (d[i] + t) + t             # <<<<<<<<<<<<<<
+ *     elif s.ta:
+ *         for i in range(n):
+*/
+      (__pyx_v_c[__pyx_v_i]) = (((__pyx_v_d[__pyx_v_i]) + __pyx_v_t) + __pyx_v_t);
+    }
+
+
+    /* "fastgrad/_plan.pyx":149
+ *         for i in range(n):
+ *             c[i] = f * a[i]
+ *     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+    goto __pyx_L3;
+  }
+
+  /* "fastgrad/_plan.pyx":153
+ *             t = f * a[i]
+ *             c[i] = (d[i] + t) + t
+ *     elif s.ta:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             c[i] = d[i] + f * a[i]
+*/
+  __pyx_t_2 = (__pyx_v_s->ta != 0);
+
+  if (__pyx_t_2) {
+
+
+    /* "fastgrad/_plan.pyx":154
+ *             c[i] = (d[i] + t) + t
+ *     elif s.ta:
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             c[i] = d[i] + f * a[i]
+ *     elif s.k == 2:  # (t + t) + d
+*/
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":155
+ *     elif s.ta:
+ *         for i in range(n):
+ *             c[i] = d[i] + f * a[i]             # <<<<<<<<<<<<<<
+ *     elif s.k == 2:  # (t + t) + d
+ *         for i in range(n):
+*/
+      (__pyx_v_c[__pyx_v_i]) = ((__pyx_v_d[__pyx_v_i]) + (__pyx_v_f * (__pyx_v_a[__pyx_v_i])));
+    }
+
+
+    /* "fastgrad/_plan.pyx":153
+ *             t = f * a[i]
+ *             c[i] = (d[i] + t) + t
+ *     elif s.ta:             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             c[i] = d[i] + f * a[i]
+*/
+    goto __pyx_L3;
+  }
+
+  /* "fastgrad/_plan.pyx":156
+ *         for i in range(n):
+ *             c[i] = d[i] + f * a[i]
+ *     elif s.k == 2:  # (t + t) + d             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+  __pyx_t_2 = (__pyx_v_s->k == 2);
+
+  if (__pyx_t_2) {
+
+
+    /* "fastgrad/_plan.pyx":157
+ *             c[i] = d[i] + f * a[i]
+ *     elif s.k == 2:  # (t + t) + d
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             t = f * a[i]
+ *             c[i] = (t + t) + d[i]
+*/
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":158
+ *     elif s.k == 2:  # (t + t) + d
+ *         for i in range(n):
+ *             t = f * a[i]             # <<<<<<<<<<<<<<
+ *             c[i] = (t + t) + d[i]
+ *     else:
+*/
+      __pyx_v_t = (__pyx_v_f * (__pyx_v_a[__pyx_v_i]));
+
+      /* "fastgrad/_plan.pyx":159
+ *         for i in range(n):
+ *             t = f * a[i]
+ *             c[i] = (t + t) + d[i]             # <<<<<<<<<<<<<<
+ *     else:
+ *         for i in range(n):
+*/
+      (__pyx_v_c[__pyx_v_i]) = ((__pyx_v_t + __pyx_v_t) + (__pyx_v_d[__pyx_v_i]));
+    }
+
+
+    /* "fastgrad/_plan.pyx":156
+ *         for i in range(n):
+ *             c[i] = d[i] + f * a[i]
+ *     elif s.k == 2:  # (t + t) + d             # <<<<<<<<<<<<<<
+ *         for i in range(n):
+ *             t = f * a[i]
+*/
+    goto __pyx_L3;
+  }
+
+  /* "fastgrad/_plan.pyx":161
+ *             c[i] = (t + t) + d[i]
+ *     else:
+ *         for i in range(n):             # <<<<<<<<<<<<<<
+ *             c[i] = f * a[i] + d[i]
+ * 
+*/
+  /*else*/ {
+
+    __pyx_t_1 = __pyx_v_n;
+    __pyx_t_4 = __pyx_t_1;
+
+    for (__pyx_t_5 = 0; __pyx_t_5 < __pyx_t_4; __pyx_t_5+=1) {
+      __pyx_v_i = __pyx_t_5;
+
+      /* "fastgrad/_plan.pyx":162
+ *     else:
+ *         for i in range(n):
+ *             c[i] = f * a[i] + d[i]             # <<<<<<<<<<<<<<
+ * 
+ * 
+*/
+      (__pyx_v_c[__pyx_v_i]) = ((__pyx_v_f * (__pyx_v_a[__pyx_v_i])) + (__pyx_v_d[__pyx_v_i]));
+    }
+
+  }
+  __pyx_L3:;
+
+  /* "fastgrad/_plan.pyx":134
+ * 
+ * 
+ * cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
+ *     cdef const real *a = <const real *>s.a
+ *     cdef const real *d = <const real *>s.d
+*/
+
+  /* function exit code */
+
+
+
+
+
+
+
+}
+
+/* "fastgrad/_plan.pyx":165
  * 
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -6281,7 +7728,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
   float __pyx_r;
   int __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":104
+  /* "fastgrad/_plan.pyx":166
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:             # <<<<<<<<<<<<<<
@@ -6293,7 +7740,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":105
+    /* "fastgrad/_plan.pyx":167
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:
  *         return x + y             # <<<<<<<<<<<<<<
@@ -6306,7 +7753,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":104
+    /* "fastgrad/_plan.pyx":166
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:             # <<<<<<<<<<<<<<
@@ -6315,7 +7762,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
 */
   }
 
-  /* "fastgrad/_plan.pyx":106
+  /* "fastgrad/_plan.pyx":168
  *     if op == 0:
  *         return x + y
  *     if op == 1:             # <<<<<<<<<<<<<<
@@ -6327,7 +7774,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":107
+    /* "fastgrad/_plan.pyx":169
  *         return x + y
  *     if op == 1:
  *         return x - y             # <<<<<<<<<<<<<<
@@ -6340,7 +7787,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":106
+    /* "fastgrad/_plan.pyx":168
  *     if op == 0:
  *         return x + y
  *     if op == 1:             # <<<<<<<<<<<<<<
@@ -6349,7 +7796,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
 */
   }
 
-  /* "fastgrad/_plan.pyx":108
+  /* "fastgrad/_plan.pyx":170
  *     if op == 1:
  *         return x - y
  *     if op == 2:             # <<<<<<<<<<<<<<
@@ -6361,7 +7808,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":109
+    /* "fastgrad/_plan.pyx":171
  *         return x - y
  *     if op == 2:
  *         return x * y             # <<<<<<<<<<<<<<
@@ -6374,7 +7821,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":108
+    /* "fastgrad/_plan.pyx":170
  *     if op == 1:
  *         return x - y
  *     if op == 2:             # <<<<<<<<<<<<<<
@@ -6383,7 +7830,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
 */
   }
 
-  /* "fastgrad/_plan.pyx":110
+  /* "fastgrad/_plan.pyx":172
  *     if op == 2:
  *         return x * y
  *     return x / y             # <<<<<<<<<<<<<<
@@ -6396,7 +7843,7 @@ static CYTHON_INLINE float __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(int __pyx_v_
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":103
+  /* "fastgrad/_plan.pyx":165
  * 
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -6413,7 +7860,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   double __pyx_r;
   int __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":104
+  /* "fastgrad/_plan.pyx":166
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:             # <<<<<<<<<<<<<<
@@ -6425,7 +7872,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":105
+    /* "fastgrad/_plan.pyx":167
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:
  *         return x + y             # <<<<<<<<<<<<<<
@@ -6438,7 +7885,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":104
+    /* "fastgrad/_plan.pyx":166
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:
  *     if op == 0:             # <<<<<<<<<<<<<<
@@ -6447,7 +7894,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
 */
   }
 
-  /* "fastgrad/_plan.pyx":106
+  /* "fastgrad/_plan.pyx":168
  *     if op == 0:
  *         return x + y
  *     if op == 1:             # <<<<<<<<<<<<<<
@@ -6459,7 +7906,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":107
+    /* "fastgrad/_plan.pyx":169
  *         return x + y
  *     if op == 1:
  *         return x - y             # <<<<<<<<<<<<<<
@@ -6472,7 +7919,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":106
+    /* "fastgrad/_plan.pyx":168
  *     if op == 0:
  *         return x + y
  *     if op == 1:             # <<<<<<<<<<<<<<
@@ -6481,7 +7928,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
 */
   }
 
-  /* "fastgrad/_plan.pyx":108
+  /* "fastgrad/_plan.pyx":170
  *     if op == 1:
  *         return x - y
  *     if op == 2:             # <<<<<<<<<<<<<<
@@ -6493,7 +7940,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":109
+    /* "fastgrad/_plan.pyx":171
  *         return x - y
  *     if op == 2:
  *         return x * y             # <<<<<<<<<<<<<<
@@ -6506,7 +7953,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
     }
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":108
+    /* "fastgrad/_plan.pyx":170
  *     if op == 1:
  *         return x - y
  *     if op == 2:             # <<<<<<<<<<<<<<
@@ -6515,7 +7962,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
 */
   }
 
-  /* "fastgrad/_plan.pyx":110
+  /* "fastgrad/_plan.pyx":172
  *     if op == 2:
  *         return x * y
  *     return x / y             # <<<<<<<<<<<<<<
@@ -6528,7 +7975,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":103
+  /* "fastgrad/_plan.pyx":165
  * 
  * 
  * cdef inline real _op(int op, real x, real y) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -6541,7 +7988,7 @@ static CYTHON_INLINE double __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(int __pyx_v
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":113
+/* "fastgrad/_plan.pyx":175
  * 
  * 
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -6571,7 +8018,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   Py_ssize_t __pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "fastgrad/_plan.pyx":114
+  /* "fastgrad/_plan.pyx":176
  * 
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
  *     cdef const real *a = <const real *>s.a             # <<<<<<<<<<<<<<
@@ -6580,7 +8027,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_a = ((float const *)__pyx_v_s->a);
 
-  /* "fastgrad/_plan.pyx":115
+  /* "fastgrad/_plan.pyx":177
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
  *     cdef const real *a = <const real *>s.a
  *     cdef const real *b = <const real *>s.b             # <<<<<<<<<<<<<<
@@ -6589,7 +8036,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_b = ((float const *)__pyx_v_s->b);
 
-  /* "fastgrad/_plan.pyx":116
+  /* "fastgrad/_plan.pyx":178
  *     cdef const real *a = <const real *>s.a
  *     cdef const real *b = <const real *>s.b
  *     cdef real *c = <real *>s.c             # <<<<<<<<<<<<<<
@@ -6598,7 +8045,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_c = ((float *)__pyx_v_s->c);
 
-  /* "fastgrad/_plan.pyx":117
+  /* "fastgrad/_plan.pyx":179
  *     cdef const real *b = <const real *>s.b
  *     cdef real *c = <real *>s.c
  *     cdef Py_ssize_t i, j, r, n = s.n, m = s.m             # <<<<<<<<<<<<<<
@@ -6612,7 +8059,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 
   __pyx_v_m = __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":119
+  /* "fastgrad/_plan.pyx":181
  *     cdef Py_ssize_t i, j, r, n = s.n, m = s.m
  *     cdef real x, y
  *     cdef int op = s.op             # <<<<<<<<<<<<<<
@@ -6623,7 +8070,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 
   __pyx_v_op = __pyx_t_2;
 
-  /* "fastgrad/_plan.pyx":120
+  /* "fastgrad/_plan.pyx":182
  *     cdef real x, y
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -6649,7 +8096,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":121
+    /* "fastgrad/_plan.pyx":183
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:             # <<<<<<<<<<<<<<
@@ -6659,7 +8106,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     switch (__pyx_v_op) {
       case 0:
 
-      /* "fastgrad/_plan.pyx":122
+      /* "fastgrad/_plan.pyx":184
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -6673,7 +8120,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":123
+        /* "fastgrad/_plan.pyx":185
  *         if op == 0:
  *             for i in range(n):
  *                 c[i] = a[i] + b[i]             # <<<<<<<<<<<<<<
@@ -6684,7 +8131,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":121
+      /* "fastgrad/_plan.pyx":183
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:             # <<<<<<<<<<<<<<
@@ -6694,7 +8141,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       case 1:
 
-      /* "fastgrad/_plan.pyx":125
+      /* "fastgrad/_plan.pyx":187
  *                 c[i] = a[i] + b[i]
  *         elif op == 1:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -6708,7 +8155,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":126
+        /* "fastgrad/_plan.pyx":188
  *         elif op == 1:
  *             for i in range(n):
  *                 c[i] = a[i] - b[i]             # <<<<<<<<<<<<<<
@@ -6719,7 +8166,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":124
+      /* "fastgrad/_plan.pyx":186
  *             for i in range(n):
  *                 c[i] = a[i] + b[i]
  *         elif op == 1:             # <<<<<<<<<<<<<<
@@ -6729,7 +8176,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       case 2:
 
-      /* "fastgrad/_plan.pyx":128
+      /* "fastgrad/_plan.pyx":190
  *                 c[i] = a[i] - b[i]
  *         elif op == 2:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -6743,7 +8190,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":129
+        /* "fastgrad/_plan.pyx":191
  *         elif op == 2:
  *             for i in range(n):
  *                 c[i] = a[i] * b[i]             # <<<<<<<<<<<<<<
@@ -6754,7 +8201,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":127
+      /* "fastgrad/_plan.pyx":189
  *             for i in range(n):
  *                 c[i] = a[i] - b[i]
  *         elif op == 2:             # <<<<<<<<<<<<<<
@@ -6764,7 +8211,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       default:
 
-      /* "fastgrad/_plan.pyx":131
+      /* "fastgrad/_plan.pyx":193
  *                 c[i] = a[i] * b[i]
  *         else:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -6778,7 +8225,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":132
+        /* "fastgrad/_plan.pyx":194
  *         else:
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]             # <<<<<<<<<<<<<<
@@ -6791,7 +8238,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
     }
 
-    /* "fastgrad/_plan.pyx":120
+    /* "fastgrad/_plan.pyx":182
  *     cdef real x, y
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -6801,7 +8248,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":133
+  /* "fastgrad/_plan.pyx":195
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -6827,7 +8274,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":134
+    /* "fastgrad/_plan.pyx":196
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:
  *         y = b[0]             # <<<<<<<<<<<<<<
@@ -6836,7 +8283,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     __pyx_v_y = (__pyx_v_b[0]);
 
-    /* "fastgrad/_plan.pyx":135
+    /* "fastgrad/_plan.pyx":197
  *     elif s.ma == FULL and s.mb == SCALAR:
  *         y = b[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -6850,7 +8297,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_i = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":136
+      /* "fastgrad/_plan.pyx":198
  *         y = b[0]
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)             # <<<<<<<<<<<<<<
@@ -6861,7 +8308,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":133
+    /* "fastgrad/_plan.pyx":195
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -6871,7 +8318,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":137
+  /* "fastgrad/_plan.pyx":199
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -6897,7 +8344,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":138
+    /* "fastgrad/_plan.pyx":200
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:
  *         x = a[0]             # <<<<<<<<<<<<<<
@@ -6906,7 +8353,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     __pyx_v_x = (__pyx_v_a[0]);
 
-    /* "fastgrad/_plan.pyx":139
+    /* "fastgrad/_plan.pyx":201
  *     elif s.ma == SCALAR and s.mb == FULL:
  *         x = a[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -6920,7 +8367,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_i = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":140
+      /* "fastgrad/_plan.pyx":202
  *         x = a[0]
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])             # <<<<<<<<<<<<<<
@@ -6931,7 +8378,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":137
+    /* "fastgrad/_plan.pyx":199
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -6941,7 +8388,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":141
+  /* "fastgrad/_plan.pyx":203
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -6967,7 +8414,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":142
+    /* "fastgrad/_plan.pyx":204
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])             # <<<<<<<<<<<<<<
@@ -6976,7 +8423,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     (__pyx_v_c[0]) = __pyx_fuse_0__pyx_f_8fastgrad_5_plan__op(__pyx_v_op, (__pyx_v_a[0]), (__pyx_v_b[0]));
 
-    /* "fastgrad/_plan.pyx":141
+    /* "fastgrad/_plan.pyx":203
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -6986,7 +8433,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":143
+  /* "fastgrad/_plan.pyx":205
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -7012,7 +8459,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":144
+    /* "fastgrad/_plan.pyx":206
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:
  *         for r in range(n // m):             # <<<<<<<<<<<<<<
@@ -7026,7 +8473,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_r = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":145
+      /* "fastgrad/_plan.pyx":207
  *     elif s.ma == FULL and s.mb == ROW:
  *         for r in range(n // m):
  *             i = r * m             # <<<<<<<<<<<<<<
@@ -7035,7 +8482,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
       __pyx_v_i = (__pyx_v_r * __pyx_v_m);
 
-      /* "fastgrad/_plan.pyx":146
+      /* "fastgrad/_plan.pyx":208
  *         for r in range(n // m):
  *             i = r * m
  *             for j in range(m):             # <<<<<<<<<<<<<<
@@ -7049,7 +8496,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_j = __pyx_t_9;
 
-        /* "fastgrad/_plan.pyx":147
+        /* "fastgrad/_plan.pyx":209
  *             i = r * m
  *             for j in range(m):
  *                 c[i + j] = _op(op, a[i + j], b[j])             # <<<<<<<<<<<<<<
@@ -7062,7 +8509,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":143
+    /* "fastgrad/_plan.pyx":205
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -7072,7 +8519,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":149
+  /* "fastgrad/_plan.pyx":211
  *                 c[i + j] = _op(op, a[i + j], b[j])
  *     else:  # ROW, FULL
  *         for r in range(n // m):             # <<<<<<<<<<<<<<
@@ -7087,7 +8534,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_r = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":150
+      /* "fastgrad/_plan.pyx":212
  *     else:  # ROW, FULL
  *         for r in range(n // m):
  *             i = r * m             # <<<<<<<<<<<<<<
@@ -7096,7 +8543,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
       __pyx_v_i = (__pyx_v_r * __pyx_v_m);
 
-      /* "fastgrad/_plan.pyx":151
+      /* "fastgrad/_plan.pyx":213
  *         for r in range(n // m):
  *             i = r * m
  *             for j in range(m):             # <<<<<<<<<<<<<<
@@ -7110,7 +8557,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_j = __pyx_t_9;
 
-        /* "fastgrad/_plan.pyx":152
+        /* "fastgrad/_plan.pyx":214
  *             i = r * m
  *             for j in range(m):
  *                 c[i + j] = _op(op, a[j], b[i + j])             # <<<<<<<<<<<<<<
@@ -7125,7 +8572,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   }
   __pyx_L3:;
 
-  /* "fastgrad/_plan.pyx":113
+  /* "fastgrad/_plan.pyx":175
  * 
  * 
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -7169,7 +8616,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   Py_ssize_t __pyx_t_8;
   Py_ssize_t __pyx_t_9;
 
-  /* "fastgrad/_plan.pyx":114
+  /* "fastgrad/_plan.pyx":176
  * 
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
  *     cdef const real *a = <const real *>s.a             # <<<<<<<<<<<<<<
@@ -7178,7 +8625,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_a = ((double const *)__pyx_v_s->a);
 
-  /* "fastgrad/_plan.pyx":115
+  /* "fastgrad/_plan.pyx":177
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
  *     cdef const real *a = <const real *>s.a
  *     cdef const real *b = <const real *>s.b             # <<<<<<<<<<<<<<
@@ -7187,7 +8634,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_b = ((double const *)__pyx_v_s->b);
 
-  /* "fastgrad/_plan.pyx":116
+  /* "fastgrad/_plan.pyx":178
  *     cdef const real *a = <const real *>s.a
  *     cdef const real *b = <const real *>s.b
  *     cdef real *c = <real *>s.c             # <<<<<<<<<<<<<<
@@ -7196,7 +8643,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
   __pyx_v_c = ((double *)__pyx_v_s->c);
 
-  /* "fastgrad/_plan.pyx":117
+  /* "fastgrad/_plan.pyx":179
  *     cdef const real *b = <const real *>s.b
  *     cdef real *c = <real *>s.c
  *     cdef Py_ssize_t i, j, r, n = s.n, m = s.m             # <<<<<<<<<<<<<<
@@ -7210,7 +8657,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 
   __pyx_v_m = __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":119
+  /* "fastgrad/_plan.pyx":181
  *     cdef Py_ssize_t i, j, r, n = s.n, m = s.m
  *     cdef real x, y
  *     cdef int op = s.op             # <<<<<<<<<<<<<<
@@ -7221,7 +8668,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 
   __pyx_v_op = __pyx_t_2;
 
-  /* "fastgrad/_plan.pyx":120
+  /* "fastgrad/_plan.pyx":182
  *     cdef real x, y
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -7247,7 +8694,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":121
+    /* "fastgrad/_plan.pyx":183
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:             # <<<<<<<<<<<<<<
@@ -7257,7 +8704,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     switch (__pyx_v_op) {
       case 0:
 
-      /* "fastgrad/_plan.pyx":122
+      /* "fastgrad/_plan.pyx":184
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -7271,7 +8718,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":123
+        /* "fastgrad/_plan.pyx":185
  *         if op == 0:
  *             for i in range(n):
  *                 c[i] = a[i] + b[i]             # <<<<<<<<<<<<<<
@@ -7282,7 +8729,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":121
+      /* "fastgrad/_plan.pyx":183
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:
  *         if op == 0:             # <<<<<<<<<<<<<<
@@ -7292,7 +8739,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       case 1:
 
-      /* "fastgrad/_plan.pyx":125
+      /* "fastgrad/_plan.pyx":187
  *                 c[i] = a[i] + b[i]
  *         elif op == 1:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -7306,7 +8753,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":126
+        /* "fastgrad/_plan.pyx":188
  *         elif op == 1:
  *             for i in range(n):
  *                 c[i] = a[i] - b[i]             # <<<<<<<<<<<<<<
@@ -7317,7 +8764,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":124
+      /* "fastgrad/_plan.pyx":186
  *             for i in range(n):
  *                 c[i] = a[i] + b[i]
  *         elif op == 1:             # <<<<<<<<<<<<<<
@@ -7327,7 +8774,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       case 2:
 
-      /* "fastgrad/_plan.pyx":128
+      /* "fastgrad/_plan.pyx":190
  *                 c[i] = a[i] - b[i]
  *         elif op == 2:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -7341,7 +8788,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":129
+        /* "fastgrad/_plan.pyx":191
  *         elif op == 2:
  *             for i in range(n):
  *                 c[i] = a[i] * b[i]             # <<<<<<<<<<<<<<
@@ -7352,7 +8799,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       }
 
 
-      /* "fastgrad/_plan.pyx":127
+      /* "fastgrad/_plan.pyx":189
  *             for i in range(n):
  *                 c[i] = a[i] - b[i]
  *         elif op == 2:             # <<<<<<<<<<<<<<
@@ -7362,7 +8809,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
       default:
 
-      /* "fastgrad/_plan.pyx":131
+      /* "fastgrad/_plan.pyx":193
  *                 c[i] = a[i] * b[i]
  *         else:
  *             for i in range(n):             # <<<<<<<<<<<<<<
@@ -7376,7 +8823,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
         __pyx_v_i = __pyx_t_6;
 
-        /* "fastgrad/_plan.pyx":132
+        /* "fastgrad/_plan.pyx":194
  *         else:
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]             # <<<<<<<<<<<<<<
@@ -7389,7 +8836,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       break;
     }
 
-    /* "fastgrad/_plan.pyx":120
+    /* "fastgrad/_plan.pyx":182
  *     cdef real x, y
  *     cdef int op = s.op
  *     if s.ma == FULL and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -7399,7 +8846,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":133
+  /* "fastgrad/_plan.pyx":195
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -7425,7 +8872,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":134
+    /* "fastgrad/_plan.pyx":196
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:
  *         y = b[0]             # <<<<<<<<<<<<<<
@@ -7434,7 +8881,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     __pyx_v_y = (__pyx_v_b[0]);
 
-    /* "fastgrad/_plan.pyx":135
+    /* "fastgrad/_plan.pyx":197
  *     elif s.ma == FULL and s.mb == SCALAR:
  *         y = b[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -7448,7 +8895,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_i = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":136
+      /* "fastgrad/_plan.pyx":198
  *         y = b[0]
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)             # <<<<<<<<<<<<<<
@@ -7459,7 +8906,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":133
+    /* "fastgrad/_plan.pyx":195
  *             for i in range(n):
  *                 c[i] = a[i] / b[i]
  *     elif s.ma == FULL and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -7469,7 +8916,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":137
+  /* "fastgrad/_plan.pyx":199
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -7495,7 +8942,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":138
+    /* "fastgrad/_plan.pyx":200
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:
  *         x = a[0]             # <<<<<<<<<<<<<<
@@ -7504,7 +8951,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     __pyx_v_x = (__pyx_v_a[0]);
 
-    /* "fastgrad/_plan.pyx":139
+    /* "fastgrad/_plan.pyx":201
  *     elif s.ma == SCALAR and s.mb == FULL:
  *         x = a[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -7518,7 +8965,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_i = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":140
+      /* "fastgrad/_plan.pyx":202
  *         x = a[0]
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])             # <<<<<<<<<<<<<<
@@ -7529,7 +8976,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":137
+    /* "fastgrad/_plan.pyx":199
  *         for i in range(n):
  *             c[i] = _op(op, a[i], y)
  *     elif s.ma == SCALAR and s.mb == FULL:             # <<<<<<<<<<<<<<
@@ -7539,7 +8986,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":141
+  /* "fastgrad/_plan.pyx":203
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -7565,7 +9012,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":142
+    /* "fastgrad/_plan.pyx":204
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])             # <<<<<<<<<<<<<<
@@ -7574,7 +9021,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
     (__pyx_v_c[0]) = __pyx_fuse_1__pyx_f_8fastgrad_5_plan__op(__pyx_v_op, (__pyx_v_a[0]), (__pyx_v_b[0]));
 
-    /* "fastgrad/_plan.pyx":141
+    /* "fastgrad/_plan.pyx":203
  *         for i in range(n):
  *             c[i] = _op(op, x, b[i])
  *     elif s.ma == SCALAR and s.mb == SCALAR:             # <<<<<<<<<<<<<<
@@ -7584,7 +9031,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":143
+  /* "fastgrad/_plan.pyx":205
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -7610,7 +9057,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   if (__pyx_t_3) {
 
 
-    /* "fastgrad/_plan.pyx":144
+    /* "fastgrad/_plan.pyx":206
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:
  *         for r in range(n // m):             # <<<<<<<<<<<<<<
@@ -7624,7 +9071,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_r = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":145
+      /* "fastgrad/_plan.pyx":207
  *     elif s.ma == FULL and s.mb == ROW:
  *         for r in range(n // m):
  *             i = r * m             # <<<<<<<<<<<<<<
@@ -7633,7 +9080,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
       __pyx_v_i = (__pyx_v_r * __pyx_v_m);
 
-      /* "fastgrad/_plan.pyx":146
+      /* "fastgrad/_plan.pyx":208
  *         for r in range(n // m):
  *             i = r * m
  *             for j in range(m):             # <<<<<<<<<<<<<<
@@ -7647,7 +9094,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_j = __pyx_t_9;
 
-        /* "fastgrad/_plan.pyx":147
+        /* "fastgrad/_plan.pyx":209
  *             i = r * m
  *             for j in range(m):
  *                 c[i + j] = _op(op, a[i + j], b[j])             # <<<<<<<<<<<<<<
@@ -7660,7 +9107,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     }
 
 
-    /* "fastgrad/_plan.pyx":143
+    /* "fastgrad/_plan.pyx":205
  *     elif s.ma == SCALAR and s.mb == SCALAR:
  *         c[0] = _op(op, a[0], b[0])
  *     elif s.ma == FULL and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -7670,7 +9117,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     goto __pyx_L3;
   }
 
-  /* "fastgrad/_plan.pyx":149
+  /* "fastgrad/_plan.pyx":211
  *                 c[i + j] = _op(op, a[i + j], b[j])
  *     else:  # ROW, FULL
  *         for r in range(n // m):             # <<<<<<<<<<<<<<
@@ -7685,7 +9132,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
     for (__pyx_t_6 = 0; __pyx_t_6 < __pyx_t_5; __pyx_t_6+=1) {
       __pyx_v_r = __pyx_t_6;
 
-      /* "fastgrad/_plan.pyx":150
+      /* "fastgrad/_plan.pyx":212
  *     else:  # ROW, FULL
  *         for r in range(n // m):
  *             i = r * m             # <<<<<<<<<<<<<<
@@ -7694,7 +9141,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 */
       __pyx_v_i = (__pyx_v_r * __pyx_v_m);
 
-      /* "fastgrad/_plan.pyx":151
+      /* "fastgrad/_plan.pyx":213
  *         for r in range(n // m):
  *             i = r * m
  *             for j in range(m):             # <<<<<<<<<<<<<<
@@ -7708,7 +9155,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
       for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
         __pyx_v_j = __pyx_t_9;
 
-        /* "fastgrad/_plan.pyx":152
+        /* "fastgrad/_plan.pyx":214
  *             i = r * m
  *             for j in range(m):
  *                 c[i + j] = _op(op, a[j], b[i + j])             # <<<<<<<<<<<<<<
@@ -7723,7 +9170,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
   }
   __pyx_L3:;
 
-  /* "fastgrad/_plan.pyx":113
+  /* "fastgrad/_plan.pyx":175
  * 
  * 
  * cdef void _binary(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -7745,7 +9192,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(struct __pyx_t_8fastgra
 
 }
 
-/* "fastgrad/_plan.pyx":155
+/* "fastgrad/_plan.pyx":217
  * 
  * 
  * cdef void _exec(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -7765,7 +9212,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":156
+  /* "fastgrad/_plan.pyx":218
  * 
  * cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
  *     cdef Py_ssize_t i, n = s.n             # <<<<<<<<<<<<<<
@@ -7776,7 +9223,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 
   __pyx_v_n = __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":158
+  /* "fastgrad/_plan.pyx":220
  *     cdef Py_ssize_t i, n = s.n
  *     cdef real v
  *     cdef real *c = <real *>s.c             # <<<<<<<<<<<<<<
@@ -7785,7 +9232,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
   __pyx_v_c = ((float *)__pyx_v_s->c);
 
-  /* "fastgrad/_plan.pyx":159
+  /* "fastgrad/_plan.pyx":221
  *     cdef real v
  *     cdef real *c = <real *>s.c
  *     cdef const real *a = <const real *>s.a             # <<<<<<<<<<<<<<
@@ -7794,7 +9241,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
   __pyx_v_a = ((float const *)__pyx_v_s->a);
 
-  /* "fastgrad/_plan.pyx":160
+  /* "fastgrad/_plan.pyx":222
  *     cdef real *c = <real *>s.c
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind             # <<<<<<<<<<<<<<
@@ -7805,7 +9252,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 
   __pyx_v_kind = __pyx_t_2;
 
-  /* "fastgrad/_plan.pyx":161
+  /* "fastgrad/_plan.pyx":223
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind
  *     if kind == GEMM:             # <<<<<<<<<<<<<<
@@ -7815,7 +9262,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
   switch (__pyx_v_kind) {
     case __pyx_e_8fastgrad_5_plan_GEMM:
 
-    /* "fastgrad/_plan.pyx":163
+    /* "fastgrad/_plan.pyx":225
  *     if kind == GEMM:
  *         if real is float:
  *             gemm_f32(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const float *>s.a,             # <<<<<<<<<<<<<<
@@ -7824,7 +9271,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_7_linalg_gemm_f32(__pyx_v_s->ta, __pyx_v_s->tb, ((int)__pyx_v_s->m), ((int)__pyx_v_s->n), ((int)__pyx_v_s->k), ((float const *)__pyx_v_s->a), ((float const *)__pyx_v_s->b), ((float *)__pyx_v_s->c));
 
-    /* "fastgrad/_plan.pyx":161
+    /* "fastgrad/_plan.pyx":223
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind
  *     if kind == GEMM:             # <<<<<<<<<<<<<<
@@ -7834,7 +9281,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_BIAS_ACT:
 
-    /* "fastgrad/_plan.pyx":170
+    /* "fastgrad/_plan.pyx":232
  *     elif kind == BIAS_ACT:
  *         if real is float:
  *             bias_act_forward_f32(<float *>s.a, <const float *>s.b, <float *>s.c, s.n, s.m, s.act,             # <<<<<<<<<<<<<<
@@ -7843,7 +9290,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_bias_act_forward_f32(((float *)__pyx_v_s->a), ((float const *)__pyx_v_s->b), ((float *)__pyx_v_s->c), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->act, ((float)__pyx_v_s->p));
 
-    /* "fastgrad/_plan.pyx":168
+    /* "fastgrad/_plan.pyx":230
  *             gemm_f64(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const double *>s.a,
  *                      <const double *>s.b, <double *>s.c)
  *     elif kind == BIAS_ACT:             # <<<<<<<<<<<<<<
@@ -7853,7 +9300,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_ACT_BWD:
 
-    /* "fastgrad/_plan.pyx":175
+    /* "fastgrad/_plan.pyx":237
  *             bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,
  *                                  s.p)
  *     elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -7862,7 +9309,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     case __pyx_e_8fastgrad_5_plan_COLSUM:
 
-    /* "fastgrad/_plan.pyx":177
+    /* "fastgrad/_plan.pyx":239
  *     elif kind == ACT_BWD or kind == COLSUM:
  *         if real is float:
  *             act_backward_colsum_f32(<const float *>s.a, <const float *>s.b, <float *>s.c,             # <<<<<<<<<<<<<<
@@ -7871,7 +9318,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_act_backward_colsum_f32(((float const *)__pyx_v_s->a), ((float const *)__pyx_v_s->b), ((float *)__pyx_v_s->c), ((float *)__pyx_v_s->d), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->act, ((float)__pyx_v_s->p));
 
-    /* "fastgrad/_plan.pyx":175
+    /* "fastgrad/_plan.pyx":237
  *             bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,
  *                                  s.p)
  *     elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -7881,7 +9328,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SCE:
 
-    /* "fastgrad/_plan.pyx":184
+    /* "fastgrad/_plan.pyx":246
  *     elif kind == SCE:
  *         if real is float:
  *             (<float *>s.e)[0] = <float>softmax_ce_f32(<const float *>s.a, <const Py_ssize_t *>s.b,             # <<<<<<<<<<<<<<
@@ -7890,7 +9337,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (((float *)__pyx_v_s->e)[0]) = ((float)__pyx_f_8fastgrad_8_kernels_softmax_ce_f32(((float const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, ((float *)__pyx_v_s->c), ((double *)__pyx_v_s->d)));
 
-    /* "fastgrad/_plan.pyx":182
+    /* "fastgrad/_plan.pyx":244
  *             act_backward_colsum_f64(<const double *>s.a, <const double *>s.b, <double *>s.c,
  *                                     <double *>s.d, s.n, s.m, s.act, s.p)
  *     elif kind == SCE:             # <<<<<<<<<<<<<<
@@ -7900,7 +9347,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SVM:
 
-    /* "fastgrad/_plan.pyx":191
+    /* "fastgrad/_plan.pyx":253
  *     elif kind == SVM:
  *         if real is float:
  *             (<float *>s.e)[0] = <float>svm_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,             # <<<<<<<<<<<<<<
@@ -7909,7 +9356,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (((float *)__pyx_v_s->e)[0]) = ((float)__pyx_f_8fastgrad_8_kernels_svm_f32(((float const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, ((float)__pyx_v_s->p), ((float *)__pyx_v_s->c), ((double *)__pyx_v_s->d)));
 
-    /* "fastgrad/_plan.pyx":189
+    /* "fastgrad/_plan.pyx":251
  *             (<double *>s.e)[0] = softmax_ce_f64(<const double *>s.a, <const Py_ssize_t *>s.b,
  *                                                 s.n, s.m, <double *>s.c, <double *>s.d)
  *     elif kind == SVM:             # <<<<<<<<<<<<<<
@@ -7919,7 +9366,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_BINARY:
 
-    /* "fastgrad/_plan.pyx":197
+    /* "fastgrad/_plan.pyx":259
  *                                          s.p, <double *>s.c, <double *>s.d)
  *     elif kind == BINARY:
  *         _binary(s, dummy)             # <<<<<<<<<<<<<<
@@ -7928,7 +9375,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_fuse_0__pyx_f_8fastgrad_5_plan__binary(__pyx_v_s, __pyx_v_dummy);
 
-    /* "fastgrad/_plan.pyx":196
+    /* "fastgrad/_plan.pyx":258
  *             (<double *>s.e)[0] = svm_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,
  *                                          s.p, <double *>s.c, <double *>s.d)
  *     elif kind == BINARY:             # <<<<<<<<<<<<<<
@@ -7938,7 +9385,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_NEG:
 
-    /* "fastgrad/_plan.pyx":199
+    /* "fastgrad/_plan.pyx":261
  *         _binary(s, dummy)
  *     elif kind == NEG:
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -7952,7 +9399,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":200
+      /* "fastgrad/_plan.pyx":262
  *     elif kind == NEG:
  *         for i in range(n):
  *             c[i] = -a[i]             # <<<<<<<<<<<<<<
@@ -7963,7 +9410,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     }
 
 
-    /* "fastgrad/_plan.pyx":198
+    /* "fastgrad/_plan.pyx":260
  *     elif kind == BINARY:
  *         _binary(s, dummy)
  *     elif kind == NEG:             # <<<<<<<<<<<<<<
@@ -7973,7 +9420,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_FILL:
 
-    /* "fastgrad/_plan.pyx":202
+    /* "fastgrad/_plan.pyx":264
  *             c[i] = -a[i]
  *     elif kind == FILL:
  *         v = a[0]             # <<<<<<<<<<<<<<
@@ -7982,7 +9429,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_v_v = (__pyx_v_a[0]);
 
-    /* "fastgrad/_plan.pyx":203
+    /* "fastgrad/_plan.pyx":265
  *     elif kind == FILL:
  *         v = a[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -7996,7 +9443,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":204
+      /* "fastgrad/_plan.pyx":266
  *         v = a[0]
  *         for i in range(n):
  *             c[i] = v             # <<<<<<<<<<<<<<
@@ -8007,7 +9454,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     }
 
 
-    /* "fastgrad/_plan.pyx":201
+    /* "fastgrad/_plan.pyx":263
  *         for i in range(n):
  *             c[i] = -a[i]
  *     elif kind == FILL:             # <<<<<<<<<<<<<<
@@ -8017,7 +9464,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SUM:
 
-    /* "fastgrad/_plan.pyx":206
+    /* "fastgrad/_plan.pyx":268
  *             c[i] = v
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0
  *         v = 0             # <<<<<<<<<<<<<<
@@ -8026,7 +9473,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_v_v = 0.0;
 
-    /* "fastgrad/_plan.pyx":207
+    /* "fastgrad/_plan.pyx":269
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0
  *         v = 0
  *         c[0] = v + _pairwise(a, n)             # <<<<<<<<<<<<<<
@@ -8035,7 +9482,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (__pyx_v_c[0]) = (__pyx_v_v + __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(__pyx_v_a, __pyx_v_n));
 
-    /* "fastgrad/_plan.pyx":205
+    /* "fastgrad/_plan.pyx":267
  *         for i in range(n):
  *             c[i] = v
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0             # <<<<<<<<<<<<<<
@@ -8045,26 +9492,73 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_COPY:
 
-    /* "fastgrad/_plan.pyx":209
+    /* "fastgrad/_plan.pyx":271
  *         c[0] = v + _pairwise(a, n)
  *     elif kind == COPY:
  *         memcpy(c, a, n * sizeof(real))             # <<<<<<<<<<<<<<
- *     elif kind == MAXOUT:
- *         if real is float:
+ *     elif kind == SUMSQ:
+ *         v = 0
 */
     (void)(memcpy(__pyx_v_c, __pyx_v_a, (__pyx_v_n * (sizeof(float)))));
 
-    /* "fastgrad/_plan.pyx":208
+    /* "fastgrad/_plan.pyx":270
  *         v = 0
  *         c[0] = v + _pairwise(a, n)
  *     elif kind == COPY:             # <<<<<<<<<<<<<<
  *         memcpy(c, a, n * sizeof(real))
+ *     elif kind == SUMSQ:
+*/
+    break;
+    case __pyx_e_8fastgrad_5_plan_SUMSQ:
+
+    /* "fastgrad/_plan.pyx":273
+ *         memcpy(c, a, n * sizeof(real))
+ *     elif kind == SUMSQ:
+ *         v = 0             # <<<<<<<<<<<<<<
+ *         c[0] = v + _pairwise_sq(a, n)
+ *     elif kind == SCALED:
+*/
+    __pyx_v_v = 0.0;
+
+    /* "fastgrad/_plan.pyx":274
+ *     elif kind == SUMSQ:
+ *         v = 0
+ *         c[0] = v + _pairwise_sq(a, n)             # <<<<<<<<<<<<<<
+ *     elif kind == SCALED:
+ *         _scaled(s, dummy)
+*/
+    (__pyx_v_c[0]) = (__pyx_v_v + __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise_sq(__pyx_v_a, __pyx_v_n));
+
+    /* "fastgrad/_plan.pyx":272
+ *     elif kind == COPY:
+ *         memcpy(c, a, n * sizeof(real))
+ *     elif kind == SUMSQ:             # <<<<<<<<<<<<<<
+ *         v = 0
+ *         c[0] = v + _pairwise_sq(a, n)
+*/
+    break;
+    case __pyx_e_8fastgrad_5_plan_SCALED:
+
+    /* "fastgrad/_plan.pyx":276
+ *         c[0] = v + _pairwise_sq(a, n)
+ *     elif kind == SCALED:
+ *         _scaled(s, dummy)             # <<<<<<<<<<<<<<
+ *     elif kind == MAXOUT:
+ *         if real is float:
+*/
+    __pyx_fuse_0__pyx_f_8fastgrad_5_plan__scaled(__pyx_v_s, __pyx_v_dummy);
+
+    /* "fastgrad/_plan.pyx":275
+ *         v = 0
+ *         c[0] = v + _pairwise_sq(a, n)
+ *     elif kind == SCALED:             # <<<<<<<<<<<<<<
+ *         _scaled(s, dummy)
  *     elif kind == MAXOUT:
 */
     break;
     case __pyx_e_8fastgrad_5_plan_MAXOUT:
 
-    /* "fastgrad/_plan.pyx":212
+    /* "fastgrad/_plan.pyx":279
  *     elif kind == MAXOUT:
  *         if real is float:
  *             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)             # <<<<<<<<<<<<<<
@@ -8073,9 +9567,9 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_maxout_forward_f32(((float const *)__pyx_v_s->a), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->k, ((float *)__pyx_v_s->c), ((Py_ssize_t *)__pyx_v_s->b));
 
-    /* "fastgrad/_plan.pyx":210
- *     elif kind == COPY:
- *         memcpy(c, a, n * sizeof(real))
+    /* "fastgrad/_plan.pyx":277
+ *     elif kind == SCALED:
+ *         _scaled(s, dummy)
  *     elif kind == MAXOUT:             # <<<<<<<<<<<<<<
  *         if real is float:
  *             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
@@ -8083,7 +9577,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_MAXOUT_BWD:
 
-    /* "fastgrad/_plan.pyx":217
+    /* "fastgrad/_plan.pyx":284
  *     elif kind == MAXOUT_BWD:
  *         if real is float:
  *             maxout_backward_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <float *>s.c)             # <<<<<<<<<<<<<<
@@ -8092,7 +9586,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_maxout_backward_f32(((float const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->k, ((float *)__pyx_v_s->c));
 
-    /* "fastgrad/_plan.pyx":215
+    /* "fastgrad/_plan.pyx":282
  *         else:
  *             maxout_forward_f64(<const double *>s.a, s.n, s.m, s.k, <double *>s.c, <Py_ssize_t *>s.b)
  *     elif kind == MAXOUT_BWD:             # <<<<<<<<<<<<<<
@@ -8103,7 +9597,7 @@ static void __pyx_fuse_0__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     default: break;
   }
 
-  /* "fastgrad/_plan.pyx":155
+  /* "fastgrad/_plan.pyx":217
  * 
  * 
  * cdef void _exec(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8132,7 +9626,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
   Py_ssize_t __pyx_t_3;
   Py_ssize_t __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":156
+  /* "fastgrad/_plan.pyx":218
  * 
  * cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
  *     cdef Py_ssize_t i, n = s.n             # <<<<<<<<<<<<<<
@@ -8143,7 +9637,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 
   __pyx_v_n = __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":158
+  /* "fastgrad/_plan.pyx":220
  *     cdef Py_ssize_t i, n = s.n
  *     cdef real v
  *     cdef real *c = <real *>s.c             # <<<<<<<<<<<<<<
@@ -8152,7 +9646,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
   __pyx_v_c = ((double *)__pyx_v_s->c);
 
-  /* "fastgrad/_plan.pyx":159
+  /* "fastgrad/_plan.pyx":221
  *     cdef real v
  *     cdef real *c = <real *>s.c
  *     cdef const real *a = <const real *>s.a             # <<<<<<<<<<<<<<
@@ -8161,7 +9655,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
   __pyx_v_a = ((double const *)__pyx_v_s->a);
 
-  /* "fastgrad/_plan.pyx":160
+  /* "fastgrad/_plan.pyx":222
  *     cdef real *c = <real *>s.c
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind             # <<<<<<<<<<<<<<
@@ -8172,7 +9666,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 
   __pyx_v_kind = __pyx_t_2;
 
-  /* "fastgrad/_plan.pyx":161
+  /* "fastgrad/_plan.pyx":223
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind
  *     if kind == GEMM:             # <<<<<<<<<<<<<<
@@ -8182,7 +9676,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
   switch (__pyx_v_kind) {
     case __pyx_e_8fastgrad_5_plan_GEMM:
 
-    /* "fastgrad/_plan.pyx":166
+    /* "fastgrad/_plan.pyx":228
  *                      <const float *>s.b, <float *>s.c)
  *         else:
  *             gemm_f64(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const double *>s.a,             # <<<<<<<<<<<<<<
@@ -8191,7 +9685,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_7_linalg_gemm_f64(__pyx_v_s->ta, __pyx_v_s->tb, ((int)__pyx_v_s->m), ((int)__pyx_v_s->n), ((int)__pyx_v_s->k), ((double const *)__pyx_v_s->a), ((double const *)__pyx_v_s->b), ((double *)__pyx_v_s->c));
 
-    /* "fastgrad/_plan.pyx":161
+    /* "fastgrad/_plan.pyx":223
  *     cdef const real *a = <const real *>s.a
  *     cdef int kind = s.kind
  *     if kind == GEMM:             # <<<<<<<<<<<<<<
@@ -8201,7 +9695,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_BIAS_ACT:
 
-    /* "fastgrad/_plan.pyx":173
+    /* "fastgrad/_plan.pyx":235
  *                                  <float>s.p)
  *         else:
  *             bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,             # <<<<<<<<<<<<<<
@@ -8210,7 +9704,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_bias_act_forward_f64(((double *)__pyx_v_s->a), ((double const *)__pyx_v_s->b), ((double *)__pyx_v_s->c), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->act, __pyx_v_s->p);
 
-    /* "fastgrad/_plan.pyx":168
+    /* "fastgrad/_plan.pyx":230
  *             gemm_f64(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const double *>s.a,
  *                      <const double *>s.b, <double *>s.c)
  *     elif kind == BIAS_ACT:             # <<<<<<<<<<<<<<
@@ -8220,7 +9714,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_ACT_BWD:
 
-    /* "fastgrad/_plan.pyx":175
+    /* "fastgrad/_plan.pyx":237
  *             bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,
  *                                  s.p)
  *     elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -8229,7 +9723,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     case __pyx_e_8fastgrad_5_plan_COLSUM:
 
-    /* "fastgrad/_plan.pyx":180
+    /* "fastgrad/_plan.pyx":242
  *                                     <float *>s.d, s.n, s.m, s.act, <float>s.p)
  *         else:
  *             act_backward_colsum_f64(<const double *>s.a, <const double *>s.b, <double *>s.c,             # <<<<<<<<<<<<<<
@@ -8238,7 +9732,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_act_backward_colsum_f64(((double const *)__pyx_v_s->a), ((double const *)__pyx_v_s->b), ((double *)__pyx_v_s->c), ((double *)__pyx_v_s->d), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->act, __pyx_v_s->p);
 
-    /* "fastgrad/_plan.pyx":175
+    /* "fastgrad/_plan.pyx":237
  *             bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,
  *                                  s.p)
  *     elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -8248,7 +9742,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SCE:
 
-    /* "fastgrad/_plan.pyx":187
+    /* "fastgrad/_plan.pyx":249
  *                                                       s.n, s.m, <float *>s.c, <double *>s.d)
  *         else:
  *             (<double *>s.e)[0] = softmax_ce_f64(<const double *>s.a, <const Py_ssize_t *>s.b,             # <<<<<<<<<<<<<<
@@ -8257,7 +9751,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (((double *)__pyx_v_s->e)[0]) = __pyx_f_8fastgrad_8_kernels_softmax_ce_f64(((double const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, ((double *)__pyx_v_s->c), ((double *)__pyx_v_s->d));
 
-    /* "fastgrad/_plan.pyx":182
+    /* "fastgrad/_plan.pyx":244
  *             act_backward_colsum_f64(<const double *>s.a, <const double *>s.b, <double *>s.c,
  *                                     <double *>s.d, s.n, s.m, s.act, s.p)
  *     elif kind == SCE:             # <<<<<<<<<<<<<<
@@ -8267,7 +9761,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SVM:
 
-    /* "fastgrad/_plan.pyx":194
+    /* "fastgrad/_plan.pyx":256
  *                                                <float>s.p, <float *>s.c, <double *>s.d)
  *         else:
  *             (<double *>s.e)[0] = svm_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,             # <<<<<<<<<<<<<<
@@ -8276,7 +9770,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (((double *)__pyx_v_s->e)[0]) = __pyx_f_8fastgrad_8_kernels_svm_f64(((double const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->p, ((double *)__pyx_v_s->c), ((double *)__pyx_v_s->d));
 
-    /* "fastgrad/_plan.pyx":189
+    /* "fastgrad/_plan.pyx":251
  *             (<double *>s.e)[0] = softmax_ce_f64(<const double *>s.a, <const Py_ssize_t *>s.b,
  *                                                 s.n, s.m, <double *>s.c, <double *>s.d)
  *     elif kind == SVM:             # <<<<<<<<<<<<<<
@@ -8286,7 +9780,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_BINARY:
 
-    /* "fastgrad/_plan.pyx":197
+    /* "fastgrad/_plan.pyx":259
  *                                          s.p, <double *>s.c, <double *>s.d)
  *     elif kind == BINARY:
  *         _binary(s, dummy)             # <<<<<<<<<<<<<<
@@ -8295,7 +9789,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_fuse_1__pyx_f_8fastgrad_5_plan__binary(__pyx_v_s, __pyx_v_dummy);
 
-    /* "fastgrad/_plan.pyx":196
+    /* "fastgrad/_plan.pyx":258
  *             (<double *>s.e)[0] = svm_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,
  *                                          s.p, <double *>s.c, <double *>s.d)
  *     elif kind == BINARY:             # <<<<<<<<<<<<<<
@@ -8305,7 +9799,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_NEG:
 
-    /* "fastgrad/_plan.pyx":199
+    /* "fastgrad/_plan.pyx":261
  *         _binary(s, dummy)
  *     elif kind == NEG:
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -8319,7 +9813,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":200
+      /* "fastgrad/_plan.pyx":262
  *     elif kind == NEG:
  *         for i in range(n):
  *             c[i] = -a[i]             # <<<<<<<<<<<<<<
@@ -8330,7 +9824,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     }
 
 
-    /* "fastgrad/_plan.pyx":198
+    /* "fastgrad/_plan.pyx":260
  *     elif kind == BINARY:
  *         _binary(s, dummy)
  *     elif kind == NEG:             # <<<<<<<<<<<<<<
@@ -8340,7 +9834,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_FILL:
 
-    /* "fastgrad/_plan.pyx":202
+    /* "fastgrad/_plan.pyx":264
  *             c[i] = -a[i]
  *     elif kind == FILL:
  *         v = a[0]             # <<<<<<<<<<<<<<
@@ -8349,7 +9843,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_v_v = (__pyx_v_a[0]);
 
-    /* "fastgrad/_plan.pyx":203
+    /* "fastgrad/_plan.pyx":265
  *     elif kind == FILL:
  *         v = a[0]
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -8363,7 +9857,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
       __pyx_v_i = __pyx_t_4;
 
-      /* "fastgrad/_plan.pyx":204
+      /* "fastgrad/_plan.pyx":266
  *         v = a[0]
  *         for i in range(n):
  *             c[i] = v             # <<<<<<<<<<<<<<
@@ -8374,7 +9868,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     }
 
 
-    /* "fastgrad/_plan.pyx":201
+    /* "fastgrad/_plan.pyx":263
  *         for i in range(n):
  *             c[i] = -a[i]
  *     elif kind == FILL:             # <<<<<<<<<<<<<<
@@ -8384,7 +9878,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_SUM:
 
-    /* "fastgrad/_plan.pyx":206
+    /* "fastgrad/_plan.pyx":268
  *             c[i] = v
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0
  *         v = 0             # <<<<<<<<<<<<<<
@@ -8393,7 +9887,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_v_v = 0.0;
 
-    /* "fastgrad/_plan.pyx":207
+    /* "fastgrad/_plan.pyx":269
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0
  *         v = 0
  *         c[0] = v + _pairwise(a, n)             # <<<<<<<<<<<<<<
@@ -8402,7 +9896,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     (__pyx_v_c[0]) = (__pyx_v_v + __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(__pyx_v_a, __pyx_v_n));
 
-    /* "fastgrad/_plan.pyx":205
+    /* "fastgrad/_plan.pyx":267
  *         for i in range(n):
  *             c[i] = v
  *     elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0             # <<<<<<<<<<<<<<
@@ -8412,26 +9906,73 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_COPY:
 
-    /* "fastgrad/_plan.pyx":209
+    /* "fastgrad/_plan.pyx":271
  *         c[0] = v + _pairwise(a, n)
  *     elif kind == COPY:
  *         memcpy(c, a, n * sizeof(real))             # <<<<<<<<<<<<<<
- *     elif kind == MAXOUT:
- *         if real is float:
+ *     elif kind == SUMSQ:
+ *         v = 0
 */
     (void)(memcpy(__pyx_v_c, __pyx_v_a, (__pyx_v_n * (sizeof(double)))));
 
-    /* "fastgrad/_plan.pyx":208
+    /* "fastgrad/_plan.pyx":270
  *         v = 0
  *         c[0] = v + _pairwise(a, n)
  *     elif kind == COPY:             # <<<<<<<<<<<<<<
  *         memcpy(c, a, n * sizeof(real))
+ *     elif kind == SUMSQ:
+*/
+    break;
+    case __pyx_e_8fastgrad_5_plan_SUMSQ:
+
+    /* "fastgrad/_plan.pyx":273
+ *         memcpy(c, a, n * sizeof(real))
+ *     elif kind == SUMSQ:
+ *         v = 0             # <<<<<<<<<<<<<<
+ *         c[0] = v + _pairwise_sq(a, n)
+ *     elif kind == SCALED:
+*/
+    __pyx_v_v = 0.0;
+
+    /* "fastgrad/_plan.pyx":274
+ *     elif kind == SUMSQ:
+ *         v = 0
+ *         c[0] = v + _pairwise_sq(a, n)             # <<<<<<<<<<<<<<
+ *     elif kind == SCALED:
+ *         _scaled(s, dummy)
+*/
+    (__pyx_v_c[0]) = (__pyx_v_v + __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise_sq(__pyx_v_a, __pyx_v_n));
+
+    /* "fastgrad/_plan.pyx":272
+ *     elif kind == COPY:
+ *         memcpy(c, a, n * sizeof(real))
+ *     elif kind == SUMSQ:             # <<<<<<<<<<<<<<
+ *         v = 0
+ *         c[0] = v + _pairwise_sq(a, n)
+*/
+    break;
+    case __pyx_e_8fastgrad_5_plan_SCALED:
+
+    /* "fastgrad/_plan.pyx":276
+ *         c[0] = v + _pairwise_sq(a, n)
+ *     elif kind == SCALED:
+ *         _scaled(s, dummy)             # <<<<<<<<<<<<<<
+ *     elif kind == MAXOUT:
+ *         if real is float:
+*/
+    __pyx_fuse_1__pyx_f_8fastgrad_5_plan__scaled(__pyx_v_s, __pyx_v_dummy);
+
+    /* "fastgrad/_plan.pyx":275
+ *         v = 0
+ *         c[0] = v + _pairwise_sq(a, n)
+ *     elif kind == SCALED:             # <<<<<<<<<<<<<<
+ *         _scaled(s, dummy)
  *     elif kind == MAXOUT:
 */
     break;
     case __pyx_e_8fastgrad_5_plan_MAXOUT:
 
-    /* "fastgrad/_plan.pyx":214
+    /* "fastgrad/_plan.pyx":281
  *             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
  *         else:
  *             maxout_forward_f64(<const double *>s.a, s.n, s.m, s.k, <double *>s.c, <Py_ssize_t *>s.b)             # <<<<<<<<<<<<<<
@@ -8440,9 +9981,9 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_maxout_forward_f64(((double const *)__pyx_v_s->a), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->k, ((double *)__pyx_v_s->c), ((Py_ssize_t *)__pyx_v_s->b));
 
-    /* "fastgrad/_plan.pyx":210
- *     elif kind == COPY:
- *         memcpy(c, a, n * sizeof(real))
+    /* "fastgrad/_plan.pyx":277
+ *     elif kind == SCALED:
+ *         _scaled(s, dummy)
  *     elif kind == MAXOUT:             # <<<<<<<<<<<<<<
  *         if real is float:
  *             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
@@ -8450,7 +9991,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     break;
     case __pyx_e_8fastgrad_5_plan_MAXOUT_BWD:
 
-    /* "fastgrad/_plan.pyx":219
+    /* "fastgrad/_plan.pyx":286
  *             maxout_backward_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <float *>s.c)
  *         else:
  *             maxout_backward_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <double *>s.c)             # <<<<<<<<<<<<<<
@@ -8459,7 +10000,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 */
     __pyx_f_8fastgrad_8_kernels_maxout_backward_f64(((double const *)__pyx_v_s->a), ((Py_ssize_t const *)__pyx_v_s->b), __pyx_v_s->n, __pyx_v_s->m, __pyx_v_s->k, ((double *)__pyx_v_s->c));
 
-    /* "fastgrad/_plan.pyx":215
+    /* "fastgrad/_plan.pyx":282
  *         else:
  *             maxout_forward_f64(<const double *>s.a, s.n, s.m, s.k, <double *>s.c, <Py_ssize_t *>s.b)
  *     elif kind == MAXOUT_BWD:             # <<<<<<<<<<<<<<
@@ -8470,7 +10011,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
     default: break;
   }
 
-  /* "fastgrad/_plan.pyx":155
+  /* "fastgrad/_plan.pyx":217
  * 
  * 
  * cdef void _exec(const Instr *s, real *dummy) noexcept nogil:             # <<<<<<<<<<<<<<
@@ -8487,7 +10028,7 @@ static void __pyx_fuse_1__pyx_f_8fastgrad_5_plan__exec(struct __pyx_t_8fastgrad_
 
 }
 
-/* "fastgrad/_plan.pyx":237
+/* "fastgrad/_plan.pyx":304
  *     cdef readonly object dtype
  * 
  *     def __cinit__(self):             # <<<<<<<<<<<<<<
@@ -8539,7 +10080,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
 static int __pyx_pf_8fastgrad_5_plan_7Program___cinit__(struct __pyx_obj_8fastgrad_5_plan_Program *__pyx_v_self) {
   int __pyx_r;
 
-  /* "fastgrad/_plan.pyx":238
+  /* "fastgrad/_plan.pyx":305
  * 
  *     def __cinit__(self):
  *         self.code = NULL             # <<<<<<<<<<<<<<
@@ -8548,7 +10089,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program___cinit__(struct __pyx_obj_8fastgr
 */
   __pyx_v_self->code = NULL;
 
-  /* "fastgrad/_plan.pyx":239
+  /* "fastgrad/_plan.pyx":306
  *     def __cinit__(self):
  *         self.code = NULL
  *         self.count = 0             # <<<<<<<<<<<<<<
@@ -8557,7 +10098,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program___cinit__(struct __pyx_obj_8fastgr
 */
   __pyx_v_self->count = 0;
 
-  /* "fastgrad/_plan.pyx":237
+  /* "fastgrad/_plan.pyx":304
  *     cdef readonly object dtype
  * 
  *     def __cinit__(self):             # <<<<<<<<<<<<<<
@@ -8571,7 +10112,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program___cinit__(struct __pyx_obj_8fastgr
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":241
+/* "fastgrad/_plan.pyx":308
  *         self.count = 0
  * 
  *     def __init__(self, list instrs, dtype):             # <<<<<<<<<<<<<<
@@ -8618,39 +10159,39 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_instrs,&__pyx_mstate_global->__pyx_n_u_dtype,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL_TPNEW(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 241, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 308, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 241, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 308, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 241, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 308, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 241, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__init__", 0) < (0)) __PYX_ERR(0, 308, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 2; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 1, 2, 2, i); __PYX_ERR(0, 241, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__init__", 1, 2, 2, i); __PYX_ERR(0, 308, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 2)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 241, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 308, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL_TPNEW(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 241, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 308, __pyx_L3_error)
     }
     __pyx_v_instrs = ((PyObject*)values[0]);
     __pyx_v_dtype = values[1];
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__init__", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 241, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__init__", 1, 2, 2, __pyx_nargs); __PYX_ERR(0, 308, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -8661,7 +10202,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return -1;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_instrs), (&PyList_Type), 1, "instrs", 1))) __PYX_ERR(0, 241, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_instrs), (&PyList_Type), 1, "instrs", 1))) __PYX_ERR(0, 308, __pyx_L1_error)
   __pyx_r = __pyx_pf_8fastgrad_5_plan_7Program_2__init__(((struct __pyx_obj_8fastgrad_5_plan_Program *)__pyx_v_self), __pyx_v_instrs, __pyx_v_dtype);
 
   /* function exit code */
@@ -8701,7 +10242,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__init__", 0);
 
-  /* "fastgrad/_plan.pyx":242
+  /* "fastgrad/_plan.pyx":309
  * 
  *     def __init__(self, list instrs, dtype):
  *         self.dtype = np.dtype(dtype)             # <<<<<<<<<<<<<<
@@ -8709,9 +10250,9 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
  *             raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")
 */
   __pyx_t_2 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 242, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 309, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 242, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 309, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_t_5 = 1;
@@ -8731,7 +10272,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
     __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)__pyx_t_4, __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
     __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 242, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 309, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
   }
   __Pyx_GIVEREF(__pyx_t_1);
@@ -8739,19 +10280,19 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   __Pyx_DECREF_SET(__pyx_v_self->dtype, __pyx_t_1);
   __pyx_t_1 = 0;
 
-  /* "fastgrad/_plan.pyx":243
+  /* "fastgrad/_plan.pyx":310
  *     def __init__(self, list instrs, dtype):
  *         self.dtype = np.dtype(dtype)
  *         if self.dtype != np.float32 and self.dtype != np.float64:             # <<<<<<<<<<<<<<
  *             raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")
  *         self.f64 = self.dtype == np.float64
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 243, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 310, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 243, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 310, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_self->dtype, __pyx_t_4, Py_NE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 243, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_self->dtype, __pyx_t_4, Py_NE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 310, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   if (__pyx_t_7) {
 
@@ -8761,12 +10302,12 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
 
     goto __pyx_L4_bool_binop_done;
   }
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 243, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 310, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 243, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 310, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_self->dtype, __pyx_t_1, Py_NE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 243, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_v_self->dtype, __pyx_t_1, Py_NE); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 310, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   __pyx_t_6 = __pyx_t_7;
@@ -8775,7 +10316,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   if (unlikely(__pyx_t_6)) {
 
 
-    /* "fastgrad/_plan.pyx":244
+    /* "fastgrad/_plan.pyx":311
  *         self.dtype = np.dtype(dtype)
  *         if self.dtype != np.float32 and self.dtype != np.float64:
  *             raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")             # <<<<<<<<<<<<<<
@@ -8783,9 +10324,9 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
  *         self.keep = []
 */
     __pyx_t_4 = NULL;
-    __pyx_t_2 = __Pyx_PyObject_FormatSimple(__pyx_v_self->dtype, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 244, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_FormatSimple(__pyx_v_self->dtype, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 311, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_capture_a_program_runs_float32_o, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 244, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_capture_a_program_runs_float32_o, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 311, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
     __pyx_t_5 = 1;
@@ -8794,14 +10335,14 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
       __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_TypeError)), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 244, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 311, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 244, __pyx_L1_error)
+    __PYX_ERR(0, 311, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":243
+    /* "fastgrad/_plan.pyx":310
  *     def __init__(self, list instrs, dtype):
  *         self.dtype = np.dtype(dtype)
  *         if self.dtype != np.float32 and self.dtype != np.float64:             # <<<<<<<<<<<<<<
@@ -8810,39 +10351,39 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
 */
   }
 
-  /* "fastgrad/_plan.pyx":245
+  /* "fastgrad/_plan.pyx":312
  *         if self.dtype != np.float32 and self.dtype != np.float64:
  *             raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")
  *         self.f64 = self.dtype == np.float64             # <<<<<<<<<<<<<<
  *         self.keep = []
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 245, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 312, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 245, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 312, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-  __pyx_t_1 = __Pyx_PyObject_CompareEq_object_object(__pyx_v_self->dtype, __pyx_t_3, Py_EQ); __Pyx_XGOTREF(__pyx_t_1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 245, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_CompareEq_object_object(__pyx_v_self->dtype, __pyx_t_3, Py_EQ); __Pyx_XGOTREF(__pyx_t_1); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 312, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_6 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 245, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_IsTrue(__pyx_t_1); if (unlikely((__pyx_t_6 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 312, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_v_self->f64 = __pyx_t_6;
 
-  /* "fastgrad/_plan.pyx":246
+  /* "fastgrad/_plan.pyx":313
  *             raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")
  *         self.f64 = self.dtype == np.float64
  *         self.keep = []             # <<<<<<<<<<<<<<
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
  *         if self.code == NULL:
 */
-  __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 246, __pyx_L1_error)
+  __pyx_t_1 = PyList_New(0); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 313, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __Pyx_GIVEREF(__pyx_t_1);
   __Pyx_GOTREF(__pyx_v_self->keep);
   __Pyx_DECREF_SET(__pyx_v_self->keep, ((PyObject*)__pyx_t_1));
   __pyx_t_1 = 0;
 
-  /* "fastgrad/_plan.pyx":247
+  /* "fastgrad/_plan.pyx":314
  *         self.f64 = self.dtype == np.float64
  *         self.keep = []
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))             # <<<<<<<<<<<<<<
@@ -8853,9 +10394,9 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   __pyx_t_8 = 1;
   if (unlikely(__pyx_v_instrs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 247, __pyx_L1_error)
+    __PYX_ERR(0, 314, __pyx_L1_error)
   }
-  __pyx_t_9 = __Pyx_PyList_GET_SIZE(__pyx_v_instrs); if (unlikely(__pyx_t_9 == ((Py_ssize_t)-1))) __PYX_ERR(0, 247, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyList_GET_SIZE(__pyx_v_instrs); if (unlikely(__pyx_t_9 == ((Py_ssize_t)-1))) __PYX_ERR(0, 314, __pyx_L1_error)
   __pyx_t_6 = (__pyx_t_8 > __pyx_t_9);
 
   if (__pyx_t_6) {
@@ -8870,7 +10411,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   __pyx_v_self->code = ((struct __pyx_t_8fastgrad_5_plan_Instr *)calloc(__pyx_t_10, (sizeof(struct __pyx_t_8fastgrad_5_plan_Instr))));
 
 
-  /* "fastgrad/_plan.pyx":248
+  /* "fastgrad/_plan.pyx":315
  *         self.keep = []
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
  *         if self.code == NULL:             # <<<<<<<<<<<<<<
@@ -8882,16 +10423,16 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   if (unlikely(__pyx_t_6)) {
 
 
-    /* "fastgrad/_plan.pyx":249
+    /* "fastgrad/_plan.pyx":316
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
  *         if self.code == NULL:
  *             raise MemoryError()             # <<<<<<<<<<<<<<
  *         for spec in instrs:
  *             self._add(spec)
 */
-    PyErr_NoMemory(); __PYX_ERR(0, 249, __pyx_L1_error)
+    PyErr_NoMemory(); __PYX_ERR(0, 316, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":248
+    /* "fastgrad/_plan.pyx":315
  *         self.keep = []
  *         self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
  *         if self.code == NULL:             # <<<<<<<<<<<<<<
@@ -8900,7 +10441,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
 */
   }
 
-  /* "fastgrad/_plan.pyx":250
+  /* "fastgrad/_plan.pyx":317
  *         if self.code == NULL:
  *             raise MemoryError()
  *         for spec in instrs:             # <<<<<<<<<<<<<<
@@ -8909,7 +10450,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
 */
   if (unlikely(__pyx_v_instrs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(0, 250, __pyx_L1_error)
+    __PYX_ERR(0, 317, __pyx_L1_error)
   }
   __pyx_t_1 = __pyx_v_instrs; __Pyx_INCREF(__pyx_t_1);
   __pyx_t_10 = 0;
@@ -8917,18 +10458,18 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
     {
       Py_ssize_t __pyx_temp = __Pyx_PyList_GET_SIZE(__pyx_t_1);
       #if !CYTHON_ASSUME_SAFE_SIZE
-      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 250, __pyx_L1_error)
+      if (unlikely((__pyx_temp < 0))) __PYX_ERR(0, 317, __pyx_L1_error)
       #endif
       if (__pyx_t_10 >= __pyx_temp) break;
     }
     __pyx_t_3 = __Pyx_PyList_GET_ITEM_REF(__pyx_t_1, __pyx_t_10, __Pyx_ReferenceSharing_OwnStrongReference);
     ++__pyx_t_10;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 250, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 317, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_XDECREF_SET(__pyx_v_spec, __pyx_t_3);
     __pyx_t_3 = 0;
 
-    /* "fastgrad/_plan.pyx":251
+    /* "fastgrad/_plan.pyx":318
  *             raise MemoryError()
  *         for spec in instrs:
  *             self._add(spec)             # <<<<<<<<<<<<<<
@@ -8937,12 +10478,12 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
 */
     __pyx_t_3 = __pyx_v_spec;
     __Pyx_INCREF(__pyx_t_3);
-    if (!(likely(PyDict_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("dict", __pyx_t_3))) __PYX_ERR(0, 251, __pyx_L1_error)
-    __pyx_t_11 = __pyx_f_8fastgrad_5_plan_7Program__add(__pyx_v_self, ((PyObject*)__pyx_t_3)); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 251, __pyx_L1_error)
+    if (!(likely(PyDict_CheckExact(__pyx_t_3))||((__pyx_t_3) == Py_None) || __Pyx_RaiseUnexpectedTypeError("dict", __pyx_t_3))) __PYX_ERR(0, 318, __pyx_L1_error)
+    __pyx_t_11 = __pyx_f_8fastgrad_5_plan_7Program__add(__pyx_v_self, ((PyObject*)__pyx_t_3)); if (unlikely(__pyx_t_11 == ((int)-1))) __PYX_ERR(0, 318, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
 
-    /* "fastgrad/_plan.pyx":250
+    /* "fastgrad/_plan.pyx":317
  *         if self.code == NULL:
  *             raise MemoryError()
  *         for spec in instrs:             # <<<<<<<<<<<<<<
@@ -8952,7 +10493,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   }
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
-  /* "fastgrad/_plan.pyx":241
+  /* "fastgrad/_plan.pyx":308
  *         self.count = 0
  * 
  *     def __init__(self, list instrs, dtype):             # <<<<<<<<<<<<<<
@@ -8977,7 +10518,7 @@ static int __pyx_pf_8fastgrad_5_plan_7Program_2__init__(struct __pyx_obj_8fastgr
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":253
+/* "fastgrad/_plan.pyx":320
  *             self._add(spec)
  * 
  *     def __dealloc__(self):             # <<<<<<<<<<<<<<
@@ -9000,7 +10541,7 @@ static void __pyx_pw_8fastgrad_5_plan_7Program_5__dealloc__(PyObject *__pyx_v_se
 
 static void __pyx_pf_8fastgrad_5_plan_7Program_4__dealloc__(struct __pyx_obj_8fastgrad_5_plan_Program *__pyx_v_self) {
 
-  /* "fastgrad/_plan.pyx":254
+  /* "fastgrad/_plan.pyx":321
  * 
  *     def __dealloc__(self):
  *         free(self.code)             # <<<<<<<<<<<<<<
@@ -9009,7 +10550,7 @@ static void __pyx_pf_8fastgrad_5_plan_7Program_4__dealloc__(struct __pyx_obj_8fa
 */
   free(__pyx_v_self->code);
 
-  /* "fastgrad/_plan.pyx":253
+  /* "fastgrad/_plan.pyx":320
  *             self._add(spec)
  * 
  *     def __dealloc__(self):             # <<<<<<<<<<<<<<
@@ -9021,7 +10562,7 @@ static void __pyx_pf_8fastgrad_5_plan_7Program_4__dealloc__(struct __pyx_obj_8fa
 
 }
 
-/* "fastgrad/_plan.pyx":256
+/* "fastgrad/_plan.pyx":323
  *         free(self.code)
  * 
  *     def __len__(self):             # <<<<<<<<<<<<<<
@@ -9047,7 +10588,7 @@ static Py_ssize_t __pyx_pw_8fastgrad_5_plan_7Program_7__len__(PyObject *__pyx_v_
 static Py_ssize_t __pyx_pf_8fastgrad_5_plan_7Program_6__len__(struct __pyx_obj_8fastgrad_5_plan_Program *__pyx_v_self) {
   Py_ssize_t __pyx_r;
 
-  /* "fastgrad/_plan.pyx":257
+  /* "fastgrad/_plan.pyx":324
  * 
  *     def __len__(self):
  *         return self.count             # <<<<<<<<<<<<<<
@@ -9060,7 +10601,7 @@ static Py_ssize_t __pyx_pf_8fastgrad_5_plan_7Program_6__len__(struct __pyx_obj_8
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":256
+  /* "fastgrad/_plan.pyx":323
  *         free(self.code)
  * 
  *     def __len__(self):             # <<<<<<<<<<<<<<
@@ -9074,7 +10615,7 @@ static Py_ssize_t __pyx_pf_8fastgrad_5_plan_7Program_6__len__(struct __pyx_obj_8
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":259
+/* "fastgrad/_plan.pyx":326
  *         return self.count
  * 
  *     cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:             # <<<<<<<<<<<<<<
@@ -9111,7 +10652,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_buffer", 0);
 
-  /* "fastgrad/_plan.pyx":260
+  /* "fastgrad/_plan.pyx":327
  * 
  *     cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:
  *         a = spec.get(name)             # <<<<<<<<<<<<<<
@@ -9120,14 +10661,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 260, __pyx_L1_error)
+    __PYX_ERR(0, 327, __pyx_L1_error)
   }
-  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 260, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_v_name, Py_None); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 327, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   __pyx_v_a = __pyx_t_1;
   __pyx_t_1 = 0;
 
-  /* "fastgrad/_plan.pyx":261
+  /* "fastgrad/_plan.pyx":328
  *     cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:
  *         a = spec.get(name)
  *         if a is None:             # <<<<<<<<<<<<<<
@@ -9138,7 +10679,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   if (__pyx_t_2) {
 
 
-    /* "fastgrad/_plan.pyx":262
+    /* "fastgrad/_plan.pyx":329
  *         a = spec.get(name)
  *         if a is None:
  *             if size < 0:  # optional             # <<<<<<<<<<<<<<
@@ -9150,7 +10691,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     if (__pyx_t_2) {
 
 
-      /* "fastgrad/_plan.pyx":263
+      /* "fastgrad/_plan.pyx":330
  *         if a is None:
  *             if size < 0:  # optional
  *                 return NULL             # <<<<<<<<<<<<<<
@@ -9163,7 +10704,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       }
       goto __pyx_L0;
 
-      /* "fastgrad/_plan.pyx":262
+      /* "fastgrad/_plan.pyx":329
  *         a = spec.get(name)
  *         if a is None:
  *             if size < 0:  # optional             # <<<<<<<<<<<<<<
@@ -9172,7 +10713,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
     }
 
-    /* "fastgrad/_plan.pyx":264
+    /* "fastgrad/_plan.pyx":331
  *             if size < 0:  # optional
  *                 return NULL
  *             raise ValueError(f"capture: instruction {spec['kind']} needs buffer {name}")             # <<<<<<<<<<<<<<
@@ -9182,14 +10723,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_3 = NULL;
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 264, __pyx_L1_error)
+      __PYX_ERR(0, 331, __pyx_L1_error)
     }
-    __pyx_t_4 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 264, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 331, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 264, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 331, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __pyx_t_4 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 264, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 331, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_6[0] = __pyx_mstate_global->__pyx_kp_u_capture_instruction;
     __pyx_t_6[1] = __pyx_t_5;
@@ -9204,7 +10745,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_8 |= __Pyx_PyUnicode_KIND_04(__pyx_t_6[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_6[3]);
     #endif
     __pyx_t_9 = __Pyx_PyUnicode_Join(__pyx_t_6, 4, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 264, __pyx_L1_error)
+    if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 331, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
@@ -9214,14 +10755,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 264, __pyx_L1_error)
+      if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 331, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
     }
     __Pyx_Raise(__pyx_t_1, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __PYX_ERR(0, 264, __pyx_L1_error)
+    __PYX_ERR(0, 331, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":261
+    /* "fastgrad/_plan.pyx":328
  *     cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:
  *         a = spec.get(name)
  *         if a is None:             # <<<<<<<<<<<<<<
@@ -9230,16 +10771,16 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":265
+  /* "fastgrad/_plan.pyx":332
  *                 return NULL
  *             raise ValueError(f"capture: instruction {spec['kind']} needs buffer {name}")
  *         if type(a) is not np.ndarray:             # <<<<<<<<<<<<<<
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is a {type(a).__name__}")
  *         arr = <cnp.ndarray>a
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 265, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 332, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_ndarray); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 265, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_ndarray); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 332, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __pyx_t_2 = (((PyObject *)Py_TYPE(__pyx_v_a)) != __pyx_t_9);
@@ -9247,7 +10788,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "fastgrad/_plan.pyx":266
+    /* "fastgrad/_plan.pyx":333
  *             raise ValueError(f"capture: instruction {spec['kind']} needs buffer {name}")
  *         if type(a) is not np.ndarray:
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is a {type(a).__name__}")             # <<<<<<<<<<<<<<
@@ -9255,20 +10796,20 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
  *         want = self.dtype if dtype is None else dtype
 */
     __pyx_t_1 = NULL;
-    __pyx_t_3 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 266, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 333, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 266, __pyx_L1_error)
+      __PYX_ERR(0, 333, __pyx_L1_error)
     }
-    __pyx_t_4 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 266, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 333, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 266, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 333, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(((PyObject *)Py_TYPE(__pyx_v_a)), __pyx_mstate_global->__pyx_n_u_name); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 266, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyObject_GetAttrStr(((PyObject *)Py_TYPE(__pyx_v_a)), __pyx_mstate_global->__pyx_n_u_name); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 333, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_11 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 266, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyObject_FormatSimple(__pyx_t_4, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 333, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __pyx_t_12[0] = __pyx_mstate_global->__pyx_kp_u_capture_buffer;
@@ -9286,7 +10827,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_8 |= __Pyx_PyUnicode_KIND_04(__pyx_t_12[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_12[3]) | __Pyx_PyUnicode_KIND_04(__pyx_t_12[5]);
     #endif
     __pyx_t_4 = __Pyx_PyUnicode_Join(__pyx_t_12, 6, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 266, __pyx_L1_error)
+    if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 333, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
@@ -9297,14 +10838,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_9 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_TypeError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 266, __pyx_L1_error)
+      if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 333, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_9);
     }
     __Pyx_Raise(__pyx_t_9, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __PYX_ERR(0, 266, __pyx_L1_error)
+    __PYX_ERR(0, 333, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":265
+    /* "fastgrad/_plan.pyx":332
  *                 return NULL
  *             raise ValueError(f"capture: instruction {spec['kind']} needs buffer {name}")
  *         if type(a) is not np.ndarray:             # <<<<<<<<<<<<<<
@@ -9313,7 +10854,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":267
+  /* "fastgrad/_plan.pyx":334
  *         if type(a) is not np.ndarray:
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is a {type(a).__name__}")
  *         arr = <cnp.ndarray>a             # <<<<<<<<<<<<<<
@@ -9325,7 +10866,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   __pyx_v_arr = ((PyArrayObject *)__pyx_t_9);
   __pyx_t_9 = 0;
 
-  /* "fastgrad/_plan.pyx":268
+  /* "fastgrad/_plan.pyx":335
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is a {type(a).__name__}")
  *         arr = <cnp.ndarray>a
  *         want = self.dtype if dtype is None else dtype             # <<<<<<<<<<<<<<
@@ -9344,16 +10885,16 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   __pyx_v_want = __pyx_t_9;
   __pyx_t_9 = 0;
 
-  /* "fastgrad/_plan.pyx":269
+  /* "fastgrad/_plan.pyx":336
  *         arr = <cnp.ndarray>a
  *         want = self.dtype if dtype is None else dtype
  *         if arr.dtype != want or not arr.dtype.isnative:             # <<<<<<<<<<<<<<
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
 */
-  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 269, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 336, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_13 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_9, __pyx_v_want, Py_NE); if (unlikely((__pyx_t_13 < 0))) __PYX_ERR(0, 269, __pyx_L1_error)
+  __pyx_t_13 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_9, __pyx_v_want, Py_NE); if (unlikely((__pyx_t_13 < 0))) __PYX_ERR(0, 336, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
   if (!__pyx_t_13) {
 
@@ -9363,12 +10904,12 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 
     goto __pyx_L7_bool_binop_done;
   }
-  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 269, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 336, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_isnative); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 269, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_isnative); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 336, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-  __pyx_t_13 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_13 < 0))) __PYX_ERR(0, 269, __pyx_L1_error)
+  __pyx_t_13 = __Pyx_PyObject_IsTrue(__pyx_t_4); if (unlikely((__pyx_t_13 < 0))) __PYX_ERR(0, 336, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __pyx_t_14 = (!__pyx_t_13);
 
@@ -9380,7 +10921,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   if (unlikely(__pyx_t_2)) {
 
 
-    /* "fastgrad/_plan.pyx":270
+    /* "fastgrad/_plan.pyx":337
  *         want = self.dtype if dtype is None else dtype
  *         if arr.dtype != want or not arr.dtype.isnative:
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")             # <<<<<<<<<<<<<<
@@ -9388,23 +10929,23 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")
 */
     __pyx_t_9 = NULL;
-    __pyx_t_1 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 270, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 337, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 270, __pyx_L1_error)
+      __PYX_ERR(0, 337, __pyx_L1_error)
     }
-    __pyx_t_11 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 270, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 337, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
-    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 270, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 337, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-    __pyx_t_11 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 270, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_arr), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 337, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
-    __pyx_t_3 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 270, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 337, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-    __pyx_t_11 = __Pyx_PyObject_FormatSimple(__pyx_v_want, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 270, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyObject_FormatSimple(__pyx_v_want, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 337, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
     __pyx_t_15[0] = __pyx_mstate_global->__pyx_kp_u_capture_buffer;
     __pyx_t_15[1] = __pyx_t_1;
@@ -9429,7 +10970,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     }
     #endif
     __pyx_t_16 = __Pyx_PyUnicode_Join(__pyx_t_15, 8, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 270, __pyx_L1_error)
+    if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 337, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_16);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
@@ -9441,14 +10982,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_TypeError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
       __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 270, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 337, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 270, __pyx_L1_error)
+    __PYX_ERR(0, 337, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":269
+    /* "fastgrad/_plan.pyx":336
  *         arr = <cnp.ndarray>a
  *         want = self.dtype if dtype is None else dtype
  *         if arr.dtype != want or not arr.dtype.isnative:             # <<<<<<<<<<<<<<
@@ -9457,7 +10998,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":271
+  /* "fastgrad/_plan.pyx":338
  *         if arr.dtype != want or not arr.dtype.isnative:
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):             # <<<<<<<<<<<<<<
@@ -9486,7 +11027,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   if (unlikely(__pyx_t_14)) {
 
 
-    /* "fastgrad/_plan.pyx":272
+    /* "fastgrad/_plan.pyx":339
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")             # <<<<<<<<<<<<<<
@@ -9494,15 +11035,15 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
 */
     __pyx_t_16 = NULL;
-    __pyx_t_9 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 272, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 339, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 272, __pyx_L1_error)
+      __PYX_ERR(0, 339, __pyx_L1_error)
     }
-    __pyx_t_11 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 272, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 339, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
-    __pyx_t_3 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 272, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_FormatSimple(__pyx_t_11, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 339, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
     __pyx_t_17[0] = __pyx_mstate_global->__pyx_kp_u_capture_buffer;
@@ -9519,7 +11060,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_8 |= __Pyx_PyUnicode_KIND_04(__pyx_t_17[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_17[3]);
     #endif
     __pyx_t_11 = __Pyx_PyUnicode_Join(__pyx_t_17, 5, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 272, __pyx_L1_error)
+    if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 339, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
@@ -9529,14 +11070,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_16); __pyx_t_16 = 0;
       __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 272, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 339, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 272, __pyx_L1_error)
+    __PYX_ERR(0, 339, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":271
+    /* "fastgrad/_plan.pyx":338
  *         if arr.dtype != want or not arr.dtype.isnative:
  *             raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):             # <<<<<<<<<<<<<<
@@ -9545,7 +11086,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":273
+  /* "fastgrad/_plan.pyx":340
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")
  *         if write and not cnp.PyArray_ISWRITEABLE(arr):             # <<<<<<<<<<<<<<
@@ -9567,7 +11108,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   if (unlikely(__pyx_t_14)) {
 
 
-    /* "fastgrad/_plan.pyx":274
+    /* "fastgrad/_plan.pyx":341
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")
  *         if write and not cnp.PyArray_ISWRITEABLE(arr):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")             # <<<<<<<<<<<<<<
@@ -9575,15 +11116,15 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "
 */
     __pyx_t_11 = NULL;
-    __pyx_t_16 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 274, __pyx_L1_error)
+    __pyx_t_16 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 341, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_16);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 274, __pyx_L1_error)
+      __PYX_ERR(0, 341, __pyx_L1_error)
     }
-    __pyx_t_3 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 274, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 341, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_9 = __Pyx_PyObject_FormatSimple(__pyx_t_3, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 274, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyObject_FormatSimple(__pyx_t_3, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 341, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __pyx_t_17[0] = __pyx_mstate_global->__pyx_kp_u_capture_buffer;
@@ -9600,7 +11141,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_8 |= __Pyx_PyUnicode_KIND_04(__pyx_t_17[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_17[3]);
     #endif
     __pyx_t_3 = __Pyx_PyUnicode_Join(__pyx_t_17, 5, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 274, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 341, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
@@ -9610,14 +11151,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_4 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_11); __pyx_t_11 = 0;
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 274, __pyx_L1_error)
+      if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 341, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_4);
     }
     __Pyx_Raise(__pyx_t_4, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __PYX_ERR(0, 274, __pyx_L1_error)
+    __PYX_ERR(0, 341, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":273
+    /* "fastgrad/_plan.pyx":340
  *         if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")
  *         if write and not cnp.PyArray_ISWRITEABLE(arr):             # <<<<<<<<<<<<<<
@@ -9626,27 +11167,27 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":275
+  /* "fastgrad/_plan.pyx":342
  *         if write and not cnp.PyArray_ISWRITEABLE(arr):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
  *         if arr.size < abs(size):             # <<<<<<<<<<<<<<
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "
  *                              f"needs {abs(size)}")
 */
-  __pyx_t_4 = __Pyx_PyLong_From_npy_intp(__pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_arr)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 275, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From_npy_intp(__pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_arr)); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 275, __pyx_L1_error)
+  __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_size); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_11 = __Pyx_PyNumber_Absolute(__pyx_t_3); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 275, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyNumber_Absolute(__pyx_t_3); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 342, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_11);
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-  __pyx_t_14 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_4, __pyx_t_11, Py_LT); if (unlikely((__pyx_t_14 < 0))) __PYX_ERR(0, 275, __pyx_L1_error)
+  __pyx_t_14 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_4, __pyx_t_11, Py_LT); if (unlikely((__pyx_t_14 < 0))) __PYX_ERR(0, 342, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
   if (unlikely(__pyx_t_14)) {
 
 
-    /* "fastgrad/_plan.pyx":276
+    /* "fastgrad/_plan.pyx":343
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
  *         if arr.size < abs(size):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "             # <<<<<<<<<<<<<<
@@ -9654,33 +11195,33 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
  *         self.keep.append(arr)
 */
     __pyx_t_4 = NULL;
-    __pyx_t_3 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 276, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyUnicode_Unicode(__pyx_v_name); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 343, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 276, __pyx_L1_error)
+      __PYX_ERR(0, 343, __pyx_L1_error)
     }
-    __pyx_t_9 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 276, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 343, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
-    __pyx_t_16 = __Pyx_PyObject_FormatSimple(__pyx_t_9, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 276, __pyx_L1_error)
+    __pyx_t_16 = __Pyx_PyObject_FormatSimple(__pyx_t_9, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_16)) __PYX_ERR(0, 343, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_16);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __pyx_t_9 = __Pyx_PyUnicode_From_npy_intp(__pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_arr), 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 276, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyUnicode_From_npy_intp(__pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_arr), 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 343, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
 
-    /* "fastgrad/_plan.pyx":277
+    /* "fastgrad/_plan.pyx":344
  *         if arr.size < abs(size):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "
  *                              f"needs {abs(size)}")             # <<<<<<<<<<<<<<
  *         self.keep.append(arr)
  *         return cnp.PyArray_DATA(arr)
 */
-    __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_size); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 277, __pyx_L1_error)
+    __pyx_t_5 = PyLong_FromSsize_t(__pyx_v_size); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 344, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
-    __pyx_t_1 = __Pyx_PyNumber_Absolute(__pyx_t_5); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 277, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyNumber_Absolute(__pyx_t_5); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 344, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 277, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 344, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __pyx_t_15[0] = __pyx_mstate_global->__pyx_kp_u_capture_buffer;
@@ -9692,7 +11233,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_15[6] = __pyx_mstate_global->__pyx_kp_u_values_needs;
     __pyx_t_15[7] = __pyx_t_5;
 
-    /* "fastgrad/_plan.pyx":276
+    /* "fastgrad/_plan.pyx":343
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
  *         if arr.size < abs(size):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "             # <<<<<<<<<<<<<<
@@ -9711,7 +11252,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
     __pyx_t_8 |= __Pyx_PyUnicode_KIND_04(__pyx_t_15[1]) | __Pyx_PyUnicode_KIND_04(__pyx_t_15[3]) | __Pyx_PyUnicode_KIND_04(__pyx_t_15[7]);
     #endif
     __pyx_t_1 = __Pyx_PyUnicode_Join(__pyx_t_15, 8, __pyx_t_7, __pyx_t_8);
-    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 276, __pyx_L1_error)
+    if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 343, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_16); __pyx_t_16 = 0;
@@ -9723,14 +11264,14 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
       __pyx_t_11 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 276, __pyx_L1_error)
+      if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 343, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_11);
     }
     __Pyx_Raise(__pyx_t_11, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
-    __PYX_ERR(0, 276, __pyx_L1_error)
+    __PYX_ERR(0, 343, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":275
+    /* "fastgrad/_plan.pyx":342
  *         if write and not cnp.PyArray_ISWRITEABLE(arr):
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
  *         if arr.size < abs(size):             # <<<<<<<<<<<<<<
@@ -9739,7 +11280,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   }
 
-  /* "fastgrad/_plan.pyx":278
+  /* "fastgrad/_plan.pyx":345
  *             raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "
  *                              f"needs {abs(size)}")
  *         self.keep.append(arr)             # <<<<<<<<<<<<<<
@@ -9748,12 +11289,12 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
 */
   if (unlikely(__pyx_v_self->keep == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "append");
-    __PYX_ERR(0, 278, __pyx_L1_error)
+    __PYX_ERR(0, 345, __pyx_L1_error)
   }
-  __pyx_t_18 = __Pyx_PyList_Append(__pyx_v_self->keep, ((PyObject *)__pyx_v_arr)); if (unlikely(__pyx_t_18 == ((int)-1))) __PYX_ERR(0, 278, __pyx_L1_error)
+  __pyx_t_18 = __Pyx_PyList_Append(__pyx_v_self->keep, ((PyObject *)__pyx_v_arr)); if (unlikely(__pyx_t_18 == ((int)-1))) __PYX_ERR(0, 345, __pyx_L1_error)
 
 
-  /* "fastgrad/_plan.pyx":279
+  /* "fastgrad/_plan.pyx":346
  *                              f"needs {abs(size)}")
  *         self.keep.append(arr)
  *         return cnp.PyArray_DATA(arr)             # <<<<<<<<<<<<<<
@@ -9766,7 +11307,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":259
+  /* "fastgrad/_plan.pyx":326
  *         return self.count
  * 
  *     cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:             # <<<<<<<<<<<<<<
@@ -9794,7 +11335,7 @@ static void *__pyx_f_8fastgrad_5_plan_7Program__buffer(struct __pyx_obj_8fastgra
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":281
+/* "fastgrad/_plan.pyx":348
  *         return cnp.PyArray_DATA(arr)
  * 
  *     cdef int _add(self, dict spec) except -1:             # <<<<<<<<<<<<<<
@@ -9832,7 +11373,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("_add", 0);
 
-  /* "fastgrad/_plan.pyx":282
+  /* "fastgrad/_plan.pyx":349
  * 
  *     cdef int _add(self, dict spec) except -1:
  *         cdef Instr *s = &self.code[self.count]             # <<<<<<<<<<<<<<
@@ -9841,39 +11382,39 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   __pyx_v_s = (&(__pyx_v_self->code[__pyx_v_self->count]));
 
-  /* "fastgrad/_plan.pyx":283
+  /* "fastgrad/_plan.pyx":350
  *     cdef int _add(self, dict spec) except -1:
  *         cdef Instr *s = &self.code[self.count]
  *         kind = KINDS[spec["kind"]]             # <<<<<<<<<<<<<<
  *         s.kind = kind
  *         s.ta = spec.get("ta", 0)
 */
-  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_KINDS); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 283, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_KINDS); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 350, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-    __PYX_ERR(0, 283, __pyx_L1_error)
+    __PYX_ERR(0, 350, __pyx_L1_error)
   }
-  __pyx_t_2 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 283, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 350, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_t_1, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 283, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_t_1, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 350, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_v_kind = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "fastgrad/_plan.pyx":284
+  /* "fastgrad/_plan.pyx":351
  *         cdef Instr *s = &self.code[self.count]
  *         kind = KINDS[spec["kind"]]
  *         s.kind = kind             # <<<<<<<<<<<<<<
  *         s.ta = spec.get("ta", 0)
  *         s.tb = spec.get("tb", 0)
 */
-  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_v_kind); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 284, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_v_kind); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 351, __pyx_L1_error)
   __pyx_v_s->kind = __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":285
+  /* "fastgrad/_plan.pyx":352
  *         kind = KINDS[spec["kind"]]
  *         s.kind = kind
  *         s.ta = spec.get("ta", 0)             # <<<<<<<<<<<<<<
@@ -9882,15 +11423,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 285, __pyx_L1_error)
+    __PYX_ERR(0, 352, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_ta, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 285, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_ta, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 352, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 285, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 352, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->ta = __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":286
+  /* "fastgrad/_plan.pyx":353
  *         s.kind = kind
  *         s.ta = spec.get("ta", 0)
  *         s.tb = spec.get("tb", 0)             # <<<<<<<<<<<<<<
@@ -9899,15 +11440,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 286, __pyx_L1_error)
+    __PYX_ERR(0, 353, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_tb, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 286, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_tb, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 353, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 286, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 353, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->tb = __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":287
+  /* "fastgrad/_plan.pyx":354
  *         s.ta = spec.get("ta", 0)
  *         s.tb = spec.get("tb", 0)
  *         s.act = spec.get("act", 0)             # <<<<<<<<<<<<<<
@@ -9916,15 +11457,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 287, __pyx_L1_error)
+    __PYX_ERR(0, 354, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_act, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 287, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_act, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 354, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 287, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 354, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->act = __pyx_t_4;
 
-  /* "fastgrad/_plan.pyx":288
+  /* "fastgrad/_plan.pyx":355
  *         s.tb = spec.get("tb", 0)
  *         s.act = spec.get("act", 0)
  *         s.p = spec.get("p", 0.0)             # <<<<<<<<<<<<<<
@@ -9933,15 +11474,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 288, __pyx_L1_error)
+    __PYX_ERR(0, 355, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_p, __pyx_mstate_global->__pyx_float_0_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 288, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_p, __pyx_mstate_global->__pyx_float_0_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 355, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_5 = __Pyx_PyFloat_AsDouble(__pyx_t_3); if (unlikely((__pyx_t_5 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 288, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyFloat_AsDouble(__pyx_t_3); if (unlikely((__pyx_t_5 == (double)-1) && PyErr_Occurred())) __PYX_ERR(0, 355, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->p = __pyx_t_5;
 
-  /* "fastgrad/_plan.pyx":289
+  /* "fastgrad/_plan.pyx":356
  *         s.act = spec.get("act", 0)
  *         s.p = spec.get("p", 0.0)
  *         s.m = spec.get("m", 0)             # <<<<<<<<<<<<<<
@@ -9950,15 +11491,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 289, __pyx_L1_error)
+    __PYX_ERR(0, 356, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_m, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 289, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_m, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 356, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 289, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 356, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->m = __pyx_t_6;
 
-  /* "fastgrad/_plan.pyx":290
+  /* "fastgrad/_plan.pyx":357
  *         s.p = spec.get("p", 0.0)
  *         s.m = spec.get("m", 0)
  *         s.n = spec.get("n", 0)             # <<<<<<<<<<<<<<
@@ -9967,15 +11508,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 290, __pyx_L1_error)
+    __PYX_ERR(0, 357, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_n, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 290, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_n, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 357, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 290, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 357, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->n = __pyx_t_6;
 
-  /* "fastgrad/_plan.pyx":291
+  /* "fastgrad/_plan.pyx":358
  *         s.m = spec.get("m", 0)
  *         s.n = spec.get("n", 0)
  *         s.k = spec.get("k", 0)             # <<<<<<<<<<<<<<
@@ -9984,15 +11525,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   if (unlikely(__pyx_v_spec == Py_None)) {
     PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-    __PYX_ERR(0, 291, __pyx_L1_error)
+    __PYX_ERR(0, 358, __pyx_L1_error)
   }
-  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_k, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 291, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_k, __pyx_mstate_global->__pyx_int_0); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 358, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 291, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyIndex_AsSsize_t(__pyx_t_3); if (unlikely((__pyx_t_6 == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 358, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __pyx_v_s->k = __pyx_t_6;
 
-  /* "fastgrad/_plan.pyx":292
+  /* "fastgrad/_plan.pyx":359
  *         s.n = spec.get("n", 0)
  *         s.k = spec.get("k", 0)
  *         cdef Py_ssize_t m = s.m, n = s.n, k = s.k             # <<<<<<<<<<<<<<
@@ -10009,7 +11550,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
   __pyx_v_k = __pyx_t_6;
 
-  /* "fastgrad/_plan.pyx":293
+  /* "fastgrad/_plan.pyx":360
  *         s.k = spec.get("k", 0)
  *         cdef Py_ssize_t m = s.m, n = s.n, k = s.k
  *         if m < 0 or n < 0 or k < 0:             # <<<<<<<<<<<<<<
@@ -10045,7 +11586,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   if (unlikely(__pyx_t_7)) {
 
 
-    /* "fastgrad/_plan.pyx":294
+    /* "fastgrad/_plan.pyx":361
  *         cdef Py_ssize_t m = s.m, n = s.n, k = s.k
  *         if m < 0 or n < 0 or k < 0:
  *             raise ValueError(f"capture: negative size in {spec['kind']}")             # <<<<<<<<<<<<<<
@@ -10055,14 +11596,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     __pyx_t_2 = NULL;
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 294, __pyx_L1_error)
+      __PYX_ERR(0, 361, __pyx_L1_error)
     }
-    __pyx_t_1 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 294, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_kind); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 361, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_9 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 294, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyObject_FormatSimple(__pyx_t_1, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 361, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-    __pyx_t_1 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_capture_negative_size_in, __pyx_t_9); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 294, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyUnicode_Concat(__pyx_mstate_global->__pyx_kp_u_capture_negative_size_in, __pyx_t_9); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 361, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
     __pyx_t_10 = 1;
@@ -10071,14 +11612,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 294, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 361, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 294, __pyx_L1_error)
+    __PYX_ERR(0, 361, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":293
+    /* "fastgrad/_plan.pyx":360
  *         s.k = spec.get("k", 0)
  *         cdef Py_ssize_t m = s.m, n = s.n, k = s.k
  *         if m < 0 or n < 0 or k < 0:             # <<<<<<<<<<<<<<
@@ -10087,7 +11628,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   }
 
-  /* "fastgrad/_plan.pyx":295
+  /* "fastgrad/_plan.pyx":362
  *         if m < 0 or n < 0 or k < 0:
  *             raise ValueError(f"capture: negative size in {spec['kind']}")
  *         intp = np.dtype(np.intp)             # <<<<<<<<<<<<<<
@@ -10095,14 +11636,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):
 */
   __pyx_t_1 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 295, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 362, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 295, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 362, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 295, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 362, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_11 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_intp); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 295, __pyx_L1_error)
+  __pyx_t_11 = __Pyx_PyObject_GetAttrStr(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_intp); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 362, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_11);
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
   __pyx_t_10 = 1;
@@ -10123,38 +11664,38 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     __Pyx_XDECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 295, __pyx_L1_error)
+    if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 362, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
   }
   __pyx_v_intp = __pyx_t_3;
   __pyx_t_3 = 0;
 
-  /* "fastgrad/_plan.pyx":296
+  /* "fastgrad/_plan.pyx":363
  *             raise ValueError(f"capture: negative size in {spec['kind']}")
  *         intp = np.dtype(np.intp)
  *         if kind == GEMM:             # <<<<<<<<<<<<<<
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):
  *                 raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")
 */
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_GEMM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 296, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_GEMM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 363, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 296, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 363, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_7) {
 
 
-    /* "fastgrad/_plan.pyx":297
+    /* "fastgrad/_plan.pyx":364
  *         intp = np.dtype(np.intp)
  *         if kind == GEMM:
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):             # <<<<<<<<<<<<<<
  *                 raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")
  *             s.a = self._buffer(spec, "a", m * k, False, None)
 */
-    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_m); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 297, __pyx_L1_error)
+    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_m); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 364, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 364, __pyx_L1_error)
     if (__pyx_t_8) {
-      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 364, __pyx_L1_error)
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     if (__pyx_t_8) {
@@ -10165,11 +11706,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
       goto __pyx_L9_bool_binop_done;
     }
-    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_n); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 297, __pyx_L1_error)
+    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_n); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 364, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 364, __pyx_L1_error)
     if (__pyx_t_8) {
-      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 364, __pyx_L1_error)
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     if (__pyx_t_8) {
@@ -10180,11 +11721,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
       goto __pyx_L9_bool_binop_done;
     }
-    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_k); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 297, __pyx_L1_error)
+    __pyx_t_3 = PyLong_FromSsize_t(__pyx_v_k); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 364, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_int(__pyx_mstate_global->__pyx_int_0, __pyx_t_3, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 364, __pyx_L1_error)
     if (__pyx_t_8) {
-      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 297, __pyx_L1_error)
+      __pyx_t_8 = __Pyx_PyObject_CompareBoolLt_int_object(__pyx_t_3, __pyx_mstate_global->__pyx_int_2147483648, Py_LT); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 364, __pyx_L1_error)
     }
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
@@ -10197,7 +11738,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":298
+      /* "fastgrad/_plan.pyx":365
  *         if kind == GEMM:
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):
  *                 raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")             # <<<<<<<<<<<<<<
@@ -10205,11 +11746,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
  *             s.b = self._buffer(spec, "b", k * n, False, None)
 */
       __pyx_t_9 = NULL;
-      __pyx_t_11 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_m, 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 298, __pyx_L1_error)
+      __pyx_t_11 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_m, 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 365, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_11);
-      __pyx_t_1 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_k, 0, ' ', 'd'); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 298, __pyx_L1_error)
+      __pyx_t_1 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_k, 0, ' ', 'd'); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 365, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_1);
-      __pyx_t_2 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 298, __pyx_L1_error)
+      __pyx_t_2 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_n, 0, ' ', 'd'); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 365, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_2);
       __pyx_t_12[0] = __pyx_mstate_global->__pyx_kp_u_capture_product_sizes;
       __pyx_t_12[1] = __pyx_t_11;
@@ -10224,7 +11765,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       #endif
       __pyx_t_4 = 0;
       __pyx_t_13 = __Pyx_PyUnicode_Join(__pyx_t_12, 7, __pyx_t_6, __pyx_t_4);
-      if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 298, __pyx_L1_error)
+      if (unlikely(!__pyx_t_13)) __PYX_ERR(0, 365, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_13);
       __Pyx_DECREF(__pyx_t_11); __pyx_t_11 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
@@ -10235,14 +11776,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_9); __pyx_t_9 = 0;
         __Pyx_DECREF(__pyx_t_13); __pyx_t_13 = 0;
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 298, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 365, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
       }
       __Pyx_Raise(__pyx_t_3, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      __PYX_ERR(0, 298, __pyx_L1_error)
+      __PYX_ERR(0, 365, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":297
+      /* "fastgrad/_plan.pyx":364
  *         intp = np.dtype(np.intp)
  *         if kind == GEMM:
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):             # <<<<<<<<<<<<<<
@@ -10251,37 +11792,37 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":299
+    /* "fastgrad/_plan.pyx":366
  *             if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):
  *                 raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")
  *             s.a = self._buffer(spec, "a", m * k, False, None)             # <<<<<<<<<<<<<<
  *             s.b = self._buffer(spec, "b", k * n, False, None)
  *             s.c = self._buffer(spec, "c", m * n, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_m * __pyx_v_k), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 299, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_m * __pyx_v_k), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 366, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":300
+    /* "fastgrad/_plan.pyx":367
  *                 raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")
  *             s.a = self._buffer(spec, "a", m * k, False, None)
  *             s.b = self._buffer(spec, "b", k * n, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", m * n, True, None)
  *         elif kind == BIAS_ACT:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, (__pyx_v_k * __pyx_v_n), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 300, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, (__pyx_v_k * __pyx_v_n), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 367, __pyx_L1_error)
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":301
+    /* "fastgrad/_plan.pyx":368
  *             s.a = self._buffer(spec, "a", m * k, False, None)
  *             s.b = self._buffer(spec, "b", k * n, False, None)
  *             s.c = self._buffer(spec, "c", m * n, True, None)             # <<<<<<<<<<<<<<
  *         elif kind == BIAS_ACT:
  *             s.a = self._buffer(spec, "a", n * m, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, (__pyx_v_m * __pyx_v_n), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 301, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, (__pyx_v_m * __pyx_v_n), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 368, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":296
+    /* "fastgrad/_plan.pyx":363
  *             raise ValueError(f"capture: negative size in {spec['kind']}")
  *         intp = np.dtype(np.intp)
  *         if kind == GEMM:             # <<<<<<<<<<<<<<
@@ -10291,51 +11832,51 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":302
+  /* "fastgrad/_plan.pyx":369
  *             s.b = self._buffer(spec, "b", k * n, False, None)
  *             s.c = self._buffer(spec, "c", m * n, True, None)
  *         elif kind == BIAS_ACT:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", n * m, True, None)
  *             s.b = self._buffer(spec, "b", m, False, None)
 */
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BIAS_ACT); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 302, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BIAS_ACT); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 369, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 302, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 369, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":303
+    /* "fastgrad/_plan.pyx":370
  *             s.c = self._buffer(spec, "c", m * n, True, None)
  *         elif kind == BIAS_ACT:
  *             s.a = self._buffer(spec, "a", n * m, True, None)             # <<<<<<<<<<<<<<
  *             s.b = self._buffer(spec, "b", m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 303, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 370, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":304
+    /* "fastgrad/_plan.pyx":371
  *         elif kind == BIAS_ACT:
  *             s.a = self._buffer(spec, "a", n * m, True, None)
  *             s.b = self._buffer(spec, "b", m, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *         elif kind == ACT_BWD or kind == COLSUM:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_v_m, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 304, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_v_m, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 371, __pyx_L1_error)
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":305
+    /* "fastgrad/_plan.pyx":372
  *             s.a = self._buffer(spec, "a", n * m, True, None)
  *             s.b = self._buffer(spec, "b", m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)             # <<<<<<<<<<<<<<
  *         elif kind == ACT_BWD or kind == COLSUM:
  *             s.a = self._buffer(spec, "a", n * m, False, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 305, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 372, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":302
+    /* "fastgrad/_plan.pyx":369
  *             s.b = self._buffer(spec, "b", k * n, False, None)
  *             s.c = self._buffer(spec, "c", m * n, True, None)
  *         elif kind == BIAS_ACT:             # <<<<<<<<<<<<<<
@@ -10345,16 +11886,16 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":306
+  /* "fastgrad/_plan.pyx":373
  *             s.b = self._buffer(spec, "b", m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *         elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", n * m, False, None)
  *             s.b = self._buffer(spec, "b", -n * m, False, None)
 */
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 306, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 373, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 306, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 373, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (!__pyx_t_7) {
 
@@ -10364,9 +11905,9 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
     goto __pyx_L12_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 306, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 373, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 306, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 373, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
   __pyx_t_8 = __pyx_t_7;
@@ -10375,56 +11916,56 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":307
+    /* "fastgrad/_plan.pyx":374
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *         elif kind == ACT_BWD or kind == COLSUM:
  *             s.a = self._buffer(spec, "a", n * m, False, None)             # <<<<<<<<<<<<<<
  *             s.b = self._buffer(spec, "b", -n * m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 307, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 374, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":308
+    /* "fastgrad/_plan.pyx":375
  *         elif kind == ACT_BWD or kind == COLSUM:
  *             s.a = self._buffer(spec, "a", n * m, False, None)
  *             s.b = self._buffer(spec, "b", -n * m, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", -m, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, ((-__pyx_v_n) * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 308, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, ((-__pyx_v_n) * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 375, __pyx_L1_error)
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":309
+    /* "fastgrad/_plan.pyx":376
  *             s.a = self._buffer(spec, "a", n * m, False, None)
  *             s.b = self._buffer(spec, "b", -n * m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)             # <<<<<<<<<<<<<<
  *             s.d = self._buffer(spec, "d", -m, True, None)
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 309, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 376, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":310
+    /* "fastgrad/_plan.pyx":377
  *             s.b = self._buffer(spec, "b", -n * m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", -m, True, None)             # <<<<<<<<<<<<<<
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_d, (-__pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 310, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_d, (-__pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 377, __pyx_L1_error)
     __pyx_v_s->d = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":311
+    /* "fastgrad/_plan.pyx":378
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", -m, True, None)
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):             # <<<<<<<<<<<<<<
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
  *             if kind == COLSUM:
 */
-    __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 311, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 378, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 311, __pyx_L1_error)
+    __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 378, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     if (__pyx_t_7) {
 
@@ -10463,7 +12004,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":312
+      /* "fastgrad/_plan.pyx":379
  *             s.d = self._buffer(spec, "d", -m, True, None)
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")             # <<<<<<<<<<<<<<
@@ -10476,14 +12017,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_13, __pyx_mstate_global->__pyx_kp_u_capture_act_bwd_with_an_activati};
         __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 312, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 379, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
       }
       __Pyx_Raise(__pyx_t_3, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      __PYX_ERR(0, 312, __pyx_L1_error)
+      __PYX_ERR(0, 379, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":311
+      /* "fastgrad/_plan.pyx":378
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", -m, True, None)
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):             # <<<<<<<<<<<<<<
@@ -10492,21 +12033,21 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":313
+    /* "fastgrad/_plan.pyx":380
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
  *             if kind == COLSUM:             # <<<<<<<<<<<<<<
  *                 s.act = 0
  *                 if s.d == NULL:
 */
-    __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 313, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 380, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
-    __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 313, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 380, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     if (__pyx_t_8) {
 
 
-      /* "fastgrad/_plan.pyx":314
+      /* "fastgrad/_plan.pyx":381
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
  *             if kind == COLSUM:
  *                 s.act = 0             # <<<<<<<<<<<<<<
@@ -10515,7 +12056,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
       __pyx_v_s->act = 0;
 
-      /* "fastgrad/_plan.pyx":315
+      /* "fastgrad/_plan.pyx":382
  *             if kind == COLSUM:
  *                 s.act = 0
  *                 if s.d == NULL:             # <<<<<<<<<<<<<<
@@ -10527,7 +12068,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       if (unlikely(__pyx_t_8)) {
 
 
-        /* "fastgrad/_plan.pyx":316
+        /* "fastgrad/_plan.pyx":383
  *                 s.act = 0
  *                 if s.d == NULL:
  *                     raise ValueError("capture: colsum needs d")             # <<<<<<<<<<<<<<
@@ -10540,14 +12081,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
           PyObject *__pyx_callargs[2] = {__pyx_t_13, __pyx_mstate_global->__pyx_kp_u_capture_colsum_needs_d};
           __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
           __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
-          if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 316, __pyx_L1_error)
+          if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 383, __pyx_L1_error)
           __Pyx_GOTREF(__pyx_t_3);
         }
         __Pyx_Raise(__pyx_t_3, 0, 0, 0);
         __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-        __PYX_ERR(0, 316, __pyx_L1_error)
+        __PYX_ERR(0, 383, __pyx_L1_error)
 
-        /* "fastgrad/_plan.pyx":315
+        /* "fastgrad/_plan.pyx":382
  *             if kind == COLSUM:
  *                 s.act = 0
  *                 if s.d == NULL:             # <<<<<<<<<<<<<<
@@ -10556,7 +12097,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
       }
 
-      /* "fastgrad/_plan.pyx":313
+      /* "fastgrad/_plan.pyx":380
  *             if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
  *                 raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
  *             if kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -10565,7 +12106,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":306
+    /* "fastgrad/_plan.pyx":373
  *             s.b = self._buffer(spec, "b", m, False, None)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *         elif kind == ACT_BWD or kind == COLSUM:             # <<<<<<<<<<<<<<
@@ -10575,16 +12116,16 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":317
+  /* "fastgrad/_plan.pyx":384
  *                 if s.d == NULL:
  *                     raise ValueError("capture: colsum needs d")
  *         elif kind == SCE or kind == SVM:             # <<<<<<<<<<<<<<
  *             if n < 1 or m < 1:
  *                 raise ValueError("capture: a loss needs n, c >= 1")
 */
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCE); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 317, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCE); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 384, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 317, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 384, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (!__pyx_t_7) {
 
@@ -10594,9 +12135,9 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
     goto __pyx_L21_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SVM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 317, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SVM); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 384, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 317, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 384, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
 
   __pyx_t_8 = __pyx_t_7;
@@ -10605,7 +12146,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":318
+    /* "fastgrad/_plan.pyx":385
  *                     raise ValueError("capture: colsum needs d")
  *         elif kind == SCE or kind == SVM:
  *             if n < 1 or m < 1:             # <<<<<<<<<<<<<<
@@ -10631,7 +12172,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":319
+      /* "fastgrad/_plan.pyx":386
  *         elif kind == SCE or kind == SVM:
  *             if n < 1 or m < 1:
  *                 raise ValueError("capture: a loss needs n, c >= 1")             # <<<<<<<<<<<<<<
@@ -10644,14 +12185,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_13, __pyx_mstate_global->__pyx_kp_u_capture_a_loss_needs_n_c_1};
         __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
-        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 319, __pyx_L1_error)
+        if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 386, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_3);
       }
       __Pyx_Raise(__pyx_t_3, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-      __PYX_ERR(0, 319, __pyx_L1_error)
+      __PYX_ERR(0, 386, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":318
+      /* "fastgrad/_plan.pyx":385
  *                     raise ValueError("capture: colsum needs d")
  *         elif kind == SCE or kind == SVM:
  *             if n < 1 or m < 1:             # <<<<<<<<<<<<<<
@@ -10660,37 +12201,37 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":320
+    /* "fastgrad/_plan.pyx":387
  *             if n < 1 or m < 1:
  *                 raise ValueError("capture: a loss needs n, c >= 1")
  *             s.a = self._buffer(spec, "a", n * m, False, None)             # <<<<<<<<<<<<<<
  *             s.b = self._buffer(spec, "b", n, False, intp)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 320, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, (__pyx_v_n * __pyx_v_m), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 387, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":321
+    /* "fastgrad/_plan.pyx":388
  *                 raise ValueError("capture: a loss needs n, c >= 1")
  *             s.a = self._buffer(spec, "a", n * m, False, None)
  *             s.b = self._buffer(spec, "b", n, False, intp)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_v_n, 0, __pyx_v_intp); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 321, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_v_n, 0, __pyx_v_intp); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 388, __pyx_L1_error)
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":322
+    /* "fastgrad/_plan.pyx":389
  *             s.a = self._buffer(spec, "a", n * m, False, None)
  *             s.b = self._buffer(spec, "b", n, False, intp)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)             # <<<<<<<<<<<<<<
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
  *             s.e = self._buffer(spec, "e", 1, True, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 322, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, ((-__pyx_v_n) * __pyx_v_m), 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 389, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":323
+    /* "fastgrad/_plan.pyx":390
  *             s.b = self._buffer(spec, "b", n, False, intp)
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))             # <<<<<<<<<<<<<<
@@ -10698,14 +12239,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
  *         elif kind == BINARY:
 */
     __pyx_t_13 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 323, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 390, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
-    __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 323, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 390, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 323, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 390, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
-    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 323, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetAttrStr(__pyx_t_9, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 390, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
     __pyx_t_10 = 1;
@@ -10726,24 +12267,24 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __Pyx_XDECREF(__pyx_t_13); __pyx_t_13 = 0;
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
       __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 323, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 390, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_d, __pyx_v_n, 1, __pyx_t_3); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 323, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_d, __pyx_v_n, 1, __pyx_t_3); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 390, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __pyx_v_s->d = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":324
+    /* "fastgrad/_plan.pyx":391
  *             s.c = self._buffer(spec, "c", -n * m, True, None)
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
  *             s.e = self._buffer(spec, "e", 1, True, None)             # <<<<<<<<<<<<<<
  *         elif kind == BINARY:
  *             s.op = BINARY_OPS[spec["op"]]
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_e, 1, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 324, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_e, 1, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 391, __pyx_L1_error)
     __pyx_v_s->e = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":317
+    /* "fastgrad/_plan.pyx":384
  *                 if s.d == NULL:
  *                     raise ValueError("capture: colsum needs d")
  *         elif kind == SCE or kind == SVM:             # <<<<<<<<<<<<<<
@@ -10753,90 +12294,90 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":325
+  /* "fastgrad/_plan.pyx":392
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
  *             s.e = self._buffer(spec, "e", 1, True, None)
  *         elif kind == BINARY:             # <<<<<<<<<<<<<<
  *             s.op = BINARY_OPS[spec["op"]]
  *             s.ma = MODES[spec.get("ma", "full")]
 */
-  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BINARY); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 325, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BINARY); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 392, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 325, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_3, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 392, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":326
+    /* "fastgrad/_plan.pyx":393
  *             s.e = self._buffer(spec, "e", 1, True, None)
  *         elif kind == BINARY:
  *             s.op = BINARY_OPS[spec["op"]]             # <<<<<<<<<<<<<<
  *             s.ma = MODES[spec.get("ma", "full")]
  *             s.mb = MODES[spec.get("mb", "full")]
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_BINARY_OPS); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 326, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_BINARY_OPS); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 393, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 326, __pyx_L1_error)
+      __PYX_ERR(0, 393, __pyx_L1_error)
     }
-    __pyx_t_2 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_op); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 326, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyDict_GetItem(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_op); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 393, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_1 = __Pyx_PyObject_GetItem(__pyx_t_3, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 326, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetItem(__pyx_t_3, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 393, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_1); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 326, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_1); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 393, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __pyx_v_s->op = __pyx_t_4;
 
-    /* "fastgrad/_plan.pyx":327
+    /* "fastgrad/_plan.pyx":394
  *         elif kind == BINARY:
  *             s.op = BINARY_OPS[spec["op"]]
  *             s.ma = MODES[spec.get("ma", "full")]             # <<<<<<<<<<<<<<
  *             s.mb = MODES[spec.get("mb", "full")]
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_MODES); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 327, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_1, __pyx_mstate_global->__pyx_n_u_MODES); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 394, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-      __PYX_ERR(0, 327, __pyx_L1_error)
+      __PYX_ERR(0, 394, __pyx_L1_error)
     }
-    __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_ma, __pyx_mstate_global->__pyx_n_u_full); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 327, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_ma, __pyx_mstate_global->__pyx_n_u_full); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 394, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_t_1, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 327, __pyx_L1_error)
+    __pyx_t_3 = __Pyx_PyObject_GetItem(__pyx_t_1, __pyx_t_2); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 394, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 327, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_3); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 394, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __pyx_v_s->ma = __pyx_t_4;
 
-    /* "fastgrad/_plan.pyx":328
+    /* "fastgrad/_plan.pyx":395
  *             s.op = BINARY_OPS[spec["op"]]
  *             s.ma = MODES[spec.get("ma", "full")]
  *             s.mb = MODES[spec.get("mb", "full")]             # <<<<<<<<<<<<<<
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
  *                 raise ValueError("capture: a row operand needs n a multiple of m >= 1")
 */
-    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_MODES); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 328, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_3, __pyx_mstate_global->__pyx_n_u_MODES); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 395, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_3);
     if (unlikely(__pyx_v_spec == Py_None)) {
       PyErr_Format(PyExc_AttributeError, "\047NoneType\047 object has no attribute \047%.30s\047", "get");
-      __PYX_ERR(0, 328, __pyx_L1_error)
+      __PYX_ERR(0, 395, __pyx_L1_error)
     }
-    __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_mb, __pyx_mstate_global->__pyx_n_u_full); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 328, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyDict_GetItemDefault(__pyx_v_spec, __pyx_mstate_global->__pyx_n_u_mb, __pyx_mstate_global->__pyx_n_u_full); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 395, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_2);
-    __pyx_t_1 = __Pyx_PyObject_GetItem(__pyx_t_3, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 328, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyObject_GetItem(__pyx_t_3, __pyx_t_2); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 395, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
     __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
-    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_1); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 328, __pyx_L1_error)
+    __pyx_t_4 = __Pyx_PyLong_As_int(__pyx_t_1); if (unlikely((__pyx_t_4 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 395, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __pyx_v_s->mb = __pyx_t_4;
 
-    /* "fastgrad/_plan.pyx":329
+    /* "fastgrad/_plan.pyx":396
  *             s.ma = MODES[spec.get("ma", "full")]
  *             s.mb = MODES[spec.get("mb", "full")]
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):             # <<<<<<<<<<<<<<
@@ -10881,7 +12422,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":330
+      /* "fastgrad/_plan.pyx":397
  *             s.mb = MODES[spec.get("mb", "full")]
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
  *                 raise ValueError("capture: a row operand needs n a multiple of m >= 1")             # <<<<<<<<<<<<<<
@@ -10894,14 +12435,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_kp_u_capture_a_row_operand_needs_n_a};
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 330, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 397, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 330, __pyx_L1_error)
+      __PYX_ERR(0, 397, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":329
+      /* "fastgrad/_plan.pyx":396
  *             s.ma = MODES[spec.get("ma", "full")]
  *             s.mb = MODES[spec.get("mb", "full")]
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):             # <<<<<<<<<<<<<<
@@ -10910,7 +12451,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":331
+    /* "fastgrad/_plan.pyx":398
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
  *                 raise ValueError("capture: a row operand needs n a multiple of m >= 1")
  *             if s.ma == ROW and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -10936,7 +12477,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":332
+      /* "fastgrad/_plan.pyx":399
  *                 raise ValueError("capture: a row operand needs n a multiple of m >= 1")
  *             if s.ma == ROW and s.mb == ROW:
  *                 raise ValueError("capture: at most one row operand")             # <<<<<<<<<<<<<<
@@ -10949,14 +12490,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_kp_u_capture_at_most_one_row_operand};
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 332, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 399, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 332, __pyx_L1_error)
+      __PYX_ERR(0, 399, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":331
+      /* "fastgrad/_plan.pyx":398
  *             if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
  *                 raise ValueError("capture: a row operand needs n a multiple of m >= 1")
  *             if s.ma == ROW and s.mb == ROW:             # <<<<<<<<<<<<<<
@@ -10965,7 +12506,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":333
+    /* "fastgrad/_plan.pyx":400
  *             if s.ma == ROW and s.mb == ROW:
  *                 raise ValueError("capture: at most one row operand")
  *             s.a = self._buffer(spec, "a", n if s.ma == FULL else (1 if s.ma == SCALAR else m), False, None)             # <<<<<<<<<<<<<<
@@ -10991,11 +12532,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __pyx_t_6 = __pyx_t_15;
     }
 
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 333, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 400, __pyx_L1_error)
 
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":334
+    /* "fastgrad/_plan.pyx":401
  *                 raise ValueError("capture: at most one row operand")
  *             s.a = self._buffer(spec, "a", n if s.ma == FULL else (1 if s.ma == SCALAR else m), False, None)
  *             s.b = self._buffer(spec, "b", n if s.mb == FULL else (1 if s.mb == SCALAR else m), False, None)             # <<<<<<<<<<<<<<
@@ -11021,11 +12562,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __pyx_t_6 = __pyx_t_15;
     }
 
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 334, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 401, __pyx_L1_error)
 
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":335
+    /* "fastgrad/_plan.pyx":402
  *             s.a = self._buffer(spec, "a", n if s.ma == FULL else (1 if s.ma == SCALAR else m), False, None)
  *             s.b = self._buffer(spec, "b", n if s.mb == FULL else (1 if s.mb == SCALAR else m), False, None)
  *             s.c = self._buffer(spec, "c", n if s.ma == FULL or s.mb == FULL else 1, True, None)             # <<<<<<<<<<<<<<
@@ -11056,11 +12597,11 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __pyx_t_6 = 1;
     }
 
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_t_6, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 335, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_t_6, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 402, __pyx_L1_error)
 
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":336
+    /* "fastgrad/_plan.pyx":403
  *             s.b = self._buffer(spec, "b", n if s.mb == FULL else (1 if s.mb == SCALAR else m), False, None)
  *             s.c = self._buffer(spec, "c", n if s.ma == FULL or s.mb == FULL else 1, True, None)
  *             if s.ma == SCALAR and s.mb == SCALAR and n != 1:             # <<<<<<<<<<<<<<
@@ -11096,7 +12637,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":337
+      /* "fastgrad/_plan.pyx":404
  *             s.c = self._buffer(spec, "c", n if s.ma == FULL or s.mb == FULL else 1, True, None)
  *             if s.ma == SCALAR and s.mb == SCALAR and n != 1:
  *                 raise ValueError("capture: a scalar-scalar op has n == 1")             # <<<<<<<<<<<<<<
@@ -11109,14 +12650,14 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_kp_u_capture_a_scalar_scalar_op_has_n};
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 337, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 404, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 337, __pyx_L1_error)
+      __PYX_ERR(0, 404, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":336
+      /* "fastgrad/_plan.pyx":403
  *             s.b = self._buffer(spec, "b", n if s.mb == FULL else (1 if s.mb == SCALAR else m), False, None)
  *             s.c = self._buffer(spec, "c", n if s.ma == FULL or s.mb == FULL else 1, True, None)
  *             if s.ma == SCALAR and s.mb == SCALAR and n != 1:             # <<<<<<<<<<<<<<
@@ -11125,7 +12666,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":325
+    /* "fastgrad/_plan.pyx":392
  *             s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
  *             s.e = self._buffer(spec, "e", 1, True, None)
  *         elif kind == BINARY:             # <<<<<<<<<<<<<<
@@ -11135,16 +12676,16 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":338
+  /* "fastgrad/_plan.pyx":405
  *             if s.ma == SCALAR and s.mb == SCALAR and n != 1:
  *                 raise ValueError("capture: a scalar-scalar op has n == 1")
  *         elif kind == NEG or kind == COPY:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
 */
-  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_NEG); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 338, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_NEG); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 405, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 338, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 405, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (!__pyx_t_7) {
 
@@ -11154,9 +12695,9 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
     goto __pyx_L40_bool_binop_done;
   }
-  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COPY); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 338, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COPY); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 405, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 338, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 405, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   __pyx_t_8 = __pyx_t_7;
@@ -11165,27 +12706,27 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":339
+    /* "fastgrad/_plan.pyx":406
  *                 raise ValueError("capture: a scalar-scalar op has n == 1")
  *         elif kind == NEG or kind == COPY:
  *             s.a = self._buffer(spec, "a", n, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == FILL:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_v_n, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 339, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_v_n, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 406, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":340
+    /* "fastgrad/_plan.pyx":407
  *         elif kind == NEG or kind == COPY:
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)             # <<<<<<<<<<<<<<
  *         elif kind == FILL:
  *             s.a = self._buffer(spec, "a", 1, False, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_v_n, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 340, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_v_n, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 407, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":338
+    /* "fastgrad/_plan.pyx":405
  *             if s.ma == SCALAR and s.mb == SCALAR and n != 1:
  *                 raise ValueError("capture: a scalar-scalar op has n == 1")
  *         elif kind == NEG or kind == COPY:             # <<<<<<<<<<<<<<
@@ -11195,41 +12736,41 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":341
+  /* "fastgrad/_plan.pyx":408
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == FILL:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", 1, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
 */
-  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FILL); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 341, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FILL); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 408, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 341, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 408, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":342
+    /* "fastgrad/_plan.pyx":409
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == FILL:
  *             s.a = self._buffer(spec, "a", 1, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == SUM:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, 1, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 342, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, 1, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 409, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":343
+    /* "fastgrad/_plan.pyx":410
  *         elif kind == FILL:
  *             s.a = self._buffer(spec, "a", 1, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)             # <<<<<<<<<<<<<<
  *         elif kind == SUM:
  *             s.a = self._buffer(spec, "a", n, False, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_v_n, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 343, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_v_n, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 410, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":341
+    /* "fastgrad/_plan.pyx":408
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == FILL:             # <<<<<<<<<<<<<<
@@ -11239,41 +12780,41 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":344
+  /* "fastgrad/_plan.pyx":411
  *             s.a = self._buffer(spec, "a", 1, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == SUM:             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", 1, True, None)
 */
-  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SUM); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 344, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SUM); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 411, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 344, __pyx_L1_error)
+  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 411, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":345
+    /* "fastgrad/_plan.pyx":412
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == SUM:
  *             s.a = self._buffer(spec, "a", n, False, None)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", 1, True, None)
- *         elif kind == MAXOUT or kind == MAXOUT_BWD:
+ *         elif kind == SUMSQ:
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_v_n, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 345, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_v_n, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 412, __pyx_L1_error)
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":346
+    /* "fastgrad/_plan.pyx":413
  *         elif kind == SUM:
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", 1, True, None)             # <<<<<<<<<<<<<<
- *         elif kind == MAXOUT or kind == MAXOUT_BWD:
- *             if k < 1:
+ *         elif kind == SUMSQ:
+ *             s.a = self._buffer(spec, "a", n, False, None)
 */
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, 1, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 346, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, 1, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 413, __pyx_L1_error)
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":344
+    /* "fastgrad/_plan.pyx":411
  *             s.a = self._buffer(spec, "a", 1, False, None)
  *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == SUM:             # <<<<<<<<<<<<<<
@@ -11283,16 +12824,172 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     goto __pyx_L7;
   }
 
-  /* "fastgrad/_plan.pyx":347
+  /* "fastgrad/_plan.pyx":414
  *             s.a = self._buffer(spec, "a", n, False, None)
  *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == SUMSQ:             # <<<<<<<<<<<<<<
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+*/
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SUMSQ); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 414, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 414, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  if (__pyx_t_8) {
+
+
+    /* "fastgrad/_plan.pyx":415
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == SUMSQ:
+ *             s.a = self._buffer(spec, "a", n, False, None)             # <<<<<<<<<<<<<<
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == SCALED:
+*/
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_v_n, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 415, __pyx_L1_error)
+    __pyx_v_s->a = __pyx_t_14;
+
+    /* "fastgrad/_plan.pyx":416
+ *         elif kind == SUMSQ:
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.c = self._buffer(spec, "c", 1, True, None)             # <<<<<<<<<<<<<<
+ *         elif kind == SCALED:
+ *             if k != 1 and k != 2:
+*/
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, 1, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 416, __pyx_L1_error)
+    __pyx_v_s->c = __pyx_t_14;
+
+    /* "fastgrad/_plan.pyx":414
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == SUMSQ:             # <<<<<<<<<<<<<<
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+*/
+    goto __pyx_L7;
+  }
+
+  /* "fastgrad/_plan.pyx":417
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == SCALED:             # <<<<<<<<<<<<<<
+ *             if k != 1 and k != 2:
+ *                 raise ValueError("capture: scaled sums 1 or 2 terms")
+*/
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCALED); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 417, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_1);
+  __pyx_t_8 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 417, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+  if (__pyx_t_8) {
+
+
+    /* "fastgrad/_plan.pyx":418
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == SCALED:
+ *             if k != 1 and k != 2:             # <<<<<<<<<<<<<<
+ *                 raise ValueError("capture: scaled sums 1 or 2 terms")
+ *             s.a = self._buffer(spec, "a", n, False, None)
+*/
+    switch (__pyx_v_k) {
+      case 1:
+      case 2:
+      __pyx_t_8 = 0;
+      break;
+      default:
+      __pyx_t_8 = 1;
+      break;
+    }
+    if (unlikely(__pyx_t_8)) {
+
+
+      /* "fastgrad/_plan.pyx":419
+ *         elif kind == SCALED:
+ *             if k != 1 and k != 2:
+ *                 raise ValueError("capture: scaled sums 1 or 2 terms")             # <<<<<<<<<<<<<<
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.b = self._buffer(spec, "b", 1, False, None)
+*/
+      __pyx_t_2 = NULL;
+      __pyx_t_10 = 1;
+      {
+        PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_kp_u_capture_scaled_sums_1_or_2_terms};
+        __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
+        __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 419, __pyx_L1_error)
+        __Pyx_GOTREF(__pyx_t_1);
+      }
+      __Pyx_Raise(__pyx_t_1, 0, 0, 0);
+      __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
+      __PYX_ERR(0, 419, __pyx_L1_error)
+
+      /* "fastgrad/_plan.pyx":418
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == SCALED:
+ *             if k != 1 and k != 2:             # <<<<<<<<<<<<<<
+ *                 raise ValueError("capture: scaled sums 1 or 2 terms")
+ *             s.a = self._buffer(spec, "a", n, False, None)
+*/
+    }
+
+    /* "fastgrad/_plan.pyx":420
+ *             if k != 1 and k != 2:
+ *                 raise ValueError("capture: scaled sums 1 or 2 terms")
+ *             s.a = self._buffer(spec, "a", n, False, None)             # <<<<<<<<<<<<<<
+ *             s.b = self._buffer(spec, "b", 1, False, None)
+ *             s.d = self._buffer(spec, "d", -n, False, None)
+*/
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_v_n, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 420, __pyx_L1_error)
+    __pyx_v_s->a = __pyx_t_14;
+
+    /* "fastgrad/_plan.pyx":421
+ *                 raise ValueError("capture: scaled sums 1 or 2 terms")
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.b = self._buffer(spec, "b", 1, False, None)             # <<<<<<<<<<<<<<
+ *             s.d = self._buffer(spec, "d", -n, False, None)
+ *             s.c = self._buffer(spec, "c", n, True, None)
+*/
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, 1, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 421, __pyx_L1_error)
+    __pyx_v_s->b = __pyx_t_14;
+
+    /* "fastgrad/_plan.pyx":422
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.b = self._buffer(spec, "b", 1, False, None)
+ *             s.d = self._buffer(spec, "d", -n, False, None)             # <<<<<<<<<<<<<<
+ *             s.c = self._buffer(spec, "c", n, True, None)
+ *         elif kind == MAXOUT or kind == MAXOUT_BWD:
+*/
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_d, (-__pyx_v_n), 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 422, __pyx_L1_error)
+    __pyx_v_s->d = __pyx_t_14;
+
+    /* "fastgrad/_plan.pyx":423
+ *             s.b = self._buffer(spec, "b", 1, False, None)
+ *             s.d = self._buffer(spec, "d", -n, False, None)
+ *             s.c = self._buffer(spec, "c", n, True, None)             # <<<<<<<<<<<<<<
+ *         elif kind == MAXOUT or kind == MAXOUT_BWD:
+ *             if k < 1:
+*/
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_v_n, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 423, __pyx_L1_error)
+    __pyx_v_s->c = __pyx_t_14;
+
+    /* "fastgrad/_plan.pyx":417
+ *             s.a = self._buffer(spec, "a", n, False, None)
+ *             s.c = self._buffer(spec, "c", 1, True, None)
+ *         elif kind == SCALED:             # <<<<<<<<<<<<<<
+ *             if k != 1 and k != 2:
+ *                 raise ValueError("capture: scaled sums 1 or 2 terms")
+*/
+    goto __pyx_L7;
+  }
+
+  /* "fastgrad/_plan.pyx":424
+ *             s.d = self._buffer(spec, "d", -n, False, None)
+ *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == MAXOUT or kind == MAXOUT_BWD:             # <<<<<<<<<<<<<<
  *             if k < 1:
  *                 raise ValueError("capture: maxout needs k >= 1 pieces")
 */
-  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 347, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 424, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 347, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 424, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
   if (!__pyx_t_7) {
 
@@ -11300,21 +12997,21 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 
     __pyx_t_8 = __pyx_t_7;
 
-    goto __pyx_L42_bool_binop_done;
+    goto __pyx_L43_bool_binop_done;
   }
-  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT_BWD); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 347, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT_BWD); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 424, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_1);
-  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 347, __pyx_L1_error)
+  __pyx_t_7 = __Pyx_PyObject_CompareBoolEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); if (unlikely((__pyx_t_7 < 0))) __PYX_ERR(0, 424, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
 
   __pyx_t_8 = __pyx_t_7;
 
-  __pyx_L42_bool_binop_done:;
+  __pyx_L43_bool_binop_done:;
   if (__pyx_t_8) {
 
 
-    /* "fastgrad/_plan.pyx":348
- *             s.c = self._buffer(spec, "c", 1, True, None)
+    /* "fastgrad/_plan.pyx":425
+ *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == MAXOUT or kind == MAXOUT_BWD:
  *             if k < 1:             # <<<<<<<<<<<<<<
  *                 raise ValueError("capture: maxout needs k >= 1 pieces")
@@ -11325,7 +13022,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
     if (unlikely(__pyx_t_8)) {
 
 
-      /* "fastgrad/_plan.pyx":349
+      /* "fastgrad/_plan.pyx":426
  *         elif kind == MAXOUT or kind == MAXOUT_BWD:
  *             if k < 1:
  *                 raise ValueError("capture: maxout needs k >= 1 pieces")             # <<<<<<<<<<<<<<
@@ -11338,15 +13035,15 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
         PyObject *__pyx_callargs[2] = {__pyx_t_2, __pyx_mstate_global->__pyx_kp_u_capture_maxout_needs_k_1_pieces};
         __pyx_t_1 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_10, (2-__pyx_t_10) | (__pyx_t_10*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
         __Pyx_XDECREF(__pyx_t_2); __pyx_t_2 = 0;
-        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 349, __pyx_L1_error)
+        if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 426, __pyx_L1_error)
         __Pyx_GOTREF(__pyx_t_1);
       }
       __Pyx_Raise(__pyx_t_1, 0, 0, 0);
       __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
-      __PYX_ERR(0, 349, __pyx_L1_error)
+      __PYX_ERR(0, 426, __pyx_L1_error)
 
-      /* "fastgrad/_plan.pyx":348
- *             s.c = self._buffer(spec, "c", 1, True, None)
+      /* "fastgrad/_plan.pyx":425
+ *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == MAXOUT or kind == MAXOUT_BWD:
  *             if k < 1:             # <<<<<<<<<<<<<<
  *                 raise ValueError("capture: maxout needs k >= 1 pieces")
@@ -11354,28 +13051,28 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
     }
 
-    /* "fastgrad/_plan.pyx":350
+    /* "fastgrad/_plan.pyx":427
  *             if k < 1:
  *                 raise ValueError("capture: maxout needs k >= 1 pieces")
  *             fwd = kind == MAXOUT             # <<<<<<<<<<<<<<
  *             s.a = self._buffer(spec, "a", n * m * k if fwd else n * m, False, None)
  *             s.b = self._buffer(spec, "b", n * m, fwd, intp)
 */
-    __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 350, __pyx_L1_error)
+    __pyx_t_1 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT); if (unlikely(!__pyx_t_1)) __PYX_ERR(0, 427, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_1);
-    __pyx_t_2 = __Pyx_PyObject_CompareEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); __Pyx_XGOTREF(__pyx_t_2); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 350, __pyx_L1_error)
+    __pyx_t_2 = __Pyx_PyObject_CompareEq_object_int(__pyx_v_kind, __pyx_t_1, Py_EQ); __Pyx_XGOTREF(__pyx_t_2); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 427, __pyx_L1_error)
     __Pyx_DECREF(__pyx_t_1); __pyx_t_1 = 0;
     __pyx_v_fwd = __pyx_t_2;
     __pyx_t_2 = 0;
 
-    /* "fastgrad/_plan.pyx":351
+    /* "fastgrad/_plan.pyx":428
  *                 raise ValueError("capture: maxout needs k >= 1 pieces")
  *             fwd = kind == MAXOUT
  *             s.a = self._buffer(spec, "a", n * m * k if fwd else n * m, False, None)             # <<<<<<<<<<<<<<
  *             s.b = self._buffer(spec, "b", n * m, fwd, intp)
  *             s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)
 */
-    __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_v_fwd); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 351, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_v_fwd); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 428, __pyx_L1_error)
     if (__pyx_t_8) {
 
       __pyx_t_6 = ((__pyx_v_n * __pyx_v_m) * __pyx_v_k);
@@ -11384,30 +13081,30 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __pyx_t_6 = (__pyx_v_n * __pyx_v_m);
     }
 
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 351, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_a, __pyx_t_6, 0, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 428, __pyx_L1_error)
 
     __pyx_v_s->a = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":352
+    /* "fastgrad/_plan.pyx":429
  *             fwd = kind == MAXOUT
  *             s.a = self._buffer(spec, "a", n * m * k if fwd else n * m, False, None)
  *             s.b = self._buffer(spec, "b", n * m, fwd, intp)             # <<<<<<<<<<<<<<
  *             s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)
  *         self.count += 1
 */
-    __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_v_fwd); if (unlikely((__pyx_t_8 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 352, __pyx_L1_error)
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, (__pyx_v_n * __pyx_v_m), __pyx_t_8, __pyx_v_intp); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 352, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_v_fwd); if (unlikely((__pyx_t_8 == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 429, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_b, (__pyx_v_n * __pyx_v_m), __pyx_t_8, __pyx_v_intp); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 429, __pyx_L1_error)
 
     __pyx_v_s->b = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":353
+    /* "fastgrad/_plan.pyx":430
  *             s.a = self._buffer(spec, "a", n * m * k if fwd else n * m, False, None)
  *             s.b = self._buffer(spec, "b", n * m, fwd, intp)
  *             s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)             # <<<<<<<<<<<<<<
  *         self.count += 1
  *         return 0
 */
-    __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_v_fwd); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 353, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_IsTrue(__pyx_v_fwd); if (unlikely((__pyx_t_8 < 0))) __PYX_ERR(0, 430, __pyx_L1_error)
     if (__pyx_t_8) {
 
       __pyx_t_6 = (__pyx_v_n * __pyx_v_m);
@@ -11416,13 +13113,13 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
       __pyx_t_6 = ((__pyx_v_n * __pyx_v_m) * __pyx_v_k);
     }
 
-    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_t_6, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 353, __pyx_L1_error)
+    __pyx_t_14 = __pyx_f_8fastgrad_5_plan_7Program__buffer(__pyx_v_self, __pyx_v_spec, __pyx_mstate_global->__pyx_n_u_c, __pyx_t_6, 1, Py_None); if (unlikely(__pyx_t_14 == ((void *)NULL) && PyErr_Occurred())) __PYX_ERR(0, 430, __pyx_L1_error)
 
     __pyx_v_s->c = __pyx_t_14;
 
-    /* "fastgrad/_plan.pyx":347
- *             s.a = self._buffer(spec, "a", n, False, None)
- *             s.c = self._buffer(spec, "c", 1, True, None)
+    /* "fastgrad/_plan.pyx":424
+ *             s.d = self._buffer(spec, "d", -n, False, None)
+ *             s.c = self._buffer(spec, "c", n, True, None)
  *         elif kind == MAXOUT or kind == MAXOUT_BWD:             # <<<<<<<<<<<<<<
  *             if k < 1:
  *                 raise ValueError("capture: maxout needs k >= 1 pieces")
@@ -11430,7 +13127,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   }
   __pyx_L7:;
 
-  /* "fastgrad/_plan.pyx":354
+  /* "fastgrad/_plan.pyx":431
  *             s.b = self._buffer(spec, "b", n * m, fwd, intp)
  *             s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)
  *         self.count += 1             # <<<<<<<<<<<<<<
@@ -11439,7 +13136,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
 */
   __pyx_v_self->count = (__pyx_v_self->count + 1);
 
-  /* "fastgrad/_plan.pyx":355
+  /* "fastgrad/_plan.pyx":432
  *             s.c = self._buffer(spec, "c", n * m if fwd else n * m * k, True, None)
  *         self.count += 1
  *         return 0             # <<<<<<<<<<<<<<
@@ -11452,7 +13149,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   }
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":281
+  /* "fastgrad/_plan.pyx":348
  *         return cnp.PyArray_DATA(arr)
  * 
  *     cdef int _add(self, dict spec) except -1:             # <<<<<<<<<<<<<<
@@ -11483,7 +13180,7 @@ static int __pyx_f_8fastgrad_5_plan_7Program__add(struct __pyx_obj_8fastgrad_5_p
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":357
+/* "fastgrad/_plan.pyx":434
  *         return 0
  * 
  *     def run(self):             # <<<<<<<<<<<<<<
@@ -11546,7 +13243,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
   Py_ssize_t __pyx_t_4;
   __Pyx_RefNannySetupContext("run", 0);
 
-  /* "fastgrad/_plan.pyx":360
+  /* "fastgrad/_plan.pyx":437
  *         """Run every instruction in order (the GIL released)."""
  *         cdef Py_ssize_t i
  *         cdef Instr *code = self.code             # <<<<<<<<<<<<<<
@@ -11557,7 +13254,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
 
   __pyx_v_code = __pyx_t_1;
 
-  /* "fastgrad/_plan.pyx":361
+  /* "fastgrad/_plan.pyx":438
  *         cdef Py_ssize_t i
  *         cdef Instr *code = self.code
  *         cdef Py_ssize_t count = self.count             # <<<<<<<<<<<<<<
@@ -11568,7 +13265,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
 
   __pyx_v_count = __pyx_t_2;
 
-  /* "fastgrad/_plan.pyx":362
+  /* "fastgrad/_plan.pyx":439
  *         cdef Instr *code = self.code
  *         cdef Py_ssize_t count = self.count
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -11581,7 +13278,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "fastgrad/_plan.pyx":363
+        /* "fastgrad/_plan.pyx":440
  *         cdef Py_ssize_t count = self.count
  *         with nogil:
  *             if self.f64:             # <<<<<<<<<<<<<<
@@ -11590,7 +13287,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
 */
         if (__pyx_v_self->f64) {
 
-          /* "fastgrad/_plan.pyx":364
+          /* "fastgrad/_plan.pyx":441
  *         with nogil:
  *             if self.f64:
  *                 for i in range(count):             # <<<<<<<<<<<<<<
@@ -11604,7 +13301,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
           for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
             __pyx_v_i = __pyx_t_4;
 
-            /* "fastgrad/_plan.pyx":365
+            /* "fastgrad/_plan.pyx":442
  *             if self.f64:
  *                 for i in range(count):
  *                     _exec(&code[i], <double *>NULL)             # <<<<<<<<<<<<<<
@@ -11615,7 +13312,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
           }
 
 
-          /* "fastgrad/_plan.pyx":363
+          /* "fastgrad/_plan.pyx":440
  *         cdef Py_ssize_t count = self.count
  *         with nogil:
  *             if self.f64:             # <<<<<<<<<<<<<<
@@ -11625,7 +13322,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
           goto __pyx_L6;
         }
 
-        /* "fastgrad/_plan.pyx":367
+        /* "fastgrad/_plan.pyx":444
  *                     _exec(&code[i], <double *>NULL)
  *             else:
  *                 for i in range(count):             # <<<<<<<<<<<<<<
@@ -11640,7 +13337,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
           for (__pyx_t_4 = 0; __pyx_t_4 < __pyx_t_3; __pyx_t_4+=1) {
             __pyx_v_i = __pyx_t_4;
 
-            /* "fastgrad/_plan.pyx":368
+            /* "fastgrad/_plan.pyx":445
  *             else:
  *                 for i in range(count):
  *                     _exec(&code[i], <float *>NULL)             # <<<<<<<<<<<<<<
@@ -11654,7 +13351,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
         __pyx_L6:;
       }
 
-      /* "fastgrad/_plan.pyx":362
+      /* "fastgrad/_plan.pyx":439
  *         cdef Instr *code = self.code
  *         cdef Py_ssize_t count = self.count
  *         with nogil:             # <<<<<<<<<<<<<<
@@ -11671,7 +13368,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
       }
   }
 
-  /* "fastgrad/_plan.pyx":357
+  /* "fastgrad/_plan.pyx":434
  *         return 0
  * 
  *     def run(self):             # <<<<<<<<<<<<<<
@@ -11689,7 +13386,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_8run(struct __pyx_obj_8fastg
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":235
+/* "fastgrad/_plan.pyx":302
  *     cdef bint f64
  *     cdef list keep  # every buffer the instructions point into
  *     cdef readonly object dtype             # <<<<<<<<<<<<<<
@@ -11960,7 +13657,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_7Program_12__setstate_cython__(CYTHON
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":371
+/* "fastgrad/_plan.pyx":448
  * 
  * 
  * def check_labels(cnp.ndarray labels, Py_ssize_t classes, str op):             # <<<<<<<<<<<<<<
@@ -12010,46 +13707,46 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_labels,&__pyx_mstate_global->__pyx_n_u_classes,&__pyx_mstate_global->__pyx_n_u_op,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 371, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 448, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  3:
         values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 371, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 448, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 371, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 448, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 371, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 448, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "check_labels", 0) < (0)) __PYX_ERR(0, 371, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "check_labels", 0) < (0)) __PYX_ERR(0, 448, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 3; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("check_labels", 1, 3, 3, i); __PYX_ERR(0, 371, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("check_labels", 1, 3, 3, i); __PYX_ERR(0, 448, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 3)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 371, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 448, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_FASTCALL(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 371, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 448, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_FASTCALL(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 371, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 448, __pyx_L3_error)
     }
     __pyx_v_labels = ((PyArrayObject *)values[0]);
-    __pyx_v_classes = __Pyx_PyIndex_AsSsize_t(values[1]); if (unlikely((__pyx_v_classes == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 371, __pyx_L3_error)
+    __pyx_v_classes = __Pyx_PyIndex_AsSsize_t(values[1]); if (unlikely((__pyx_v_classes == (Py_ssize_t)-1) && PyErr_Occurred())) __PYX_ERR(0, 448, __pyx_L3_error)
     __pyx_v_op = ((PyObject*)values[2]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("check_labels", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 371, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("check_labels", 1, 3, 3, __pyx_nargs); __PYX_ERR(0, 448, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -12060,8 +13757,8 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_labels), __pyx_mstate_global->__pyx_ptype_5numpy_ndarray, 1, "labels", 0))) __PYX_ERR(0, 371, __pyx_L1_error)
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_op), (&PyUnicode_Type), 1, "op", 1))) __PYX_ERR(0, 371, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_labels), __pyx_mstate_global->__pyx_ptype_5numpy_ndarray, 1, "labels", 0))) __PYX_ERR(0, 448, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_op), (&PyUnicode_Type), 1, "op", 1))) __PYX_ERR(0, 448, __pyx_L1_error)
   __pyx_r = __pyx_pf_8fastgrad_5_plan_check_labels(__pyx_self, __pyx_v_labels, __pyx_v_classes, __pyx_v_op);
 
   /* function exit code */
@@ -12109,7 +13806,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("check_labels", 0);
 
-  /* "fastgrad/_plan.pyx":373
+  /* "fastgrad/_plan.pyx":450
  * def check_labels(cnp.ndarray labels, Py_ssize_t classes, str op):
  *     """ValueError naming the first label outside [0, classes) (labels: contiguous intp)."""
  *     cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)             # <<<<<<<<<<<<<<
@@ -12118,7 +13815,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
 */
   __pyx_v_p = ((Py_ssize_t const *)PyArray_DATA(__pyx_v_labels));
 
-  /* "fastgrad/_plan.pyx":374
+  /* "fastgrad/_plan.pyx":451
  *     """ValueError naming the first label outside [0, classes) (labels: contiguous intp)."""
  *     cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)
  *     cdef Py_ssize_t i, n = labels.size, bad = -1             # <<<<<<<<<<<<<<
@@ -12128,7 +13825,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
   __pyx_v_n = __pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_labels);
   __pyx_v_bad = -1L;
 
-  /* "fastgrad/_plan.pyx":375
+  /* "fastgrad/_plan.pyx":452
  *     cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)
  *     cdef Py_ssize_t i, n = labels.size, bad = -1
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -12141,7 +13838,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "fastgrad/_plan.pyx":376
+        /* "fastgrad/_plan.pyx":453
  *     cdef Py_ssize_t i, n = labels.size, bad = -1
  *     with nogil:
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -12155,7 +13852,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
         for (__pyx_t_3 = 0; __pyx_t_3 < __pyx_t_2; __pyx_t_3+=1) {
           __pyx_v_i = __pyx_t_3;
 
-          /* "fastgrad/_plan.pyx":377
+          /* "fastgrad/_plan.pyx":454
  *     with nogil:
  *         for i in range(n):
  *             if p[i] < 0 or p[i] >= classes:             # <<<<<<<<<<<<<<
@@ -12181,7 +13878,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
           if (__pyx_t_4) {
 
 
-            /* "fastgrad/_plan.pyx":378
+            /* "fastgrad/_plan.pyx":455
  *         for i in range(n):
  *             if p[i] < 0 or p[i] >= classes:
  *                 bad = i             # <<<<<<<<<<<<<<
@@ -12190,7 +13887,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
 */
             __pyx_v_bad = __pyx_v_i;
 
-            /* "fastgrad/_plan.pyx":379
+            /* "fastgrad/_plan.pyx":456
  *             if p[i] < 0 or p[i] >= classes:
  *                 bad = i
  *                 break             # <<<<<<<<<<<<<<
@@ -12199,7 +13896,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
 */
             goto __pyx_L7_break;
 
-            /* "fastgrad/_plan.pyx":377
+            /* "fastgrad/_plan.pyx":454
  *     with nogil:
  *         for i in range(n):
  *             if p[i] < 0 or p[i] >= classes:             # <<<<<<<<<<<<<<
@@ -12212,7 +13909,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
 
       }
 
-      /* "fastgrad/_plan.pyx":375
+      /* "fastgrad/_plan.pyx":452
  *     cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)
  *     cdef Py_ssize_t i, n = labels.size, bad = -1
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -12229,7 +13926,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
       }
   }
 
-  /* "fastgrad/_plan.pyx":380
+  /* "fastgrad/_plan.pyx":457
  *                 bad = i
  *                 break
  *     if bad >= 0:             # <<<<<<<<<<<<<<
@@ -12241,7 +13938,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
   if (unlikely(__pyx_t_4)) {
 
 
-    /* "fastgrad/_plan.pyx":381
+    /* "fastgrad/_plan.pyx":458
  *                 break
  *     if bad >= 0:
  *         raise ValueError(f"{op}: labels value {p[bad]} at position {bad} is out of range [0, {classes})")             # <<<<<<<<<<<<<<
@@ -12249,16 +13946,16 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
  * 
 */
     __pyx_t_7 = NULL;
-    __pyx_t_8 = __Pyx_PyUnicode_Unicode(__pyx_v_op); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 381, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyUnicode_Unicode(__pyx_v_op); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 458, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
-    __pyx_t_9 = PyLong_FromSsize_t((__pyx_v_p[__pyx_v_bad])); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 381, __pyx_L1_error)
+    __pyx_t_9 = PyLong_FromSsize_t((__pyx_v_p[__pyx_v_bad])); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 458, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
-    __pyx_t_10 = __Pyx_PyObject_FormatSimple(__pyx_t_9, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 381, __pyx_L1_error)
+    __pyx_t_10 = __Pyx_PyObject_FormatSimple(__pyx_t_9, __pyx_mstate_global->__pyx_empty_unicode); if (unlikely(!__pyx_t_10)) __PYX_ERR(0, 458, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_10);
     __Pyx_DECREF(__pyx_t_9); __pyx_t_9 = 0;
-    __pyx_t_9 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_bad, 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 381, __pyx_L1_error)
+    __pyx_t_9 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_bad, 0, ' ', 'd'); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 458, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_9);
-    __pyx_t_11 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_classes, 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 381, __pyx_L1_error)
+    __pyx_t_11 = __Pyx_PyUnicode_From_Py_ssize_t(__pyx_v_classes, 0, ' ', 'd'); if (unlikely(!__pyx_t_11)) __PYX_ERR(0, 458, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_11);
     __pyx_t_12[0] = __pyx_t_8;
     __pyx_t_12[1] = __pyx_mstate_global->__pyx_kp_u_labels_value;
@@ -12280,7 +13977,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
     __pyx_t_13 |= __Pyx_PyUnicode_KIND_04(__pyx_t_12[0]) | __Pyx_PyUnicode_KIND_04(__pyx_t_12[2]);
     #endif
     __pyx_t_14 = __Pyx_PyUnicode_Join(__pyx_t_12, 8, __pyx_t_1, __pyx_t_13);
-    if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 381, __pyx_L1_error)
+    if (unlikely(!__pyx_t_14)) __PYX_ERR(0, 458, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_14);
     __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_10); __pyx_t_10 = 0;
@@ -12292,14 +13989,14 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
       __pyx_t_6 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_15, (2-__pyx_t_15) | (__pyx_t_15*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_7); __pyx_t_7 = 0;
       __Pyx_DECREF(__pyx_t_14); __pyx_t_14 = 0;
-      if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 381, __pyx_L1_error)
+      if (unlikely(!__pyx_t_6)) __PYX_ERR(0, 458, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_6);
     }
     __Pyx_Raise(__pyx_t_6, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_6); __pyx_t_6 = 0;
-    __PYX_ERR(0, 381, __pyx_L1_error)
+    __PYX_ERR(0, 458, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":380
+    /* "fastgrad/_plan.pyx":457
  *                 bad = i
  *                 break
  *     if bad >= 0:             # <<<<<<<<<<<<<<
@@ -12308,7 +14005,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
 */
   }
 
-  /* "fastgrad/_plan.pyx":371
+  /* "fastgrad/_plan.pyx":448
  * 
  * 
  * def check_labels(cnp.ndarray labels, Py_ssize_t classes, str op):             # <<<<<<<<<<<<<<
@@ -12339,7 +14036,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_check_labels(CYTHON_UNUSED PyObject *
   return __pyx_r;
 }
 
-/* "fastgrad/_plan.pyx":384
+/* "fastgrad/_plan.pyx":461
  * 
  * 
  * def pairwise_sum(cnp.ndarray a):             # <<<<<<<<<<<<<<
@@ -12387,32 +14084,32 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_a,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_FASTCALL(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 384, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 461, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  1:
         values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 384, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 461, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "pairwise_sum", 0) < (0)) __PYX_ERR(0, 384, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "pairwise_sum", 0) < (0)) __PYX_ERR(0, 461, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 1; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("pairwise_sum", 1, 1, 1, i); __PYX_ERR(0, 384, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("pairwise_sum", 1, 1, 1, i); __PYX_ERR(0, 461, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 1)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_FASTCALL(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 384, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 461, __pyx_L3_error)
     }
     __pyx_v_a = ((PyArrayObject *)values[0]);
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("pairwise_sum", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 384, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("pairwise_sum", 1, 1, 1, __pyx_nargs); __PYX_ERR(0, 461, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -12423,7 +14120,7 @@ PyObject *__pyx_args, PyObject *__pyx_kwds
   __Pyx_RefNannyFinishContext();
   return NULL;
   __pyx_L4_argument_unpacking_done:;
-  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_ptype_5numpy_ndarray, 1, "a", 0))) __PYX_ERR(0, 384, __pyx_L1_error)
+  if (unlikely(!__Pyx_ArgTypeTest(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_ptype_5numpy_ndarray, 1, "a", 0))) __PYX_ERR(0, 461, __pyx_L1_error)
   __pyx_r = __pyx_pf_8fastgrad_5_plan_2pairwise_sum(__pyx_self, __pyx_v_a);
 
   /* function exit code */
@@ -12461,7 +14158,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("pairwise_sum", 0);
 
-  /* "fastgrad/_plan.pyx":387
+  /* "fastgrad/_plan.pyx":464
  *     """The pairwise sum of a contiguous float32/float64 array, as the SUM instruction computes it
  *     (a test hook: it must equal NumPy's a.sum() bit for bit)."""
  *     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):             # <<<<<<<<<<<<<<
@@ -12478,14 +14175,14 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 
     goto __pyx_L4_bool_binop_done;
   }
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 387, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 387, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 387, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_3, __pyx_t_5, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 387, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_3, __pyx_t_5, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   if (__pyx_t_6) {
 
@@ -12495,12 +14192,12 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 
     goto __pyx_L6_bool_binop_done;
   }
-  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 387, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
-  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 387, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyObject_GetAttrStr(__pyx_t_5, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_3, __pyx_t_4, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 387, __pyx_L1_error)
+  __pyx_t_6 = __Pyx_PyObject_CompareBoolNe_object_object(__pyx_t_3, __pyx_t_4, Py_NE); if (unlikely((__pyx_t_6 < 0))) __PYX_ERR(0, 464, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
   __pyx_t_2 = __pyx_t_6;
@@ -12517,7 +14214,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "fastgrad/_plan.pyx":388
+    /* "fastgrad/_plan.pyx":465
  *     (a test hook: it must equal NumPy's a.sum() bit for bit)."""
  *     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):
  *         raise ValueError("pairwise_sum: a C-contiguous float32 or float64 array")             # <<<<<<<<<<<<<<
@@ -12530,14 +14227,14 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_pairwise_sum_a_C_contiguous_floa};
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_7, (2-__pyx_t_7) | (__pyx_t_7*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 388, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 465, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 388, __pyx_L1_error)
+    __PYX_ERR(0, 465, __pyx_L1_error)
 
-    /* "fastgrad/_plan.pyx":387
+    /* "fastgrad/_plan.pyx":464
  *     """The pairwise sum of a contiguous float32/float64 array, as the SUM instruction computes it
  *     (a test hook: it must equal NumPy's a.sum() bit for bit)."""
  *     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):             # <<<<<<<<<<<<<<
@@ -12546,7 +14243,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 */
   }
 
-  /* "fastgrad/_plan.pyx":389
+  /* "fastgrad/_plan.pyx":466
  *     if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):
  *         raise ValueError("pairwise_sum: a C-contiguous float32 or float64 array")
  *     cdef float zf = 0             # <<<<<<<<<<<<<<
@@ -12555,7 +14252,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 */
   __pyx_v_zf = 0.0;
 
-  /* "fastgrad/_plan.pyx":390
+  /* "fastgrad/_plan.pyx":467
  *         raise ValueError("pairwise_sum: a C-contiguous float32 or float64 array")
  *     cdef float zf = 0
  *     cdef double zd = 0             # <<<<<<<<<<<<<<
@@ -12564,39 +14261,39 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 */
   __pyx_v_zd = 0.0;
 
-  /* "fastgrad/_plan.pyx":391
+  /* "fastgrad/_plan.pyx":468
  *     cdef float zf = 0
  *     cdef double zd = 0
  *     if a.dtype == np.float32:             # <<<<<<<<<<<<<<
  *         return np.float32(zf + _pairwise(<const float *>cnp.PyArray_DATA(a), a.size))
  *     return np.float64(zd + _pairwise(<const double *>cnp.PyArray_DATA(a), a.size))
 */
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 391, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(((PyObject *)__pyx_v_a), __pyx_mstate_global->__pyx_n_u_dtype); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 468, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 391, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 468, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 391, __pyx_L1_error)
+  __pyx_t_5 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 468, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_1 = __Pyx_PyObject_CompareBoolEq_object_object(__pyx_t_3, __pyx_t_5, Py_EQ); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 391, __pyx_L1_error)
+  __pyx_t_1 = __Pyx_PyObject_CompareBoolEq_object_object(__pyx_t_3, __pyx_t_5, Py_EQ); if (unlikely((__pyx_t_1 < 0))) __PYX_ERR(0, 468, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
   if (__pyx_t_1) {
 
 
-    /* "fastgrad/_plan.pyx":392
+    /* "fastgrad/_plan.pyx":469
  *     cdef double zd = 0
  *     if a.dtype == np.float32:
  *         return np.float32(zf + _pairwise(<const float *>cnp.PyArray_DATA(a), a.size))             # <<<<<<<<<<<<<<
  *     return np.float64(zd + _pairwise(<const double *>cnp.PyArray_DATA(a), a.size))
 */
     __pyx_t_3 = NULL;
-    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 392, __pyx_L1_error)
+    __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 469, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
-    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 392, __pyx_L1_error)
+    __pyx_t_8 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float32); if (unlikely(!__pyx_t_8)) __PYX_ERR(0, 469, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_8);
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-    __pyx_t_4 = PyFloat_FromDouble((__pyx_v_zf + __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(((float const *)PyArray_DATA(__pyx_v_a)), __pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_a)))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 392, __pyx_L1_error)
+    __pyx_t_4 = PyFloat_FromDouble((__pyx_v_zf + __pyx_fuse_0__pyx_f_8fastgrad_5_plan__pairwise(((float const *)PyArray_DATA(__pyx_v_a)), __pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_a)))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 469, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_4);
     __pyx_t_7 = 1;
     #if CYTHON_UNPACK_METHODS
@@ -12616,7 +14313,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
       __Pyx_XDECREF(__pyx_t_3); __pyx_t_3 = 0;
       __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
       __Pyx_DECREF(__pyx_t_8); __pyx_t_8 = 0;
-      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 392, __pyx_L1_error)
+      if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 469, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_5);
     }
     {
@@ -12630,7 +14327,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
     __pyx_t_5 = 0;
     goto __pyx_L0;
 
-    /* "fastgrad/_plan.pyx":391
+    /* "fastgrad/_plan.pyx":468
  *     cdef float zf = 0
  *     cdef double zd = 0
  *     if a.dtype == np.float32:             # <<<<<<<<<<<<<<
@@ -12639,18 +14336,18 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
 */
   }
 
-  /* "fastgrad/_plan.pyx":393
+  /* "fastgrad/_plan.pyx":470
  *     if a.dtype == np.float32:
  *         return np.float32(zf + _pairwise(<const float *>cnp.PyArray_DATA(a), a.size))
  *     return np.float64(zd + _pairwise(<const double *>cnp.PyArray_DATA(a), a.size))             # <<<<<<<<<<<<<<
 */
   __pyx_t_8 = NULL;
-  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 393, __pyx_L1_error)
+  __Pyx_GetModuleGlobalName(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_np); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 393, __pyx_L1_error)
+  __pyx_t_3 = __Pyx_PyObject_GetAttrStr(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_float64); if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_3);
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = PyFloat_FromDouble((__pyx_v_zd + __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(((double const *)PyArray_DATA(__pyx_v_a)), __pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_a)))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 393, __pyx_L1_error)
+  __pyx_t_4 = PyFloat_FromDouble((__pyx_v_zd + __pyx_fuse_1__pyx_f_8fastgrad_5_plan__pairwise(((double const *)PyArray_DATA(__pyx_v_a)), __pyx_f_5numpy_7ndarray_4size___get__(__pyx_v_a)))); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 470, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   __pyx_t_7 = 1;
   #if CYTHON_UNPACK_METHODS
@@ -12670,7 +14367,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
     __Pyx_XDECREF(__pyx_t_8); __pyx_t_8 = 0;
     __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 393, __pyx_L1_error)
+    if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 470, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
   }
   {
@@ -12684,7 +14381,7 @@ static PyObject *__pyx_pf_8fastgrad_5_plan_2pairwise_sum(CYTHON_UNUSED PyObject 
   __pyx_t_5 = 0;
   goto __pyx_L0;
 
-  /* "fastgrad/_plan.pyx":384
+  /* "fastgrad/_plan.pyx":461
  * 
  * 
  * def pairwise_sum(cnp.ndarray a):             # <<<<<<<<<<<<<<
@@ -13036,14 +14733,14 @@ static int __Pyx_modinit_Exttype___pyx_obj_8fastgrad_5_plan_Program(__pyx_mstate
   __pyx_vtable_8fastgrad_5_plan_Program._buffer = (void *(*)(struct __pyx_obj_8fastgrad_5_plan_Program *, PyObject *, PyObject *, Py_ssize_t, int, PyObject *))__pyx_f_8fastgrad_5_plan_7Program__buffer;
   __pyx_vtable_8fastgrad_5_plan_Program._add = (int (*)(struct __pyx_obj_8fastgrad_5_plan_Program *, PyObject *))__pyx_f_8fastgrad_5_plan_7Program__add;
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_8fastgrad_5_plan_Program_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program)) __PYX_ERR(0, 222, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_8fastgrad_5_plan_Program_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program)) __PYX_ERR(0, 289, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program = &__pyx_type_8fastgrad_5_plan_Program;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 222, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 289, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program);
@@ -13053,9 +14750,9 @@ static int __Pyx_modinit_Exttype___pyx_obj_8fastgrad_5_plan_Program(__pyx_mstate
     __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program->tp_getattro = PyObject_GenericGetAttr;
   }
   #endif
-  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program, __pyx_vtabptr_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 222, __pyx_L1_error)
-  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_Program, (PyObject *) __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 222, __pyx_L1_error)
-  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 222, __pyx_L1_error)
+  if (__Pyx_SetVtable(__pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program, __pyx_vtabptr_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 289, __pyx_L1_error)
+  if (PyObject_SetAttr(__pyx_m, __pyx_mstate_global->__pyx_n_u_Program, (PyObject *) __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 289, __pyx_L1_error)
+  if (__Pyx_setup_reduce((PyObject *) __pyx_mstate->__pyx_ptype_8fastgrad_5_plan_Program) < (0)) __PYX_ERR(0, 289, __pyx_L1_error)
   __Pyx_RefNannyFinishContext();
   return 0;
   __pyx_L1_error:;
@@ -13602,139 +15299,147 @@ __Pyx_RefNannySetupContext("PyInit__plan", 0);
   __pyx_t_3 = __pyx_f_5numpy_import_array(); if (unlikely(__pyx_t_3 == ((int)-1))) __PYX_ERR(0, 29, __pyx_L1_error)
 
 
-  /* "fastgrad/_plan.pyx":56
+  /* "fastgrad/_plan.pyx":58
  *     ROW = 2
  * 
  * KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,             # <<<<<<<<<<<<<<
  *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
- *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}
+ *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED}
 */
-  __pyx_t_2 = __Pyx_PyDict_NewPresized(13); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyDict_NewPresized(15); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_GEMM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_GEMM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_gemm, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_gemm, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BIAS_ACT); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BIAS_ACT); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_bias_act, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_bias_act, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ACT_BWD); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_act_bwd, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_act_bwd, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCE); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCE); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sce, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sce, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SVM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SVM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_svm, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_svm, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "fastgrad/_plan.pyx":57
+  /* "fastgrad/_plan.pyx":59
  * 
  * KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,
  *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,             # <<<<<<<<<<<<<<
- *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}
+ *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED}
  * BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
 */
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BINARY); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_BINARY); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 59, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_binary, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_binary, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_NEG); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_NEG); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 59, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_neg, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_neg, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FILL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FILL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 59, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_fill, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_fill, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SUM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SUM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 59, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sum, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sum, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COLSUM); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 59, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_colsum, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_colsum, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COPY); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_COPY); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 59, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_copy, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_copy, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "fastgrad/_plan.pyx":58
+  /* "fastgrad/_plan.pyx":60
  * KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,
  *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
- *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}             # <<<<<<<<<<<<<<
+ *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED}             # <<<<<<<<<<<<<<
  * BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
  * MODES = {"full": FULL, "scalar": SCALAR, "row": ROW}
 */
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 58, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_maxout, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_maxout, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT_BWD); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 58, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_MAXOUT_BWD); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_maxout_bwd, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_maxout_bwd, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_KINDS, __pyx_t_2) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SUMSQ); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sumsq, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCALED); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __Pyx_GOTREF(__pyx_t_4);
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_scaled, __pyx_t_4) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
+  __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_KINDS, __pyx_t_2) < (0)) __PYX_ERR(0, 58, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":59
+  /* "fastgrad/_plan.pyx":61
  *          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
- *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}
+ *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED}
  * BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}             # <<<<<<<<<<<<<<
  * MODES = {"full": FULL, "scalar": SCALAR, "row": ROW}
  * 
 */
-  __pyx_t_2 = __Pyx_PyDict_NewPresized(4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 59, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyDict_NewPresized(4); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 61, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_add, __pyx_mstate_global->__pyx_int_0) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sub, __pyx_mstate_global->__pyx_int_1) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_mul, __pyx_mstate_global->__pyx_int_2) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_div, __pyx_mstate_global->__pyx_int_3) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_BINARY_OPS, __pyx_t_2) < (0)) __PYX_ERR(0, 59, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_add, __pyx_mstate_global->__pyx_int_0) < (0)) __PYX_ERR(0, 61, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_sub, __pyx_mstate_global->__pyx_int_1) < (0)) __PYX_ERR(0, 61, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_mul, __pyx_mstate_global->__pyx_int_2) < (0)) __PYX_ERR(0, 61, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_div, __pyx_mstate_global->__pyx_int_3) < (0)) __PYX_ERR(0, 61, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_BINARY_OPS, __pyx_t_2) < (0)) __PYX_ERR(0, 61, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":60
- *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}
+  /* "fastgrad/_plan.pyx":62
+ *          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED}
  * BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
  * MODES = {"full": FULL, "scalar": SCALAR, "row": ROW}             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_2 = __Pyx_PyDict_NewPresized(3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_PyDict_NewPresized(3); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 62, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_FULL); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 62, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_full, __pyx_t_4) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_full, __pyx_t_4) < (0)) __PYX_ERR(0, 62, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCALAR); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_SCALAR); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 62, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_scalar, __pyx_t_4) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_scalar, __pyx_t_4) < (0)) __PYX_ERR(0, 62, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ROW); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 60, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyLong_From___pyx_anon_enum(__pyx_e_8fastgrad_5_plan_ROW); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 62, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_row, __pyx_t_4) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_2, __pyx_mstate_global->__pyx_n_u_row, __pyx_t_4) < (0)) __PYX_ERR(0, 62, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_MODES, __pyx_t_2) < (0)) __PYX_ERR(0, 60, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_MODES, __pyx_t_2) < (0)) __PYX_ERR(0, 62, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":357
+  /* "fastgrad/_plan.pyx":434
  *         return 0
  * 
  *     def run(self):             # <<<<<<<<<<<<<<
  *         """Run every instruction in order (the GIL released)."""
  *         cdef Py_ssize_t i
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_7Program_9run, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Program_run, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 357, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_7Program_9run, __Pyx_CYFUNCTION_CCLASS, __pyx_mstate_global->__pyx_n_u_Program_run, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[0])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 434, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8fastgrad_5_plan_Program, __pyx_mstate_global->__pyx_n_u_run, __pyx_t_2) < (0)) __PYX_ERR(0, 357, __pyx_L1_error)
+  if (__Pyx_SetItemOnTypeDict(__pyx_mstate_global->__pyx_ptype_8fastgrad_5_plan_Program, __pyx_mstate_global->__pyx_n_u_run, __pyx_t_2) < (0)) __PYX_ERR(0, 434, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "(tree fragment)":1
@@ -13764,34 +15469,34 @@ __Pyx_RefNannySetupContext("PyInit__plan", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_setstate_cython, __pyx_t_2) < (0)) __PYX_ERR(2, 3, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":371
+  /* "fastgrad/_plan.pyx":448
  * 
  * 
  * def check_labels(cnp.ndarray labels, Py_ssize_t classes, str op):             # <<<<<<<<<<<<<<
  *     """ValueError naming the first label outside [0, classes) (labels: contiguous intp)."""
  *     cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_1check_labels, 0, __pyx_mstate_global->__pyx_n_u_check_labels, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 371, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_1check_labels, 0, __pyx_mstate_global->__pyx_n_u_check_labels, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 448, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_check_labels, __pyx_t_2) < (0)) __PYX_ERR(0, 371, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_check_labels, __pyx_t_2) < (0)) __PYX_ERR(0, 448, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
-  /* "fastgrad/_plan.pyx":384
+  /* "fastgrad/_plan.pyx":461
  * 
  * 
  * def pairwise_sum(cnp.ndarray a):             # <<<<<<<<<<<<<<
  *     """The pairwise sum of a contiguous float32/float64 array, as the SUM instruction computes it
  *     (a test hook: it must equal NumPy's a.sum() bit for bit)."""
 */
-  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_3pairwise_sum, 0, __pyx_mstate_global->__pyx_n_u_pairwise_sum, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 384, __pyx_L1_error)
+  __pyx_t_2 = __Pyx_CyFunction_New(&__pyx_mdef_8fastgrad_5_plan_3pairwise_sum, 0, __pyx_mstate_global->__pyx_n_u_pairwise_sum, NULL, __pyx_mstate_global->__pyx_n_u_fastgrad__plan, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[4])); if (unlikely(!__pyx_t_2)) __PYX_ERR(0, 461, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_2);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_2);
   #endif
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pairwise_sum, __pyx_t_2) < (0)) __PYX_ERR(0, 384, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_pairwise_sum, __pyx_t_2) < (0)) __PYX_ERR(0, 461, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_2); __pyx_t_2 = 0;
 
   /* "fastgrad/_plan.pyx":1
@@ -13870,41 +15575,41 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{13},{7},{4},{6},{32},{21},{13},{21},{14},{4},{15},{15},{1},{11},{15},{1},{4},{179},{8},{31},{56},{51},{38},{65},{32},{16},{23},{21},{35},{26},{23},{7},{6},{18},{2},{9},{50},{39},{34},{53},{10},{5},{5},{7},{25},{27},{11},{20},{12},{17},{8},{12},{8},{10},{8},{11},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{1},{3},{7},{3},{18},{1},{3},{8},{6},{1},{12},{7},{18},{4},{6},{4},{5},{1},{3},{5},{1},{14},{4},{7},{7},{4},{4},{3},{1},{6},{4},{8},{5},{1},{4},{6},{1},{2},{6},{10},{2},{3},{1},{7},{3},{2},{5},{2},{1},{12},{3},{3},{3},{6},{3},{4},{10},{3},{3},{3},{2},{2},{6},{1},{2},{2}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{13},{7},{4},{6},{32},{21},{13},{21},{14},{4},{15},{15},{1},{11},{15},{1},{4},{179},{8},{31},{56},{51},{38},{65},{32},{16},{23},{21},{35},{26},{23},{33},{7},{6},{18},{2},{9},{50},{39},{34},{53},{10},{5},{5},{7},{25},{27},{11},{20},{12},{17},{8},{12},{8},{10},{8},{11},{14},{12},{10},{17},{13},{12},{12},{19},{8},{13},{1},{3},{7},{3},{18},{1},{3},{8},{6},{1},{12},{7},{18},{4},{6},{4},{5},{1},{3},{5},{1},{14},{4},{7},{7},{4},{4},{3},{1},{6},{4},{8},{5},{1},{4},{6},{1},{2},{6},{10},{2},{3},{1},{7},{3},{2},{5},{2},{1},{12},{3},{3},{3},{6},{6},{3},{4},{10},{3},{3},{5},{3},{2},{2},{6},{1},{2},{2}};
     const struct { const unsigned int length: 11; } bytes_length_index[] = {{1251},{160},{9},{113},{124},{84}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1397 bytes) */
-static const char cstring[] = "x\332\265U\275o\333F\024\267\020\267q\322|\327)Z4h.\r\332\304\251\255V\266a\244)\322\302\211]\300-\352X\366\222\"H\016G\362(]L\336Q\274\243><y\324\310\221\243F\215\031=z\324\250Qc\376\204\376\t}w\244(\331\226\0237m\r\210G\276\217\337\275\367{\037FD\241@H\246\230\340\010U\205\347H\204X\372#\346\311\205BO\027l\301\025\253D\"\0021w\020\361X\205SG\353E\244\220pQHx\205\242\027?\314\033\247\220\022gAp\257\205\374H*dQ\3048zQ\232G\213\257\226Js\210S\n\367X\221\353\322\020ioT\047^D\345|\246\271\257BJ\221\033\222\212O\271\232\233\233G\264\031P[\301\215\217\220G,\352\311\324\003\375\262)8\335\024\212\"U\205T\236\266T\025\022\201\010\034\3521\213\206DQ\010B\252\220\201w\250\2158\332Z\337ZX~\270l\022\t\351k\300\225HF\226\355\021)\251\324\341X\021\363\024D\254Z\001\225E\264\341\242\226\210LlH\t\024\200\335\270\203\252R\216$U\372\005\335#\034\030#\232O\014\356\214W\356!\207\205p\t\253S\355\375+\361$-\022\307\301`Gm\022\250(\244\217\200lO\000l\232?\237G6\372\3711*\215\251\203PTB\342\2430\342\022\271\236 ji\021\2110}]Y\316\330\324\024B\301\306\374B\321@\"\000& \333\014\035\244~\004\t\006\036\325\331\372\307\257\2226\361H\270\220\036\340\214\252D{=>be+l5\034\324`\252\nL\352oV7ig\267h2$\251\003eY\235u\000\316\336\010@!_@o@\375\306c\314\365\231W\376m\013OF~\006>2c\034\212\033\331\346\342\\\350\223\246n\313\324v\327\244\207\002Fm*s\023N+\304\224D\262=\323\235\271\006\210v\000\320(\340&&\211\345Q\312\365\323%RA\021\234\357q\340\021^\014Z\315\212\315d\252s\270\200\246s\t\020\2130\016)`P\214\221\023\231\252s\301\027\240\t\353\214x\240\265\031g\nc\036\371A\253\210m\021\322\242)\010\tC\322B.a^\332i\314\017D\250\306\315\"\237\000\337\307-\002\302\302\006\004\202\201!]\300#\363:\241W\314=O66W\267\377\304\317\266v~\337\330\\\333\371\343\331\332\372\316V\332d\331Q\314\363\260\315\\a<R@\277Kh\363\223*\350O\370h5\341\267\006C\2077iSmS\027\343l0\200\024 @\217\016\256P\305\024\365\265\300\215\270\255\317\312\020\026\376|\302\2709\241\036\236\221p\342\233\023\210\307\231\231~\255+]\000\255\250E\304""\033\032\rKp\"\211\\@\233\372\0032\311\201\345\330\365\0472\304XQ\te\303L\352b@\2071N\t4~6\0130\323D\266\270\315D1WK\313\"\216\305\210\304`d1N\302\226mW\251\275\213\3235\226\355\020\333\003[\014\351\252\220\330\324\"\366\256-\034\232\266\274-\202\226-\"\256\034\207\325\035\275\222\362>,\232>t\231\347eE\316\n\354F\236W\241\276\257\t6\003\"\031W\001\223\334\264\274\346\\\356\3562\356\2441\370>I\007&}\352T|\013\372\221s\3074\n\214\n\017L\023\212 \030o\265@\300\2544\364B2\233B\302|Q\317\005\336\2629\200\035\tV\262\356\003\215V\272\341\233{\316\236\353\210\010\352\205\356g\047\364*\354\201\007\363h\253\205\245\236:\254&\311\216\276g\276\017FosS\377\035\356\273\361\r\313\037\006\237\272\376/\250\023\301\353\20299!#M\2168\322\234\206\r\23534;\006\367A\241N\252\341\373q\317\322\007cQ\234\212xz\372\037DDN\370\261\332\345\362wb\031\253\243P\377\232\322\354\346\367\242\236\241C\047\36191\317\223i\377\243\374\245p\365\346\301\260\220\335\225\345)X\027\3519&^ZL\305p\016w)vE\330 \241cl\207\213\013\366\346q\331\270\231\331\323C\233t\271\032\371IL\270\350\004\346H6n6\021si1\245\313\2449\351q\326\276\034\362~*\320\231\n27\245\377\031\230T\323\227\245\305\375\302`\372b\373\273\270\274_x;}\273\177{\345\215\177X:\\\035L\177\231\254t\276\352\326\006\027.\016f.\265\327\343\2331\211k\203KW\333\265\270\020\177\032?\211\255\344\\RJV\223\235\316\271Nip\355\263\230\014\256]\037L\237\337W\355\2456\031\314\\i\277N\n\311\215\244\324\277U\354\222n\355M\241_zzX\352\257\275\354\277|\325\177\205\367\013\177}<\365\321\314~\243\177\345\333\016\351\310\356\335n\271[y\363\374`\373`\257w\243W\032\"\000\346l\014\001\335\214\313\032\275\326>\337\226\361\327 \231\271\332\016\343\317\223\353\311\335d;iu\013\375\271\237\016\036\367\n\275\331^\271G\006\323\237\264\027\333\317\343rlC\014?vV\373\337<<\270|X>tzwz\245\375U\270\373\302\255d9\251\rfPg\272\263:\270|E\047\247bHe6^On&\004t\263_\000\374\035m\0066\277u\311\333\323t\033\335\362\3377\272\325\032";
-    PyObject *data = __Pyx_DecompressString(cstring, 1397, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1420 bytes) */
+static const char cstring[] = "x\332\265U\315O\033G\024\307\nmH\232\357\222\252U\243f\322\250MH\301\255\rBi\252\264\"\201J\264*\301pI\025%\243\331\335Y{\302\356\314zg\326\306\2348\372\270\307=\372\350c\216\0349\372\350\243\217\371\023\372\047\364\315\354zm\300$4m\021\336Y\277\217\337\274\367{\037FD\241@H\246\230\340\010\325\204\347H\204X\372!\346\311\205BO\027l\301\025\253F\"\0021w\020\361X\225SG\353E\244\220pQHx\225\242\027?\314\033\247\220\022gAp\257\205\374H*dQ\3048zQ\232G\345W\213\2459\304)\205{\254\310ui\210\2647j\020/\242r>\323\334W!\245\310\rI\325\247\\\315\315\315#\272\033P[\301\215\217\220G,\352\311\324\003\375\262!8\335\020\212\"U\203T\236\266T\r\022\201\010\034\3521\213\206DQ\010B\252\220\201w\250\2158\332\\\333\\Xz\270d\022\t\351k\300\225HF\226\355\021)\251\324\341X\021\363\024D\254Z\001\225E\264\356\242\226\210LlH\t\024\200\335\270\203\252Q\216$U\372\005\335#\034\030#\232O\014\356\214W\357!\207\205p\tkP\355\375+\361$-\022\307\301`Gm\022\250(\244\217\200lO\000l\232?\237G6\372\3711*\215\251\203PTC\342\2430\342\022\271\236 j\261\214D\230\276./elj\n\241`c~\241h\"\021\000\023\220m\206\016R?\202\004\003\217\352l\375\343WI\233x$\\H\017pF5\242\275\036\037\261\262\025\266\232\016j2U\003&\365w\3260ig\267h2$i\000eY\235u\000\316\336\010@!_@o@\375\306c\314\365\231W\376\335\026\236\214\374\014|d\3068\0247\262\315\305\271\320\047\273\272-S\333\035\223\036\n\030\265\251\314M8\255\022S\022\311\366Lw\346\032 \332\001@\243\220#\261f\003\222\201\030$\240\001\361e\004\035\345K\207Iby\224r\375t\211TP%\347{\034x\204\027\203\326n\325f2\3259\\@W\272\004\230G\030\207\024.\241\030#\0472m\301\005_\200.m0\342\201\326f\234)\214y\344\007\255\"\266EH\213\246b$\014I\013\271\204yi+2?\020\241\0327\213|\002\0059n\021\020\0266!\020\014\341\353\n\037\031\350\t\315d\356y\262\276\261\262\365\047~\266\271\375\373\372\306\352\366\037\317V\327\2667\323.\314\216b\236\207m\006\017\343\221\002\006B\302\034\234TA\003\303\227\326.|Va*\361\006\335U[\324\3058\233\034 \005\010\320\263\205\253T1E}-p#n\353\263:\204\205?\2370nN(\230g$""\234\370\346\004\342qf\246_\033J\027@+\352\021\361\206F\303\022\234H\"\027\320]\375\0052\311\201\345\330\365\0472\304XQ\te\303L\352b@\0132N\tLF6,0\364D\266\270\315D1WK\313\"\216\305\210\304`d1N\302\226m\327\250\275\203\323=\227-\031\333\003[\014\351\252\220\330\324\"\366\216-\034\232\316\204-\202\226-\"\256\034\2075\034\275\263\362>,\232>t\231\347eE\316\n\354F\236W\245\276\257\t6\023$\031W\001\223\334\314\204\346\\\356\3540\356\2441\370>I\047*}\352T|\013\372\221s\3074\n\314\022\017L\023\212 \030o\265@\30005\365\3062\253$\035!\tcH=\027\330\313\246\001V\251\236*\370\257\313\206\017\214Z\351\257\301\356\236\263\347:\"\202\322\241\373\331\tm\013;\343\301<\332la\251\047\024\253I\262\243\357\231\357\203\321\333\334\324\177\207\373n|C\370\207\301\247\256\377\013\352D\360\206`NN\310H\223#\2164\247aC\023\r\315\216\301}P\250\223j\370~\334\263\364\301X\024\247\"\236\236\376\007\021\221\023~\254v\271\374\235X\306\352(\324\277\2464\273\371\275\250g\350\320I|N\314\363d\332\377(\177)\\\275\2040\354fwyi\n\326Ez\216\211\027\313\251\030\316\341Z\305\256\010\233$t\214\355p\207\301\n=.\03373+{h\223\356Y#?\211\t\027\235\300\034\311\306\315&b.\226S\272L\232\223\036g\355\313!\357\247\002\235\251 sS\372w\301\244\232\276,\226\367\013\203\351\213\355\357\342\312~\341\355\364\355\376\355\3457\376a\351pe0\375e\262\334\371\252[\037\\\2708\230\271\324^\213o\306$\256\017.]m\327\343B\374i\374$\266\222sI)YI\266;\347:\245\301\265\317b2\270v}0}~_\265\027\333d0s\245\375:)$7\222R\377V\261K\272\3657\205~\351\351a\251\277\372\262\377\362U\377\025\336/\374\365\361\324G3\373\315\376\225o;\244#\273w\273\225n\365\315\363\203\255\203\275\336\215^i\210\000\230\2631\004t3\256h\364z\373|[\306_\203d\346j;\214?O\256\047w\223\255\244\325-\364\347~:x\334+\364f{\225\036\031L\177\322.\267\237\307\225\330\206\030~\354\254\364\277yxp\371\260r\350\364\356\364J\373+p\367\205[\311RR\037\314\240\316tgep\371\212NN\305\220\312l\274\226\334L\010\350f\277\000\370;\332\014l~\353\222\267\247\351\326\273\225\277\001\235\001\345P";
+    PyObject *data = __Pyx_DecompressString(cstring, 1420, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1836 bytes) */
-static const char cstring[] = "\377 at posi\377tion  ho\277lds  i\000\001s\373 a\005\002not C\377-contigu\373ou\024\000nd al\337igned&\001ou\377t of ran\277ge [0,:\002r\377ead-only\377 must be\377 in [1, \3772^31) ne\375ee\000buffer\375 :\001 value\373s,\023\004(tree\377 fragmen\377t)), exp\367ecto\000: la\357bels,\003 ?N\377oneNote {th\310\000Cyth\306\000\376\276\000deliber\367ate\202\000stri\372;\000r!\001n PEP\277-484 a\306\000r\373ejU\000s sub\177classes\311\001\337built\257\000ty\377pes. If \367you\261\002 to \371p%\000%\tthen \367set\200\000e \047a\325n\257 a\314!_<\000in\277g\047 dir\272\000i\375v\242\000o Fals\277e.add_\327 e\377capture:\336\352 loss\223$n,\177 c >= 1\024\010\377program \377runs flo\177at32 or\005\003\20764 \310#\277!\256@L\010r\037ow op\207 \264@\362#\355n\327@mu\336\000ple\372\267Am[\rscalasr-\001\003:\000 ha\227\000\373 =\204\nct_bw\277d with\307  \037activ\362\002\327D\223 \217 sav\242`\341D\353!d=z\347\007t mo\231`\275@\341 \231\010\210&\227d\230&col\327sum\264dd\257&in\346\332@uc\273\204\002\304&max\364\223\204\001\341ck\305\" piewces\347&neg\242@\216\220@siz\231\204\002\201F\346 d\352N\000 \025\001s\271@sab\357leen\002\001fas\375t\202@d/_pla\377n.pyxgci\375s\026\003dno de\373fa\326  __re~A\000e__ du\361B\377non-triv\367ial\033\000cini\377t__numpy\177._core.\214B\377array fa\357iled\346aimpwort\033\tuma\355 \276\022\rpairw\206\000_\340\237 \307a\243\206\n\231pc\002BIN\377ARY_OPSK\377INDSMODESSP\337c\000\004.\277\006c\323\205\002\373__\017\007setst\357ate_\013\rrun\376%\000yx_PyDi\376\242`NextRef\263__\222\205\004\222 __\347\205\002_\377getitem_\177___func\004\001\271gO\005\022\000maiH\000_\277_modul2\002nSam:\002\366 _x\003_\007\001\363vt\237AC\001qual\260\035\005\373%\264\016\225Fexw\001s\227et_Q\005st\010\321\016_\357_tes\264@_is\376\260Aoutinea\357acta\206\205\003add\377asyncio.\374\320@\031\003sbbadb\377ias_actb\377inarycch\317eck_\301\210\003\356\207\004cl\372H\000_\354\000trace\377backcode\376\355\204\003copycou\177ntddivd\217\210\001\365e\200\204\005.\203""\204\002fill\374\212\207\004\223\207\00264full\317gemm\335!\234\205\002si?ntpisn\356\204\002\360!\277skkind\305\211\003m\343ma\253\205\003\261\205\003\323\206\001mbm\337ulnnd\214\204\002newgnp\247\204\002opp\337i?poprow\215\210\001\254\207\002\377sceselfs\373et\201\205\004subsu\257msvm\246`b\334\212\003x\377zdzfdoub\357le (\001\004con\377st *, Py;_s\213\206\001_t \001\020\024\tk, =\004*\000\007)\000\016G\204B\033\371\211\002 \202\20025\003\241\022\026=,= J\020void\340&\243\047\300\352&\275\047\363\047\333+\267`\346%)\000\000B\n\203\2022[\t\274E6\037\356K0\021\261j\001*\222\025\342m\264oP\027\366\020\305F\203l\000\335F\270:\300\216\002\314%\231\2038\256I\331d5\036\214\2677\251\020 *\217\024\337\025\323\200*s\377oftmax_c\377e_f64\000sv\031m\002\003\014\01032\021\003\005\000\304\211\005\377_forward\034/\002\261\210\005ack\004\r\033\t\243\212\002\000\034\005\312\217\003n\002B\017n\000C\016\n\007r\006\014\225\000?\02232\362\205\003\267\205\002\274\205\002\000\007\002\305\205\010 \367\205\r\206\206\016\352\205\0050\026\344r\310\211\006\360\205f\211\213\001\331\"\003\00332\200\001\377\330\004\n\210+\220Q\200\377\001\340\004\037\320\0376\260\377m\3001\300A\330\004\033\377\2306\240\036\250q\330\t\377\n\330\010\014\210E\220\025\377\220a\220q\330\014\017\210\377q\220\001\220\023\220B\220\377b\230\003\2301\230A\230\377S\240\003\2401\330\020\026\377\220a\330\020\021\330\004\007\377\200t\2103\210a\330\010\377\016\210j\230\001\230\022\230\3771\320\034.\250a\250q\377\260\001\3201C\3001\320\377D]\320]^\320^_\377\200\001\360\006\000\005\010\200\377w\320\016&\240a\240s\377\250#\250Q\250g\260X\377\270R\270z\310\022\3101\354:\005Q\000\024\220\216\000\025\220Q\376Z\001q\210\007\210s\220\"\376\017\000\010\017\210r\220\030\230\377\021\230#\230R\230y\250\377\001\320);\270=\310\001\377\310\024\310Q\310a\330\004\377\013\2102\210X\220Q\220\375c\201\0009\240A\320%8\377\270\r\300Q\300d\310!\357\3101\200Ay\000\t\034\230\3774\230q\330\010 \240\004\337\240A\330\r\016\331\001t\220\376\310\000\024""\220E\230\025\230a\226\031\000\024\031\\\000!#\001!\000J\357\250a\340\020\005\024I\250Q";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1836, 3394);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1870 bytes) */
+static const char cstring[] = "\377 at posi\377tion  ho\277lds  i\000\001s\373 a\005\002not C\377-contigu\373ou\024\000nd al\337igned&\001ou\377t of ran\277ge [0,:\002r\377ead-only\377 must be\377 in [1, \3772^31) ne\375ee\000buffer\375 :\001 value\373s,\023\004(tree\377 fragmen\377t)), exp\367ecto\000: la\357bels,\003 ?N\377oneNote {th\310\000Cyth\306\000\376\276\000deliber\367ate\202\000stri\372;\000r!\001n PEP\277-484 a\306\000r\373ejU\000s sub\177classes\311\001\337built\257\000ty\377pes. If \367you\261\002 to \371p%\000%\tthen \367set\200\000e \047a\325n\257 a\314!_<\000in\277g\047 dir\272\000i\375v\242\000o Fals\277e.add_\327 e\377capture:\336\352 loss\223$n,\177 c >= 1\024\010\377program \377runs flo\177at32 or\005\003\20764 \310#\277!\256@L\010r\037ow op\207 \264@\362#\355n\327@mu\336\000ple\372\267Am[\rscalasr-\001\003:\000 ha\227\000\373 =\204\nct_bw\277d with\307  \037activ\362\002\327D\223 \217 sav\242`\341D\353!d=z\347\007t mo\231`\275@\341 \231\010\210&\227d\230&col\327sum\264dd\257&in\346\332@uc\273\204\002\304&max\364\223\204\001\341ck\305\" piewces\347&neg\242@\216\220@siz\231\204\002\201F\346 d\232N\000 \025\001s \230F\221!e\275d\246`ms 1\365!2\377 termsdi\177sableen\002\001\357fast\243@d/_\377plan.pyx\357gcis\026\003dno\337 defa\367  _\367_reb\000e__ \373du\222bnon-t\277rivial\033\000c\377init__nu\377mpy._cor\373e.\255Barray\177 failed\207\204\001\277import\033\tu\363ma\216@\022\rpair\005w\206\000_\300 \350a\304\206\n\272pc\002\377BINARY_O\377PSKINDSM\237ODESP\200\204\003\000\004.\332\277\006c\364\205\002__\017\007se\177tstate_\013\r\367run%\000yx_P\367yDi\303`Next\237Ref__\263\205\004\222 _\375_\210\206\002_getit\377em____fu\313nc\004\001gO\005\022\000ma\375iH\000__modu\235l2\002nam:\002\366 _\232x\003_\007\001vt\237AC\001q\207ual\035\005\373%\264\016\225Fe\275xw\001set_Q\005s|t\010\321\016__tes\264@\367_is\260Aouti\177neaacta\247\205\003\377addasync\347io.\320@\031\003sbb\377adbias_a\377ctbinary\177ccheck_\342\210\003\326\217\210\004clH\000_\354\000tr\377acebackc\367ode\216""\205\003copy\377countddi\253vd\260\210\001e\200\204\005.\203\204\002f\347ill\253\207\004\264\207\00264f\177ullgemm\335!\376\275\205\002sintpis\371n\217\205\002\360!skkin\035d\346\211\003mma\314\205\003\322\205\003\364\206\001\377mbmulnnd\276\214\204\002negnp\247\204\002o\373pp\337ipopro\361w\256\210\001\315\207\002\275\205\003sces\277elfset\207\205\004s\277ubsums\000\000q\327svm\261`b\210\213\003xz\377dzfdoubl\367e (\001\004cons\377t *, Py_\235s\267\206\001_t \001\020\024\t,5 =\004*\000\007)\000\016GB\033\302\245\212\002 \202\20025\003\241\022\026=, \036J\020void\340&\243\047\352&`\275\047\363\047\333+\302`\346%)\000B\n\200\203\2022[\t\274E6\037\356K0\021\261j*\000\222\025\342m\264oP\027\366\020\305F\203l\335F\000\270:\354\216\002\314%\231\2038\256I\331d5\036\2677\306\251\020 *\217\024\337\025\323\200*so\377ftmax_ce\377_f64\000svm\214\002\003\014\01032\021\003\005\000\317\211\005_\177forward/\002\016\274\210\005ack\004\r\033\t\256\212\002\034\005\000\366\217\003n\002B\017n\000C\016\n\007r\006\225\000\006?\02232\362\205\003\267\205\002\274\205\002\000\007\305\205\010\001 \367\205\r\206\206\016\352\205\0050\026\344r\310\211\006\205f\370\224\213\001\331\"\003\00332\200\001\330\377\004\n\210+\220Q\200\001\377\340\004\037\320\0376\260m\377\3001\300A\330\004\033\230\3776\240\036\250q\330\t\n\377\330\010\014\210E\220\025\220\377a\220q\330\014\017\210q\377\220\001\220\023\220B\220b\377\230\003\2301\230A\230S\377\240\003\2401\330\020\026\220\377a\330\020\021\330\004\007\200\377t\2103\210a\330\010\016\377\210j\230\001\230\022\2301\377\320\034.\250a\250q\260\377\001\3201C\3001\320D\377]\320]^\320^_\200\377\001\360\006\000\005\010\200w\377\320\016&\240a\240s\250\377#\250Q\250g\260X\270\177R\270z\310\022\3101:\005vQ\000\024\220\216\000\025\220QZ\001\177q\210\007\210s\220\"\017\000\377\010\017\210r\220\030\230\021\377\230#\230R\230y\250\001\377\320);\270=\310\001\310\377\024\310Q\310a\330\004\013\377\2102\210X\220Q\220c\376\201\0009\240A\320%8\270\377\r\300Q\300d\310!\310\3671""\200Ay\000\t\034\2304\377\230q\330\010 \240\004\240oA\330\r\016\331\001t\220\310\000\177\024\220E\230\025\230a\031\000\313\024\031\\\000!#\001!\000J\250wa\340\020\005\024I\250Q";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1870, 3438);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (3394 bytes) */
-static const char bytes[] = " at position  holds  is  is a  is not C-contiguous and aligned is out of range [0,  is read-only must be in [1, 2^31) needs buffer  of  values, needs (tree fragment)), expected : labels value ?NoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecapture: a loss needs n, c >= 1capture: a program runs float32 or float64 buffers, not capture: a row operand needs n a multiple of m >= 1capture: a scalar-scalar op has n == 1capture: act_bwd with an activation needs the saved buffer and dzcapture: at most one row operandcapture: buffer capture: colsum needs dcapture: instruction capture: maxout needs k >= 1 piecescapture: negative size in capture: product sizes disableenablefastgrad/_plan.pyxgcisenabledno default __reduce__ due to non-trivial __cinit__numpy._core.multiarray failed to importnumpy._core.umath failed to importpairwise_sum: a C-contiguous float32 or float64 arrayBINARY_OPSKINDSMODESProgramProgram.__reduce_cython__Program.__setstate_cython__Program.run__Pyx_PyDict_NextRef__annotate____class_getitem____func____getstate____main____module____name____pyx_state__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineaactact_bwdaddasyncio.coroutinesbbadbias_actbinaryccheck_labelsclassescline_in_tracebackcodecolsumcopycountddivdtypeefastgrad._planfillfloat32float64fullgemmgetiinstrsintpisnativeitemskkindlabelsmmamaxoutmaxout_bwdmbmulnndarraynegnpnumpyopppairwise_sumpoprowrunscalarsceselfsetdefaultsubsumsvmtatbvaluesxzdzfdouble (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, double *, double *)\000double (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, double, double *, double *)\000double (float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, float *, double *)\000double (float const *, Py_ssize_t const *, Py_ssize_t, Py_ssiz""e_t, float, float *, double *)\000void (double *, double const *, double *, Py_ssize_t, Py_ssize_t, int, double)\000void (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *)\000void (double const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *, Py_ssize_t *)\000void (double const *, double const *, double *, double *, Py_ssize_t, Py_ssize_t, int, double)\000void (float *, float const *, float *, Py_ssize_t, Py_ssize_t, int, float)\000void (float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *)\000void (float const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *, Py_ssize_t *)\000void (float const *, float const *, float *, float *, Py_ssize_t, Py_ssize_t, int, float)\000softmax_ce_f64\000svm_f64\000softmax_ce_f32\000svm_f32\000bias_act_forward_f64\000maxout_backward_f64\000maxout_forward_f64\000act_backward_colsum_f64\000bias_act_forward_f32\000maxout_backward_f32\000maxout_forward_f32\000act_backward_colsum_f32void (int, int, int, int, int, double const *, double const *, double *)\000void (int, int, int, int, int, float const *, float const *, float *)\000gemm_f64\000gemm_f32\200\001\330\004\n\210+\220Q\200\001\340\004\037\320\0376\260m\3001\300A\330\004\033\2306\240\036\250q\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\017\210q\220\001\220\023\220B\220b\230\003\2301\230A\230S\240\003\2401\330\020\026\220a\330\020\021\330\004\007\200t\2103\210a\330\010\016\210j\230\001\230\022\2301\320\034.\250a\250q\260\001\3201C\3001\320D]\320]^\320^_\200\001\360\006\000\005\010\200w\320\016&\240a\240s\250#\250Q\250g\260X\270R\270z\310\022\3101\330\010\016\210j\230\001\230\021\330\004\024\220A\330\004\025\220Q\330\004\007\200q\210\007\210s\220\"\220A\330\010\017\210r\220\030\230\021\230#\230R\230y\250\001\320);\270=\310\001\310\024\310Q\310a\330\004\013\2102\210X\220Q\220c\230\022\2309\240A\320%8\270\r\300Q\300d\310!\3101\200A\360\006\000\t\034\2304\230q\330\010 \240\004\240A\330\r\016\330\014\017\210t\2201\330\020\024""\220E\230\025\230a\230q\330\024\031\230\021\230!\2304\230q\240\004\240J\250a\340\020\024\220E\230\025\230a\230q\330\024\031\230\021\230!\2304\230q\240\004\240I\250Q";
+    #else /* compression: none (3438 bytes) */
+static const char bytes[] = " at position  holds  is  is a  is not C-contiguous and aligned is out of range [0,  is read-only must be in [1, 2^31) needs buffer  of  values, needs (tree fragment)), expected : labels value ?NoneNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecapture: a loss needs n, c >= 1capture: a program runs float32 or float64 buffers, not capture: a row operand needs n a multiple of m >= 1capture: a scalar-scalar op has n == 1capture: act_bwd with an activation needs the saved buffer and dzcapture: at most one row operandcapture: buffer capture: colsum needs dcapture: instruction capture: maxout needs k >= 1 piecescapture: negative size in capture: product sizes capture: scaled sums 1 or 2 termsdisableenablefastgrad/_plan.pyxgcisenabledno default __reduce__ due to non-trivial __cinit__numpy._core.multiarray failed to importnumpy._core.umath failed to importpairwise_sum: a C-contiguous float32 or float64 arrayBINARY_OPSKINDSMODESProgramProgram.__reduce_cython__Program.__setstate_cython__Program.run__Pyx_PyDict_NextRef__annotate____class_getitem____func____getstate____main____module____name____pyx_state__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___is_coroutineaactact_bwdaddasyncio.coroutinesbbadbias_actbinaryccheck_labelsclassescline_in_tracebackcodecolsumcopycountddivdtypeefastgrad._planfillfloat32float64fullgemmgetiinstrsintpisnativeitemskkindlabelsmmamaxoutmaxout_bwdmbmulnndarraynegnpnumpyopppairwise_sumpoprowrunscalarscaledsceselfsetdefaultsubsumsumsqsvmtatbvaluesxzdzfdouble (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, double *, double *)\000double (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, double, double *, double *)\000double (float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, float *, double *)\000double (float cons""t *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, float, float *, double *)\000void (double *, double const *, double *, Py_ssize_t, Py_ssize_t, int, double)\000void (double const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *)\000void (double const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, double *, Py_ssize_t *)\000void (double const *, double const *, double *, double *, Py_ssize_t, Py_ssize_t, int, double)\000void (float *, float const *, float *, Py_ssize_t, Py_ssize_t, int, float)\000void (float const *, Py_ssize_t const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *)\000void (float const *, Py_ssize_t, Py_ssize_t, Py_ssize_t, float *, Py_ssize_t *)\000void (float const *, float const *, float *, float *, Py_ssize_t, Py_ssize_t, int, float)\000softmax_ce_f64\000svm_f64\000softmax_ce_f32\000svm_f32\000bias_act_forward_f64\000maxout_backward_f64\000maxout_forward_f64\000act_backward_colsum_f64\000bias_act_forward_f32\000maxout_backward_f32\000maxout_forward_f32\000act_backward_colsum_f32void (int, int, int, int, int, double const *, double const *, double *)\000void (int, int, int, int, int, float const *, float const *, float *)\000gemm_f64\000gemm_f32\200\001\330\004\n\210+\220Q\200\001\340\004\037\320\0376\260m\3001\300A\330\004\033\2306\240\036\250q\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\017\210q\220\001\220\023\220B\220b\230\003\2301\230A\230S\240\003\2401\330\020\026\220a\330\020\021\330\004\007\200t\2103\210a\330\010\016\210j\230\001\230\022\2301\320\034.\250a\250q\260\001\3201C\3001\320D]\320]^\320^_\200\001\360\006\000\005\010\200w\320\016&\240a\240s\250#\250Q\250g\260X\270R\270z\310\022\3101\330\010\016\210j\230\001\230\021\330\004\024\220A\330\004\025\220Q\330\004\007\200q\210\007\210s\220\"\220A\330\010\017\210r\220\030\230\021\230#\230R\230y\250\001\320);\270=\310\001\310\024\310Q\310a\330\004\013\2102\210X\220Q\220c\230\022\2309\240A\320%8\270\r\300Q\300d\310!\3101\200A\360\006\000\t\034\2304\230q\330\010 \240\004\240A""\330\r\016\330\014\017\210t\2201\330\020\024\220E\230\025\230a\230q\330\024\031\230\021\230!\2304\230q\240\004\240J\250a\340\020\024\220E\230\025\230a\230q\330\024\031\230\021\230!\2304\230q\240\004\240I\250Q";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 132; i++) {
+    for (int i = 0; i < 135; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
-      if (likely(string) && i >= 40) PyUnicode_InternInPlace(&string);
+      if (likely(string) && i >= 41) PyUnicode_InternInPlace(&string);
       if (unlikely(!string)) {
         Py_XDECREF(data);
         __PYX_ERR(0, 1, __pyx_L1_error)
@@ -13912,8 +15617,8 @@ static const char bytes[] = " at position  holds  is  is a  is not C-contiguous 
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 132; i < 138; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-132].length;
+    for (int i = 135; i < 141; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-135].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -13923,14 +15628,14 @@ static const char bytes[] = " at position  holds  is  is a  is not C-contiguous 
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 138; i++) {
+    for (Py_ssize_t i = 0; i < 141; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 132;
+      PyObject **table = stringtab + 135;
       for (Py_ssize_t i=0; i<6; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
@@ -14026,7 +15731,7 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 357};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 434};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_self, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_code, __pyx_mstate->__pyx_n_u_count};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastgrad__plan_pyx, __pyx_mstate->__pyx_n_u_run, __pyx_mstate->__pyx_kp_b_iso88591_A_4q_A_t1_E_aq_4q_Ja_E_aq_4q_IQ, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
@@ -14041,12 +15746,12 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_tree_fragment, __pyx_mstate->__pyx_n_u_setstate_cython, __pyx_mstate->__pyx_kp_b_iso88591_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 371};
+    const __Pyx_PyCode_New_function_description descr = {3, 0, 0, 7, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 448};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_labels, __pyx_mstate->__pyx_n_u_classes, __pyx_mstate->__pyx_n_u_op, __pyx_mstate->__pyx_n_u_p, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_bad};
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastgrad__plan_pyx, __pyx_mstate->__pyx_n_u_check_labels, __pyx_mstate->__pyx_kp_b_iso88591_6m1A_6_q_E_aq_q_Bb_1AS_1_a_t3a, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 384};
+    const __Pyx_PyCode_New_function_description descr = {1, 0, 0, 3, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 461};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_a, __pyx_mstate->__pyx_n_u_zf, __pyx_mstate->__pyx_n_u_zd};
     __pyx_mstate_global->__pyx_codeobj_tab[4] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_fastgrad__plan_pyx, __pyx_mstate->__pyx_n_u_pairwise_sum, __pyx_mstate->__pyx_kp_b_iso88591_w_as_QgXRz_1_j_A_Q_q_s_A_r_Ry_Q, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[4])) goto bad;
   }
@@ -21751,6 +23456,85 @@ static PyObject *__Pyx_Object_VectorcallMethodKwds(PyObject *name, PyObject *con
 
 /* CIntToPy */
 static CYTHON_INLINE PyObject* __Pyx_PyLong_From___pyx_anon_enum(int value) {
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wconversion"
+#endif
+    const int neg_one = (int) -1, const_zero = (int) 0;
+#ifdef __Pyx_HAS_GCC_DIAGNOSTIC
+#pragma GCC diagnostic pop
+#endif
+    const int is_unsigned = neg_one > const_zero;
+    if (is_unsigned) {
+        if (sizeof(int) < sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(int) <= sizeof(unsigned long)) {
+            return PyLong_FromUnsignedLong((unsigned long) value);
+#if !CYTHON_COMPILING_IN_PYPY
+        } else if (sizeof(int) <= sizeof(unsigned PY_LONG_LONG)) {
+            return PyLong_FromUnsignedLongLong((unsigned PY_LONG_LONG) value);
+#endif
+        }
+    } else {
+        if (sizeof(int) <= sizeof(long)) {
+            return PyLong_FromLong((long) value);
+        } else if (sizeof(int) <= sizeof(PY_LONG_LONG)) {
+            return PyLong_FromLongLong((PY_LONG_LONG) value);
+        }
+    }
+    {
+        unsigned char *bytes = (unsigned char *)&value;
+#if !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX >= 0x030d00A4
+        if (is_unsigned) {
+            return PyLong_FromUnsignedNativeBytes(bytes, sizeof(value), -1);
+        } else {
+            return PyLong_FromNativeBytes(bytes, sizeof(value), -1);
+        }
+#elif !CYTHON_COMPILING_IN_LIMITED_API && PY_VERSION_HEX < 0x030d0000
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        return _PyLong_FromByteArray(bytes, sizeof(int),
+                                     little, !is_unsigned);
+#else
+        int one = 1; int little = (int)*(unsigned char *)&one;
+        PyObject *result = NULL, *kwds = NULL;
+        PyObject *py_bytes = NULL, *order_str = NULL, *from_bytes_str = NULL;;
+        py_bytes = PyBytes_FromStringAndSize((char*)bytes, sizeof(int));
+        if (!py_bytes) goto limited_bad;
+        from_bytes_str = PyUnicode_FromStringAndSize("from_bytes", 10);
+        if (!from_bytes_str) goto limited_bad;
+        order_str = PyUnicode_FromString(little ? "little" : "big");
+        if (!order_str) goto limited_bad;
+        {
+            PyObject *args[] = { (PyObject*)&PyLong_Type, py_bytes, order_str, Py_True };
+            if (!is_unsigned) {
+                PyObject *signed_str = PyUnicode_FromStringAndSize("signed", 6);
+                if (!signed_str) goto limited_bad;
+#if CYTHON_VECTORCALL
+                kwds = PyTuple_Pack(1, signed_str);
+#else
+                {
+                    PyObject *keys[] = {signed_str};
+                    PyObject *values[] = {Py_True};
+                    kwds = __Pyx_MakeKwargDict(keys, values, 1);
+                }
+#endif
+                Py_DECREF(signed_str);
+                if (unlikely(!kwds)) goto limited_bad;
+            }
+            result = __Pyx_Object_VectorcallMethodKwds(from_bytes_str, args, 3 | __Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET, kwds);
+        }
+        limited_bad:
+        Py_XDECREF(kwds);
+        Py_XDECREF(order_str);
+        Py_XDECREF(py_bytes);
+        Py_XDECREF(from_bytes_str);
+        return result;
+#endif
+    }
+}
+
+/* CIntToPy */
+static CYTHON_INLINE PyObject* __Pyx_PyLong_From_int(int value) {
 #ifdef __Pyx_HAS_GCC_DIAGNOSTIC
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wconversion"

@@ -47,6 +47,8 @@ cdef enum:
     COPY = 10     # c = a
     MAXOUT = 11   # c (n, m) = max over runs of k columns of a (n, m k), b (n, m) the intp argmax
     MAXOUT_BWD = 12  # c (n, m k) = a (n, m) routed where b (intp) points, zeros elsewhere
+    SUMSQ = 13    # c[0] = pairwise sum of a[i] * a[i], as NumPy's (a * a).sum()
+    SCALED = 14   # c = t (+ t when k == 2) with t = b[0] * a, plus d before (ta) or after (not ta)
 
 cdef enum:
     FULL = 0
@@ -55,7 +57,7 @@ cdef enum:
 
 KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,
          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
-         "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD}
+         "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED}
 BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
 MODES = {"full": FULL, "scalar": SCALAR, "row": ROW}
 
@@ -98,6 +100,66 @@ cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:
     n2 = n // 2
     n2 -= n2 % 8
     return _pairwise(a, n2) + _pairwise(a + n2, n - n2)
+
+
+cdef real _pairwise_sq(const real *a, Py_ssize_t n) noexcept nogil:
+    """_pairwise of the squares a[i] * a[i] (each rounded, as the array a * a would hold them)."""
+    cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+    cdef Py_ssize_t i, n2
+    if n < 8:
+        res = 0
+        for i in range(n):
+            res = res + a[i] * a[i]
+        return res
+    if n <= 128:
+        r0 = a[0] * a[0]; r1 = a[1] * a[1]; r2 = a[2] * a[2]; r3 = a[3] * a[3]
+        r4 = a[4] * a[4]; r5 = a[5] * a[5]; r6 = a[6] * a[6]; r7 = a[7] * a[7]
+        i = 8
+        while i < n - (n % 8):
+            r0 = r0 + a[i] * a[i]; r1 = r1 + a[i + 1] * a[i + 1]
+            r2 = r2 + a[i + 2] * a[i + 2]; r3 = r3 + a[i + 3] * a[i + 3]
+            r4 = r4 + a[i + 4] * a[i + 4]; r5 = r5 + a[i + 5] * a[i + 5]
+            r6 = r6 + a[i + 6] * a[i + 6]; r7 = r7 + a[i + 7] * a[i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res = res + a[i] * a[i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise_sq(a, n2) + _pairwise_sq(a + n2, n - n2)
+
+
+cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:
+    cdef const real *a = <const real *>s.a
+    cdef const real *d = <const real *>s.d
+    cdef real *c = <real *>s.c
+    cdef real f = (<const real *>s.b)[0]
+    cdef real t
+    cdef Py_ssize_t i, n = s.n
+    # one loop per case, no branch inside (so that each vectorizes)
+    if d == NULL and s.k == 2:
+        for i in range(n):
+            t = f * a[i]
+            c[i] = t + t
+    elif d == NULL:
+        for i in range(n):
+            c[i] = f * a[i]
+    elif s.ta and s.k == 2:  # the addend came first: (d + t) + t
+        for i in range(n):
+            t = f * a[i]
+            c[i] = (d[i] + t) + t
+    elif s.ta:
+        for i in range(n):
+            c[i] = d[i] + f * a[i]
+    elif s.k == 2:  # (t + t) + d
+        for i in range(n):
+            t = f * a[i]
+            c[i] = (t + t) + d[i]
+    else:
+        for i in range(n):
+            c[i] = f * a[i] + d[i]
 
 
 cdef inline real _op(int op, real x, real y) noexcept nogil:
@@ -207,6 +269,11 @@ cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
         c[0] = v + _pairwise(a, n)
     elif kind == COPY:
         memcpy(c, a, n * sizeof(real))
+    elif kind == SUMSQ:
+        v = 0
+        c[0] = v + _pairwise_sq(a, n)
+    elif kind == SCALED:
+        _scaled(s, dummy)
     elif kind == MAXOUT:
         if real is float:
             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
@@ -344,6 +411,16 @@ cdef class Program:
         elif kind == SUM:
             s.a = self._buffer(spec, "a", n, False, None)
             s.c = self._buffer(spec, "c", 1, True, None)
+        elif kind == SUMSQ:
+            s.a = self._buffer(spec, "a", n, False, None)
+            s.c = self._buffer(spec, "c", 1, True, None)
+        elif kind == SCALED:
+            if k != 1 and k != 2:
+                raise ValueError("capture: scaled sums 1 or 2 terms")
+            s.a = self._buffer(spec, "a", n, False, None)
+            s.b = self._buffer(spec, "b", 1, False, None)
+            s.d = self._buffer(spec, "d", -n, False, None)
+            s.c = self._buffer(spec, "c", n, True, None)
         elif kind == MAXOUT or kind == MAXOUT_BWD:
             if k < 1:
                 raise ValueError("capture: maxout needs k >= 1 pieces")

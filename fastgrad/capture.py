@@ -315,6 +315,27 @@ def capture(fn=None, *, cache_size: int = 8):
 # --- from a record to a plan ---------------------------------------------------------------------
 
 
+class _Bcast:
+    """A gradient not yet written out: the 0-d buffer s broadcast to `shape` (what sum's backward
+    returns, np.broadcast_to in ops.py)."""
+
+    __slots__ = ("s", "shape")
+
+    def __init__(self, s, shape):
+        self.s, self.shape = s, shape
+
+
+class _Scaled:
+    """A gradient not yet written out: s * w, summed `count` (1 or 2) times (mul's backward of
+    w * w, or of w times a broadcast gradient). Written by one SCALED pass, fused with the next
+    addition into its slot where there is one."""
+
+    __slots__ = ("s", "w", "count", "shape")
+
+    def __init__(self, s, w, count):
+        self.s, self.w, self.count, self.shape = s, w, count, w.shape
+
+
 def _shape_str(a) -> str:
     return "x".join(map(str, a.shape)) or "scalar"
 
@@ -389,13 +410,33 @@ class _Compiler:
         return self.plan.new(shape, self.dtype)
 
     # forward ----------------------------------------------------------------------------------------
-    def forward(self):
+    def forward(self, returned):
+        uses = {}  # id(tensor) -> how many op inputs and return values it is
+        for record in self.rec.ops:
+            for t in record[1]:
+                uses[id(t)] = uses.get(id(t), 0) + 1
+        for t in returned:
+            uses[id(t)] = uses.get(id(t), 0) + 1
+        self.squares = set()  # ids of the outputs of w * w read only by a full sum: never written
+        by_output = {id(r[3]): r for r in self.rec.ops}
         for record in self.rec.ops:
             op, inputs, attrs, result, node, saved = record
+            if op.name == "sum" and uses.get(id(inputs[0])) == 1 and id(inputs[0]) in by_output:
+                source = by_output[id(inputs[0])]
+                if (source[0].name == "mul" and source[1][0] is source[1][1] and inputs[0].data.ndim
+                        and result.data.size == 1):
+                    self.squares.add(id(inputs[0]))
+        for record in self.rec.ops:
+            op, inputs, attrs, result, node, saved = record
+            if id(result) in self.squares:  # sum(w * w): one SUMSQ pass at the sum
+                self.value(inputs[0], op.name, 0)
+                self.produced[id(result)] = record
+                continue
             rule = getattr(self, "fwd_" + op.name, None)
             if rule is None:
                 raise _Unsupported(f"op '{op.name}' has no replay rule")
-            arrays = [self.value(t, op.name, k) for k, t in enumerate(inputs)]
+            arrays = [self.value(t, op.name, k) if id(t) not in self.squares else t.data
+                      for k, t in enumerate(inputs)]
             rule(record, arrays, self.out(result, op.name))
             self.produced[id(result)] = record
 
@@ -452,7 +493,12 @@ class _Compiler:
         x = arrays[0]
         if x.ndim == 0 or out.size != 1 or x.size == 0:
             raise _Unsupported(f"op 'sum' of shape {x.shape} to {out.shape} (full sums of non-empty tensors only)")
-        self.emit("sum", a=x, c=out, n=x.size)
+        square = record[1][0]
+        if id(square) in self.squares:
+            w = self.produced[id(square)][1][0].data
+            self.emit("sumsq", a=w, c=out, n=w.size)
+        else:
+            self.emit("sum", a=x, c=out, n=x.size)
 
     def fwd_maxout(self, record, arrays, out):
         z = arrays[0]
@@ -513,7 +559,10 @@ class _Compiler:
             record = records.get(id(node))
             if record is None:
                 raise _Unsupported(f"backward reaches op '{node.op.name}', which ran before the step")
-            rule = getattr(self, "bwd_" + node.op.name)
+            name = node.op.name
+            if type(g) is not np.ndarray and not (name == "mul" and type(g) is _Bcast):
+                g = self.materialize(g, self.new(g.shape))
+            rule = getattr(self, "bwd_" + name)
             inputs = node.inputs
             for k, gi, exclusive in rule(record, g):
                 t = inputs[k]
@@ -526,17 +575,16 @@ class _Compiler:
                     pending[key] = [gi, exclusive]
                     if parent is not None:
                         heappush(heap, (-parent.seq, parent))
-                elif slot[1]:
-                    self.emit("binary", op="add", a=slot[0], b=gi, c=slot[0], n=slot[0].size)
                 else:
-                    total = self.new(slot[0].shape)
-                    self.emit("binary", op="add", a=slot[0], b=gi, c=total, n=total.size)
-                    pending[key] = [total, True]
+                    pending[key] = self.accumulate(slot[0], slot[1], gi, exclusive)
         for t, (gi, exclusive) in pending.items():  # only leaves are left
             if id(t) not in self.rec.zeroed:
                 raise _Unsupported(f"the gradient of a tensor of shape {t.shape} is not zeroed in the step "
                                    "(it would accumulate across calls)")
             view = self.pinned.get(id(t))
+            if type(gi) is not np.ndarray:
+                gi = self.materialize(gi, view if view is not None else self.new(gi.shape))
+                exclusive = True
             if view is not None:
                 if gi is not view:
                     self.emit("copy", a=gi, c=view, n=view.size)
@@ -551,6 +599,36 @@ class _Compiler:
         for t in self.rec.zeroed.values():
             if id(t) not in given:
                 self.plan.cleared.append((t, _flat.pinned_grad(t)))
+
+    def materialize(self, v, out):
+        """Write a lazy gradient (_Bcast, _Scaled) into `out` and return it."""
+        if type(v) is _Bcast:
+            self.emit("fill", a=v.s, c=out, n=out.size)
+        else:
+            self.emit("scaled", a=v.w, b=v.s, k=v.count, c=out, n=out.size)
+        return out
+
+    def accumulate(self, slot, slot_owned, gi, gi_owned):
+        """slot + gi as the eager engine adds them (in place into an owned slot, else into a new
+        buffer); a _Scaled term is added in the same pass that writes it. Returns [value, owned]."""
+        if type(slot) is _Bcast:
+            slot, slot_owned = self.materialize(slot, self.new(slot.shape)), True
+        if type(gi) is _Bcast or (type(gi) is _Scaled and type(slot) is _Scaled):
+            gi, gi_owned = self.materialize(gi, self.new(gi.shape)), True
+        if type(gi) is _Scaled:  # slot + t (+ t)
+            out = slot if slot_owned else self.new(slot.shape)
+            self.emit("scaled", a=gi.w, b=gi.s, k=gi.count, d=slot, ta=1, c=out, n=out.size)
+            return [out, True]
+        if type(slot) is _Scaled:  # (t (+ t)) + gi
+            out = gi if gi_owned else self.new(gi.shape)
+            self.emit("scaled", a=slot.w, b=slot.s, k=slot.count, d=gi, ta=0, c=out, n=out.size)
+            return [out, True]
+        if slot_owned:
+            self.emit("binary", op="add", a=slot, b=gi, c=slot, n=slot.size)
+            return [slot, True]
+        total = self.new(slot.shape)
+        self.emit("binary", op="add", a=slot, b=gi, c=total, n=total.size)
+        return [total, True]
 
     def dest(self, record, k, shape):
         """A new buffer for the gradient of input k, or the leaf's pinned gradient view when the
@@ -646,6 +724,14 @@ class _Compiler:
 
     def bwd_mul(self, record, g):
         a, b = record[5]
+        inputs = record[1]
+        if type(g) is _Bcast:  # g * b and g * a with g = s everywhere: s * b, s * a, written lazily
+            if inputs[0] is inputs[1] and a.shape == g.shape:  # w * w: one term counted twice
+                return [(0, _Scaled(g.s, a, 2), True)] if inputs[0].requires_grad else []
+            if a.shape == b.shape == g.shape:
+                return [(k, _Scaled(g.s, other, 1), True) for k, other in ((0, b), (1, a))
+                        if inputs[k].requires_grad]
+            g = self.materialize(g, self.new(g.shape))
         out = []
         for k, other in ((0, b), (1, a)):
             if record[1][k].requires_grad:
@@ -683,10 +769,7 @@ class _Compiler:
         return [(0, out, True)]
 
     def bwd_sum(self, record, g):
-        shape = record[1][0].data.shape
-        out = self.dest(record, 0, shape)
-        self.emit("fill", a=g, c=out, n=out.size)
-        return [(0, out, True)]
+        return [(0, _Bcast(g, record[1][0].data.shape), True)]
 
     def bwd_maxout(self, record, g):
         idx, pieces = record[5]
@@ -708,7 +791,8 @@ def _compile(rec, buffers, result) -> _Plan:
     plan = _Plan()
     c = _Compiler(rec, buffers, plan)
     c.used_views = set()
-    c.forward()
+    returned = result if isinstance(result, (tuple, list)) else (result,)
+    c.forward([t for t in returned if type(t) is Tensor])
     if c.dtype is None:
         raise _Unsupported("the step runs no op")
     used = set()

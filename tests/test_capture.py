@@ -416,3 +416,37 @@ def test_a_batch_of_another_dtype_replays_through_the_models_conversion():
     assert replay.replays == 9
     for p, q in zip(eager_model.parameters(), model.parameters()):
         assert np.array_equal(p.data, q.data)
+
+
+@pytest.mark.parametrize("l2_first", [False, True])
+@pytest.mark.parametrize("flat", [False, True])
+def test_the_l2_gradient_is_summed_in_the_eager_order(l2_first, flat):
+    """The penalty's gradient 2 (s W) meets the data gradient in the order of the walk: added
+    after it when the penalty was computed first (its nodes are older), before it otherwise; the
+    fused pass must do the same additions in the same order."""
+    def make():
+        model = fg.nn.MLP([6, 9, 4], seed=3)
+        if flat:
+            model.flatten_parameters()
+        opt = fg.optim.SGD(model.parameters(), lr=0.3)
+
+        def step(X, y):
+            opt.zero_grad()
+            if l2_first:
+                penalty = model.l2(0.37)
+                L = penalty + fg.softmax_cross_entropy(model(X), y)
+            else:
+                L = fg.softmax_cross_entropy(model(X), y) + model.l2(0.37)
+            L.backward()
+            opt.step()
+            return L
+
+        return model, step
+
+    (m1, eager), (m2, step) = make(), make()
+    replay = fg.capture(step)
+    for X, y in batches(40, [6, 9, 4], 5, np.float32):
+        assert replay(X, y).item() == eager(X, y).item()
+    assert replay.replays == 39
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert np.array_equal(p.data, q.data) and np.array_equal(p.grad, q.grad)
