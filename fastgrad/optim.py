@@ -151,6 +151,8 @@ class Optimizer:
                             f"{type(self).__name__}: parameter {i} has shape {p.shape} ({p.dtype}) but its "
                             f"grad has shape {g.shape} ({g.dtype})"
                         )
+                    if not (g.flags.c_contiguous and g.flags.aligned):
+                        g = np.array(g, order="C")  # e.g. a transposed view left by backward
                     state = self.state[i]
                     state["step"] += 1
                     self._update(i, p.data, g, self._scratch[i], group, state)

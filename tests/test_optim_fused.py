@@ -321,3 +321,31 @@ def test_empty_parameter_is_a_no_op():
         w = np.zeros(0, dtype)
         _optim.adam(w, np.zeros(0, dtype), np.zeros(0, dtype), np.zeros(0, dtype), 1e-3, 0.9, 0.999, 1e-8, 0.1, 1)
         _optim.sgd(w, np.zeros(0, dtype), 0.1, 0.1)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_strided_or_transposed_gradient_is_used_as_its_values(dtype):
+    """A leaf's gradient can be a view (backward of a transpose, or set by hand): step() reads its
+    values as NumPy did."""
+    rng = np.random.default_rng(11)
+    W = fg.tensor(rng.standard_normal((6, 4)).astype(dtype), requires_grad=True)
+    x = fg.tensor(rng.standard_normal((6, 3)).astype(dtype))
+    (W.T @ x).sum().backward()
+    opt = fg.optim.Adam([W], lr=0.1)
+    ref, m, v = W.data.copy(), np.zeros((6, 4), dtype), np.zeros((6, 4), dtype)
+    grads = [W.grad.copy(), rng.standard_normal((4, 6)).astype(dtype).T, rng.standard_normal((6, 8)).astype(dtype)[:, ::2]]
+    for t, g in enumerate(grads, 1):
+        W.grad = g
+        opt.step()
+        np_adam(ref, np.array(g), m, v, 0.1, 0.9, 0.999, 1e-8, 0.0, t, decoupled=False)
+        assert_bits(W.data, ref, f"step {t}")
+
+
+def test_a_misaligned_gradient_and_a_0d_parameter():
+    p = fg.tensor(np.float32(2.0), requires_grad=True)
+    mis = np.frombuffer(bytearray(b"\0" + np.float32(0.5).tobytes()), np.float32, count=1, offset=1).reshape(())
+    assert not mis.flags.aligned
+    opt = fg.optim.SGD([p], lr=0.5)
+    p.grad = mis
+    opt.step()
+    assert p.data.shape == () and p.data == np.float32(2.0) - np.float32(0.5) * np.float32(0.5)
