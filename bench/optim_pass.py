@@ -4,7 +4,8 @@ sequences it replaced, on the MNIST MLP's parameters (784-256-128-10, float32).
     python bench/optim_pass.py            # 31 interleaved rounds
     python bench/optim_pass.py --quick    # 7 rounds
 
-1. `opt.step()` alone (the gradients set once), for SGD, SGD with momentum, RMSProp and Adam:
+1. `opt.step()` alone (the gradients set once), for SGD, SGD with momentum, RMSProp and Adam, on
+   the MNIST MLP's parameters and on the digits MLP's (64-100-10):
    fg.optim as it is now (C) and a subclass running the old NumPy `_update` (copied below), each on
    its own copy of the same parameters. Before timing, each pair is run three steps from the same
    start and compared bit for bit.
@@ -32,6 +33,7 @@ import fastgrad as fg  # noqa: E402
 from fastgrad import optim  # noqa: E402
 
 SIZES = (784, 256, 128, 10)
+DIGITS = (64, 100, 10)  # the small step, where the per-parameter Python cost shows
 BATCH = 128
 
 
@@ -149,10 +151,10 @@ def bits_equal(a, b) -> bool:
 
 
 # --- 1. opt.step() alone ---------------------------------------------------------------------------
-def mlp_params(seed=0):
+def mlp_params(sizes, seed=0):
     rng = np.random.default_rng(seed)
     out = []
-    for d, m in zip(SIZES[:-1], SIZES[1:]):
+    for d, m in zip(sizes[:-1], sizes[1:]):
         out += [(rng.standard_normal((d, m)) * np.sqrt(2.0 / d)).astype(np.float32),
                 (rng.standard_normal(m) * 0.1).astype(np.float32)]
     return out
@@ -166,8 +168,8 @@ def step_contender(cls, kwargs, start, grads):
     return opt, params
 
 
-def step_alone(rounds, number):
-    start = mlp_params(0)
+def step_alone(sizes, rounds, number):
+    start = mlp_params(sizes, 0)
     rng = np.random.default_rng(1)
     grads = [(rng.standard_normal(a.shape) * 1e-2).astype(np.float32) for a in start]
     contenders, pairs = {}, []
@@ -184,7 +186,8 @@ def step_alone(rounds, number):
         pairs.append(rule)
     med = interleaved(contenders, rounds, number)
     n = sum(a.size for a in start)
-    print(f"\n1. opt.step() on the MLP's {len(start)} parameters ({n} float32), bit-identical C vs NumPy checked")
+    print(f"\n1. opt.step() on the {'-'.join(map(str, sizes))} MLP's {len(start)} parameters ({n} float32), "
+          "bit-identical C vs NumPy checked")
     print(f"{'rule':<14} {'C (us)':>9} {'NumPy (us)':>11} {'NumPy / C':>10}")
     for rule in pairs:
         c, p = med[f"{rule} C"], med[f"{rule} NumPy"]
@@ -242,7 +245,8 @@ def main(argv=None):
     rounds = args.rounds or (7 if args.quick else 31)
     fg.set_num_threads(1)
     print(f"fastgrad optimizer pass, {rounds} interleaved rounds, 1 thread; {uptime()}")
-    step_alone(rounds, number=50)
+    step_alone(SIZES, rounds, number=50)
+    step_alone(DIGITS, rounds, number=500)
     training(rounds, number=10)
     print(f"\n{uptime()} at the end")
 

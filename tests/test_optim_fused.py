@@ -349,3 +349,20 @@ def test_a_misaligned_gradient_and_a_0d_parameter():
     p.grad = mis
     opt.step()
     assert p.data.shape == () and p.data == np.float32(2.0) - np.float32(0.5) * np.float32(0.5)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rule", ["adam", "adamw"])
+def test_bias_corrections_at_late_steps(rule, dtype):
+    """One step at step counts up to where 1 - beta**t rounds to 1 (the bias corrections vanish)."""
+    rng = np.random.default_rng(5)
+    fn = _optim.adam if rule == "adam" else _optim.adamw
+    for t in (1, 2, 7, 100, 4321, 20_000, 40_000, 10**6, 2**40):
+        w, dw = random_arrays(rng, dtype, 257), grad(rng, dtype, 257)
+        m = (rng.standard_normal(257) * 1e-3).astype(dtype)
+        v = (rng.random(257) * 1e-4).astype(dtype)
+        refs = [a.copy() for a in (w, m, v)]
+        fn(w, dw, m, v, 3e-4, 0.9, 0.999, 1e-8, 1e-2, t)
+        np_adam(*refs[:1], dw, *refs[1:], 3e-4, 0.9, 0.999, 1e-8, 1e-2, t, decoupled=rule == "adamw")
+        for got, want in zip((w, m, v), refs):
+            assert_bits(got, want, f"{rule} t={t}")
