@@ -93,6 +93,9 @@ extensions = [
     # BLAS products (scipy.linalg.cython_blas) on fastgrad's own threads (csrc/adapt.c); the fused
     # passes around them are cimported from _kernels
     kernel_extension("fastgrad._linalg", ["fastgrad/_linalg.pyx", "csrc/adapt.c"]),
+    # the program of a captured step (fastgrad.capture): instructions over the C entry points of
+    # _linalg and _kernels, run without Python per op
+    kernel_extension("fastgrad._plan", ["fastgrad/_plan.pyx"]),
     # batch norm, layer norm and dropout (serial kernels; omp simd loops when available)
     kernel_extension("fastgrad._norm", ["fastgrad/_norm.pyx", "csrc/norm.c"]),
     # the optimizer updates, one serial pass per parameter buffer, bit-identical to NumPy's

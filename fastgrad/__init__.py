@@ -72,6 +72,7 @@ from .tensor import BoolArray, Tensor, get_default_dtype, set_default_dtype
 from .threads import get_num_threads, set_num_threads
 from .generator import Generator
 from . import checkpoint, data, nn, optim
+from .capture import CaptureWarning, capture
 from . import functional, random
 
 float32, float64 = np.float32, np.float64  # dtype=fg.float64, as torch.float64
@@ -93,7 +94,7 @@ __all__ = [
     "zeros", "ones", "full", "empty", "eye", "arange", "randn", "rand", "zeros_like", "ones_like",
     "full_like", "empty_like", "randn_like", "rand_like",
     "manual_seed", "seed", "get_rng_state", "set_rng_state",
-    "Generator", "checkpoint",
+    "Generator", "checkpoint", "capture", "CaptureWarning",
 ]
 
 

@@ -12,3 +12,14 @@ cdef void act_backward_colsum_f32(const float *dy, const float *s, float *dz, fl
                                   Py_ssize_t n, Py_ssize_t m, int act, float param) noexcept nogil
 cdef void act_backward_colsum_f64(const double *dy, const double *s, double *dz, double *db,
                                   Py_ssize_t n, Py_ssize_t m, int act, double param) noexcept nogil
+
+# the losses of csrc/losses.h (the same C the eager ops run), for the captured step: the mean loss
+# returned, the gradient into grad__nc unless NULL, per-example losses into loss__n (n doubles)
+cdef double softmax_ce_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                           float *grad, double *loss_n) noexcept nogil
+cdef double softmax_ce_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                           double *grad, double *loss_n) noexcept nogil
+cdef double svm_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                    float delta, float *grad, double *loss_n) noexcept nogil
+cdef double svm_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                    double delta, double *grad, double *loss_n) noexcept nogil

@@ -534,6 +534,26 @@ cdef void act_backward_colsum_f64(const double *dy, const double *s, double *dz,
     fg_act_backward_colsum_f64(dy, s, dz, db, n, m, act, param)
 
 
+cdef double softmax_ce_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                           float *grad, double *loss_n) noexcept nogil:
+    return fg_softmax_ce_f32(scores, labels, n, c, grad, loss_n)
+
+
+cdef double softmax_ce_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                           double *grad, double *loss_n) noexcept nogil:
+    return fg_softmax_ce_f64(scores, labels, n, c, grad, loss_n)
+
+
+cdef double svm_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                    float delta, float *grad, double *loss_n) noexcept nogil:
+    return fg_svm_f32(scores, labels, n, c, delta, grad, loss_n)
+
+
+cdef double svm_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                    double delta, double *grad, double *loss_n) noexcept nogil:
+    return fg_svm_f64(scores, labels, n, c, delta, grad, loss_n)
+
+
 # ---------------------------------------------------------------------------------------------
 # the kernels' thread choice (csrc/adapt.h, through FG_OMP_FOR in csrc/common.h)
 

@@ -254,6 +254,16 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const 
         fg_adapt_record(key, threads, fg_now_ns() - t0)
 
 
+cdef void gemm_f32(bint ta, bint tb, int m, int n, int k, const float *A, const float *B,
+                   float *C) noexcept nogil:
+    _gemm(ta, tb, m, n, k, A, B, C)
+
+
+cdef void gemm_f64(bint ta, bint tb, int m, int n, int k, const double *A, const double *B,
+                   double *C) noexcept nogil:
+    _gemm(ta, tb, m, n, k, A, B, C)
+
+
 cdef cnp.ndarray _product(Matrix a, bint ta, Matrix b, bint tb, int t, str op, object a_shape,
                           object b_shape):
     """op(a) @ op(b) as a new C-contiguous array (zeros when the inner size is 0)."""

@@ -48,6 +48,14 @@ cdef object _op_add = None, _op_sub = None, _op_mul = None, _op_div = None, _op_
 cdef object _op_exp = None, _op_log = None
 cdef object _py_backward = None
 cdef dict _own_rules = {}  # op -> (forward, backward) as the op table defined them
+cdef object _recorder = None  # fastgrad.capture's recorder while it records a step
+
+
+def set_recorder(recorder):
+    """Report every op to `recorder.op(op, inputs, attrs, result)` (None: stop); backward() then
+    takes the Python path, which reports itself (see fastgrad/capture.py)."""
+    global _recorder
+    _recorder = recorder
 
 
 cdef inline bint _unchanged(object op):
@@ -433,7 +441,7 @@ def tensor_backward(self, gradient=None, retain_graph=False, keep_grads=False):
     cdef cnp.ndarray g
     cdef int t
     data = self.data
-    if gradient is not None or not self.requires_grad or type(data) is not ndarray:
+    if gradient is not None or not self.requires_grad or type(data) is not ndarray or _recorder is not None:
         return _py_backward(self, gradient, retain_graph, keep_grads)
     t = cnp.PyArray_TYPE(<cnp.ndarray>data)
     if cnp.PyArray_SIZE(<cnp.ndarray>data) != 1 or (t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE):
@@ -514,6 +522,8 @@ cdef object _apply(object op, tuple inputs, dict attrs):
                 break
     if requires_grad:
         result._node = _new_node(op, inputs, saved, out, result._vc)
+    if _recorder is not None:
+        _recorder.op(op, inputs, attrs, result)
     return result
 
 

@@ -121,6 +121,16 @@ class _Inplace:
     last = -1
 
 
+class _Recording:
+    """The recorder of `fastgrad.capture` while it records a step (None otherwise): the tapes
+    report every op, backward(), zero_grad(), optimizer step and in-place change to it."""
+
+    active = None
+
+
+_recording = _Recording()
+
+
 _inplace = _Inplace()
 
 
@@ -136,6 +146,8 @@ def version_counter(t) -> list:
 
 def mark_modified(t) -> None:
     """Record that `t.data` was changed in place: bump its version (every in-place op calls this)."""
+    if _recording.active is not None:
+        _recording.active.modified(t)
     vc = t._vc
     if vc is None:
         vc = version_counter(t)

@@ -11,6 +11,7 @@ import numbers
 
 import numpy as np
 
+from .autograd import _recording
 from .random import as_numpy_generator
 from .tensor import Tensor, resolve_dtype
 
@@ -110,6 +111,8 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False) -> Tensor:
 
 
 def _generator(generator) -> np.random.Generator:
+    if _recording.active is not None:
+        _recording.active.random("a random factory (randn, rand, ...)")
     return as_numpy_generator(generator)
 
 

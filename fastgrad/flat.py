@@ -24,6 +24,7 @@ import weakref
 
 import numpy as np
 
+from .autograd import _recording
 from .tensor import Tensor
 
 __all__ = ["FlatBuffers", "flatten", "zero_grads", "pinned_grad"]
@@ -101,6 +102,8 @@ class FlatBuffers:
 
     def zero_grad(self) -> None:
         """Zero every gradient in place (one pass over the buffer) and re-point `.grad` at the views."""
+        if _recording.active is not None:
+            _recording.active.zero(self.params)
         self.grad.fill(0)
         for p, g in zip(self.params, self._grad_views):
             if p.grad is not g:
@@ -151,6 +154,9 @@ def flatten(params, tail: int = 0) -> FlatBuffers:
 def zero_grads(params) -> None:
     """Forget the gradients of `params`: a pinned one (in a flat buffer) is zeroed in place, any
     other is set to None (the next backward stores a fresh array)."""
+    if _recording.active is not None:
+        params = list(params)
+        _recording.active.zero(params)
     for p in params:
         view = pinned_grad(p)
         if view is None:

@@ -25,7 +25,7 @@ from . import flat as _flat
 from . import functional as F
 from . import nn_init as init
 from . import nn_utils as utils
-from .autograd import no_grad
+from .autograd import _recording, no_grad
 from .generator import Generator
 from .random import default_generator
 from .tensor import Tensor, resolve_dtype, to_array
@@ -694,7 +694,10 @@ def _input(x, like: Tensor) -> Tensor:
     if isinstance(x, Tensor):
         return x
     if isinstance(x, np.ndarray) and x.dtype.kind in "biuf":  # no copy when it is already right
-        return Tensor._wrap(np.require(x, dtype=like.dtype, requirements="CA"))  # C order, aligned, native
+        data = np.require(x, dtype=like.dtype, requirements="CA")  # C order, aligned, native
+        if data is not x and _recording.active is not None:  # fastgrad.capture follows the copy
+            _recording.active.converted(x, data)
+        return Tensor._wrap(data)
     return Tensor._wrap(to_array(x, like.dtype))  # lists, numbers; TypeError for strings, None, objects
 
 

@@ -31,7 +31,7 @@ import sys
 import numpy as np
 
 from . import _optim
-from .autograd import mark_modified
+from .autograd import _recording, mark_modified
 from .flat import zero_grads
 from .tensor import Tensor
 
@@ -135,12 +135,25 @@ class Optimizer:
         if set_to_none:
             zero_grads(self.params)
             return
+        if _recording.active is not None:
+            _recording.active.zero(self.params)
         for p in self.params:
             if p.grad is not None:
                 p.grad[...] = 0
 
     def step(self) -> None:
         """Apply one update to every parameter that has a gradient."""
+        recorder = _recording.active
+        if recorder is not None:  # fastgrad.capture is recording a step
+            recorder.step_begin(self)
+            try:
+                self._step()
+            finally:
+                recorder.step_end(self)
+        else:
+            self._step()
+
+    def _step(self) -> None:
         i = 0
         for group in self.param_groups:
             for p in group["params"]:

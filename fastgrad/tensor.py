@@ -9,7 +9,7 @@ import numpy as np
 
 from . import ops
 from . import autograd
-from .autograd import Node, _memory_owner, is_grad_enabled, mark_modified, run_backward, version_counter
+from .autograd import Node, _memory_owner, _recording, is_grad_enabled, mark_modified, run_backward, version_counter
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -72,7 +72,10 @@ def to_array(data, dtype=None) -> np.ndarray:
         dt = arr.dtype
     else:
         dt = resolve_dtype(dtype)
-    return np.array(arr, dtype=dt, order="C")
+    out = np.array(arr, dtype=dt, order="C")
+    if _recording.active is not None:  # fastgrad.capture follows arguments through copies
+        _recording.active.converted(arr, out)
+    return out
 
 
 class Tensor:
@@ -179,6 +182,8 @@ class Tensor:
         retain_graph: keep the saved buffers so that backward can run through this graph again.
         keep_grads: also keep every inner node's gradient (for `fastgrad.viz` drawings).
         """
+        if _recording.active is not None:  # fastgrad.capture is recording a step
+            _recording.active.backward(self, gradient, retain_graph, keep_grads)
         if not self.requires_grad:
             raise RuntimeError(
                 "backward() on a tensor that does not require grad: create the leaves with "
@@ -802,6 +807,8 @@ def apply(op: ops.Op, *inputs: Tensor, **attrs) -> Tensor:
                 break
     if requires_grad:
         result._node = Node(op, inputs, saved, out, result._vc)  # out_vc is set when a counter is made
+    if _recording.active is not None:  # fastgrad.capture is recording a step
+        _recording.active.op(op, inputs, attrs, result)
     return result
 
 

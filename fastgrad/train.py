@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from . import nn, optim
 from ._io import atomic_write, check_writable_dir
 from .generator import Generator
 from .autograd import no_grad
+from .capture import capture
 from .threads import MAX_THREADS, get_num_threads, set_num_threads
 
 __all__ = ["History", "fit", "accuracy", "make_optimizer", "make_scheduler", "OPTIMIZERS", "SCHEDULERS",
@@ -132,7 +134,7 @@ def _arrays(data):
 def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: int = 64, reg: float = 0.0,
         loss: str = "softmax", seed: int = 0, lr_decay: float = 1.0, acc_samples: int = 2000,
         progress: bool = False, distributed=None, weight_decay: float = 0.0, scheduler=None, checkpoint=None,
-        resume=None, on_epoch=None) -> History:
+        resume=None, on_epoch=None, eager: bool = False) -> History:
     """Train `model` on `data` with mini-batch gradient descent; returns its `History`.
 
     Each step draws a shuffled batch X (B, D), y (B,) and minimises
@@ -153,6 +155,12 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
     epoch, the history and every RNG state; resume: such a path to continue from, so that a run
     resumed after epoch k gives the same losses as one that never stopped. on_epoch(epoch, history)
     is called after each epoch, before its checkpoint is written.
+
+    The loss and its gradients are computed by a captured step (`fastgrad.capture`: recorded on
+    the first batch of each shape, then replayed in C), giving the same numbers as the eager step;
+    eager=True runs every step eagerly (a model the capture cannot replay, e.g. with dropout or
+    batch norm, runs eagerly anyway, after one CaptureWarning saying why). Under `distributed`
+    every step is eager.
 
     Raises ValueError for bad arguments and TrainingError when the loss or a parameter stops being
     finite (NaN or infinite), naming the epoch and the step.
@@ -192,6 +200,15 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
         L = loss_fn(model(Xb), yb)
         return L + model.l2(reg) if reg else L
 
+    def loss_and_gradients(Xb, yb):
+        opt.zero_grad()
+        L = step_loss(Xb, yb)
+        L.backward()
+        return L
+
+    # the optimizer steps outside the captured part: the loss is checked before the weights change
+    captured = None if eager or dp is not None else capture(loss_and_gradients)
+
     start_time = time.perf_counter() - history.seconds
     named = list(model.named_parameters())
     model.train()
@@ -200,18 +217,21 @@ def fit(model, data, optimizer="adam", lr=None, epochs: int = 10, batch_size: in
         for epoch in range(first, epochs + 1):
             total = 0.0
             for Xb, yb in D.minibatches(X, y, batch_size, rng=rng):
-                opt.zero_grad()
-                if dp is None:
+                if captured is not None:  # zero_grad, forward and backward, replayed
+                    value = captured(Xb, yb).item()
+                elif dp is None:
+                    opt.zero_grad()
                     L = step_loss(Xb, yb)
                     value = L.item()
                 else:  # this rank's share of the batch, then one Allreduce of gradients and loss
+                    opt.zero_grad()
                     value = dp.loss_and_gradients(step_loss, Xb, yb)
                 if not math.isfinite(value):  # checked before the step: the weights stay as they were
                     raise TrainingError(
                         f"the loss became {value} at epoch {epoch}, step {len(history.loss) + 1}; "
                         "lower the learning rate or check the data for NaN or infinite values"
                     )
-                if dp is None:
+                if captured is None and dp is None:
                     L.backward()
                 opt.step()
                 history.loss.append(value)
@@ -403,6 +423,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=_positive(int, MAX_THREADS), default=None, help="threads for BLAS and the kernels")
     p.add_argument("--out", type=Path, default=Path("runs"), help="where to write model.npz, history.json, curves.png")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--eager", action="store_true",
+                   help="run every step eagerly (default: record the step once per batch shape and "
+                        "replay it in C, fastgrad.capture; the same numbers)")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel over MPI: start under mpiexec -n N; --batch-size is the global "
                         "batch (pip install \"fastgrad[mpi]\"; docs/DISTRIBUTED.md)")
@@ -506,7 +529,7 @@ def run(args, world=None) -> int:
                           distributed=None if world is None else world.data_parallel(model),
                           weight_decay=args.weight_decay, scheduler=args.scheduler,
                           checkpoint=args.out / "checkpoint.npz" if world is None or world.is_root else None,
-                          resume=args.resume,
+                          resume=args.resume, eager=args.eager,
                           on_epoch=_print_epoch if args.no_progress and (world is None or world.is_root) else None)
         except TrainingError as e:  # under --distributed: decided from the reduced loss, on all ranks
             raise (UsageError if world is None else world.CollectiveUsageError)(str(e)) from None
@@ -615,6 +638,10 @@ def _drop_broken_streams() -> None:
                 os.close(devnull)
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None):
+    _report(f"fastgrad-train: {category.__name__}: {message}")
+
+
 def main(argv=None) -> int:
     """Entry point of `fastgrad-train` / `python -m fastgrad.train`; returns the exit status.
 
@@ -627,7 +654,9 @@ def main(argv=None) -> int:
     """
     try:
         args = build_parser().parse_args(argv)
-        return _run_distributed(args) if args.distributed else run(args)
+        with warnings.catch_warnings():  # a warning (a step that runs eagerly) is one line, not two
+            warnings.showwarning = _one_line_warning
+            return _run_distributed(args) if args.distributed else run(args)
     except UsageError as e:
         _report(f"fastgrad-train: error: {e}")
         return 2

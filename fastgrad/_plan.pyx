@@ -1,0 +1,372 @@
+# cython: language_level=3
+"""The program of a captured step (fastgrad/capture.py): an array of instructions run in C.
+
+Each instruction names a kernel and the buffers it reads and writes; `Program.run()` walks the
+array with the GIL released and calls each kernel through its C entry point, with no Python per
+op. The kernels are the ones the eager ops call (the products of fastgrad._linalg, the affine
+passes and the losses of fastgrad._kernels), and the elementwise instructions perform exactly the
+operation NumPy performs for the eager op (one rounding per operation in the buffers' dtype;
+NumPy's pairwise summation for full sums), so a replayed step computes what the eager step
+computes, bit for bit.
+
+Every buffer is checked once, when the program is built (C-contiguous, aligned, of the program's
+dtype, large enough for what the instruction reads or writes, writeable where written); the
+program keeps a reference to each, so none can go away while it exists.
+"""
+cimport cython
+cimport numpy as cnp
+from libc.stdlib cimport calloc, free
+from libc.string cimport memcpy
+
+from fastgrad._kernels cimport (act_backward_colsum_f32, act_backward_colsum_f64,
+                                bias_act_forward_f32, bias_act_forward_f64,
+                                softmax_ce_f32, softmax_ce_f64, svm_f32, svm_f64)
+from fastgrad._linalg cimport gemm_f32, gemm_f64
+
+import numpy as np
+
+cnp.import_array()
+
+ctypedef fused real:
+    float
+    double
+
+
+cdef enum:
+    GEMM = 0      # c (m, n) = op(a) op(b), inner size k; ta, tb the transpose flags
+    BIAS_ACT = 1  # a = z (n, m) += b (m,), then act: in place (c NULL) or into c
+    ACT_BWD = 2   # c = dz = a (dy) * act'(b (saved)), d = db column sums; c, d may be NULL
+    SCE = 3       # softmax cross-entropy of a (n, m) scores, b labels: e[0] = loss, c = grad or NULL
+    SVM = 4       # the same for the hinge loss with margin p
+    BINARY = 5    # c = a op b, n elements; each operand full, a scalar, or a row of m (ma, mb)
+    NEG = 6       # c = -a
+    FILL = 7      # c[:] = a[0]
+    SUM = 8       # c[0] = pairwise sum of a (n elements), as NumPy's add.reduce
+    COLSUM = 9    # d (m,) = column sums of a (n, m), row by row from +0 (NumPy's sum(axis=0))
+    COPY = 10     # c = a
+
+cdef enum:
+    FULL = 0
+    SCALAR = 1
+    ROW = 2
+
+KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,
+         "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY}
+BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
+MODES = {"full": FULL, "scalar": SCALAR, "row": ROW}
+
+
+cdef struct Instr:
+    int kind
+    int ta, tb, act, op, ma, mb
+    Py_ssize_t m, n, k
+    double p
+    void *a
+    void *b
+    void *c
+    void *d
+    void *e
+
+
+cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:
+    """NumPy's pairwise summation (numpy/_core/src/umath/loops_utils.h.src, pairwise_sum): blocks of
+    at most 128 summed by 8 accumulators, halves (rounded to a multiple of 8) summed recursively."""
+    cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+    cdef Py_ssize_t i, n2
+    if n < 8:
+        res = 0
+        for i in range(n):
+            res = res + a[i]
+        return res
+    if n <= 128:
+        r0 = a[0]; r1 = a[1]; r2 = a[2]; r3 = a[3]
+        r4 = a[4]; r5 = a[5]; r6 = a[6]; r7 = a[7]
+        i = 8
+        while i < n - (n % 8):
+            r0 = r0 + a[i]; r1 = r1 + a[i + 1]; r2 = r2 + a[i + 2]; r3 = r3 + a[i + 3]
+            r4 = r4 + a[i + 4]; r5 = r5 + a[i + 5]; r6 = r6 + a[i + 6]; r7 = r7 + a[i + 7]
+            i += 8
+        res = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+        while i < n:
+            res = res + a[i]
+            i += 1
+        return res
+    n2 = n // 2
+    n2 -= n2 % 8
+    return _pairwise(a, n2) + _pairwise(a + n2, n - n2)
+
+
+cdef inline real _op(int op, real x, real y) noexcept nogil:
+    if op == 0:
+        return x + y
+    if op == 1:
+        return x - y
+    if op == 2:
+        return x * y
+    return x / y
+
+
+cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
+    cdef const real *a = <const real *>s.a
+    cdef const real *b = <const real *>s.b
+    cdef real *c = <real *>s.c
+    cdef Py_ssize_t i, j, r, n = s.n, m = s.m
+    cdef real x, y
+    cdef int op = s.op
+    if s.ma == FULL and s.mb == FULL:
+        if op == 0:
+            for i in range(n):
+                c[i] = a[i] + b[i]
+        elif op == 1:
+            for i in range(n):
+                c[i] = a[i] - b[i]
+        elif op == 2:
+            for i in range(n):
+                c[i] = a[i] * b[i]
+        else:
+            for i in range(n):
+                c[i] = a[i] / b[i]
+    elif s.ma == FULL and s.mb == SCALAR:
+        y = b[0]
+        for i in range(n):
+            c[i] = _op(op, a[i], y)
+    elif s.ma == SCALAR and s.mb == FULL:
+        x = a[0]
+        for i in range(n):
+            c[i] = _op(op, x, b[i])
+    elif s.ma == SCALAR and s.mb == SCALAR:
+        c[0] = _op(op, a[0], b[0])
+    elif s.ma == FULL and s.mb == ROW:
+        for r in range(n // m):
+            i = r * m
+            for j in range(m):
+                c[i + j] = _op(op, a[i + j], b[j])
+    else:  # ROW, FULL
+        for r in range(n // m):
+            i = r * m
+            for j in range(m):
+                c[i + j] = _op(op, a[j], b[i + j])
+
+
+cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
+    cdef Py_ssize_t i, n = s.n
+    cdef real v
+    cdef real *c = <real *>s.c
+    cdef const real *a = <const real *>s.a
+    cdef int kind = s.kind
+    if kind == GEMM:
+        if real is float:
+            gemm_f32(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const float *>s.a,
+                     <const float *>s.b, <float *>s.c)
+        else:
+            gemm_f64(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const double *>s.a,
+                     <const double *>s.b, <double *>s.c)
+    elif kind == BIAS_ACT:
+        if real is float:
+            bias_act_forward_f32(<float *>s.a, <const float *>s.b, <float *>s.c, s.n, s.m, s.act,
+                                 <float>s.p)
+        else:
+            bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,
+                                 s.p)
+    elif kind == ACT_BWD or kind == COLSUM:
+        if real is float:
+            act_backward_colsum_f32(<const float *>s.a, <const float *>s.b, <float *>s.c,
+                                    <float *>s.d, s.n, s.m, s.act, <float>s.p)
+        else:
+            act_backward_colsum_f64(<const double *>s.a, <const double *>s.b, <double *>s.c,
+                                    <double *>s.d, s.n, s.m, s.act, s.p)
+    elif kind == SCE:
+        if real is float:
+            (<float *>s.e)[0] = <float>softmax_ce_f32(<const float *>s.a, <const Py_ssize_t *>s.b,
+                                                      s.n, s.m, <float *>s.c, <double *>s.d)
+        else:
+            (<double *>s.e)[0] = softmax_ce_f64(<const double *>s.a, <const Py_ssize_t *>s.b,
+                                                s.n, s.m, <double *>s.c, <double *>s.d)
+    elif kind == SVM:
+        if real is float:
+            (<float *>s.e)[0] = <float>svm_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,
+                                               <float>s.p, <float *>s.c, <double *>s.d)
+        else:
+            (<double *>s.e)[0] = svm_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,
+                                         s.p, <double *>s.c, <double *>s.d)
+    elif kind == BINARY:
+        _binary(s, dummy)
+    elif kind == NEG:
+        for i in range(n):
+            c[i] = -a[i]
+    elif kind == FILL:
+        v = a[0]
+        for i in range(n):
+            c[i] = v
+    elif kind == SUM:  # NumPy adds the pairwise sum to an accumulator starting at +0
+        v = 0
+        c[0] = v + _pairwise(a, n)
+    elif kind == COPY:
+        memcpy(c, a, n * sizeof(real))
+
+
+@cython.final
+cdef class Program:
+    """A list of instructions over buffers of one dtype, checked once, run in C by `run()`.
+
+    instrs: a list of dicts, each with 'kind' (a key of KINDS) and the fields the kind uses:
+    buffers a, b, c, d, e (ndarrays or None), sizes m, n, k, flags ta, tb, the activation code
+    act and its parameter p, the binary op (a key of BINARY_OPS) and operand modes ma, mb.
+    """
+
+    cdef Instr *code
+    cdef Py_ssize_t count
+    cdef bint f64
+    cdef list keep  # every buffer the instructions point into
+    cdef readonly object dtype
+
+    def __cinit__(self):
+        self.code = NULL
+        self.count = 0
+
+    def __init__(self, list instrs, dtype):
+        self.dtype = np.dtype(dtype)
+        if self.dtype != np.float32 and self.dtype != np.float64:
+            raise TypeError(f"capture: a program runs float32 or float64 buffers, not {self.dtype}")
+        self.f64 = self.dtype == np.float64
+        self.keep = []
+        self.code = <Instr *>calloc(max(len(instrs), 1), sizeof(Instr))
+        if self.code == NULL:
+            raise MemoryError()
+        for spec in instrs:
+            self._add(spec)
+
+    def __dealloc__(self):
+        free(self.code)
+
+    def __len__(self):
+        return self.count
+
+    cdef void *_buffer(self, dict spec, str name, Py_ssize_t size, bint write, object dtype) except? NULL:
+        a = spec.get(name)
+        if a is None:
+            if size < 0:  # optional
+                return NULL
+            raise ValueError(f"capture: instruction {spec['kind']} needs buffer {name}")
+        if type(a) is not np.ndarray:
+            raise TypeError(f"capture: buffer {name} of {spec['kind']} is a {type(a).__name__}")
+        arr = <cnp.ndarray>a
+        want = self.dtype if dtype is None else dtype
+        if arr.dtype != want or not arr.dtype.isnative:
+            raise TypeError(f"capture: buffer {name} of {spec['kind']} is {arr.dtype}, expected {want}")
+        if not (cnp.PyArray_IS_C_CONTIGUOUS(arr) and cnp.PyArray_ISALIGNED(arr)):
+            raise ValueError(f"capture: buffer {name} of {spec['kind']} is not C-contiguous and aligned")
+        if write and not cnp.PyArray_ISWRITEABLE(arr):
+            raise ValueError(f"capture: buffer {name} of {spec['kind']} is read-only")
+        if arr.size < abs(size):
+            raise ValueError(f"capture: buffer {name} of {spec['kind']} holds {arr.size} values, "
+                             f"needs {abs(size)}")
+        self.keep.append(arr)
+        return cnp.PyArray_DATA(arr)
+
+    cdef int _add(self, dict spec) except -1:
+        cdef Instr *s = &self.code[self.count]
+        kind = KINDS[spec["kind"]]
+        s.kind = kind
+        s.ta = spec.get("ta", 0)
+        s.tb = spec.get("tb", 0)
+        s.act = spec.get("act", 0)
+        s.p = spec.get("p", 0.0)
+        s.m = spec.get("m", 0)
+        s.n = spec.get("n", 0)
+        s.k = spec.get("k", 0)
+        cdef Py_ssize_t m = s.m, n = s.n, k = s.k
+        if m < 0 or n < 0 or k < 0:
+            raise ValueError(f"capture: negative size in {spec['kind']}")
+        intp = np.dtype(np.intp)
+        if kind == GEMM:
+            if not (0 < m < 2**31 and 0 < n < 2**31 and 0 < k < 2**31):
+                raise ValueError(f"capture: product sizes {m}x{k}x{n} must be in [1, 2^31)")
+            s.a = self._buffer(spec, "a", m * k, False, None)
+            s.b = self._buffer(spec, "b", k * n, False, None)
+            s.c = self._buffer(spec, "c", m * n, True, None)
+        elif kind == BIAS_ACT:
+            s.a = self._buffer(spec, "a", n * m, True, None)
+            s.b = self._buffer(spec, "b", m, False, None)
+            s.c = self._buffer(spec, "c", -n * m, True, None)
+        elif kind == ACT_BWD or kind == COLSUM:
+            s.a = self._buffer(spec, "a", n * m, False, None)
+            s.b = self._buffer(spec, "b", -n * m, False, None)
+            s.c = self._buffer(spec, "c", -n * m, True, None)
+            s.d = self._buffer(spec, "d", -m, True, None)
+            if kind == ACT_BWD and s.act != 0 and (s.b == NULL or s.c == NULL):
+                raise ValueError("capture: act_bwd with an activation needs the saved buffer and dz")
+            if kind == COLSUM:
+                s.act = 0
+                if s.d == NULL:
+                    raise ValueError("capture: colsum needs d")
+        elif kind == SCE or kind == SVM:
+            if n < 1 or m < 1:
+                raise ValueError("capture: a loss needs n, c >= 1")
+            s.a = self._buffer(spec, "a", n * m, False, None)
+            s.b = self._buffer(spec, "b", n, False, intp)
+            s.c = self._buffer(spec, "c", -n * m, True, None)
+            s.d = self._buffer(spec, "d", n, True, np.dtype(np.float64))
+            s.e = self._buffer(spec, "e", 1, True, None)
+        elif kind == BINARY:
+            s.op = BINARY_OPS[spec["op"]]
+            s.ma = MODES[spec.get("ma", "full")]
+            s.mb = MODES[spec.get("mb", "full")]
+            if (s.ma == ROW or s.mb == ROW) and (m < 1 or n % m):
+                raise ValueError("capture: a row operand needs n a multiple of m >= 1")
+            if s.ma == ROW and s.mb == ROW:
+                raise ValueError("capture: at most one row operand")
+            s.a = self._buffer(spec, "a", n if s.ma == FULL else (1 if s.ma == SCALAR else m), False, None)
+            s.b = self._buffer(spec, "b", n if s.mb == FULL else (1 if s.mb == SCALAR else m), False, None)
+            s.c = self._buffer(spec, "c", n if s.ma == FULL or s.mb == FULL else 1, True, None)
+            if s.ma == SCALAR and s.mb == SCALAR and n != 1:
+                raise ValueError("capture: a scalar-scalar op has n == 1")
+        elif kind == NEG or kind == COPY:
+            s.a = self._buffer(spec, "a", n, False, None)
+            s.c = self._buffer(spec, "c", n, True, None)
+        elif kind == FILL:
+            s.a = self._buffer(spec, "a", 1, False, None)
+            s.c = self._buffer(spec, "c", n, True, None)
+        elif kind == SUM:
+            s.a = self._buffer(spec, "a", n, False, None)
+            s.c = self._buffer(spec, "c", 1, True, None)
+        self.count += 1
+        return 0
+
+    def run(self):
+        """Run every instruction in order (the GIL released)."""
+        cdef Py_ssize_t i
+        cdef Instr *code = self.code
+        cdef Py_ssize_t count = self.count
+        with nogil:
+            if self.f64:
+                for i in range(count):
+                    _exec(&code[i], <double *>NULL)
+            else:
+                for i in range(count):
+                    _exec(&code[i], <float *>NULL)
+
+
+def check_labels(cnp.ndarray labels, Py_ssize_t classes, str op):
+    """ValueError naming the first label outside [0, classes) (labels: contiguous intp)."""
+    cdef const Py_ssize_t *p = <const Py_ssize_t *>cnp.PyArray_DATA(labels)
+    cdef Py_ssize_t i, n = labels.size, bad = -1
+    with nogil:
+        for i in range(n):
+            if p[i] < 0 or p[i] >= classes:
+                bad = i
+                break
+    if bad >= 0:
+        raise ValueError(f"{op}: labels value {p[bad]} at position {bad} is out of range [0, {classes})")
+
+
+def pairwise_sum(cnp.ndarray a):
+    """The pairwise sum of a contiguous float32/float64 array, as the SUM instruction computes it
+    (a test hook: it must equal NumPy's a.sum() bit for bit)."""
+    if not cnp.PyArray_IS_C_CONTIGUOUS(a) or a.dtype not in (np.float32, np.float64):
+        raise ValueError("pairwise_sum: a C-contiguous float32 or float64 array")
+    cdef float zf = 0
+    cdef double zd = 0
+    if a.dtype == np.float32:
+        return np.float32(zf + _pairwise(<const float *>cnp.PyArray_DATA(a), a.size))
+    return np.float64(zd + _pairwise(<const double *>cnp.PyArray_DATA(a), a.size))
