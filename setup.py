@@ -81,12 +81,11 @@ common = dict(
 NPY_API = ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")
 
 
-def kernel_extension(name: str, sources: list, flags=()) -> Extension:
-    """An extension built like the kernels: CFLAGS and the OpenMP mode chosen above."""
+def kernel_extension(name: str, sources: list, flags: tuple = ()) -> Extension:
+    """An extension built like the kernels: CFLAGS (then `flags`) and the OpenMP mode chosen above."""
     return Extension(name, sources=sources, define_macros=[NPY_API, *parallel["macros"]],
                      extra_compile_args=CFLAGS + list(flags) + parallel["compile"],
-                     extra_link_args=parallel["link"],
-                     **common)
+                     extra_link_args=parallel["link"], **common)
 
 
 extensions = [
@@ -100,6 +99,11 @@ extensions = [
     kernel_extension("fastgrad._plan", ["fastgrad/_plan.pyx"], flags=["-ffp-contract=off"]),
     # batch norm, layer norm and dropout (serial kernels; omp simd loops when available)
     kernel_extension("fastgrad._norm", ["fastgrad/_norm.pyx", "csrc/norm.c"]),
+    # the optimizer updates, one serial pass per parameter buffer, bit-identical to NumPy's
+    # op-by-op rounding: no FMA contraction (GCC contracts by default in the FMA clones);
+    # -fno-math-errno lets sqrt vectorize (nothing reads errno)
+    kernel_extension("fastgrad._optim", ["fastgrad/_optim.pyx", "csrc/optim.c"],
+                     flags=("-ffp-contract=off", "-fno-math-errno")),
     # the tape: Node, apply and the backward walk (no C sources; NumPy's C API for scalars). Not
     # -fno-trapping-math: its small arithmetic reads the floating-point flags (to warn as NumPy)
     Extension("fastgrad._tape", sources=["fastgrad/_tape.pyx"], define_macros=[NPY_API],

@@ -1,10 +1,11 @@
 """First-order optimizers (SGD, RMSProp, Adam, AdamW) and learning-rate schedulers, as in CS231n's
 optim.py and with PyTorch's interface: parameter groups, weight decay, state_dict.
 
-Each optimizer holds the parameter tensors and, per parameter, its state and one scratch buffer, all
-allocated once (in the constructor or `add_param_group`). `step()` updates every parameter's `data`
-in place from its `grad` using NumPy `out=` arithmetic only, so a training loop allocates nothing in
-the optimizer and the tensors (and anything else holding their buffers) see the new values.
+Each optimizer holds the parameter tensors and, per parameter, its state, allocated once (in the
+constructor or `add_param_group`). `step()` updates every parameter's `data` in place from its
+`grad` in one C pass per parameter (fastgrad._optim: the same roundings, bit for bit, as the NumPy
+`out=` sequence each rule's formula spells out), so a training loop allocates nothing in the
+optimizer and the tensors (and anything else holding their buffers) see the new values.
 Parameters whose grad is None are left alone (and their step count does not advance).
 
 Parameter groups: pass a list of dicts, each with 'params' and any hyperparameter to override for
@@ -29,6 +30,7 @@ import sys
 
 import numpy as np
 
+from . import _optim
 from .autograd import _recording, mark_modified
 from .flat import zero_grads
 from .tensor import Tensor
@@ -57,21 +59,21 @@ class Optimizer:
 
     Subclasses give `defaults` (hyperparameter -> value), `_check_group(group)` (validates and
     normalises a group's hyperparameters), `_new_state(p)` (the per-parameter state arrays,
-    allocated once) and `_update(i, w, dw, buf, group, state)`.
+    allocated once) and `_update(i, w, dw, buf, group, state)`; buf is a scratch array like w
+    (None when the class sets `_needs_scratch = False`, as the built-in rules, whose C passes need none).
     """
 
     #: names of the per-parameter state entries that are arrays (saved by state_dict)
     _state_keys: tuple = ()
-    #: whether the update keeps g = dw + weight_decay w while it uses the scratch buffer
-    _needs_wd_scratch = True
+    #: whether `_update` gets a scratch buffer like the parameter
+    _needs_scratch = True
 
     def __init__(self, params, defaults: dict):
         self.defaults = dict(defaults)
         self.param_groups: list[dict] = []
         self.params: list[Tensor] = []  # every parameter, in group order
         self.state: list[dict] = []  # per parameter: its state arrays and "step"
-        self._scratch: list[np.ndarray] = []
-        self._wd_scratch: list = []
+        self._scratch: list = []
         self._group_of: list[int] = []
         if isinstance(params, Tensor):
             raise TypeError(f"{type(self).__name__}: params must be an iterable of Tensors or of dicts, not a Tensor")
@@ -113,8 +115,7 @@ class Optimizer:
         for p in params:
             self.params.append(p)
             self.state.append({"step": 0, **self._new_state(p, full)})
-            self._scratch.append(np.empty_like(p.data))
-            self._wd_scratch.append(np.empty_like(p.data) if full["weight_decay"] and self._needs_wd_scratch else None)
+            self._scratch.append(np.empty_like(p.data) if self._needs_scratch else None)
             self._group_of.append(index)
 
     # --- the lr of the first group, for code written against one group ------------------------
@@ -163,6 +164,8 @@ class Optimizer:
                             f"{type(self).__name__}: parameter {i} has shape {p.shape} ({p.dtype}) but its "
                             f"grad has shape {g.shape} ({g.dtype})"
                         )
+                    if not (g.flags.c_contiguous and g.flags.aligned):
+                        g = np.array(g, order="C")  # e.g. a transposed view left by backward
                     state = self.state[i]
                     state["step"] += 1
                     self._update(i, p.data, g, self._scratch[i], group, state)
@@ -247,25 +250,6 @@ class Optimizer:
     def _update(self, i, w, dw, buf, group, state) -> None:
         raise NotImplementedError
 
-    def _wd_buffer(self, i: int, group: dict):
-        """A second scratch buffer for parameter i, for rules that keep g = dw + wd w while using
-        the first; allocated with the group when it has weight decay (else on first need)."""
-        if not group["weight_decay"]:
-            return None
-        buf = self._wd_scratch[i]
-        if buf is None:
-            buf = self._wd_scratch[i] = np.empty_like(self.params[i].data)
-        return buf
-
-    @staticmethod
-    def _decayed(w, dw, buf, weight_decay):
-        """dw + weight_decay * w in buf (L2 weight decay), or dw itself when there is none."""
-        if not weight_decay:
-            return dw
-        np.multiply(w, weight_decay, out=buf)
-        buf += dw
-        return buf
-
     def __repr__(self):
         lines = [f"{type(self).__name__} ("]
         for k, group in enumerate(self.param_groups):
@@ -284,7 +268,7 @@ class SGD(Optimizer):
     """
 
     _state_keys = ("momentum_buffer",)
-    _needs_wd_scratch = False
+    _needs_scratch = False
 
     def __init__(self, params, lr, momentum=0.0, weight_decay=0.0):
         super().__init__(params, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay})
@@ -302,17 +286,15 @@ class SGD(Optimizer):
         return [s["momentum_buffer"] for s in self.state]
 
     def _update(self, i, w, dw, buf, group, state):
-        g = self._decayed(w, dw, buf, group["weight_decay"])
+        # NumPy, op by op: g = dw + wd * w (if wd); v *= momentum; v += g; w -= lr * v (or g)
         momentum = group["momentum"]
         if momentum:
             v = state["momentum_buffer"]
             if v is None:  # momentum turned on after construction (a group changed)
                 v = state["momentum_buffer"] = np.zeros_like(w)
-            v *= momentum
-            v += g
-            g = v
-        np.multiply(g, group["lr"], out=buf)
-        w -= buf
+            _optim.sgd_momentum(w, dw, v, group["lr"], momentum, group["weight_decay"])
+        else:
+            _optim.sgd(w, dw, group["lr"], group["weight_decay"])
 
 
 class RMSProp(Optimizer):
@@ -322,6 +304,7 @@ class RMSProp(Optimizer):
     """
 
     _state_keys = ("square_avg",)
+    _needs_scratch = False
 
     def __init__(self, params, lr=1e-2, decay=0.99, eps=1e-8, weight_decay=0.0):
         super().__init__(params, {"lr": lr, "decay": decay, "eps": eps, "weight_decay": weight_decay})
@@ -340,18 +323,10 @@ class RMSProp(Optimizer):
         return [s["square_avg"] for s in self.state]
 
     def _update(self, i, w, dw, buf, group, state):
-        g = self._decayed(w, dw, self._wd_buffer(i, group), group["weight_decay"])
-        decay = group["decay"]
-        cache = state["square_avg"]
-        cache *= decay
-        np.multiply(g, g, out=buf)
-        buf *= 1.0 - decay
-        cache += buf
-        np.sqrt(cache, out=buf)
-        buf += group["eps"]
-        np.divide(g, buf, out=buf)
-        buf *= group["lr"]
-        w -= buf
+        # NumPy, op by op: g = dw + wd * w (if wd); cache *= decay; cache += (g * g) * (1.0 - decay);
+        # w -= (g / (sqrt(cache) + eps)) * lr
+        _optim.rmsprop(w, dw, state["square_avg"], group["lr"], group["decay"], group["eps"],
+                       group["weight_decay"])
 
 
 RMSprop = RMSProp  # PyTorch's spelling
@@ -365,7 +340,7 @@ class Adam(Optimizer):
     """
 
     _state_keys = ("exp_avg", "exp_avg_sq")
-    _decoupled = False
+    _needs_scratch = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay})
@@ -398,37 +373,23 @@ class Adam(Optimizer):
         """The step count of the first parameter (all advance together when all have grads)."""
         return self.state[0]["step"]
 
+    _pass = staticmethod(_optim.adam)
+
     def _update(self, i, w, dw, buf, group, state):
-        lr, (beta1, beta2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
-        if self._decoupled:
-            if wd:
-                w *= 1.0 - lr * wd  # AdamW: decay the weights themselves, outside the moments
-            g = dw
-        else:
-            g = self._decayed(w, dw, self._wd_buffer(i, group), wd)
-        t = state["step"]
-        m, v = state["exp_avg"], state["exp_avg_sq"]
-        m *= beta1
-        np.multiply(g, 1.0 - beta1, out=buf)
-        m += buf
-        v *= beta2
-        np.multiply(g, g, out=buf)
-        buf *= 1.0 - beta2
-        v += buf
-        np.sqrt(v, out=buf)  # denominator sqrt(v) / sqrt(1 - beta2**t) + eps, as PyTorch
-        buf /= math.sqrt(1.0 - beta2**t)
-        buf += eps
-        np.divide(m, buf, out=buf)
-        buf *= lr / (1.0 - beta1**t)
-        w -= buf
+        # NumPy, op by op, at t = state["step"] (already advanced): g = dw + wd * w (if wd; AdamW
+        # instead w *= 1.0 - lr * wd first, and g = dw); m *= beta1; m += g * (1.0 - beta1);
+        # v *= beta2; v += (g * g) * (1.0 - beta2); w -= (m / (sqrt(v) / sqrt(1.0 - beta2**t) + eps))
+        # * (lr / (1.0 - beta1**t)): the denominator as PyTorch's
+        beta1, beta2 = group["betas"]
+        self._pass(w, dw, state["exp_avg"], state["exp_avg_sq"], group["lr"], beta1, beta2, group["eps"],
+                   group["weight_decay"], state["step"])
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter; PyTorch's AdamW, default
     weight_decay=1e-2): w <- w (1 - lr weight_decay), then the Adam step on dw."""
 
-    _decoupled = True
-    _needs_wd_scratch = False
+    _pass = staticmethod(_optim.adamw)
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
