@@ -23,6 +23,8 @@ from fastgrad._kernels cimport (act_backward_colsum_f32, act_backward_colsum_f64
                                 maxout_backward_f32, maxout_backward_f64, maxout_forward_f32,
                                 maxout_forward_f64, softmax_ce_f32, softmax_ce_f64, svm_f32, svm_f64)
 from fastgrad._linalg cimport gemm_f32, gemm_f64
+from fastgrad._optim cimport (adam_f32, adam_f64, adamw_f32, adamw_f64, rmsprop_f32, rmsprop_f64,
+                              sgd_f32, sgd_f64, sgd_momentum_f32, sgd_momentum_f64)
 
 import numpy as np
 
@@ -49,6 +51,7 @@ cdef enum:
     MAXOUT_BWD = 12  # c (n, m k) = a (n, m) routed where b (intp) points, zeros elsewhere
     SUMSQ = 13    # c[0] = pairwise sum of a[i] * a[i], as NumPy's (a * a).sum()
     SCALED = 14   # c = t (+ t when k == 2) with t = b[0] * a, plus d before (ta) or after (not ta)
+    OPTIM = 15    # optimizer rule `op` on w = a, dw = b, state c, d; e = its row of hyperparameters
 
 cdef enum:
     FULL = 0
@@ -57,7 +60,11 @@ cdef enum:
 
 KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,
          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
-         "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED}
+         "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED,
+         "optim": OPTIM}
+# the optimizer rules of fastgrad._optim (OPTIM's op); each reads its row (lr, three
+# hyperparameters, weight decay, step) of OptimizerRows.hyper, filled before every run
+RULES = {"sgd": 0, "sgd_momentum": 1, "rmsprop": 2, "adam": 3, "adamw": 4}
 BINARY_OPS = {"add": 0, "sub": 1, "mul": 2, "div": 3}
 MODES = {"full": FULL, "scalar": SCALAR, "row": ROW}
 
@@ -160,6 +167,38 @@ cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:
     else:
         for i in range(n):
             c[i] = f * a[i] + d[i]
+
+
+cdef void _optim(const Instr *s, real *dummy) noexcept nogil:
+    cdef const double *h = <const double *>s.e  # lr, p1, p2, p3, weight decay, step
+    cdef real *w = <real *>s.a
+    cdef const real *dw = <const real *>s.b
+    cdef Py_ssize_t n = s.n, t = <Py_ssize_t>h[5]
+    if s.op == 0:
+        if real is float:
+            sgd_f32(w, dw, n, h[0], h[4])
+        else:
+            sgd_f64(w, dw, n, h[0], h[4])
+    elif s.op == 1:
+        if real is float:
+            sgd_momentum_f32(w, dw, <float *>s.c, n, h[0], h[1], h[4])
+        else:
+            sgd_momentum_f64(w, dw, <double *>s.c, n, h[0], h[1], h[4])
+    elif s.op == 2:
+        if real is float:
+            rmsprop_f32(w, dw, <float *>s.c, n, h[0], h[1], h[2], h[4])
+        else:
+            rmsprop_f64(w, dw, <double *>s.c, n, h[0], h[1], h[2], h[4])
+    elif s.op == 3:
+        if real is float:
+            adam_f32(w, dw, <float *>s.c, <float *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
+        else:
+            adam_f64(w, dw, <double *>s.c, <double *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
+    else:
+        if real is float:
+            adamw_f32(w, dw, <float *>s.c, <float *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
+        else:
+            adamw_f64(w, dw, <double *>s.c, <double *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
 
 
 cdef inline real _op(int op, real x, real y) noexcept nogil:
@@ -274,6 +313,8 @@ cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
         c[0] = v + _pairwise_sq(a, n)
     elif kind == SCALED:
         _scaled(s, dummy)
+    elif kind == OPTIM:
+        _optim(s, dummy)
     elif kind == MAXOUT:
         if real is float:
             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
@@ -421,6 +462,15 @@ cdef class Program:
             s.b = self._buffer(spec, "b", 1, False, None)
             s.d = self._buffer(spec, "d", -n, False, None)
             s.c = self._buffer(spec, "c", n, True, None)
+        elif kind == OPTIM:
+            s.op = spec["op"]
+            if not 0 <= s.op <= 4:
+                raise ValueError(f"capture: unknown optimizer rule {s.op}")
+            s.a = self._buffer(spec, "a", n, True, None)
+            s.b = self._buffer(spec, "b", n, False, None)
+            s.c = self._buffer(spec, "c", n if s.op > 0 else -n, True, None)
+            s.d = self._buffer(spec, "d", n if s.op > 2 else -n, True, None)
+            s.e = self._buffer(spec, "e", 6, True, np.dtype(np.float64))
         elif kind == MAXOUT or kind == MAXOUT_BWD:
             if k < 1:
                 raise ValueError("capture: maxout needs k >= 1 pieces")
@@ -468,3 +518,55 @@ def pairwise_sum(cnp.ndarray a):
     if a.dtype == np.float32:
         return np.float32(zf + _pairwise(<const float *>cnp.PyArray_DATA(a), a.size))
     return np.float64(zd + _pairwise(<const double *>cnp.PyArray_DATA(a), a.size))
+
+
+@cython.final
+cdef class OptimizerRows:
+    """The hyperparameters of a plan's OPTIM instructions, one row (lr, three hyperparameters,
+    weight decay, step) per parameter, refreshed from the optimizers before every run.
+
+    rows: a list of (rule, group, state, [state arrays]) per parameter, in the order the eager
+    `step()` updates them: `prepare()` advances each state's "step" as `step()` does and reads
+    the group's values (a scheduler may have changed the lr). It returns False, changing nothing,
+    when a group no longer has the rule the plan was built for (momentum switched on or off) or a
+    state array was replaced: the caller then records again.
+    """
+
+    cdef list rows
+    cdef readonly cnp.ndarray hyper
+
+    def __init__(self, list rows):
+        self.rows = rows
+        self.hyper = np.zeros((max(len(rows), 1), 6), np.float64)
+
+    def prepare(self):
+        cdef double[:, ::1] h = self.hyper
+        cdef Py_ssize_t r
+        cdef int rule
+        for r in range(len(self.rows)):
+            rule, group, state, arrays = self.rows[r]
+            if rule <= 1 and (group["momentum"] != 0) != (rule == 1):
+                return False
+            if rule == 1 and state["momentum_buffer"] is not arrays[0]:
+                return False
+            if rule == 2 and state["square_avg"] is not arrays[0]:
+                return False
+            if rule >= 3 and (state["exp_avg"] is not arrays[0] or state["exp_avg_sq"] is not arrays[1]):
+                return False
+        for r in range(len(self.rows)):
+            rule, group, state, arrays = self.rows[r]
+            state["step"] += 1
+            h[r, 0] = group["lr"]
+            h[r, 4] = group["weight_decay"]
+            if rule == 1:
+                h[r, 1] = group["momentum"]
+            elif rule == 2:
+                h[r, 1] = group["decay"]
+                h[r, 2] = group["eps"]
+            elif rule >= 3:
+                beta1, beta2 = group["betas"]
+                h[r, 1] = beta1
+                h[r, 2] = beta2
+                h[r, 3] = group["eps"]
+                h[r, 5] = state["step"]
+        return True

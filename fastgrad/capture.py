@@ -139,6 +139,9 @@ def _install(recorder):
 # --- the plan -------------------------------------------------------------------------------------
 
 
+_STALE = object()  # what a replay returns when the plan no longer fits the model
+
+
 class _Plan:
     """Buffers, the C program over them, and what a replay does around it."""
 
@@ -148,7 +151,10 @@ class _Plan:
         self.params = []  # (tensor, its data array at capture)
         self.grads = []  # (tensor, gradient buffer): .grad is set to it after each replay
         self.cleared = []  # (tensor, pinned view or None): zeroed by the step, given no gradient
-        self.optimizers = []
+        self.optimizers = []  # optimizers without a C rule: their step() runs after the program
+        self.rows = None  # _plan.OptimizerRows of the optimizer updates in the program
+        self.updated = []  # parameters the program's optimizer updates change (mark_modified)
+        self.no_grad = []  # optimizer parameters the step leaves without a gradient: must stay so
         self.output = None
         self.program = None
         self.keep = []  # scratch buffers (the program holds them too)
@@ -162,24 +168,32 @@ class _Plan:
         for p, data in self.params:
             if p.data is not data:
                 return False
+        for p in self.no_grad:
+            if p.grad is not None:
+                return False
         return True
 
     def replay(self, args):
+        """One step; _STALE (having changed nothing the step owns) when the plan no longer fits."""
         for i, buf, checks in self.inputs:
             a = args[i]
             np.copyto(buf, a.data if type(a) is Tensor else a, casting="unsafe")
             for classes, op in checks:
                 _plan.check_labels(buf, classes, op)
-        self.program.run()
-        for p, g in self.grads:
-            if p.grad is not g:
-                p.grad = g
+        if self.rows is not None and not self.rows.prepare():  # advances the steps, reads the lr
+            return _STALE
         for p, view in self.cleared:
             if view is None:
                 p.grad = None
             else:
                 view.fill(0)
                 p.grad = view
+        self.program.run()
+        for p, g in self.grads:
+            if p.grad is not g:
+                p.grad = g
+        for p in self.updated:
+            autograd.mark_modified(p)  # as step() does: a stale graph's backward raises
         for opt in self.optimizers:
             opt.step()
         return self.output
@@ -227,10 +241,12 @@ class Captured:
         plan = self.plans.get(key)
         if plan is not None:
             if plan.valid():
-                self.last_reason = None
-                self.replays += 1
-                return plan.replay(args)
-            del self.plans[key]  # a parameter was replaced: record again
+                out = plan.replay(args)
+                if out is not _STALE:
+                    self.last_reason = None
+                    self.replays += 1
+                    return out
+            del self.plans[key]  # a parameter or an optimizer's state was replaced: record again
         reason = self.eager.get(key)
         if reason is not None:
             return self._eager(reason, key, args, kwargs)
@@ -630,6 +646,58 @@ class _Compiler:
         self.emit("binary", op="add", a=slot, b=gi, c=total, n=total.size)
         return [total, True]
 
+    # optimizers --------------------------------------------------------------------------------------
+    def optimizer(self, opt, rows, stepped):
+        """The optimizer's updates as OPTIM instructions (rows: ((rule, group, state, arrays), spec)),
+        or its step() after the program when its rule is not one of fastgrad's own."""
+        from . import optim
+
+        update = type(opt)._update
+        rule = None
+        if update is optim.SGD._update:
+            rule = "sgd"
+        elif update is optim.RMSProp._update:
+            rule = "rmsprop"
+        elif update is optim.Adam._update:
+            rule = {optim._optim.adam: "adam", optim._optim.adamw: "adamw"}.get(type(opt)._pass)
+        if rule is None or type(opt).step is not optim.Optimizer.step or type(opt)._step is not optim.Optimizer._step:
+            self.plan.optimizers.append(opt)
+            return
+        grads = {id(t): g for t, g in self.plan.grads}
+        grads.update((id(t), view) for t, view in self.plan.cleared if view is not None)
+        i = 0
+        for group in opt.param_groups:
+            for p in group["params"]:
+                state = opt.state[i]
+                i += 1
+                g = grads.get(id(p))
+                if g is None:
+                    if p.grad is not None:
+                        raise _Unsupported(f"an optimizer parameter of shape {p.shape} keeps a gradient the "
+                                           "step does not compute")
+                    self.plan.no_grad.append(p)
+                    continue
+                if id(p) in stepped:
+                    raise _Unsupported(f"a parameter of shape {p.shape} is stepped by two optimizers")
+                stepped.add(id(p))
+                self.check_buffer(p.data, "an optimizer parameter")
+                r = rule
+                if r == "sgd" and group["momentum"]:
+                    r = "sgd_momentum"
+                arrays = {"sgd": [], "sgd_momentum": [state.get("momentum_buffer")],
+                          "rmsprop": [state.get("square_avg")],
+                          "adam": [state.get("exp_avg"), state.get("exp_avg_sq")],
+                          "adamw": [state.get("exp_avg"), state.get("exp_avg_sq")]}[r]
+                for a in arrays:
+                    self.check_buffer(a, "an optimizer's state")
+                spec = {"kind": "optim", "op": _plan.RULES[r], "a": p.data, "b": g, "n": p.data.size}
+                if arrays:
+                    spec["c"] = arrays[0]
+                if len(arrays) > 1:
+                    spec["d"] = arrays[1]
+                rows.append(((_plan.RULES[r], group, state, arrays), spec))
+                self.plan.updated.append(p)
+
     def dest(self, record, k, shape):
         """A new buffer for the gradient of input k, or the leaf's pinned gradient view when the
         gradient goes straight to a leaf in a flat buffer (no copy at the end)."""
@@ -816,11 +884,16 @@ def _compile(rec, buffers, result) -> _Plan:
     elif rec.steps:
         raise _Unsupported("an optimizer steps without backward()")
     plan.params = [(t, t.data) for t in c.leaves.values()]
-    for opt in rec.steps:
-        if opt not in plan.optimizers:
-            plan.optimizers.append(opt)
-    if len(rec.steps) != len(plan.optimizers):
+    if len({id(o) for o in rec.steps}) != len(rec.steps):
         raise _Unsupported("an optimizer steps more than once")
+    rows, stepped = [], set()
+    for opt in rec.steps:
+        c.optimizer(opt, rows, stepped)
+    if rows:
+        plan.rows = _plan.OptimizerRows([r[0] for r in rows])
+        for k, (_, spec) in enumerate(rows):
+            spec["e"] = plan.rows.hyper[k]
+            plan.instrs.append(spec)
     items = result if isinstance(result, (tuple, list)) else (result,)
     for k, r in enumerate(items):
         if r is not None and not (type(r) is Tensor and (id(r) in c.produced or id(r) in c.leaves)):
