@@ -11,6 +11,8 @@ sequences it replaced, on the MNIST MLP's parameters (784-256-128-10, float32).
    start and compared bit for bit.
 2. The eager MNIST training step (batch 128: zero_grad, forward, softmax loss, backward, step) with
    Adam and with SGD, C updates and NumPy updates; issue 11's target is Adam within 1.05x of SGD.
+3. The same step replayed by `fg.capture` (when the package has it), Adam against SGD (the replay
+   runs the optimizer's step(), so the C pass), checked against an eager twin first.
 
 One process, one thread (fg.set_num_threads(1)), the contenders interleaved round by round, each
 figure the median over rounds, the garbage collector off inside timed loops; the ratios are what to
@@ -237,6 +239,47 @@ def training(rounds, number):
     return med
 
 
+def captured(rounds, number):
+    if not hasattr(fg, "capture"):
+        print("\n3. fg.capture is not in this version: no replayed step")
+        return None
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((BATCH, SIZES[0])).astype(np.float32)
+    y = rng.integers(0, SIZES[-1], BATCH).astype(np.intp)
+    contenders = {}
+    for rule in ("SGD", "Adam"):
+        c_cls, _, kwargs = RULES[rule]
+        models = []
+        for kind in ("replay", "eager"):
+            model = fg.nn.MLP(list(SIZES), seed=0, dtype="float32")
+            opt = c_cls(model.parameters(), **kwargs)
+
+            def step(X, y, model=model, opt=opt):
+                opt.zero_grad()
+                loss = fg.softmax_cross_entropy(model(X), y)
+                loss.backward()
+                opt.step()
+                return loss
+
+            models.append(model)
+            if kind == "replay":
+                replay = fg.capture(step)
+            else:
+                eager = step
+        for _ in range(3):
+            a, b = float(replay(X, y).item()), float(eager(X, y).item())
+            if a != b:
+                raise SystemExit(f"captured step with {rule}: loss {a} differs from the eager {b}")
+        if not all(bits_equal(p.data, q.data) for p, q in zip(models[0].parameters(), models[1].parameters())):
+            raise SystemExit(f"captured step with {rule}: the parameters differ from the eager step's")
+        contenders[rule] = lambda replay=replay: replay(X, y)
+    med = interleaved(contenders, rounds, number)
+    print(f"\n3. replayed training step (fg.capture), same MLP and batch, 1 thread")
+    print(f"SGD {med['SGD'] * 1e3:.3f} ms, Adam {med['Adam'] * 1e3:.3f} ms, Adam / SGD: "
+          f"{med['Adam'] / med['SGD']:.3f} (target <= 1.05)")
+    return med
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="7 rounds instead of 31")
@@ -248,6 +291,7 @@ def main(argv=None):
     step_alone(SIZES, rounds, number=50)
     step_alone(DIGITS, rounds, number=500)
     training(rounds, number=10)
+    captured(rounds, number=10)
     print(f"\n{uptime()} at the end")
 
 
