@@ -450,3 +450,57 @@ def test_the_l2_gradient_is_summed_in_the_eager_order(l2_first, flat):
     assert replay.replays == 39
     for p, q in zip(m1.parameters(), m2.parameters()):
         assert np.array_equal(p.data, q.data) and np.array_equal(p.grad, q.grad)
+
+
+def test_switching_momentum_on_or_replacing_optimizer_state_records_again():
+    def make():
+        model = fg.nn.MLP([4, 6, 3], seed=0)
+        opt = fg.optim.SGD(model.parameters(), lr=0.1)
+
+        def step(X, y):
+            opt.zero_grad()
+            L = fg.softmax_cross_entropy(model(X), y)
+            L.backward()
+            opt.step()
+            return L
+
+        return model, opt, step
+
+    (m1, o1, eager), (m2, o2, step) = make(), make()
+    replay = fg.capture(step)
+    data = list(batches(9, [4, 6, 3], 5, np.float32))
+    for k, (X, y) in enumerate(data):
+        if k == 3:
+            for o in (o1, o2):
+                o.param_groups[0]["momentum"] = 0.9  # the rule changes: the plan must not run
+        assert replay(X, y).item() == eager(X, y).item()
+    assert replay.captures == 2
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert np.array_equal(p.data, q.data)
+
+
+def test_an_optimizer_with_its_own_rule_steps_after_the_program():
+    class HalfSGD(fg.optim.SGD):
+        def _update(self, i, w, dw, buf, group, state):
+            w -= 0.5 * group["lr"] * dw
+
+    def make():
+        model = fg.nn.MLP([4, 6, 3], seed=0)
+        opt = HalfSGD(model.parameters(), lr=0.1)
+
+        def step(X, y):
+            opt.zero_grad()
+            L = fg.softmax_cross_entropy(model(X), y)
+            L.backward()
+            opt.step()
+            return L
+
+        return model, step
+
+    (m1, eager), (m2, step) = make(), make()
+    replay = fg.capture(step)
+    for X, y in batches(6, [4, 6, 3], 5, np.float32):
+        assert replay(X, y).item() == eager(X, y).item()
+    assert replay.replays == 5
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert np.array_equal(p.data, q.data)
