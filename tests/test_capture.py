@@ -504,3 +504,21 @@ def test_an_optimizer_with_its_own_rule_steps_after_the_program():
     assert replay.replays == 5
     for p, q in zip(m1.parameters(), m2.parameters()):
         assert np.array_equal(p.data, q.data)
+
+
+def test_replays_on_one_and_two_threads_give_the_same_bits():
+    """The products are split into blocks fixed by the shape alone (see _linalg._gemm), and the
+    other instructions are serial: the thread setting changes no result."""
+    before = fg.get_num_threads()
+    params = []
+    try:
+        for threads in (1, 2):
+            fg.set_num_threads(threads)
+            model, _, step = make_step([784, 256, 10], optimizer="adam")
+            replay = fg.capture(step)
+            for X, y in batches(6, [784, 256, 10], 128, np.float32):
+                replay(X, y)
+            params.append([p.data.copy() for p in model.parameters()])
+    finally:
+        fg.set_num_threads(before)
+    assert all(np.array_equal(a, b) for a, b in zip(*params))
