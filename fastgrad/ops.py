@@ -719,7 +719,8 @@ def check_labels(op: str, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 # Both losses compute the gradient of the mean loss in the same C pass as the loss (when the
-# scores need one) and save it; backward only scales it by the upstream scalar g.
+# scores need one) and save it; backward only scales it by the upstream scalar g (not at all when
+# g is 1, the usual case).
 
 
 @primitive("softmax_cross_entropy", takes_needs=True)
@@ -735,7 +736,7 @@ def softmax_cross_entropy(scores, labels, needs=(True,)):
 
 @softmax_cross_entropy.defbackward
 def softmax_cross_entropy_backward(g, grad):
-    return (grad * g,)
+    return (_scaled_by(grad, g),)
 
 
 @primitive("svm_loss", takes_needs=True)
@@ -751,7 +752,15 @@ def svm_loss(scores, labels, delta=1.0, needs=(True,)):
 
 @svm_loss.defbackward
 def svm_loss_backward(g, grad):
-    return (grad * g,)
+    return (_scaled_by(grad, g),)
+
+
+def _scaled_by(grad, g):
+    """grad * g; grad itself (no new array) when g is the 0-d 1 that loss.backward() seeds, as
+    x * 1 == x bit for bit (NaN and -0 included). The engine copies it before adding into it."""
+    if g.ndim == 0 and g == 1:
+        return grad
+    return grad * g
 
 
 # ---------------------------------------------------------------------------------------------
