@@ -50,7 +50,8 @@ cdef enum:
     MAXOUT = 11   # c (n, m) = max over runs of k columns of a (n, m k), b (n, m) the intp argmax
     MAXOUT_BWD = 12  # c (n, m k) = a (n, m) routed where b (intp) points, zeros elsewhere
     SUMSQ = 13    # c[0] = pairwise sum of a[i] * a[i], as NumPy's (a * a).sum()
-    SCALED = 14   # c = t (+ t when k == 2) with t = b[0] * a, plus d before (ta) or after (not ta)
+    SCALED = 14   # c = t (k 1) or t + t (k 2, 3) with t = b[0] * a, plus d: after, or before (ta):
+                  # (d + t) + t for two terms (k 2), d + (t + t) for one doubled term (k 3)
     OPTIM = 15    # optimizer rule `op` on w = a, dw = b, state c, d; e = its row of hyperparameters
 
 cdef enum:
@@ -146,13 +147,17 @@ cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:
     cdef real t
     cdef Py_ssize_t i, n = s.n
     # one loop per case, no branch inside (so that each vectorizes)
-    if d == NULL and s.k == 2:
+    if d == NULL and s.k >= 2:
         for i in range(n):
             t = f * a[i]
             c[i] = t + t
     elif d == NULL:
         for i in range(n):
             c[i] = f * a[i]
+    elif s.ta and s.k == 3:  # one doubled term after the addend: d + (t + t)
+        for i in range(n):
+            t = f * a[i]
+            c[i] = d[i] + (t + t)
     elif s.ta and s.k == 2:  # the addend came first: (d + t) + t
         for i in range(n):
             t = f * a[i]
@@ -160,7 +165,7 @@ cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:
     elif s.ta:
         for i in range(n):
             c[i] = d[i] + f * a[i]
-    elif s.k == 2:  # (t + t) + d
+    elif s.k >= 2:  # (t + t) + d
         for i in range(n):
             t = f * a[i]
             c[i] = (t + t) + d[i]
@@ -456,8 +461,8 @@ cdef class Program:
             s.a = self._buffer(spec, "a", n, False, None)
             s.c = self._buffer(spec, "c", 1, True, None)
         elif kind == SCALED:
-            if k != 1 and k != 2:
-                raise ValueError("capture: scaled sums 1 or 2 terms")
+            if not 1 <= k <= 3:
+                raise ValueError("capture: scaled takes k = 1, 2 or 3")
             s.a = self._buffer(spec, "a", n, False, None)
             s.b = self._buffer(spec, "b", 1, False, None)
             s.d = self._buffer(spec, "d", -n, False, None)
@@ -570,3 +575,23 @@ cdef class OptimizerRows:
                 h[r, 3] = group["eps"]
                 h[r, 5] = state["step"]
         return True
+
+
+def sum_of_squares(cnp.ndarray a):
+    """The sum of a[i] * a[i] over a C-contiguous float32/float64 array, each square rounded to
+    the dtype and the squares summed pairwise as NumPy's (a * a).sum() (bit for bit), without
+    the array of squares: the forward of the op table's `sumsq` row (fastgrad.nn's L2 penalty)."""
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError(f"sumsq: expected float32 or float64, got {a.dtype}")
+    if not (cnp.PyArray_IS_C_CONTIGUOUS(a) and cnp.PyArray_ISALIGNED(a) and a.dtype.isnative):
+        raise ValueError("sumsq: expected a C-contiguous, aligned, native-order array")
+    cdef float zf = 0, rf
+    cdef double zd = 0, rd
+    cdef Py_ssize_t n = a.size
+    if a.dtype == np.float32:
+        with nogil:
+            rf = zf + _pairwise_sq(<const float *>cnp.PyArray_DATA(a), n)
+        return np.float32(rf)
+    with nogil:
+        rd = zd + _pairwise_sq(<const double *>cnp.PyArray_DATA(a), n)
+    return np.float64(rd)

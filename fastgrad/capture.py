@@ -342,9 +342,9 @@ class _Bcast:
 
 
 class _Scaled:
-    """A gradient not yet written out: s * w, summed `count` (1 or 2) times (mul's backward of
-    w * w, or of w times a broadcast gradient). Written by one SCALED pass, fused with the next
-    addition into its slot where there is one."""
+    """A gradient not yet written out: s * w (count 1), or s w + s w as two terms (count 2:
+    mul's backward of w * w) or as one doubled term (count 3: sumsq's backward). Written by one
+    SCALED pass, fused with the next addition into its slot where there is one."""
 
     __slots__ = ("s", "w", "count", "shape")
 
@@ -525,6 +525,10 @@ class _Compiler:
         if z.ndim != 2 or out.ndim != 2 or 0 in z.shape:
             raise _Unsupported(f"op 'maxout' of shape {z.shape}")
         self.emit("maxout", a=z, b=idx, c=out, n=out.shape[0], m=out.shape[1], k=int(pieces))
+
+    def fwd_sumsq(self, record, arrays, out):
+        x = arrays[0]
+        self.emit("sumsq", a=x, c=out, n=x.size)
 
     def fwd_loss(self, record, arrays, out):
         op, inputs, attrs, result, node, saved = record
@@ -838,6 +842,9 @@ class _Compiler:
 
     def bwd_sum(self, record, g):
         return [(0, _Bcast(g, record[1][0].data.shape), True)]
+
+    def bwd_sumsq(self, record, g):
+        return [(0, _Scaled(g, record[5][0], 3), True)]  # t + t, t = g x: one term, doubled
 
     def bwd_maxout(self, record, g):
         idx, pieces = record[5]

@@ -1010,6 +1010,8 @@ def _dropout_src(args, attrs):
             f"generator=np.random.default_rng({attrs['seed']}))")
 
 
+SPECS["sumsq"] = Spec("sumsq", _unary_gen(), _unary_ref("sumsq"),
+                      lambda args, attrs: f"fg.functional.sumsq({args[0]})")
 SPECS["cast"] = Spec("cast", _cast_gen, lambda arrays, attrs: _call("cast", arrays, dtype="float64"), _cast_src)
 SPECS["abs"] = Spec("abs", _unary_gen(forms=True), _unary_ref("abs"), _unary_src("abs"), _abs_safe)
 SPECS["sqrt"] = Spec("sqrt", _unary_gen("pos", lambda v: v.size == 0 or v.min() > 0.1, forms=True), _unary_ref("sqrt"),

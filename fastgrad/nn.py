@@ -207,9 +207,9 @@ class Module:
         weights = self.weights()
         if not weights:
             raise ValueError(f"l2: {type(self).__name__} has no weights to regularise")
-        total = (weights[0] * weights[0]).sum()
+        total = F.sumsq(weights[0])  # (W * W).sum() bit for bit, without the array of squares
         for W in weights[1:]:
-            total = total + (W * W).sum()
+            total = total + F.sumsq(W)
         return total * (0.5 * reg)
 
     # --- modes -------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ import numpy as np
 from . import _kernels as K
 from . import _linalg as L
 from . import _norm as N
+from . import _plan as P
 
 TABLE: dict[str, "Op"] = {}
 
@@ -546,6 +547,21 @@ def sum_(x, axis=None, keepdims=False):
 @sum_.defbackward
 def sum_backward(g, shape, axes, keepdims):
     return (_expand(g, shape, axes, keepdims),)
+
+
+@primitive("sumsq")
+def sumsq(x):
+    """sum of x**2 over every entry (a 0-d result): one C pass, summing the rounded squares
+    pairwise as (x * x).sum() does, without the array of squares. Saves x."""
+    return P.sum_of_squares(np.ascontiguousarray(x)), (x,)
+
+
+@sumsq.defbackward
+def sumsq_backward(g, x):
+    """dx = 2 g x, as t + t with t = g * x (one array, one rounding more: (g x) + (g x))."""
+    t = g * x
+    t += t
+    return (t,)
 
 
 @primitive("mean")

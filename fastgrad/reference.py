@@ -428,6 +428,16 @@ def sum_backward(dout, cache):
     return (np.broadcast_to(_unreduce(dout, axes, keepdims), shape).copy(),)
 
 
+def sumsq_forward(x):
+    """out = sum of x**2 over every entry."""
+    return np.asarray((x * x).sum()), x
+
+
+def sumsq_backward(dout, cache):
+    """dx = 2 x dout."""
+    return (2 * cache * dout,)
+
+
 def mean_forward(x, axis=None, keepdims=False):
     """out = mean of x over `axis`; the reduced axes must not be empty."""
     axes = _axes(axis, x.ndim)
@@ -645,7 +655,7 @@ REFERENCE = {
     name: (globals()[f"{name}_forward"], globals()[f"{name}_backward"])
     for name in (
         "add", "sub", "mul", "div", "neg", "pow", "exp", "log", "maximum", "relu", "leaky_relu",
-        "elu", "sigmoid", "tanh", "matmul", "affine", "sum", "mean", "max", "maxout", "reshape",
+        "elu", "sigmoid", "tanh", "matmul", "affine", "sum", "sumsq", "mean", "max", "maxout", "reshape",
         "transpose", "getitem", "softmax_cross_entropy", "svm_loss",
         "cast", "abs", "sqrt", "clamp", "pow_tensor", "cat", "where", "softmax", "log_softmax", "dropout",
     )

@@ -257,3 +257,28 @@ def test_float64_models_take_float32_batches():
     model = nn.MLP([3, 4, 2], seed=0, dtype="float64")
     out = model(np.ones((2, 3), dtype=np.float32))
     assert out.dtype == np.float64
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_l2_equals_the_penalty_written_out_bit_for_bit(dtype):
+    """Module.l2 runs the sumsq row (no array of squares): the value and, with the penalty added
+    after the data loss, every gradient equal those of 0.5 reg sum((W * W).sum()) written out."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((9, 13)).astype(dtype), rng.integers(0, 4, 9)
+    grads, values = [], []
+    for written_out in (False, True):
+        model = fg.nn.MLP([13, 37, 4], seed=1, dtype=dtype)
+        loss = fg.softmax_cross_entropy(model(X), y)
+        if written_out:
+            Ws = model.weights()
+            total = (Ws[0] * Ws[0]).sum()
+            for W in Ws[1:]:
+                total = total + (W * W).sum()
+            penalty = total * (0.5 * 0.3)
+        else:
+            penalty = model.l2(0.3)
+        (loss + penalty).backward()
+        values.append(penalty.item())
+        grads.append([p.grad.copy() for p in model.parameters()])
+    assert values[0] == values[1]
+    assert all(np.array_equal(a, b) for a, b in zip(*grads))

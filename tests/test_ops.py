@@ -348,6 +348,7 @@ OPS = {
         OpInfo("matmul", lambda a, b: a @ b, matmul_samples),
         OpInfo("affine", fg.affine, affine_samples),
         OpInfo("sum", lambda x, **kw: x.sum(**kw), reduction(normal, empty_ok=True)),
+        OpInfo("sumsq", lambda x: F.sumsq(x), unary(normal)),
         OpInfo("mean", lambda x, **kw: x.mean(**kw), reduction(normal, empty_ok=False)),
         OpInfo("max", lambda x, **kw: x.max(**kw), reduction(distinct, empty_ok=False)),
         OpInfo("maxout", fg.maxout, maxout_samples),
