@@ -953,6 +953,30 @@ def norm_cases(fg, reference):
     ]
 
 
+def sumsq_cases(fg, reference):
+    """fg.functional.sumsq(x) (the L2 penalty's row) over the same awkward inputs as the gates."""
+    sumsq = fg.functional.sumsq
+    cases = []
+    for label, (make, kind) in x_classes().items():
+        if kind in ("ok", "fp"):
+            def run(make=make, kind=kind, label=label):
+                x = make()
+                with np.errstate(all="ignore"):
+                    arr = f64(np.asarray(x, dtype=np.float64) if not isinstance(x, np.ndarray) else x.astype(np.float64))
+                    expected = np.sum(arr * arr)  # NaN in, NaN out; an inf gives inf
+                y = sumsq(x)
+                close(y, expected, rtol=2e-3 if label == "float16" else 1e-5)
+                if kind == "ok":
+                    t = fg.tensor(arr, dtype="float64", requires_grad=True)
+                    sumsq(t).backward()
+                    close(t.grad, 2 * arr, rtol=1e-12)
+                return y
+            cases.append(Case(f"fg.sumsq({label})", run, OK(), fp=kind == "fp"))
+        else:
+            cases.append(Case(f"fg.sumsq({label})", lambda make=make: sumsq(make()), kind))
+    return cases
+
+
 def all_cases():
     import fastgrad as fg
     from fastgrad import _kernels as K
@@ -961,7 +985,7 @@ def all_cases():
 
     cases = []
     for build in (unary_cases, binary_cases, reduction_cases, index_cases, loss_cases, maxout_affine_cases,
-                  tensor_cases, nn_cases, more_surface_cases, surface_more_cases, norm_cases):
+                  tensor_cases, nn_cases, more_surface_cases, surface_more_cases, norm_cases, sumsq_cases):
         cases += build(fg, reference)
     cases += binding_cases(K, L)
     names = [c.name for c in cases]
