@@ -105,6 +105,18 @@ class Node:
         """((node of input 0, 0), (node of input 1, 0), ...): None where an input is no op output."""
         return tuple([(t._node, 0) for t in self.inputs])
 
+    def __call__(self, grad):
+        """The gradients of the op's inputs for an upstream gradient `grad` of the output's shape,
+        as PyTorch's `grad_fn(grad)`: the op's backward rule on what the forward saved (a tuple,
+        None where an input gets none; fresh arrays). Needs the saved buffers: after a backward
+        without retain_graph=True it raises RuntimeError."""
+        if self.released:
+            raise RuntimeError(
+                f"op '{self.op.name}' #{self.seq}: its saved buffers were freed by backward(); "
+                "pass retain_graph=True to keep them")
+        grads = self.op.backward(np.ascontiguousarray(grad), *self.saved)
+        return tuple([None if g is None else np.array(g) for g in grads])
+
     def __repr__(self):
         return f"<Node {self.op.name} #{self.seq}>"
 

@@ -71,16 +71,15 @@ EXAMPLES = [
 def local_jacobians(node, out_shape, dtype) -> list:
     """d(out) / d(input) for each input of `node`, shape out_shape + input.shape (None: no gradient).
 
-    Row k is the node's backward rule applied to the one-hot upstream gradient e_k; needs the saved
-    buffers (backward with retain_graph=True).
+    Row k is the node's backward rule applied to the one-hot upstream gradient e_k (`node(e_k)`,
+    PyTorch's grad_fn(e_k)); needs the saved buffers (backward with retain_graph=True).
     """
     size = int(np.prod(out_shape))
     rows = []
     for k in range(size):
         e = np.zeros(size, dtype=dtype)
         e[k] = 1
-        grads = node.op.backward(e.reshape(out_shape), *node.saved)
-        rows.append([None if g is None else np.array(g) for g in grads])
+        rows.append(list(node(e.reshape(out_shape))))
     jacobians = []
     for i, t in enumerate(node.inputs):
         if not t.requires_grad or rows[0][i] is None:
@@ -106,7 +105,7 @@ def walkthrough(f, leaves) -> None:
     >>> walkthrough(*add_mul())      # prints "f = mul: value -12, upstream 1", ..., "dz = 3"
     """
     f.backward(retain_graph=True, keep_grads=True)
-    nodes = graph_nodes(f._node)  # descending creation order: the order backprop visits them
+    nodes = graph_nodes(f.grad_fn)  # descending creation order: the order backprop visits them
     outputs = node_outputs(f, nodes)
     names = {}
     for position, node in enumerate(reversed(nodes), 1):
@@ -114,8 +113,8 @@ def walkthrough(f, leaves) -> None:
         names[id(node)] = out.name if out.name is not None else f"{node.op.name}#{position}"
 
     def name_of(t):
-        if t._node is not None:
-            return names[id(t._node)]
+        if t.grad_fn is not None:
+            return names[id(t.grad_fn)]
         return t.name if t.name is not None else f"const {_full(t.data)}"
 
     print(f"forward: f = {_full(f.data)}")

@@ -72,13 +72,13 @@ def node_outputs(root, nodes=None) -> dict:
     Nodes do not hold their output (that would make a cycle): the root's node outputs `root`, and
     every other node's output is an input of some later node. `nodes`: the graph's nodes, if known.
     """
-    if root._node is None:
+    if root.grad_fn is None:
         return {}
-    output = {id(root._node): root}
-    for node in graph_nodes(root._node) if nodes is None else nodes:
+    output = {id(root.grad_fn): root}
+    for node in graph_nodes(root.grad_fn) if nodes is None else nodes:
         for t in node.inputs:
-            if t._node is not None:
-                output[id(t._node)] = t
+            if t.grad_fn is not None:
+                output[id(t.grad_fn)] = t
     return output
 
 
@@ -89,17 +89,17 @@ def _collect(root):
     "const"; edges are (from_key, to_key) pairs, each op's inputs in argument order, ops in creation
     order. An op's output tensor is the root or an input of a later op (nodes do not hold outputs).
     """
-    if root._node is None:
+    if root.grad_fn is None:
         return [(id(root), *_leaf_facts(root))], []
-    nodes = graph_nodes(root._node)[::-1]  # ascending sequence: the order the ops ran
+    nodes = graph_nodes(root.grad_fn)[::-1]  # ascending sequence: the order the ops ran
     output = node_outputs(root, nodes)
     items, edges, seen = [], [], set()
     for node in nodes:
         for t in node.inputs:
-            if t._node is None and id(t) not in seen:
+            if t.grad_fn is None and id(t) not in seen:
                 seen.add(id(t))
                 items.append((id(t), *_leaf_facts(t)))
-            edges.append((id(t) if t._node is None else id(t._node), id(node)))
+            edges.append((id(t) if t.grad_fn is None else id(t.grad_fn), id(node)))
         out = output[id(node)]
         title = node.op.name if out.name is None else f"{out.name} = {node.op.name}"
         items.append((id(node), "op", title, out.data, node.grad))
@@ -154,11 +154,11 @@ def to_dot(tensor, rankdir: str = "LR") -> str:
     if rankdir not in ("LR", "TB", "RL", "BT"):
         raise ValueError(f"to_dot: rankdir must be LR, TB, RL or BT, got {rankdir!r}")
     items, edges = _collect(tensor)
-    if tensor._node is not None:
-        with_grads = tensor._node.grad is not None
+    if tensor.grad_fn is not None:
+        with_grads = tensor.grad_fn.grad is not None
     else:
         with_grads = tensor.grad is not None
-    root_title = tensor.name or (tensor._node.op.name if tensor._node is not None else "the leaf")
+    root_title = tensor.name or (tensor.grad_fn.op.name if tensor.grad_fn is not None else "the leaf")
     if with_grads:
         title = f"green: forward value    red: gradient of {root_title} with respect to the node"
     else:
@@ -171,7 +171,7 @@ def to_dot(tensor, rankdir: str = "LR") -> str:
         "  node [fontname=Helvetica, fontsize=11];",
         '  edge [color="#555555", arrowsize=0.7];',
     ]
-    root_key = id(tensor._node) if tensor._node is not None else id(tensor)
+    root_key = id(tensor.grad_fn) if tensor.grad_fn is not None else id(tensor)
     for key, kind, node_title, value, grad in items:
         extra = ", penwidth=2" if key == root_key else ""
         label = _label(kind, node_title, value, grad, with_grads)

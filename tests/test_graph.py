@@ -291,3 +291,17 @@ def test_backward_releases_saved_buffers(retain):
         loss.backward(retain_graph=retain)
         assert h._node.released is not retain
         assert (mask() is not None) is retain  # freed right away unless the graph is retained
+
+
+def test_grad_fn_called_on_a_gradient_gives_the_inputs_gradients():
+    """PyTorch's y.grad_fn(g): the op's local rule applied to g (the lecture's mul gate swaps)."""
+    import fastgrad as fg
+
+    x = fg.tensor(3.0, requires_grad=True)
+    y = fg.tensor(-4.0, requires_grad=True)
+    f = x * y
+    gx, gy = f.grad_fn(np.array(2.0, dtype=np.float32))
+    assert gx == -8.0 and gy == 6.0  # 2 y and 2 x
+    f.backward()
+    with pytest.raises(RuntimeError, match="retain_graph"):
+        f.grad_fn(np.array(1.0, dtype=np.float32))
