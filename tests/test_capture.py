@@ -218,9 +218,8 @@ def test_a_hand_written_two_layer_net_replays():
         assert np.array_equal(p.data, q.data)
 
 
-def _record_dropout():
-    model = fg.nn.MLP([4, 6, 3], dropout=0.5, seed=0)
-    opt = fg.optim.SGD(model.parameters(), lr=0.1)
+def plain_step(model, opt):
+    """zero_grad, softmax loss, backward, step: the training step without a penalty."""
 
     def step(X, y):
         opt.zero_grad()
@@ -229,21 +228,17 @@ def _record_dropout():
         opt.step()
         return L
 
-    return step, "op 'dropout' has no replay rule"
+    return step
+
+
+def _record_dropout():
+    model = fg.nn.MLP([4, 6, 3], dropout=0.5, seed=0)
+    return plain_step(model, fg.optim.SGD(model.parameters(), lr=0.1)), "op 'dropout' has no replay rule"
 
 
 def _record_batchnorm():
     model = fg.nn.MLP([4, 6, 3], norm="batch", seed=0)
-    opt = fg.optim.SGD(model.parameters(), lr=0.1)
-
-    def step(X, y):
-        opt.zero_grad()
-        L = fg.softmax_cross_entropy(model(X), y)
-        L.backward()
-        opt.step()
-        return L
-
-    return step, "op 'batchnorm' has no replay rule"
+    return plain_step(model, fg.optim.SGD(model.parameters(), lr=0.1)), "op 'batchnorm' has no replay rule"
 
 
 def _record_item():
@@ -456,15 +451,7 @@ def test_switching_momentum_on_or_replacing_optimizer_state_records_again():
     def make():
         model = fg.nn.MLP([4, 6, 3], seed=0)
         opt = fg.optim.SGD(model.parameters(), lr=0.1)
-
-        def step(X, y):
-            opt.zero_grad()
-            L = fg.softmax_cross_entropy(model(X), y)
-            L.backward()
-            opt.step()
-            return L
-
-        return model, opt, step
+        return model, opt, plain_step(model, opt)
 
     (m1, o1, eager), (m2, o2, step) = make(), make()
     replay = fg.capture(step)
@@ -486,16 +473,7 @@ def test_an_optimizer_with_its_own_rule_steps_after_the_program():
 
     def make():
         model = fg.nn.MLP([4, 6, 3], seed=0)
-        opt = HalfSGD(model.parameters(), lr=0.1)
-
-        def step(X, y):
-            opt.zero_grad()
-            L = fg.softmax_cross_entropy(model(X), y)
-            L.backward()
-            opt.step()
-            return L
-
-        return model, step
+        return model, plain_step(model, HalfSGD(model.parameters(), lr=0.1))
 
     (m1, eager), (m2, step) = make(), make()
     replay = fg.capture(step)
