@@ -7,6 +7,7 @@ could read or write out of bounds. Nothing here is differentiable: the op table 
 what is computed and what is saved.
 """
 cimport numpy as cnp
+from fastgrad._validate cimport check_float as _check, check_layout as _check_layout, check_ndarray
 from libc.string cimport memset
 from cpython.pyport cimport PY_SSIZE_T_MAX
 import numpy as np
@@ -135,28 +136,7 @@ cdef inline void *_data(cnp.ndarray a) noexcept:
     return cnp.PyArray_DATA(a)
 
 
-cdef int _check_layout(cnp.ndarray a, str op, str arg) except -1:
-    """Raise unless `a` is C-contiguous, aligned and in native byte order (what C may assume)."""
-    if not cnp.PyArray_IS_C_CONTIGUOUS(a):
-        raise ValueError(f"{op}: {arg} must be C-contiguous")
-    if not cnp.PyArray_ISALIGNED(a):
-        raise ValueError(f"{op}: {arg} must be aligned (use numpy.require(a, requirements='CA'))")
-    if not cnp.PyArray_ISNOTSWAPPED(a):
-        raise TypeError(f"{op}: {arg} must be in native byte order, got {a.dtype.str}")
-    return 0
-
-
-cdef int _check(object a, str op, str arg) except -1:
-    """Raise unless `a` is a C-contiguous, aligned, native float32/float64 ndarray; return its
-    type number."""
-    if not isinstance(a, cnp.ndarray):
-        raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
-    cdef cnp.ndarray arr = <cnp.ndarray>a
-    cdef int t = cnp.PyArray_TYPE(arr)
-    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
-        raise TypeError(f"{op}: {arg} must be float32 or float64, got {arr.dtype}")
-    _check_layout(arr, op, arg)
-    return t
+# _check_layout(a, op, arg) and _check(a, op, arg) -> type number: fastgrad/_validate.pxd
 
 
 cdef int _check_same(object a, object b, str op, str arg_a, str arg_b) except -1:
@@ -172,8 +152,7 @@ cdef int _check_same(object a, object b, str op, str arg_a, str arg_b) except -1
 
 cdef int _check_index(object a, str op, str arg, tuple shape, Py_ssize_t stop) except -1:
     """Raise unless `a` is a C-contiguous intp ndarray of `shape` with values in [0, stop)."""
-    if not isinstance(a, cnp.ndarray):
-        raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
+    check_ndarray(a, op, arg)
     if not cnp.PyArray_EquivTypenums(cnp.PyArray_TYPE(<cnp.ndarray>a), cnp.NPY_INTP):
         raise TypeError(f"{op}: {arg} must be {np.dtype(np.intp)} (numpy.intp), got {a.dtype}")
     _check_layout(<cnp.ndarray>a, op, arg)

@@ -5,6 +5,7 @@ shapes) and outputs are allocated before the C kernel runs with the GIL released
 _kernels.pyx so that the layers' bindings and the activations' can change independently.
 """
 cimport numpy as cnp
+from fastgrad._validate cimport check_float
 import numpy as np
 
 cnp.import_array()
@@ -47,18 +48,12 @@ cdef inline void *_data(cnp.ndarray a) noexcept:
 
 
 cdef int _check(object a, str op, str arg, int t=-1, tuple shape=None) except -1:
-    """Raise unless `a` is a C-contiguous float32/float64 ndarray (of type t and `shape` if given)."""
-    if not isinstance(a, cnp.ndarray):
-        raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
-    cdef cnp.ndarray arr = <cnp.ndarray>a
-    cdef int ta = cnp.PyArray_TYPE(arr)
-    if ta != cnp.NPY_FLOAT32 and ta != cnp.NPY_FLOAT64:
-        raise TypeError(f"{op}: {arg} must be float32 or float64, got {arr.dtype}")
+    """Raise unless `a` is a valid kernel buffer (fastgrad/_validate.pxd), of type t and `shape`
+    if given."""
+    cdef int ta = check_float(a, op, arg)
     if t >= 0 and ta != t:
         want = "float32" if t == cnp.NPY_FLOAT32 else "float64"
-        raise TypeError(f"{op}: {arg} is {arr.dtype} but the input is {want}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        raise ValueError(f"{op}: {arg} must be C-contiguous")
+        raise TypeError(f"{op}: {arg} is {a.dtype} but the input is {want}")
     if shape is not None and a.shape != shape:
         raise ValueError(f"{op}: {arg} has shape {a.shape}, expected {shape}")
     return ta

@@ -8,6 +8,7 @@ an optimizer's state) take raw pointers and the group's hyperparameters, compute
 pass needs in double exactly as optim.py's NumPy code did, and round each once to the buffer type.
 """
 cimport numpy as cnp
+from fastgrad._validate cimport check_layout, check_ndarray
 from libc.math cimport pow, sqrt
 from libc.stdint cimport uintptr_t
 
@@ -125,8 +126,7 @@ cdef inline void *_data(object a) noexcept:
 cdef int _check_one(object a, str op, str arg, int t, object w, bint write) except -1:
     """Raise unless `a` is a buffer the pass may read (and write, if `write`) as n elements of
     type t (t < 0: float32 or float64, which is returned), n = w.size."""
-    if not isinstance(a, cnp.ndarray):
-        raise TypeError(f"{op}: {arg} must be a numpy.ndarray, got {type(a).__name__}")
+    check_ndarray(a, op, arg)
     cdef cnp.ndarray arr = <cnp.ndarray>a
     cdef int ta = cnp.PyArray_TYPE(arr)
     if t < 0:
@@ -134,12 +134,7 @@ cdef int _check_one(object a, str op, str arg, int t, object w, bint write) exce
             raise TypeError(f"{op}: {arg} must be float32 or float64, got {arr.dtype}")
     elif ta != t:
         raise TypeError(f"{op}: {arg} is {arr.dtype} but the parameter is {w.dtype}")
-    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        raise ValueError(f"{op}: {arg} must be C-contiguous")
-    if not cnp.PyArray_ISALIGNED(arr):
-        raise ValueError(f"{op}: {arg} must be aligned (use numpy.require(a, requirements='CA'))")
-    if not cnp.PyArray_ISNOTSWAPPED(arr):
-        raise TypeError(f"{op}: {arg} must be in native byte order, got {arr.dtype.str}")
+    check_layout(arr, op, arg)
     if write and not cnp.PyArray_ISWRITEABLE(arr):
         raise ValueError(f"{op}: {arg} is read-only; the update writes it in place")
     if t >= 0 and cnp.PyArray_SIZE(arr) != cnp.PyArray_SIZE(<cnp.ndarray>w):

@@ -383,3 +383,18 @@ def test_fully_connected_net_gradient_check(norm, dropout):
                 continue
             err = rel_error(p.grad, numeric)
             assert err < 2e-8, f"{name}: relative error {err:.2e}"
+
+
+def test_the_norm_bindings_check_buffers_as_the_other_kernels_do():
+    """One set of checks (fastgrad/_validate.pxd): byte order and alignment too, which the norm
+    bindings used not to look at."""
+    from fastgrad import _norm as N
+
+    x = np.ones((4, 3))
+    g, b = np.ones(3), np.zeros(3)
+    with pytest.raises(TypeError, match="native byte order"):
+        N.batchnorm_forward(x.astype(">f8"), g, b, 1e-5)
+    raw = np.zeros(4 * 3 * 8 + 1, np.uint8)
+    unaligned = np.ndarray((4, 3), dtype=np.float64, buffer=raw, offset=1)
+    with pytest.raises(ValueError, match="aligned"):
+        N.layernorm_forward(unaligned, g, b, 1e-5)
