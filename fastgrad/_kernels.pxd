@@ -33,3 +33,12 @@ cdef void maxout_backward_f64(const double *dy, const Py_ssize_t *idx, Py_ssize_
                               Py_ssize_t p, double *dz) noexcept nogil
 cdef double svm_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
                     double delta, double *grad, double *loss_n) noexcept nogil
+
+# the elementwise gates (csrc/elementwise.h) by number: 0 relu, 1 leaky_relu (param the slope),
+# 2 elu (param alpha), 3 sigmoid, 4 tanh; backward reads s = y (relu, sigmoid, tanh) or x
+cdef void gate_forward_f32(int gate, const float *x, float *y, Py_ssize_t n, float param) noexcept nogil
+cdef void gate_forward_f64(int gate, const double *x, double *y, Py_ssize_t n, double param) noexcept nogil
+cdef void gate_backward_f32(int gate, const float *dy, const float *s, float *dx, Py_ssize_t n,
+                            float param) noexcept nogil
+cdef void gate_backward_f64(int gate, const double *dy, const double *s, double *dx, Py_ssize_t n,
+                            double param) noexcept nogil

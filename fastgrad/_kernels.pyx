@@ -536,6 +536,60 @@ cdef void maxout_backward_f64(const double *dy, const Py_ssize_t *idx, Py_ssize_
     fg_maxout_backward_f64(dy, idx, n, h, p, dz)
 
 
+cdef void gate_forward_f32(int gate, const float *x, float *y, Py_ssize_t n, float param) noexcept nogil:
+    if gate == 0:
+        fg_relu_forward_f32(x, y, n)
+    elif gate == 1:
+        fg_leaky_relu_forward_f32(x, y, n, param)
+    elif gate == 2:
+        fg_elu_forward_f32(x, y, n, param)
+    elif gate == 3:
+        fg_sigmoid_forward_f32(x, y, n)
+    else:
+        fg_tanh_forward_f32(x, y, n)
+
+
+cdef void gate_forward_f64(int gate, const double *x, double *y, Py_ssize_t n, double param) noexcept nogil:
+    if gate == 0:
+        fg_relu_forward_f64(x, y, n)
+    elif gate == 1:
+        fg_leaky_relu_forward_f64(x, y, n, param)
+    elif gate == 2:
+        fg_elu_forward_f64(x, y, n, param)
+    elif gate == 3:
+        fg_sigmoid_forward_f64(x, y, n)
+    else:
+        fg_tanh_forward_f64(x, y, n)
+
+
+cdef void gate_backward_f32(int gate, const float *dy, const float *s, float *dx, Py_ssize_t n,
+                            float param) noexcept nogil:
+    if gate == 0:
+        fg_relu_backward_f32(dy, s, dx, n)
+    elif gate == 1:
+        fg_leaky_relu_backward_f32(dy, s, dx, n, param)
+    elif gate == 2:
+        fg_elu_backward_f32(dy, s, dx, n, param)
+    elif gate == 3:
+        fg_sigmoid_backward_f32(dy, s, dx, n)
+    else:
+        fg_tanh_backward_f32(dy, s, dx, n)
+
+
+cdef void gate_backward_f64(int gate, const double *dy, const double *s, double *dx, Py_ssize_t n,
+                            double param) noexcept nogil:
+    if gate == 0:
+        fg_relu_backward_f64(dy, s, dx, n)
+    elif gate == 1:
+        fg_leaky_relu_backward_f64(dy, s, dx, n, param)
+    elif gate == 2:
+        fg_elu_backward_f64(dy, s, dx, n, param)
+    elif gate == 3:
+        fg_sigmoid_backward_f64(dy, s, dx, n)
+    else:
+        fg_tanh_backward_f64(dy, s, dx, n)
+
+
 cdef double softmax_ce_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
                            float *grad, double *loss_n) noexcept nogil:
     return fg_softmax_ce_f32(scores, labels, n, c, grad, loss_n)

@@ -202,3 +202,30 @@ def layernorm_forward(x, gamma, beta, double eps):
 def layernorm_backward(dy, x, mean, invstd, gamma, bint needs_x=True):
     """(dx or None, dgamma, dbeta) of layer norm, recomputing xhat from x, mean and invstd."""
     return _norm_backward(dy, x, mean, invstd, gamma, needs_x, False)
+
+
+# --- the entry points of _norm.pxd (for fastgrad/_plan.pyx) -----------------------------------
+
+cdef void layernorm_forward_f32(const float *x, const float *gamma, const float *beta, Py_ssize_t n,
+                                Py_ssize_t d, double eps, float *y, float *mean,
+                                float *invstd) noexcept nogil:
+    fg_layernorm_forward_f32(x, gamma, beta, n, d, eps, y, mean, invstd)
+
+
+cdef void layernorm_forward_f64(const double *x, const double *gamma, const double *beta,
+                                Py_ssize_t n, Py_ssize_t d, double eps, double *y, double *mean,
+                                double *invstd) noexcept nogil:
+    fg_layernorm_forward_f64(x, gamma, beta, n, d, eps, y, mean, invstd)
+
+
+cdef void layernorm_backward_f32(const float *dy, const float *x, const float *mean,
+                                 const float *invstd, const float *gamma, Py_ssize_t n, Py_ssize_t d,
+                                 float *dx, float *dgamma, float *dbeta, double *acc) noexcept nogil:
+    fg_layernorm_backward_f32(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)
+
+
+cdef void layernorm_backward_f64(const double *dy, const double *x, const double *mean,
+                                 const double *invstd, const double *gamma, Py_ssize_t n,
+                                 Py_ssize_t d, double *dx, double *dgamma, double *dbeta,
+                                 double *acc) noexcept nogil:
+    fg_layernorm_backward_f64(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)

@@ -19,10 +19,13 @@ from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from fastgrad._kernels cimport (act_backward_colsum_f32, act_backward_colsum_f64,
-                                bias_act_forward_f32, bias_act_forward_f64,
+                                bias_act_forward_f32, bias_act_forward_f64, gate_backward_f32,
+                                gate_backward_f64, gate_forward_f32, gate_forward_f64,
                                 maxout_backward_f32, maxout_backward_f64, maxout_forward_f32,
                                 maxout_forward_f64, softmax_ce_f32, softmax_ce_f64, svm_f32, svm_f64)
 from fastgrad._linalg cimport gemm_f32, gemm_f64
+from fastgrad._norm cimport (layernorm_backward_f32, layernorm_backward_f64, layernorm_forward_f32,
+                             layernorm_forward_f64)
 from fastgrad._optim cimport (adam_f32, adam_f64, adamw_f32, adamw_f64, rmsprop_f32, rmsprop_f64,
                               sgd_f32, sgd_f64, sgd_momentum_f32, sgd_momentum_f64)
 
@@ -53,6 +56,11 @@ cdef enum:
     SCALED = 14   # c = t (k 1) or t + t (k 2, 3) with t = b[0] * a, plus d: after, or before (ta):
                   # (d + t) + t for two terms (k 2), d + (t + t) for one doubled term (k 3)
     OPTIM = 15    # optimizer rule `op` on w = a, dw = b, state c, d; e = its row of hyperparameters
+    LAYERNORM = 16      # c = y (n, m) of a = x with b = gamma, f = beta, eps p; d, e = mean, invstd (n,)
+    LAYERNORM_BWD = 17  # c = dx (or NULL), g = dgamma, h = dbeta from a = dy, b = x, d, e, f = gamma;
+                        # i = 2 m doubles of scratch
+    GATE = 18     # c = gate `op` of a (n elements), parameter p (_kernels.pxd numbers the gates)
+    GATE_BWD = 19  # c = a (dy) times the gate's derivative read from b (its saved y or x)
 
 cdef enum:
     FULL = 0
@@ -62,7 +70,9 @@ cdef enum:
 KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "svm": SVM,
          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED,
-         "optim": OPTIM}
+         "optim": OPTIM, "layernorm": LAYERNORM, "layernorm_bwd": LAYERNORM_BWD,
+         "gate": GATE, "gate_bwd": GATE_BWD}
+GATES = {"relu": 0, "leaky_relu": 1, "elu": 2, "sigmoid": 3, "tanh": 4}
 # the optimizer rules of fastgrad._optim (OPTIM's op); each reads its row (lr, three
 # hyperparameters, weight decay, step) of OptimizerRows.hyper, filled before every run
 RULES = {"sgd": 0, "sgd_momentum": 1, "rmsprop": 2, "adam": 3, "adamw": 4}
@@ -80,6 +90,10 @@ cdef struct Instr:
     void *c
     void *d
     void *e
+    void *f
+    void *g
+    void *h
+    void *i
 
 
 cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:
@@ -320,6 +334,32 @@ cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
         _scaled(s, dummy)
     elif kind == OPTIM:
         _optim(s, dummy)
+    elif kind == GATE:
+        if real is float:
+            gate_forward_f32(s.op, <const float *>s.a, <float *>s.c, n, <float>s.p)
+        else:
+            gate_forward_f64(s.op, <const double *>s.a, <double *>s.c, n, s.p)
+    elif kind == GATE_BWD:
+        if real is float:
+            gate_backward_f32(s.op, <const float *>s.a, <const float *>s.b, <float *>s.c, n, <float>s.p)
+        else:
+            gate_backward_f64(s.op, <const double *>s.a, <const double *>s.b, <double *>s.c, n, s.p)
+    elif kind == LAYERNORM:
+        if real is float:
+            layernorm_forward_f32(<const float *>s.a, <const float *>s.b, <const float *>s.f, s.n, s.m,
+                                  s.p, <float *>s.c, <float *>s.d, <float *>s.e)
+        else:
+            layernorm_forward_f64(<const double *>s.a, <const double *>s.b, <const double *>s.f, s.n,
+                                  s.m, s.p, <double *>s.c, <double *>s.d, <double *>s.e)
+    elif kind == LAYERNORM_BWD:
+        if real is float:
+            layernorm_backward_f32(<const float *>s.a, <const float *>s.b, <const float *>s.d,
+                                   <const float *>s.e, <const float *>s.f, s.n, s.m, <float *>s.c,
+                                   <float *>s.g, <float *>s.h, <double *>s.i)
+        else:
+            layernorm_backward_f64(<const double *>s.a, <const double *>s.b, <const double *>s.d,
+                                   <const double *>s.e, <const double *>s.f, s.n, s.m, <double *>s.c,
+                                   <double *>s.g, <double *>s.h, <double *>s.i)
     elif kind == MAXOUT:
         if real is float:
             maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
@@ -467,6 +507,28 @@ cdef class Program:
             s.b = self._buffer(spec, "b", 1, False, None)
             s.d = self._buffer(spec, "d", -n, False, None)
             s.c = self._buffer(spec, "c", n, True, None)
+        elif kind == GATE or kind == GATE_BWD:
+            s.op = spec["op"]
+            if not 0 <= s.op <= 4:
+                raise ValueError(f"capture: unknown gate {s.op}")
+            s.a = self._buffer(spec, "a", n, False, None)
+            if kind == GATE_BWD:
+                s.b = self._buffer(spec, "b", n, False, None)
+            s.c = self._buffer(spec, "c", n, True, None)
+        elif kind == LAYERNORM or kind == LAYERNORM_BWD:
+            if n < 1 or m < 1:
+                raise ValueError("capture: layer norm needs n, d >= 1")
+            fwd = kind == LAYERNORM
+            s.a = self._buffer(spec, "a", n * m, False, None)
+            s.b = self._buffer(spec, "b", m if fwd else n * m, False, None)
+            s.c = self._buffer(spec, "c", n * m if fwd else -n * m, True, None)
+            s.d = self._buffer(spec, "d", n, fwd, None)
+            s.e = self._buffer(spec, "e", n, fwd, None)
+            s.f = self._buffer(spec, "f", m, False, None)
+            if not fwd:
+                s.g = self._buffer(spec, "g", m, True, None)
+                s.h = self._buffer(spec, "h", m, True, None)
+                s.i = self._buffer(spec, "i", 2 * m, True, np.dtype(np.float64))
         elif kind == OPTIM:
             s.op = spec["op"]
             if not 0 <= s.op <= 4:

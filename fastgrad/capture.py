@@ -412,10 +412,10 @@ class _Compiler:
                 raise _Unsupported(f"{what} is a view of an argument made outside the tape")
         return self.check_buffer(data, what)
 
-    def out(self, result, op_name):
+    def out(self, result, op_name, inputs):
         a = result.data
-        if type(a) is not np.ndarray or a.base is not None:
-            raise _Unsupported(f"op '{op_name}' returns a view")
+        if type(a) is not np.ndarray or a.base is not None and any(np.shares_memory(a, t.data) for t in inputs):
+            raise _Unsupported(f"op '{op_name}' returns a view of its input")
         return self.check_buffer(a, f"the output of op '{op_name}'")
 
     def emit(self, kind, **fields):
@@ -453,7 +453,7 @@ class _Compiler:
                 raise _Unsupported(f"op '{op.name}' has no replay rule")
             arrays = [self.value(t, op.name, k) if id(t) not in self.squares else t.data
                       for k, t in enumerate(inputs)]
-            rule(record, arrays, self.out(result, op.name))
+            rule(record, arrays, self.out(result, op.name, inputs))
             self.produced[id(result)] = record
 
     def fwd_affine(self, record, arrays, y):
@@ -529,6 +529,36 @@ class _Compiler:
     def fwd_sumsq(self, record, arrays, out):
         x = arrays[0]
         self.emit("sumsq", a=x, c=out, n=x.size)
+
+    def fwd_gate(self, record, arrays, out):
+        op, inputs, attrs, result, node, saved = record
+        param = attrs.get("negative_slope", attrs.get("alpha", 0.0))
+        self.emit("gate", op=_plan.GATES[op.name], a=arrays[0], c=out, n=out.size, p=float(param))
+
+    fwd_relu = fwd_leaky_relu = fwd_elu = fwd_sigmoid = fwd_tanh = fwd_gate
+
+    def bwd_gate(self, record, g):
+        op, inputs, attrs, result, node, saved = record
+        param = saved[1] if len(saved) > 1 else 0.0
+        out = self.dest(record, 0, g.shape)
+        self.emit("gate_bwd", op=_plan.GATES[op.name], a=g, b=saved[0], c=out, n=g.size, p=float(param))
+        return [(0, out, True)]
+
+    bwd_relu = bwd_leaky_relu = bwd_elu = bwd_sigmoid = bwd_tanh = bwd_gate
+
+    def fwd_layernorm(self, record, arrays, out):
+        op, inputs, attrs, result, node, saved = record
+        x, gamma, beta = arrays
+        d = gamma.size
+        if x.size == 0 or d == 0 or x.size % d:
+            raise _Unsupported(f"op 'layernorm' of shape {x.shape}")
+        n = x.size // d
+        if saved is not None:
+            mean, invstd = saved[1], saved[2]
+        else:
+            mean, invstd = self.new((n,)), self.new((n,))
+        self.emit("layernorm", a=x, b=gamma, f=beta, c=out, d=mean, e=invstd, n=n, m=d,
+                  p=float(attrs.get("eps", 1e-5)))
 
     def fwd_loss(self, record, arrays, out):
         op, inputs, attrs, result, node, saved = record
@@ -845,6 +875,21 @@ class _Compiler:
 
     def bwd_sumsq(self, record, g):
         return [(0, _Scaled(g, record[5][0], 3), True)]  # t + t, t = g x: one term, doubled
+
+    def bwd_layernorm(self, record, g):
+        x2, mean, invstd, gamma, needs_x = record[5]
+        d = gamma.size
+        n = x2.shape[0]
+        inputs = record[1]
+        dx = self.dest(record, 0, inputs[0].data.shape) if needs_x else None
+        dgamma = self.dest(record, 1, gamma.shape)
+        dbeta = self.dest(record, 2, gamma.shape)
+        acc = np.empty(2 * d, np.float64)
+        self.plan.keep.append(acc)
+        self.emit("layernorm_bwd", a=g, b=x2, c=dx, d=mean, e=invstd, f=gamma, g=dgamma, h=dbeta, i=acc,
+                  n=n, m=d)
+        out = [(1, dgamma, True), (2, dbeta, True)]
+        return ([(0, dx, True)] if dx is not None else []) + out
 
     def bwd_maxout(self, record, g):
         idx, pieces = record[5]

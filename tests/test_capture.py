@@ -28,8 +28,8 @@ LOSSES = {"softmax": fg.softmax_cross_entropy, "svm": fg.svm_loss}
 
 
 def make_step(sizes, activation="relu", optimizer="sgd", loss="softmax", dtype=np.float32, flat=False,
-              reg=1e-3, seed=0):
-    model = fg.nn.MLP(sizes, activation=activation, seed=seed, dtype=dtype)
+              reg=1e-3, seed=0, norm=None):
+    model = fg.nn.MLP(sizes, activation=activation, seed=seed, dtype=dtype, norm=norm)
     if flat:
         model.flatten_parameters()
     opt = OPTIMIZERS[optimizer](model.parameters())
@@ -82,6 +82,13 @@ def test_replay_equals_eager_every_activation_and_loss(activation, loss, dtype):
 @pytest.mark.parametrize("flat", [False, True])
 def test_replay_equals_eager_every_optimizer(optimizer, flat, dtype):
     assert_same_run([6, 10, 4], optimizer=optimizer, flat=flat, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_replay_equals_eager_with_layer_norm(activation, dtype):
+    """Layer norm between the affine map and a separate gate (the gates' own C entry points)."""
+    assert_same_run([7, 12, 9, 5], norm="layer", activation=activation, optimizer="adam", dtype=dtype)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
