@@ -229,3 +229,29 @@ cdef void layernorm_backward_f64(const double *dy, const double *x, const double
                                  Py_ssize_t d, double *dx, double *dgamma, double *dbeta,
                                  double *acc) noexcept nogil:
     fg_layernorm_backward_f64(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)
+
+
+cdef void batchnorm_forward_f32(const float *x, const float *gamma, const float *beta, Py_ssize_t n,
+                                Py_ssize_t d, double eps, float *y, float *mean, float *invstd,
+                                float *rm, float *rv, double momentum, double *acc) noexcept nogil:
+    fg_batchnorm_forward_f32(x, gamma, beta, n, d, eps, y, mean, invstd, rm, rv, momentum, acc)
+
+
+cdef void batchnorm_forward_f64(const double *x, const double *gamma, const double *beta,
+                                Py_ssize_t n, Py_ssize_t d, double eps, double *y, double *mean,
+                                double *invstd, double *rm, double *rv, double momentum,
+                                double *acc) noexcept nogil:
+    fg_batchnorm_forward_f64(x, gamma, beta, n, d, eps, y, mean, invstd, rm, rv, momentum, acc)
+
+
+cdef void batchnorm_backward_f32(const float *dy, const float *x, const float *mean,
+                                 const float *invstd, const float *gamma, Py_ssize_t n, Py_ssize_t d,
+                                 float *dx, float *dgamma, float *dbeta, double *acc) noexcept nogil:
+    fg_batchnorm_backward_f32(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)
+
+
+cdef void batchnorm_backward_f64(const double *dy, const double *x, const double *mean,
+                                 const double *invstd, const double *gamma, Py_ssize_t n,
+                                 Py_ssize_t d, double *dx, double *dgamma, double *dbeta,
+                                 double *acc) noexcept nogil:
+    fg_batchnorm_backward_f64(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)

@@ -24,8 +24,9 @@ from fastgrad._kernels cimport (act_backward_colsum_f32, act_backward_colsum_f64
                                 maxout_backward_f32, maxout_backward_f64, maxout_forward_f32,
                                 maxout_forward_f64, softmax_ce_f32, softmax_ce_f64, svm_f32, svm_f64)
 from fastgrad._linalg cimport gemm_f32, gemm_f64
-from fastgrad._norm cimport (layernorm_backward_f32, layernorm_backward_f64, layernorm_forward_f32,
-                             layernorm_forward_f64)
+from fastgrad._norm cimport (batchnorm_backward_f32, batchnorm_backward_f64, batchnorm_forward_f32,
+                             batchnorm_forward_f64, layernorm_backward_f32, layernorm_backward_f64,
+                             layernorm_forward_f32, layernorm_forward_f64)
 from fastgrad._optim cimport (adam_f32, adam_f64, adamw_f32, adamw_f64, rmsprop_f32, rmsprop_f64,
                               sgd_f32, sgd_f64, sgd_momentum_f32, sgd_momentum_f64)
 
@@ -61,6 +62,9 @@ cdef enum:
                         # i = 2 m doubles of scratch
     GATE = 18     # c = gate `op` of a (n elements), parameter p (_kernels.pxd numbers the gates)
     GATE_BWD = 19  # c = a (dy) times the gate's derivative read from b (its saved y or x)
+    BATCHNORM = 20      # as LAYERNORM over columns: d, e (m,); g, h the running mean and variance
+                        # (updated with momentum q; NULL: none); i = m doubles of scratch
+    BATCHNORM_BWD = 21  # as LAYERNORM_BWD with d, e (m,)
 
 cdef enum:
     FULL = 0
@@ -71,7 +75,7 @@ KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "sv
          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED,
          "optim": OPTIM, "layernorm": LAYERNORM, "layernorm_bwd": LAYERNORM_BWD,
-         "gate": GATE, "gate_bwd": GATE_BWD}
+         "gate": GATE, "gate_bwd": GATE_BWD, "batchnorm": BATCHNORM, "batchnorm_bwd": BATCHNORM_BWD}
 GATES = {"relu": 0, "leaky_relu": 1, "elu": 2, "sigmoid": 3, "tanh": 4}
 # the optimizer rules of fastgrad._optim (OPTIM's op); each reads its row (lr, three
 # hyperparameters, weight decay, step) of OptimizerRows.hyper, filled before every run
@@ -84,7 +88,7 @@ cdef struct Instr:
     int kind
     int ta, tb, act, op, ma, mb
     Py_ssize_t m, n, k
-    double p
+    double p, q
     void *a
     void *b
     void *c
@@ -344,6 +348,24 @@ cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
             gate_backward_f32(s.op, <const float *>s.a, <const float *>s.b, <float *>s.c, n, <float>s.p)
         else:
             gate_backward_f64(s.op, <const double *>s.a, <const double *>s.b, <double *>s.c, n, s.p)
+    elif kind == BATCHNORM:
+        if real is float:
+            batchnorm_forward_f32(<const float *>s.a, <const float *>s.b, <const float *>s.f, s.n, s.m,
+                                  s.p, <float *>s.c, <float *>s.d, <float *>s.e, <float *>s.g,
+                                  <float *>s.h, s.q, <double *>s.i)
+        else:
+            batchnorm_forward_f64(<const double *>s.a, <const double *>s.b, <const double *>s.f, s.n,
+                                  s.m, s.p, <double *>s.c, <double *>s.d, <double *>s.e,
+                                  <double *>s.g, <double *>s.h, s.q, <double *>s.i)
+    elif kind == BATCHNORM_BWD:
+        if real is float:
+            batchnorm_backward_f32(<const float *>s.a, <const float *>s.b, <const float *>s.d,
+                                   <const float *>s.e, <const float *>s.f, s.n, s.m, <float *>s.c,
+                                   <float *>s.g, <float *>s.h, <double *>s.i)
+        else:
+            batchnorm_backward_f64(<const double *>s.a, <const double *>s.b, <const double *>s.d,
+                                   <const double *>s.e, <const double *>s.f, s.n, s.m, <double *>s.c,
+                                   <double *>s.g, <double *>s.h, <double *>s.i)
     elif kind == LAYERNORM:
         if real is float:
             layernorm_forward_f32(<const float *>s.a, <const float *>s.b, <const float *>s.f, s.n, s.m,
@@ -515,17 +537,25 @@ cdef class Program:
             if kind == GATE_BWD:
                 s.b = self._buffer(spec, "b", n, False, None)
             s.c = self._buffer(spec, "c", n, True, None)
-        elif kind == LAYERNORM or kind == LAYERNORM_BWD:
-            if n < 1 or m < 1:
-                raise ValueError("capture: layer norm needs n, d >= 1")
-            fwd = kind == LAYERNORM
+        elif kind in (LAYERNORM, LAYERNORM_BWD, BATCHNORM, BATCHNORM_BWD):
+            if n < 1 or m < 1 or (kind == BATCHNORM and n < 2 and spec.get("g") is not None):
+                raise ValueError("capture: a norm needs n, d >= 1 (n >= 2 with running statistics)")
+            fwd = kind == LAYERNORM or kind == BATCHNORM
+            stats = n if kind == LAYERNORM or kind == LAYERNORM_BWD else m
+            s.q = spec.get("q", 0.0)
             s.a = self._buffer(spec, "a", n * m, False, None)
             s.b = self._buffer(spec, "b", m if fwd else n * m, False, None)
             s.c = self._buffer(spec, "c", n * m if fwd else -n * m, True, None)
-            s.d = self._buffer(spec, "d", n, fwd, None)
-            s.e = self._buffer(spec, "e", n, fwd, None)
+            s.d = self._buffer(spec, "d", stats, fwd, None)
+            s.e = self._buffer(spec, "e", stats, fwd, None)
             s.f = self._buffer(spec, "f", m, False, None)
-            if not fwd:
+            if kind == BATCHNORM:
+                s.g = self._buffer(spec, "g", -m, True, None)
+                s.h = self._buffer(spec, "h", -m, True, None)
+                if (s.g == NULL) != (s.h == NULL):
+                    raise ValueError("capture: batch norm takes both running statistics or neither")
+                s.i = self._buffer(spec, "i", m, True, np.dtype(np.float64))
+            elif not fwd:
                 s.g = self._buffer(spec, "g", m, True, None)
                 s.h = self._buffer(spec, "h", m, True, None)
                 s.i = self._buffer(spec, "i", 2 * m, True, np.dtype(np.float64))

@@ -546,6 +546,39 @@ class _Compiler:
 
     bwd_relu = bwd_leaky_relu = bwd_elu = bwd_sigmoid = bwd_tanh = bwd_gate
 
+    def fwd_batchnorm(self, record, arrays, out):
+        op, inputs, attrs, result, node, saved = record
+        x, gamma, beta = arrays
+        if not attrs.get("training", True):
+            raise _Unsupported("op 'batchnorm' in evaluation mode (it computes with NumPy, not a kernel)")
+        if x.ndim != 2 or 0 in x.shape:
+            raise _Unsupported(f"op 'batchnorm' of shape {x.shape}")
+        n, d = x.shape
+        rm, rv = attrs.get("running_mean"), attrs.get("running_var")
+        for a, what in ((rm, "running mean"), (rv, "running variance")):
+            if a is not None:
+                self.check_buffer(a, f"the {what} of op 'batchnorm'")
+        if saved is not None:
+            mean, invstd = saved[2], saved[3]
+        else:
+            mean, invstd = self.new((d,)), self.new((d,))
+        acc = np.empty(d, np.float64)
+        self.plan.keep.append(acc)
+        self.emit("batchnorm", a=x, b=gamma, f=beta, c=out, d=mean, e=invstd, g=rm, h=rv, i=acc, n=n, m=d,
+                  p=float(attrs.get("eps", 1e-5)), q=float(attrs.get("momentum", 0.1)))
+
+    def bwd_batchnorm(self, record, g):
+        training, x, mean, invstd, gamma, needs_x = record[5]
+        n, d = x.shape
+        dx = self.dest(record, 0, x.shape) if needs_x else None
+        dgamma = self.dest(record, 1, gamma.shape)
+        dbeta = self.dest(record, 2, gamma.shape)
+        acc = np.empty(2 * d, np.float64)
+        self.plan.keep.append(acc)
+        self.emit("batchnorm_bwd", a=g, b=x, c=dx, d=mean, e=invstd, f=gamma, g=dgamma, h=dbeta, i=acc,
+                  n=n, m=d)
+        return ([(0, dx, True)] if dx is not None else []) + [(1, dgamma, True), (2, dbeta, True)]
+
     def fwd_layernorm(self, record, arrays, out):
         op, inputs, attrs, result, node, saved = record
         x, gamma, beta = arrays

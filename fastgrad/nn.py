@@ -563,6 +563,9 @@ class BatchNorm1d(Module):
         if self.track_running_stats:
             rm, rv = self.running_mean, self.running_var
             if self.training:
+                if _recording.active is not None:  # a replay could not count the batches
+                    _recording.active.fail("BatchNorm1d counts its batches in a NumPy buffer "
+                                           "(num_batches_tracked)")
                 self.num_batches_tracked += 1
                 if self.momentum is None:
                     momentum = 1.0 / int(self.num_batches_tracked)

@@ -67,6 +67,8 @@ def assert_same_run(sizes, steps=100, batch=8, **kw):
     for p, q in zip(eager_model.parameters(), model.parameters()):
         assert np.array_equal(p.data, q.data)
         assert np.array_equal(p.grad, q.grad)
+    for (name, a), (_, b) in zip(eager_model.named_buffers(), model.named_buffers()):
+        assert np.array_equal(np.asarray(getattr(a, "data", a)), np.asarray(getattr(b, "data", b))), name
     return model, replay
 
 
@@ -86,9 +88,13 @@ def test_replay_equals_eager_every_optimizer(optimizer, flat, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-def test_replay_equals_eager_with_layer_norm(activation, dtype):
-    """Layer norm between the affine map and a separate gate (the gates' own C entry points)."""
-    assert_same_run([7, 12, 9, 5], norm="layer", activation=activation, optimizer="adam", dtype=dtype)
+@pytest.mark.parametrize("norm", ["layer", "batch"])
+def test_replay_equals_eager_with_a_norm(norm, activation, dtype):
+    """Batch or layer norm between the affine map and a separate gate (the gates' own C entry
+    points); batch norm's running statistics too."""
+    model, _ = assert_same_run([7, 12, 9, 5], norm=norm, activation=activation, optimizer="adam", dtype=dtype)
+    if norm == "batch":  # the running statistics moved (and equal the eager twin's: assert_same_run)
+        assert any(np.any(b.data != 0) for k, b in model.named_buffers() if k.startswith("running_mean"))
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -244,8 +250,9 @@ def _record_dropout():
 
 
 def _record_batchnorm():
-    model = fg.nn.MLP([4, 6, 3], norm="batch", seed=0)
-    return plain_step(model, fg.optim.SGD(model.parameters(), lr=0.1)), "op 'batchnorm' has no replay rule"
+    fg.manual_seed(0)  # the twin gets the same initial weights
+    model = fg.nn.Sequential(fg.nn.Linear(4, 6), fg.nn.BatchNorm1d(6), fg.nn.ReLU(), fg.nn.Linear(6, 3))
+    return plain_step(model, fg.optim.SGD(model.parameters(), lr=0.1)), "BatchNorm1d counts its batches"
 
 
 def _record_item():
