@@ -41,6 +41,8 @@ and freed again); minor page faults are the `resource.getrusage` ru_minflt delta
 from __future__ import annotations
 
 import argparse
+import contextlib
+import ctypes
 import itertools
 import math
 import os
@@ -376,10 +378,105 @@ def measure(contenders, rounds, target, pause):
     return times
 
 
+class _Allocator(ctypes.Structure):  # NumPy's PyDataMemAllocator (ndarraytypes.h), version 1
+    _fields_ = [("ctx", ctypes.c_void_p),
+                ("malloc", ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)),
+                ("calloc", ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t)),
+                ("realloc", ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)),
+                ("free", ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t))]
+
+
+class _Handler(ctypes.Structure):  # PyDataMem_Handler
+    _fields_ = [("name", ctypes.c_char * 127), ("version", ctypes.c_uint8), ("allocator", _Allocator)]
+
+
+class ArrayAllocations:
+    """Counts the data allocations of NumPy arrays (every array that owns memory, also 0-d temporaries).
+
+    A NumPy memory handler (NEP 49): a copy of NumPy's default handler whose malloc, calloc and
+    realloc count and call the default's, its free the default's own C function (no Python runs when
+    memory is freed), installed with PyDataMem_SetHandler (slot 304 of NumPy's C API table; the
+    default handler is slot 306) for the duration of `counting()`. Arrays made meanwhile keep the
+    handler and free through it later, so the instance must outlive them (one per process).
+    """
+
+    LARGE = 64 * 1024
+
+    def __init__(self):
+        api = ctypes.pythonapi
+        api.PyCapsule_GetPointer.restype = ctypes.c_void_p
+        api.PyCapsule_GetPointer.argtypes = [ctypes.py_object, ctypes.c_char_p]
+        api.PyCapsule_New.restype = ctypes.py_object
+        api.PyCapsule_New.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_void_p]
+        table = ctypes.cast(api.PyCapsule_GetPointer(np._core._multiarray_umath._ARRAY_API, None),
+                            ctypes.POINTER(ctypes.c_void_p))
+        self._set = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.py_object)(table[304])  # PyDataMem_SetHandler
+        default_capsule = ctypes.cast(table[306], ctypes.POINTER(ctypes.py_object)).contents.value
+        default = _Handler.from_address(api.PyCapsule_GetPointer(default_capsule, b"mem_handler"))
+        self.reset()
+
+        def note(size):
+            self.count += 1
+            self.nbytes += size
+            if size >= self.LARGE:
+                self.large += 1
+                self.large_sizes.append(size)
+
+        d = default.allocator
+        kinds = dict(_Allocator._fields_)
+        self._callbacks = [kinds["malloc"](lambda ctx, size: note(size) or d.malloc(ctx, size)),
+                           kinds["calloc"](lambda ctx, n, size: note(n * size) or d.calloc(ctx, n, size)),
+                           kinds["realloc"](lambda ctx, ptr, size: note(size) or d.realloc(ctx, ptr, size))]
+        self._handler = _Handler.from_buffer_copy(default)
+        self._handler.name = b"fastgrad-bench-counter"
+        self._handler.allocator.malloc, self._handler.allocator.calloc, self._handler.allocator.realloc = \
+            self._callbacks
+        self._capsule = api.PyCapsule_New(ctypes.addressof(self._handler), b"mem_handler", None)
+        with self.counting():  # check that it took
+            probe = np.empty(3)
+        if np._core.multiarray.get_handler_name(probe) != "fastgrad-bench-counter" or self.count != 1:
+            raise RuntimeError("NumPy did not take the counting memory handler")
+        self.reset()
+
+    def reset(self):
+        self.count = self.nbytes = self.large = 0
+        self.large_sizes = []  # bytes of each allocation of LARGE or more, in order
+
+    @contextlib.contextmanager
+    def counting(self):
+        old = self._set(self._capsule)
+        try:
+            yield self
+        finally:
+            self._set(old)
+
+
+_COUNTER = []  # the ArrayAllocations of this process (its callbacks must outlive the arrays they made)
+
+
+def array_counter():
+    if not _COUNTER:
+        try:
+            _COUNTER.append(ArrayAllocations())
+        except Exception as exc:  # another NumPy: report n/a rather than guess
+            print(f"  (NumPy array allocations not counted: {type(exc).__name__}: {exc})", file=sys.stderr)
+            _COUNTER.append(None)
+    return _COUNTER[0]
+
+
 def allocations(run, steps, fault_steps):
-    """(blocks alive, bytes alive, peak bytes) of a steady-state step (medians), minor faults/step."""
+    """Per steady-state step: NumPy array allocations (count, of them >= 64 KiB, bytes; means) or
+    None; tracemalloc blocks and bytes alive after the step, and its peak bytes (medians); minor faults."""
     run()
     run()
+    arrays = None
+    counter = array_counter()
+    if counter is not None:
+        counter.reset()
+        with counter.counting():
+            for _ in range(steps):
+                run()
+        arrays = (counter.count / steps, counter.large / steps, counter.nbytes / steps)
     blocks, alive, peaks = [], [], []
     for _ in range(steps):
         tracemalloc.start()
@@ -394,7 +491,7 @@ def allocations(run, steps, fault_steps):
     for _ in range(fault_steps):
         run()
     faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / fault_steps
-    return statistics.median(blocks), statistics.median(alive), statistics.median(peaks), faults
+    return arrays, statistics.median(blocks), statistics.median(alive), statistics.median(peaks), faults
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,13 +605,21 @@ def child(args) -> int:
             print(f"| {name} | {what} | {'-' if goal is None else f'<= {goal}'} | {fmt(eager)} | "
                   f"{fmt(captured)} | {met} |")
 
-    print("\n### Allocations per steady-state step (tracemalloc; minor page faults from getrusage)\n")
-    head = ["step", "column", "blocks alive after", "KiB alive after", "peak KiB", "minor faults"]
+    print("\n### Allocations per steady-state step\n")
+    print("NumPy arrays: data allocations counted by a NumPy memory handler (0-d temporaries included); "
+          "tracemalloc: the blocks allocated during one step and alive after it, and the step's peak of "
+          "traced bytes; minor page faults: getrusage over many steps.\n")
+    head = ["step", "column", "NumPy arrays", "of them >= 64 KiB", "KiB in arrays", "tracemalloc blocks alive after",
+            "KiB alive after", "peak KiB", "minor faults"]
     print("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
     for label, col, a in allocs:
-        cells = ["n/a"] * 4 if a is None else [f"{a[0]:g}", f"{a[1] / 1024:.1f}", f"{a[2] / 1024:.1f}", f"{a[3]:.2f}"]
+        cells = ["n/a"] * 7
+        if a is not None:
+            arrays, blocks, alive, peak, faults = a
+            cells = ([f"{arrays[0]:.1f}", f"{arrays[1]:.1f}", f"{arrays[2] / 1024:.1f}"] if arrays else ["n/a"] * 3)
+            cells += [f"{blocks:g}", f"{alive / 1024:.1f}", f"{peak / 1024:.1f}", f"{faults:.2f}"]
         print("| " + " | ".join([label, col, *cells]) + " |")
-    print("\nTarget for the captured step: 0 blocks, 0 bytes, 0 faults.\n")
+    print("\nTarget for the captured step: no array, no block, no byte, no fault.\n")
     print("Checks and notes:\n")
     print("\n".join(f"- {n}" for n in notes) + "\n")
     return 1 if bad else 0

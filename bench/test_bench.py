@@ -77,8 +77,31 @@ def test_step_captured_columns_with_a_stand_in_capture(monkeypatch):
     assert captured.status == "" and captured.step.last_reason == "stand-in: always eager"
     times = step.measure({"fastgrad captured Adam": captured}, rounds=2, target=1e-3, pause=0.0)
     assert len(times["fastgrad captured Adam"]) == 2
-    blocks, alive, peak, faults = step.allocations(captured.run, steps=2, fault_steps=2)
+    arrays, blocks, alive, peak, faults = step.allocations(captured.run, steps=2, fault_steps=2)
     assert blocks > 0 and peak > 0  # the eager step allocates: the measurement sees it
+    assert arrays[0] >= 6 and arrays[1] == 0  # at least the 6 gradients; none of 64 KiB on digits
+
+
+def test_step_counts_numpy_array_allocations():
+    """The counting memory handler against allocations known by hand."""
+    import numpy as np
+    import step
+
+    counter = step.array_counter()
+    counter.reset()
+    with counter.counting():
+        a = np.full(100_000, 1.0, np.float32)  # one of 400 000 bytes
+        c = a + a  # one more
+        a += 1.0  # in place
+    # the two arrays, and 0-d temporaries (the scalars) of a few bytes each
+    assert counter.large == 2 and 800_000 <= counter.nbytes < 800_100 and counter.count >= 2
+    counter.reset()
+    with counter.counting():
+        b = a[10:]  # views: no allocation
+        d = c.reshape(1000, 100).T
+    assert np.shares_memory(a, b) and np.shares_memory(c, d)
+    assert counter.count == 0 and counter.nbytes == 0
+    del a, b, c, d  # freed through the handler's (NumPy's default) free
 
 
 def test_step_cli_quick_one_thread():
