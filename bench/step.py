@@ -638,6 +638,8 @@ def child(args) -> int:
         for what, goal, value in checks:
             eager, captured = value("eager"), value("captured")
             met = "n/a" if captured is None or goal is None else ("yes" if captured <= goal else "**no**")
+            if any(c[f"fastgrad captured {opt}"].eager_reason for opt in ("SGD", "Adam")):
+                met += " (a captured call ran eagerly)"
             print(f"| {name} | {what} | {'-' if goal is None else f'<= {goal}'} | {fmt(eager)} | "
                   f"{fmt(captured)} | {met} |")
 
@@ -651,9 +653,9 @@ def child(args) -> int:
     for label, col, a in allocs:
         cells = ["n/a"] * 7
         if a is not None:
-            arrays, blocks, alive, peak, faults = a
+            arrays, blocks, alive, peak_bytes, faults = a
             cells = ([f"{arrays[0]:.1f}", f"{arrays[1]:.1f}", f"{arrays[2] / 1024:.1f}"] if arrays else ["n/a"] * 3)
-            cells += [f"{blocks:g}", f"{alive / 1024:.1f}", f"{peak / 1024:.1f}", f"{faults:.2f}"]
+            cells += [f"{blocks:g}", f"{alive / 1024:.1f}", f"{peak_bytes / 1024:.1f}", f"{faults:.2f}"]
         print("| " + " | ".join([label, col, *cells]) + " |")
     print("\nTarget for the captured step: no array, no block, no byte, no fault.\n")
     print("Checks and notes:\n")

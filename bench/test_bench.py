@@ -82,6 +82,36 @@ def test_step_captured_columns_with_a_stand_in_capture(monkeypatch):
     assert arrays[0] >= 6 and arrays[1] == 0  # at least the 6 gradients; none of 64 KiB on digits
 
 
+def test_step_tables_mark_a_capture_that_ran_eagerly(monkeypatch, capsys):
+    """The child's tables, in this process (threads left alone), with the stand-in capture."""
+    import argparse
+    import re
+
+    import step
+
+    import fastgrad as fg
+
+    def capture(fn):
+        def run(*args):
+            return fn(*args)
+
+        run.last_reason = "stand-in: always eager"
+        return run
+
+    monkeypatch.setattr(fg, "capture", capture, raising=False)
+    monkeypatch.setattr(step, "pin", lambda n: None)
+    monkeypatch.setattr(step, "BlasThreads", lambda n: (lambda: None))
+    args = argparse.Namespace(threads=1, quick=True, only="digits")
+    assert step.child(args) == 0
+    out = capsys.readouterr().out
+    cells = next(line for line in out.splitlines() if line.startswith("| digits 64-100-10")).split("|")[2:-1]
+    columns = dict(zip(step.COLUMNS, (cell.strip() for cell in cells)))
+    for opt in ("SGD", "Adam"):  # timed, and marked
+        assert re.fullmatch(r"[0-9.]+ (µs|ms) \(eager!\)", columns[f"fastgrad captured {opt}"]), columns
+    assert not columns["fastgrad eager SGD"].endswith("(eager!)")
+    assert "a captured call ran eagerly" in out and "stand-in: always eager" in out
+
+
 def test_step_counts_numpy_array_allocations():
     """The counting memory handler against allocations known by hand."""
     import numpy as np
