@@ -39,6 +39,9 @@ Per-step allocations (fastgrad and NumPy), after the timing: tracemalloc started
 steady-state step and read just after it gives the blocks (and bytes) allocated during the step that
 are still alive at its end, and the step's peak of traced bytes (which includes what it allocated
 and freed again); minor page faults are the `resource.getrusage` ru_minflt delta over many steps.
+NumPy array data allocations are counted exactly by a counting NumPy memory handler. Small Python
+objects that CPython keeps on its free lists stay traced, so a few "blocks alive after" of tens of
+bytes are objects the step made (e.g. tuples), not a leak; any of them makes the peak non-zero.
 """
 from __future__ import annotations
 
