@@ -351,8 +351,11 @@ def fastgrad_step(params, X, y):
     return loss.data
 
 
-def numpy_step(params, X, y):
-    """The same step in plain NumPy, written out by hand (CS231n style)."""
+def numpy_loss_grads(params, X, y, reg=0.0):
+    """Loss and gradients of the step in plain NumPy, written out by hand (CS231n style).
+
+    reg: the L2 penalty 0.5 * reg * sum of W**2 over the weights (params[0::2]), as `Module.l2`.
+    """
     n = X.shape[0]
     hs = [X]
     for i in range(0, len(params) - 2, 2):
@@ -370,9 +373,19 @@ def numpy_step(params, X, y):
         grads[i], grads[i + 1] = h.T @ dz, dz.sum(axis=0)
         if i:
             dz = (dz @ params[i].T) * (h > 0)
+    if reg:
+        loss = loss + 0.5 * reg * sum(np.sum(W * W) for W in params[0::2])
+        for i in range(0, len(params), 2):
+            grads[i] += reg * params[i]
+    return np.asarray(loss, DTYPE), grads
+
+
+def numpy_step(params, X, y):
+    """The same step in plain NumPy: `numpy_loss_grads`, then in-place SGD."""
+    loss, grads = numpy_loss_grads(params, X, y)
     for p, g in zip(params, grads):
         p -= LR * g
-    return np.asarray(loss, DTYPE)
+    return loss
 
 
 def torch_step(params, X, y):
