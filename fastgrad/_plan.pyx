@@ -65,6 +65,7 @@ cdef enum:
     BATCHNORM = 20      # as LAYERNORM over columns: d, e (m,); g, h the running mean and variance
                         # (updated with momentum q; NULL: none); i = m doubles of scratch
     BATCHNORM_BWD = 21  # as LAYERNORM_BWD with d, e (m,)
+    DROPOUT = 22  # d = mask (b[i] >= p: scale q, else 0; b float64 draws), c = a * d
 
 cdef enum:
     FULL = 0
@@ -75,7 +76,8 @@ KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "sv
          "binary": BINARY, "neg": NEG, "fill": FILL, "sum": SUM, "colsum": COLSUM, "copy": COPY,
          "maxout": MAXOUT, "maxout_bwd": MAXOUT_BWD, "sumsq": SUMSQ, "scaled": SCALED,
          "optim": OPTIM, "layernorm": LAYERNORM, "layernorm_bwd": LAYERNORM_BWD,
-         "gate": GATE, "gate_bwd": GATE_BWD, "batchnorm": BATCHNORM, "batchnorm_bwd": BATCHNORM_BWD}
+         "gate": GATE, "gate_bwd": GATE_BWD, "batchnorm": BATCHNORM, "batchnorm_bwd": BATCHNORM_BWD,
+         "dropout": DROPOUT}
 GATES = {"relu": 0, "leaky_relu": 1, "elu": 2, "sigmoid": 3, "tanh": 4}
 # the optimizer rules of fastgrad._optim (OPTIM's op); each reads its row (lr, three
 # hyperparameters, weight decay, step) of OptimizerRows.hyper, filled before every run
@@ -224,6 +226,21 @@ cdef void _optim(const Instr *s, real *dummy) noexcept nogil:
             adamw_f64(w, dw, <double *>s.c, <double *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
 
 
+cdef void _dropout(const Instr *s, real *dummy) noexcept nogil:
+    """functional.dropout and ops.dropout: keep = draws >= p (doubles), mask = keep ? (real)(1 /
+    (1 - p)) : 0, y = x * mask."""
+    cdef const real *x = <const real *>s.a
+    cdef const double *draws = <const double *>s.b
+    cdef real *y = <real *>s.c
+    cdef real *mask = <real *>s.d
+    cdef real scale = <real>s.q
+    cdef double p = s.p
+    cdef Py_ssize_t i
+    for i in range(s.n):
+        mask[i] = scale if draws[i] >= p else 0
+        y[i] = x[i] * mask[i]
+
+
 cdef inline real _op(int op, real x, real y) noexcept nogil:
     if op == 0:
         return x + y
@@ -348,6 +365,8 @@ cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
             gate_backward_f32(s.op, <const float *>s.a, <const float *>s.b, <float *>s.c, n, <float>s.p)
         else:
             gate_backward_f64(s.op, <const double *>s.a, <const double *>s.b, <double *>s.c, n, s.p)
+    elif kind == DROPOUT:
+        _dropout(s, dummy)
     elif kind == BATCHNORM:
         if real is float:
             batchnorm_forward_f32(<const float *>s.a, <const float *>s.b, <const float *>s.f, s.n, s.m,
@@ -529,6 +548,12 @@ cdef class Program:
             s.b = self._buffer(spec, "b", 1, False, None)
             s.d = self._buffer(spec, "d", -n, False, None)
             s.c = self._buffer(spec, "c", n, True, None)
+        elif kind == DROPOUT:
+            s.q = spec["q"]
+            s.a = self._buffer(spec, "a", n, False, None)
+            s.b = self._buffer(spec, "b", n, False, np.dtype(np.float64))
+            s.c = self._buffer(spec, "c", n, True, None)
+            s.d = self._buffer(spec, "d", n, True, None)
         elif kind == GATE or kind == GATE_BWD:
             s.op = spec["op"]
             if not 0 <= s.op <= 4:

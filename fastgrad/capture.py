@@ -77,6 +77,7 @@ class _Recorder:
         self.steps = []  # optimizers whose step() ran, in order
         self.stepping = 0  # inside an optimizer's step()
         self.conversions = []  # (source array, its converted copy), in order
+        self.draws = {}  # id(keep mask) -> (generator, shape, mask): functional.dropout's draws
         self.reason = None
 
     def fail(self, reason: str) -> None:
@@ -123,6 +124,9 @@ class _Recorder:
         if not self.stepping:
             self.fail(f"a tensor of shape {t.shape} is changed in place outside the optimizer")
 
+    def drew(self, generator, shape, keep):
+        self.draws[id(keep)] = (generator, tuple(shape), keep)
+
     def converted(self, source, copy):
         self.conversions.append((source, copy))
 
@@ -147,6 +151,7 @@ class _Plan:
 
     def __init__(self):
         self.inputs = []  # (argument index, buffer, labels checks [(classes, op)])
+        self.draws = []  # (generator, float64 buffer): dropout's draws, made before each run
         self.instrs = []
         self.params = []  # (tensor, its data array at capture)
         self.grads = []  # (tensor, gradient buffer): .grad is set to it after each replay
@@ -182,6 +187,11 @@ class _Plan:
                 _plan.check_labels(buf, classes, op)
         if self.rows is not None and not self.rows.prepare():  # advances the steps, reads the lr
             return _STALE
+        for generator, buf in self.draws:  # in the order the eager forward draws
+            if type(generator) is np.random.Generator:
+                generator.random(out=buf)  # the same stream as generator.random(shape)
+            else:
+                np.copyto(buf, generator.random(buf.shape))
         for p, view in self.cleared:
             if view is None:
                 p.grad = None
@@ -592,6 +602,27 @@ class _Compiler:
             mean, invstd = self.new((n,)), self.new((n,))
         self.emit("layernorm", a=x, b=gamma, f=beta, c=out, d=mean, e=invstd, n=n, m=d,
                   p=float(attrs.get("eps", 1e-5)))
+
+    def fwd_dropout(self, record, arrays, out):
+        op, inputs, attrs, result, node, saved = record
+        keep, p = attrs["keep"], attrs["p"]
+        entry = self.rec.draws.get(id(keep))
+        if entry is None or entry[2] is not keep:
+            raise _Unsupported("op 'dropout' with a mask not drawn by functional.dropout")
+        generator, shape, _ = entry
+        draws = np.empty(shape, np.float64)
+        self.plan.keep.append(draws)
+        self.plan.draws.append((generator, draws))
+        mask = saved[0] if saved is not None else self.new(out.shape)
+        self.check_buffer(mask, "the mask of op 'dropout'")
+        self.emit("dropout", a=arrays[0], b=draws, c=out, d=mask, n=out.size, p=float(p),
+                  q=float(1.0 / (1.0 - p)))
+
+    def bwd_dropout(self, record, g):
+        mask = record[5][0]
+        out = self.dest(record, 0, g.shape)
+        self.emit("binary", op="mul", a=g, b=mask, c=out, n=g.size)
+        return [(0, out, True)]
 
     def fwd_loss(self, record, arrays, out):
         op, inputs, attrs, result, node, saved = record

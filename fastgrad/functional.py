@@ -10,6 +10,7 @@ import numbers
 import numpy as np
 
 from . import ops
+from .autograd import _recording
 from .random import default_generator
 from .tensor import Tensor, apply, coerce, to_array
 
@@ -403,6 +404,8 @@ def dropout(x, p=0.5, training=True, generator=None) -> Tensor:
             raise TypeError(f"dropout: generator must be a Generator, not {type(generator).__name__}")
         generator = as_draws(generator, "dropout")
     keep = np.asarray(generator.random(x.shape)) >= p
+    if _recording.active is not None:  # fastgrad.capture: a replay draws again from `generator`
+        _recording.active.drew(generator, x.shape, keep)
     return apply(ops.dropout, x, keep=keep, p=float(p))
 
 

@@ -28,8 +28,8 @@ LOSSES = {"softmax": fg.softmax_cross_entropy, "svm": fg.svm_loss}
 
 
 def make_step(sizes, activation="relu", optimizer="sgd", loss="softmax", dtype=np.float32, flat=False,
-              reg=1e-3, seed=0, norm=None):
-    model = fg.nn.MLP(sizes, activation=activation, seed=seed, dtype=dtype, norm=norm)
+              reg=1e-3, seed=0, norm=None, dropout=0.0):
+    model = fg.nn.MLP(sizes, activation=activation, seed=seed, dtype=dtype, norm=norm, dropout=dropout)
     if flat:
         model.flatten_parameters()
     opt = OPTIMIZERS[optimizer](model.parameters())
@@ -244,11 +244,6 @@ def plain_step(model, opt):
     return step
 
 
-def _record_dropout():
-    model = fg.nn.MLP([4, 6, 3], dropout=0.5, seed=0)
-    return plain_step(model, fg.optim.SGD(model.parameters(), lr=0.1)), "op 'dropout' has no replay rule"
-
-
 def _record_batchnorm():
     fg.manual_seed(0)  # the twin gets the same initial weights
     model = fg.nn.Sequential(fg.nn.Linear(4, 6), fg.nn.BatchNorm1d(6), fg.nn.ReLU(), fg.nn.Linear(6, 3))
@@ -298,7 +293,7 @@ def _record_converted():
     return (lambda X, y: step(X.astype(np.float32), y)), "does not reach the step's ops as it is"
 
 
-@pytest.mark.parametrize("make", [_record_dropout, _record_batchnorm, _record_item, _record_no_zero_grad,
+@pytest.mark.parametrize("make", [_record_batchnorm, _record_item, _record_no_zero_grad,
                                   _record_random, _record_inplace, _record_converted])
 def test_a_step_that_cannot_replay_exactly_runs_eagerly_and_says_why_once(make):
     step, reason = make()
@@ -514,3 +509,42 @@ def test_replays_on_one_and_two_threads_give_the_same_bits():
     finally:
         fg.set_num_threads(before)
     assert all(np.array_equal(a, b) for a, b in zip(*params))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("norm", [None, "batch"])
+def test_dropout_replays_with_new_masks_from_the_same_stream(norm, dtype):
+    """Each replay draws its masks from the generator as the eager forward does (the same numbers
+    in the same order): run from the same seed, the twins drop the same units at every step."""
+    runs = []
+    for capture in (False, True):
+        model, _, step = make_step([7, 12, 9, 5], norm=norm, optimizer="adam", dtype=dtype, dropout=0.3)
+        run = fg.capture(step) if capture else step
+        fg.manual_seed(3)  # MLP's dropout draws from fastgrad's generator
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", fg.CaptureWarning)
+            losses = [run(X, y).item() for X, y in batches(30, [7, 12, 9, 5], 8, dtype)]
+        runs.append((losses, [p.data.copy() for p in model.parameters()]))
+    assert run.replays == 29
+    assert runs[0][0] == runs[1][0]
+    assert all(np.array_equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
+
+
+def test_dropout_through_fastgrads_own_generator_replays_too():
+    def make():
+        fg.manual_seed(5)
+        model = fg.nn.Sequential(fg.nn.Linear(4, 8), fg.nn.ReLU(), fg.nn.Dropout(0.4), fg.nn.Linear(8, 3))
+        return model, plain_step(model, fg.optim.SGD(model.parameters(), lr=0.1))
+
+    (m1, eager), (m2, step) = make(), make()
+    replay = fg.capture(step)
+    data = list(batches(12, [4, 8, 3], 6, np.float32))
+    fg.manual_seed(11)
+    expected = [eager(X, y).item() for X, y in data]
+    fg.manual_seed(11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fg.CaptureWarning)
+        got = [replay(X, y).item() for X, y in data]
+    assert got == expected and replay.replays == 11
+    for p, q in zip(m1.parameters(), m2.parameters()):
+        assert np.array_equal(p.data, q.data)
