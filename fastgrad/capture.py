@@ -41,6 +41,7 @@ NumPy conversion, and return values that are not tensors.
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
 from heapq import heappop, heappush
 
@@ -517,7 +518,10 @@ class _Compiler:
 
     def fwd_sum(self, record, arrays, out):
         x = arrays[0]
-        if x.ndim == 0 or out.size != 1 or x.size == 0:
+        if x.ndim == 0:  # nothing to reduce: NumPy copies the value
+            self.emit("copy", a=x, c=out, n=1)
+            return
+        if out.size != 1 or x.size == 0:
             raise _Unsupported(f"op 'sum' of shape {x.shape} to {out.shape} (full sums of non-empty tensors only)")
         square = record[1][0]
         if id(square) in self.squares:
@@ -610,6 +614,11 @@ class _Compiler:
         if entry is None or entry[2] is not keep:
             raise _Unsupported("op 'dropout' with a mask not drawn by functional.dropout")
         generator, shape, _ = entry
+        # held by the record alone (entry, this name, getrefcount's argument): the step made it and
+        # dropped it, so each eager call starts a new stream where a replay would continue one
+        if sys.getrefcount(generator) <= 3:
+            raise _Unsupported("op 'dropout' draws from a generator made inside the step (each eager call "
+                               "starts it afresh)")
         draws = np.empty(shape, np.float64)
         self.plan.keep.append(draws)
         self.plan.draws.append((generator, draws))
@@ -935,7 +944,10 @@ class _Compiler:
         return [(0, out, True)]
 
     def bwd_sum(self, record, g):
-        return [(0, _Bcast(g, record[1][0].data.shape), True)]
+        shape = record[1][0].data.shape
+        if shape == ():  # the gradient passes through
+            return [(0, g, False)]
+        return [(0, _Bcast(g, shape), True)]
 
     def bwd_sumsq(self, record, g):
         return [(0, _Scaled(g, record[5][0], 3), True)]  # t + t, t = g x: one term, doubled
