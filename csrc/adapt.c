@@ -3,7 +3,10 @@
 
 #include <dlfcn.h>
 #include <stddef.h>
+#include <stdio.h>
+#include <sys/resource.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SLOTS 256
 #define SAMPLES 2 /* calls per measurement: the faster counts (the first call of a team is cold) */
@@ -63,8 +66,96 @@ static int n_wins(const slot_t *s)
     return s->lastn < s->best1;
 }
 
+/* --- cores other processes are using: a team is not even tried on a core that is not free ---- */
+
+#define OTHERS_WINDOW_NS 200000000LL /* how often the machine's CPU time is read again (0.2 s) */
+
+static double others_forced = -1;  /* a test's value (>= 0), else measured */
+static double others_cores = 0;    /* cores used by other processes over the last window */
+static int64_t others_wall = 0;    /* when the window began */
+static double others_busy = -1;    /* the machine's busy CPU seconds then (-1: not yet read) */
+static double others_self = 0;     /* this process's CPU seconds then */
+static int others_known = 0;       /* whether others_cores holds a measurement yet */
+
+/* The machine's busy CPU time in seconds (the first line of /proc/stat, in USER_HZ ticks), or -1
+ * where there is no such file (not Linux): then nothing is capped. */
+static double machine_busy_seconds(void)
+{
+    static long hz = 0;
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (f == NULL)
+        return -1;
+    int got = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                     &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (got < 4)
+        return -1;
+    if (hz <= 0)
+        hz = sysconf(_SC_CLK_TCK) > 0 ? sysconf(_SC_CLK_TCK) : 100;
+    /* user nice system [idle iowait] irq softirq steal */
+    return (double)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / (double)hz;
+}
+
+static double self_seconds(void)
+{
+    struct rusage r;
+    if (getrusage(RUSAGE_SELF, &r) != 0)
+        return 0;
+    return (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) + 1e-6 * (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
+}
+
+double fg_adapt_others(void)
+{
+    if (others_forced >= 0)
+        return others_forced;
+    int64_t now = fg_now_ns();
+    /* a new estimate once a window is over; the first one as soon as 50 ms have passed (the window
+     * opened at import), so that the first products already know the load */
+    int64_t window = others_known ? OTHERS_WINDOW_NS : OTHERS_WINDOW_NS / 4;
+    if (others_busy >= 0 && now - others_wall < window)
+        return others_cores;
+    double busy = machine_busy_seconds();
+    double self = self_seconds();
+    if (busy < 0)
+        return 0;
+    if (others_busy >= 0 && now > others_wall) {
+        double others = (busy - others_busy) - (self - others_self);
+        double cores = others / ((double)(now - others_wall) * 1e-9);
+        others_cores = cores > 0 ? cores : 0;
+        others_known = 1;
+    }
+    others_busy = busy;
+    others_self = self;
+    others_wall = now;
+    return others_cores;
+}
+
+void fg_adapt_force_others(double cores)
+{
+    others_forced = cores;
+}
+
+/* The team size the free cores allow: n less the cores other processes keep busy (at least 1). */
+static int free_cores(int n)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus < 1)
+        return n;
+    int taken = (int)(fg_adapt_others() + 0.5);
+    if (taken == 0)
+        return n; /* the setting rules (even above the core count, if asked for) */
+    int free = (int)cpus - taken;
+    if (free < 1)
+        free = 1;
+    return n < free ? n : free;
+}
+
 int fg_adapt_threads(uint64_t key, int n)
 {
+    if (n <= 1)
+        return 1;
+    n = free_cores(n);
     if (n <= 1)
         return 1;
     slot_t *s = lookup(key);

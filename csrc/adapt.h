@@ -25,6 +25,13 @@
 uint64_t fg_adapt_key(int site, int64_t a, int64_t b, int64_t c);
 /* How many threads (1 or n) the next call with `key` should use, given the setting n >= 1. */
 int fg_adapt_threads(uint64_t key, int n);
+/* fg_adapt_threads never gives more threads than the cores other processes leave free: the CPU
+ * time of the whole machine (/proc/stat) less this process's own (getrusage), over the last 0.2 s,
+ * rounded to cores. (A team on a core that another process holds waits for that core's time slices.)
+ * fg_adapt_others returns that estimate; fg_adapt_force_others(c >= 0) fixes it for tests (c < 0:
+ * measure again). Where /proc/stat is missing nothing is capped. */
+double fg_adapt_others(void);
+void fg_adapt_force_others(double cores);
 /* Record that a call with `key` on `threads` threads took `ns` nanoseconds. */
 void fg_adapt_record(uint64_t key, int threads, int64_t ns);
 /* Monotonic clock in nanoseconds. */

@@ -616,6 +616,8 @@ cdef double svm_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n
 cdef extern from "adapt.h" nogil:
     void fg_adapt_reset()
     void fg_adapt_counts(long long *serial, long long *parallel)
+    void fg_adapt_force_others(double cores)
+    double fg_adapt_others()
 
 
 def adapt_counts():
@@ -629,3 +631,11 @@ def adapt_counts():
 def adapt_reset():
     """Forget every kernel timing (each kernel measures a team and one thread again)."""
     fg_adapt_reset()
+
+
+def _adapt_force_others(double cores):
+    """Test hook: take `cores` as the other processes' load (a negative value: measure again)."""
+    fg_adapt_force_others(cores)
+
+
+fg_adapt_others()  # the first window of the machine's load opens at import (csrc/adapt.c)

@@ -47,6 +47,8 @@ cdef extern from "adapt.h" nogil:
     int fg_blas_bound()
     void fg_adapt_reset()
     void fg_adapt_counts(int64_t *serial, int64_t *parallel)
+    double fg_adapt_others()
+    void fg_adapt_force_others(double cores)
 
 cdef int CHUNKS_TARGET = 16
 cdef int blas_threads = 1  # the setting (fg.set_num_threads); 1 or n is used per call
@@ -459,6 +461,17 @@ def adapt_reset():
     fg_adapt_reset()
 
 
+def adapt_others():
+    """The cores other processes used over the last 0.2 s (csrc/adapt.c): a team never gets more
+    threads than the cores they leave free."""
+    return fg_adapt_others()
+
+
+def _adapt_force_others(double cores):
+    """Test hook: take `cores` as the other processes' load (a negative value: measure again)."""
+    fg_adapt_force_others(cores)
+
+
 def _adapt_choose(int site, int64_t a, int64_t b, int64_t c, int n):
     """Test hook: the thread count the next call at (site, a, b, c) would use with setting n."""
     return fg_adapt_threads(fg_adapt_key(site, a, b, c), n)
@@ -501,3 +514,4 @@ def _set_chunks(int n):
 
 
 _set_chunks(2 * (__import__("os").cpu_count() or 1))
+fg_adapt_others()  # the first window of the machine's load opens at import, so the first products know it

@@ -13,8 +13,14 @@ SITE = 99  # a call site no kernel uses
 
 @pytest.fixture(autouse=True)
 def _restore_threads():
+    from fastgrad import _kernels as K
+
     before = fg.get_num_threads()
+    for module in (L, K):  # what the machine's other processes do must not decide these tests
+        module._adapt_force_others(0.0)
     yield
+    for module in (L, K):
+        module._adapt_force_others(-1.0)
     fg.set_num_threads(before)
     L.adapt_reset()
 
@@ -131,3 +137,31 @@ def test_kernels_measure_a_team_then_one_thread_and_agree_bit_for_bit():
     fg.set_num_threads(1)
     K.sigmoid_forward(x)
     assert K.adapt_counts() == (2, 2)  # a setting of one thread is not measured
+
+
+def test_no_team_is_tried_on_cores_other_processes_hold():
+    cpus = __import__("os").cpu_count() or 1
+    if cpus < 2:
+        pytest.skip("one core")
+    L._adapt_force_others(cpus - 1.0)  # every core but one is busy: one thread, not even measured
+    assert {L._adapt_choose(SITE, 8, 8, 8, cpus) for _ in range(5)} == {1}
+    L._adapt_force_others(0.0)
+    assert L._adapt_choose(SITE, 9, 9, 9, cpus) == cpus  # free again: the team is measured
+
+
+def test_the_load_of_other_processes_is_measured():
+    import subprocess
+    import sys
+
+    L._adapt_force_others(-1.0)
+    L.adapt_others()  # opens a window
+    spin = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(0.5)
+        L.adapt_others()
+        time.sleep(0.4)  # a window of 0.4 s while the spinner holds a core
+        others = L.adapt_others()
+    finally:
+        spin.kill()
+        spin.wait()
+    assert others > 0.5, others
