@@ -401,8 +401,9 @@ def torch_step(params, X, y):
     return loss.detach()
 
 
-def nn_contender(sizes, start, X, y):
-    """The same step through fg.nn.MLP and fg.optim.SGD, from the same initial weights."""
+def nn_contender(sizes, start, X, y, captured=False):
+    """The same step through fg.nn.MLP and fg.optim.SGD, from the same initial weights; captured:
+    recorded once by fg.capture and replayed."""
     model = fg.nn.MLP(sizes, activation="relu", seed=0)
     params = model.parameters()  # W1, b1, W2, b2, ...: the order of init_mlp
     for p, w in zip(params, start):
@@ -410,12 +411,17 @@ def nn_contender(sizes, start, X, y):
     opt = fg.optim.SGD(params, lr=LR)
     Xt = fg.tensor(X)
 
-    def run():
+    def step():
         opt.zero_grad()
         loss = fg.softmax_cross_entropy(model(Xt), y)
         loss.backward()
         opt.step()
-        return (loss.data, *(p.data for p in params))
+        return loss
+
+    step = fg.capture(step) if captured else step
+
+    def run():
+        return (step().data, *(p.data for p in params))
 
     return run
 
@@ -438,6 +444,7 @@ def training_case(sizes, batch) -> Case:
         "fastgrad": contender([fg.tensor(p, requires_grad=True) for p in start], fastgrad_step,
                               fg.tensor(X), y, lambda p: p.data),
         "fastgrad nn": nn_contender(sizes, start, X, y),
+        "fastgrad captured": nn_contender(sizes, start, X, y, captured=True),
         "numpy": contender([p.copy() for p in start], numpy_step, X, y, lambda p: p),
     }
     if torch is not None:
