@@ -16,6 +16,7 @@ cimport cython
 cimport numpy as cnp
 from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.list cimport PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE
 
 import numpy as np
@@ -50,6 +51,7 @@ cdef object _MemberDescriptor = MemberDescriptorType
 # bound by autograd.py at import (bind()): shared with the Python tape
 cdef type Tensor = None
 cdef object _state = None
+cdef list _grad_off = [0]  # autograd._grad_off: how many threads are inside no_grad()
 cdef object _debug = None
 cdef object _inplace = None
 cdef object _sequence = None
@@ -76,7 +78,7 @@ cdef inline bint _forward_unchanged(object op):
     forward and rules; a forward or rule replaced at run time, e.g. by a test planting a bug, runs as
     it is)."""
     rules = _own_rules.get(op)
-    return rules is not None and (<tuple>rules)[0] is op.forward
+    return rules is not None and (<tuple>rules)[0] is _op_field(op, _FORWARD, "forward")
 
 
 cdef inline bint _rule_unchanged(object op, object rule):
@@ -86,26 +88,24 @@ cdef inline bint _rule_unchanged(object op, object rule):
 
 
 def bind(tensor_cls, state, debug, inplace, sequence, debug_record, check_versions, version_counter,
-         coerce, ops, backward):
+         coerce, ops, backward, grad_off):
     """Hand the tape the objects it shares with autograd.py and tensor.py (called once at import)."""
     global Tensor, _state, _debug, _inplace, _sequence, _DebugRecord, _check_versions, _version_counter
-    global _py_coerce, _op_add, _op_sub, _op_mul, _op_div, _op_neg, _op_exp, _op_log, _py_backward
+    global _grad_off, _py_coerce, _op_add, _op_sub, _op_mul, _op_div, _op_neg, _op_exp, _op_log, _py_backward
+    _grad_off = grad_off
     _py_coerce = coerce
     _py_backward = backward
     _op_exp, _op_log = ops.exp, ops.log
     _op_add, _op_sub, _op_mul, _op_div, _op_neg = ops.add, ops.sub, ops.mul, ops.div, ops.neg
     for op in (ops.add, ops.sub, ops.mul, ops.div, ops.neg, ops.exp, ops.log):
         _own_rules[op] = (op.forward, op.backward)
-    global _DATA, _GRAD, _REQUIRES_GRAD, _NODE, _VC, _NAME
-    offsets = []
-    for name in ("data", "grad", "requires_grad", "_node", "_vc", "name"):
-        d = tensor_cls.__dict__.get(name)
-        if type(d) is not _MemberDescriptor:
-            raise TypeError(f"Tensor.{name} is no __slots__ field (the tape reads the fields in place)")
-        offsets.append((<PyMemberDescrObject *>d).d_member.offset)
+    global _DATA, _GRAD, _REQUIRES_GRAD, _NODE, _VC, _NAME, _FORWARD, _BACKWARD, _TAKES_NEEDS, _Op
+    _DATA, _GRAD, _REQUIRES_GRAD, _NODE, _VC, _NAME = _slot_offsets(
+        tensor_cls, ("data", "grad", "requires_grad", "_node", "_vc", "name"))
     if tensor_cls.__new__ is not object.__new__:
         raise TypeError("Tensor defines __new__: the tape makes tensors as object.__new__ does")
-    _DATA, _GRAD, _REQUIRES_GRAD, _NODE, _VC, _NAME = offsets
+    _Op = type(ops.add)
+    _FORWARD, _BACKWARD, _TAKES_NEEDS = _slot_offsets(_Op, ("forward", "backward", "takes_needs"))
     Tensor = tensor_cls
     _state = state
     _debug = debug
@@ -169,6 +169,19 @@ cdef class Node:
 # Only instances of Tensor (or of subclasses, which keep the layout) are ever read this way.
 
 cdef Py_ssize_t _DATA = 0, _GRAD = 0, _REQUIRES_GRAD = 0, _NODE = 0, _VC = 0, _NAME = 0
+cdef Py_ssize_t _FORWARD = 0, _BACKWARD = 0, _TAKES_NEEDS = 0  # ops.Op's, the same way
+cdef type _Op = None
+
+
+cdef list _slot_offsets(type cls, tuple names):
+    """The offsets of cls's __slots__ fields `names`, from their member descriptors."""
+    offsets = []
+    for name in names:
+        d = cls.__dict__.get(name)
+        if type(d) is not _MemberDescriptor:
+            raise TypeError(f"{cls.__name__}.{name} is no __slots__ field (the tape reads it in place)")
+        offsets.append((<PyMemberDescrObject *>d).d_member.offset)
+    return offsets
 
 
 cdef inline object _field(object t, Py_ssize_t offset, str name):
@@ -184,6 +197,13 @@ cdef inline void _set_field(object t, Py_ssize_t offset, object value):
     Py_INCREF(value)
     p[0] = <PyObject *>value
     Py_XDECREF(old)
+
+
+cdef inline object _op_field(object op, Py_ssize_t offset, str name):
+    """op.<name> for a row of the op table (an ops.Op: its __slots__ read in place), else getattr."""
+    if type(op) is _Op:
+        return _field(op, offset, name)
+    return getattr(op, name)
 
 
 cdef inline object _data(object t):
@@ -607,8 +627,9 @@ cdef object _apply(object op, tuple inputs, dict attrs):
                 arrays.append(data)
                 if _requires_grad(t):
                     requires_grad = True
-    requires_grad = requires_grad and _state.enabled
-    if op.takes_needs:
+    # is_grad_enabled(); the thread-local flag is read only while some thread is inside no_grad()
+    requires_grad = requires_grad and (_grad_off[0] == 0 or _state.enabled)
+    if _op_field(op, _TAKES_NEEDS, "takes_needs"):
         if attrs is None:
             attrs = {}
         attrs["needs"] = tuple([requires_grad and x.requires_grad for x in inputs])
@@ -684,10 +705,11 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
     cdef bint debug = _debug.enabled
     cdef bint g_owned, fresh, bad
     cdef long long last_inplace = _inplace.last
-    cdef list taken, slot, other
+    cdef list taken, slot
     cdef set held, shared
     cdef tuple inputs
-    cdef Py_ssize_t i, n
+    cdef Py_ssize_t i, j, n
+    cdef bint owned
     record = None
     if debug:
         record = _DebugRecord(root)
@@ -718,7 +740,7 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
             node.grad = g
             g_owned = False  # node.grad keeps g: it must never be accumulated into
         op = node.op
-        rule = op.backward
+        rule = _op_field(op, _BACKWARD, "backward")
         if rule is None:
             raise NotImplementedError(f"op '{op.name}' has no backward rule")
         saved = node.saved
@@ -741,7 +763,7 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
                 f"{n} inputs"
             )
         # first pass: check each gradient, find its memory owner, count the owners
-        taken = []  # [input, gradient, owner id or None when it cannot be owned anyway]
+        taken = []  # input, gradient, owner id (None when it cannot be owned anyway): 3 per input
         held = None  # what others hold, computed only when some gradient could be owned
         shared = None  # owners returned for more than one input
         for i in range(n):
@@ -776,19 +798,22 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
                 if shared is not None and owner in shared:  # a third holder (or more)
                     owner = None
                 else:
-                    for other in taken:
-                        if other[2] == owner:
-                            other[2] = None
+                    for j in range(2, PyList_GET_SIZE(taken), 3):
+                        if taken[j] == owner:
+                            taken[j] = None
                             if shared is None:
                                 shared = set()
                             shared.add(owner)
                             owner = None
                             break
-            taken.append([t, gi, owner])
+            taken.append(t)
+            taken.append(gi)
+            taken.append(owner)
         # second pass: hand each gradient to its input's pending slot
-        for other in taken:
-            t = other[0]
-            gi = other[1]
+        for j in range(0, PyList_GET_SIZE(taken), 3):
+            t = taken[j]
+            gi = taken[j + 1]
+            owned = taken[j + 2] is not None
             parent = _node_of(t)
             if parent is None:
                 found = pending.get(t)  # a tensor key hashes by identity
@@ -798,10 +823,10 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
                 found = pending.get(parent)
             if found is None:
                 if parent is None:
-                    pending[t] = [gi, other[2] is not None]
+                    pending[t] = [gi, owned]
                 elif top is None and not heap:  # nothing else waits: parent waits alone, in top
                     top = <Node>parent
-                    top_slot = [gi, other[2] is not None]
+                    top_slot = [gi, owned]
                 else:
                     if top is not None:  # a second node waits: both go on the heap
                         pending[top] = top_slot
@@ -809,7 +834,7 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
                         top = None
                         top_slot = None
                     parent_node = <Node>parent
-                    pending[parent_node] = [gi, other[2] is not None]
+                    pending[parent_node] = [gi, owned]
                     heappush(heap, (-parent_node.seq, parent_node))
             else:
                 slot = <list>found
