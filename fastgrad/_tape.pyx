@@ -18,6 +18,7 @@ from cpython.object cimport PyObject, PyTypeObject
 from cpython.ref cimport Py_INCREF, Py_XDECREF
 from cpython.list cimport PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE
+from libc.string cimport memcpy
 
 import numpy as np
 from heapq import heappop, heappush
@@ -304,32 +305,45 @@ cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
     return True
 
 
-cdef object _small(int code, object x, object y, object z):
+cdef object _small(int code, object x, object y, object z, bint into_x=False):
     """code(x, y) elementwise into a new array of x's shape, or None when NumPy must do it.
 
     NEG: -x (y, z unused). DIVGRAD: ((-(x / y)) * z) / y, div's gradient for its divisor, in the
-    order of ops.div_backward (x = g, y = b, z = a).
+    order of ops.div_backward (x = g, y = b, z = a). into_x: write the result into x itself and
+    return x (the walk passes a g it owns); computed into a buffer first, so that x is untouched
+    when None is returned.
     """
     cdef int tx, ty, tz
     cdef Py_ssize_t nx, ny, nz, i
+    cdef double buf[SMALL]
+    cdef cnp.ndarray out
+    cdef void *dst
     if not _small_ok(x, &tx, &nx):
         return None
+    if into_x and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>x):
+        into_x = False
     if code != NEG:
         if not _small_ok(y, &ty, &ny) or ty != tx or not _same_shape(<cnp.ndarray>x, <cnp.ndarray>y):
             return None
         if code == DIVGRAD and (not _small_ok(z, &tz, &nz) or tz != tx
                                 or not _same_shape(<cnp.ndarray>x, <cnp.ndarray>z)):
             return None
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x), cnp.PyArray_DIMS(<cnp.ndarray>x),
-                                             tx, 0)
+    if into_x:
+        out = <cnp.ndarray>x
+        dst = buf
+    else:
+        out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x), cnp.PyArray_DIMS(<cnp.ndarray>x), tx, 0)
+        dst = cnp.PyArray_DATA(out)
     feclearexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID)
-    _small_loop(code, out, x, y, z, tx, nx)
+    _small_loop(code, dst, x, y, z, tx, nx)
     if fetestexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID):
         return None
+    if into_x:
+        memcpy(cnp.PyArray_DATA(out), buf, nx * (sizeof(float) if tx == cnp.NPY_FLOAT else sizeof(double)))
     return out
 
 
-cdef inline void _small_loop(int code, cnp.ndarray out, object x, object y, object z, int tx, Py_ssize_t nx):
+cdef inline void _small_loop(int code, void *dst, object x, object y, object z, int tx, Py_ssize_t nx):
     cdef Py_ssize_t i
     cdef float *of
     cdef const float *xf
@@ -340,7 +354,7 @@ cdef inline void _small_loop(int code, cnp.ndarray out, object x, object y, obje
     cdef const double *yd
     cdef const double *zd
     if tx == cnp.NPY_FLOAT:
-        of = <float *>cnp.PyArray_DATA(out)
+        of = <float *>dst
         xf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
         if code == NEG:
             for i in range(nx):
@@ -364,7 +378,7 @@ cdef inline void _small_loop(int code, cnp.ndarray out, object x, object y, obje
             for i in range(nx):
                 of[i] = ((-(xf[i] / yf[i])) * zf[i]) / yf[i]
     else:
-        od = <double *>cnp.PyArray_DATA(out)
+        od = <double *>dst
         xd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>x)
         if code == NEG:
             for i in range(nx):
@@ -428,23 +442,25 @@ cdef inline bint _shape_is(object g, object shape):
     return True
 
 
-cdef object _small_backward(object op, object rule, object g, object saved, tuple inputs):
+cdef object _small_backward(object op, object rule, object g, object saved, tuple inputs, bint reuse_g):
     """The gradients the rule of add/sub/mul/div/neg returns, for small same-shape operands; or None.
 
     Same values as the rules in ops.py (which unbroadcast nothing when the shapes agree); a gradient
     for an input that requires none is None instead (the engine drops it either way). Every gradient
-    it returns, except `g` passed through, is an array it has just allocated.
+    it returns is an array it has just allocated, or `g` itself: passed through (add, sub), or, when
+    `reuse_g` (the walk owns g exclusively and nothing compares it afterwards), overwritten with the
+    last gradient it computes (after the others, which still read g).
     """
     cdef Py_ssize_t n = PyTuple_GET_SIZE(inputs)
     if not _rule_unchanged(op, rule):
         return None
     if op is _op_neg:
-        gx = _small(NEG, g, None, None)
+        gx = _small(NEG, g, None, None, reuse_g)
         return None if gx is None else (gx,)
     if op is _op_exp or op is _op_log:  # exp: g * y (the saved output); log: g / x
         if type(saved) is not tuple or PyTuple_GET_SIZE(saved) != 1:
             return None
-        gx = _small(MUL if op is _op_exp else DIV, g, saved[0], None)
+        gx = _small(MUL if op is _op_exp else DIV, g, saved[0], None, reuse_g)
         return None if gx is None else (gx,)
     if n != 2 or type(saved) is not tuple or PyTuple_GET_SIZE(saved) != 2:
         return None
@@ -456,9 +472,11 @@ cdef object _small_backward(object op, object rule, object g, object saved, tupl
             return None
     if op is _op_mul:
         a, b = saved
-        ga = _small(MUL, g, b, None) if need_a else None
-        gb = _small(MUL, g, a, None) if need_b else None
-        if (need_a and ga is None) or (need_b and gb is None):
+        gb = _small(MUL, g, a, None, reuse_g and not need_a) if need_b else None
+        if need_b and gb is None:
+            return None
+        ga = _small(MUL, g, b, None, reuse_g) if need_a else None
+        if need_a and ga is None:
             return None
         return ga, gb
     if op is _op_add or op is _op_sub:
@@ -473,11 +491,11 @@ cdef object _small_backward(object op, object rule, object g, object saved, tupl
         return g, gb
     if op is _op_div:
         a, b = saved
-        ga = _small(DIV, g, b, None)
-        if ga is None:
-            return None
         gb = _small(DIVGRAD, g, b, a) if need_b else None
         if need_b and gb is None:
+            return None
+        ga = _small(DIV, g, b, None, reuse_g)
+        if ga is None:
             return None
         return ga, gb
     return None
@@ -747,7 +765,7 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
         inputs = node.inputs
         if debug:
             g_before = record.before(node, g)
-        grads = _small_backward(op, rule, g, saved, inputs)
+        grads = _small_backward(op, rule, g, saved, inputs, g_owned and not debug)
         fresh = grads is not None  # its gradients, but g, are arrays it has just made
         if not fresh:
             grads = rule(g, *saved)
