@@ -15,7 +15,7 @@ and the Cython tape read and write the same switches.
 cimport cython
 cimport numpy as cnp
 from cpython.object cimport PyObject, PyTypeObject
-from cpython.ref cimport Py_INCREF, Py_XDECREF
+from cpython.ref cimport Py_INCREF, Py_REFCNT, Py_XDECREF
 from cpython.list cimport PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcpy
@@ -803,6 +803,12 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
             if gi is g:  # passed through (add, sub): only an exclusively held g can pass on
                 owner = id(_memory_owner(g)) if g_owned else None
             elif fresh:  # made by the tape just now: nobody else can hold it
+                owner = id(gi)
+            elif (type(gi) is ndarray and cnp.PyArray_BASE(<cnp.ndarray>gi) == NULL and Py_REFCNT(gi) == 2
+                  and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>gi) and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>gi)):
+                # its own memory, referenced only by `grads` and `gi`: no input, saved array, g or
+                # other gradient holds it or a view of it (a view references its base), which is
+                # what the sweep below would find, found without it (PyTorch's use count)
                 owner = id(gi)
             elif type(gi) is ndarray and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>gi) and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>gi):
                 owner = id(gi if cnp.PyArray_BASE(<cnp.ndarray>gi) == NULL else _memory_owner(gi))
