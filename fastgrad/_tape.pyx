@@ -14,10 +14,15 @@ and the Cython tape read and write the same switches.
 """
 cimport cython
 cimport numpy as cnp
+from cpython.object cimport PyObject, PyTypeObject
+from cpython.ref cimport Py_INCREF, Py_REFCNT, Py_XDECREF
+from cpython.list cimport PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE
+from libc.string cimport memcpy
 
 import numpy as np
 from heapq import heappop, heappush
+from types import MemberDescriptorType
 
 cnp.import_array()
 
@@ -30,13 +35,24 @@ cdef extern from "numpy/arrayobject.h":
     # a NumPy scalar (np.float32(...)) as a 0-d array of its own dtype; the C behind np.array(s)
     object PyArray_FromScalar(object scalar, void *outcode)
 
+cdef extern from "structmember.h":
+    ctypedef struct PyMemberDef:
+        Py_ssize_t offset
+
+cdef extern from "Python.h":
+    ctypedef struct PyMemberDescrObject:  # a __slots__ field's descriptor: where the field lives
+        PyMemberDef *d_member
+    object PyType_GenericAlloc(PyTypeObject *type, Py_ssize_t nitems)
+
 cdef object ndarray = np.ndarray
 cdef object _np_add = np.add
 cdef object _np_array = np.array
+cdef object _MemberDescriptor = MemberDescriptorType
 
 # bound by autograd.py at import (bind()): shared with the Python tape
-cdef object Tensor = None
+cdef type Tensor = None
 cdef object _state = None
+cdef list _grad_off = [0]  # autograd._grad_off: how many threads are inside no_grad()
 cdef object _debug = None
 cdef object _inplace = None
 cdef object _sequence = None
@@ -58,24 +74,39 @@ def set_recorder(recorder):
     _recorder = recorder
 
 
-cdef inline bint _unchanged(object op):
-    """Whether `op` still has the op table's own forward and backward (the C paths compute exactly
-    those rules; a rule replaced at run time, e.g. by a test planting a bug, runs as it is)."""
+cdef inline bint _forward_unchanged(object op):
+    """Whether `op` still has the op table's own forward (the C paths compute exactly the op table's
+    forward and rules; a forward or rule replaced at run time, e.g. by a test planting a bug, runs as
+    it is)."""
     rules = _own_rules.get(op)
-    return rules is not None and (<tuple>rules)[0] is op.forward and (<tuple>rules)[1] is op.backward
+    return rules is not None and (<tuple>rules)[0] is _op_field(op, _FORWARD, "forward")
+
+
+cdef inline bint _rule_unchanged(object op, object rule):
+    """Whether `rule` (op.backward, read by the caller) is still the op table's own rule of `op`."""
+    rules = _own_rules.get(op)
+    return rules is not None and (<tuple>rules)[1] is rule
 
 
 def bind(tensor_cls, state, debug, inplace, sequence, debug_record, check_versions, version_counter,
-         coerce, ops, backward):
+         coerce, ops, backward, grad_off):
     """Hand the tape the objects it shares with autograd.py and tensor.py (called once at import)."""
     global Tensor, _state, _debug, _inplace, _sequence, _DebugRecord, _check_versions, _version_counter
-    global _py_coerce, _op_add, _op_sub, _op_mul, _op_div, _op_neg, _op_exp, _op_log, _py_backward
+    global _grad_off, _py_coerce, _op_add, _op_sub, _op_mul, _op_div, _op_neg, _op_exp, _op_log, _py_backward
+    _grad_off = grad_off
     _py_coerce = coerce
     _py_backward = backward
     _op_exp, _op_log = ops.exp, ops.log
     _op_add, _op_sub, _op_mul, _op_div, _op_neg = ops.add, ops.sub, ops.mul, ops.div, ops.neg
     for op in (ops.add, ops.sub, ops.mul, ops.div, ops.neg, ops.exp, ops.log):
         _own_rules[op] = (op.forward, op.backward)
+    global _DATA, _GRAD, _REQUIRES_GRAD, _NODE, _VC, _NAME, _FORWARD, _BACKWARD, _TAKES_NEEDS, _Op
+    _DATA, _GRAD, _REQUIRES_GRAD, _NODE, _VC, _NAME = _slot_offsets(
+        tensor_cls, ("data", "grad", "requires_grad", "_node", "_vc", "name"))
+    if tensor_cls.__new__ is not object.__new__:
+        raise TypeError("Tensor defines __new__: the tape makes tensors as object.__new__ does")
+    _Op = type(ops.add)
+    _FORWARD, _BACKWARD, _TAKES_NEEDS = _slot_offsets(_Op, ("forward", "backward", "takes_needs"))
     Tensor = tensor_cls
     _state = state
     _debug = debug
@@ -143,6 +174,71 @@ cdef class Node:
         return f"<Node {self.op.name} #{self.seq}>"
 
 
+# --- the fields of a Tensor, read and written in place --------------------------------------------
+# tensor.Tensor keeps its fields in __slots__ (data, grad, requires_grad, _node, name, _vc): CPython
+# stores each at a fixed offset in the instance, which its member descriptor records. bind() reads
+# the offsets once; the tape then reads and stores the fields at them, as the descriptors do, without
+# an attribute lookup per access (an unset field, NULL, goes to getattr for Python's AttributeError).
+# Only instances of Tensor (or of subclasses, which keep the layout) are ever read this way.
+
+cdef Py_ssize_t _DATA = 0, _GRAD = 0, _REQUIRES_GRAD = 0, _NODE = 0, _VC = 0, _NAME = 0
+cdef Py_ssize_t _FORWARD = 0, _BACKWARD = 0, _TAKES_NEEDS = 0  # ops.Op's, the same way
+cdef type _Op = None
+
+
+cdef list _slot_offsets(type cls, tuple names):
+    """The offsets of cls's __slots__ fields `names`, from their member descriptors."""
+    offsets = []
+    for name in names:
+        d = cls.__dict__.get(name)
+        if type(d) is not _MemberDescriptor:
+            raise TypeError(f"{cls.__name__}.{name} is no __slots__ field (the tape reads it in place)")
+        offsets.append((<PyMemberDescrObject *>d).d_member.offset)
+    return offsets
+
+
+cdef inline object _field(object t, Py_ssize_t offset, str name):
+    cdef PyObject *v = (<PyObject **>((<char *><PyObject *>t) + offset))[0]
+    if v == NULL:
+        return getattr(t, name)  # raises AttributeError, as the descriptor does
+    return <object>v
+
+
+cdef inline void _set_field(object t, Py_ssize_t offset, object value):
+    cdef PyObject **p = <PyObject **>((<char *><PyObject *>t) + offset)
+    cdef PyObject *old = p[0]
+    Py_INCREF(value)
+    p[0] = <PyObject *>value
+    Py_XDECREF(old)
+
+
+cdef inline object _op_field(object op, Py_ssize_t offset, str name):
+    """op.<name> for a row of the op table (an ops.Op: its __slots__ read in place), else getattr."""
+    if type(op) is _Op:
+        return _field(op, offset, name)
+    return getattr(op, name)
+
+
+cdef inline object _data(object t):
+    return _field(t, _DATA, "data")
+
+
+cdef inline bint _requires_grad(object t) except -1:
+    return bool(_field(t, _REQUIRES_GRAD, "requires_grad"))
+
+
+cdef inline object _node_of(object t):
+    return _field(t, _NODE, "_node")
+
+
+cdef inline object _check_tensor(object t):
+    """`t` itself when it is a Tensor; anything else fails as `t.data` would."""
+    if isinstance(t, Tensor):
+        return t
+    t.data  # AttributeError: 'int' object has no attribute 'data', as the Python tape says
+    raise TypeError(f"expected a fastgrad Tensor, got {type(t).__name__}")
+
+
 cdef inline Node _new_node(object op, tuple inputs, object saved, object out_data, object out_vc):
     cdef Node node = Node.__new__(Node)
     node.op = op
@@ -167,13 +263,13 @@ cdef inline object _memory_owner(object a):
 
 cdef inline object _wrap(object data, bint requires_grad):
     """Tensor._wrap: a tensor around `data` as it is (no copy, no checks)."""
-    t = Tensor.__new__(Tensor)
-    t.data = data
-    t.grad = None
-    t.requires_grad = requires_grad
-    t._node = None
-    t.name = None
-    t._vc = None
+    t = PyType_GenericAlloc(<PyTypeObject *>Tensor, 0)  # what Tensor.__new__(Tensor) does
+    _set_field(t, _DATA, data)
+    _set_field(t, _GRAD, None)
+    _set_field(t, _REQUIRES_GRAD, True if requires_grad else False)
+    _set_field(t, _NODE, None)
+    _set_field(t, _NAME, None)
+    _set_field(t, _VC, None)
     return t
 
 
@@ -221,32 +317,45 @@ cdef inline bint _same_shape(cnp.ndarray a, cnp.ndarray b):
     return True
 
 
-cdef object _small(int code, object x, object y, object z):
+cdef object _small(int code, object x, object y, object z, bint into_x=False):
     """code(x, y) elementwise into a new array of x's shape, or None when NumPy must do it.
 
     NEG: -x (y, z unused). DIVGRAD: ((-(x / y)) * z) / y, div's gradient for its divisor, in the
-    order of ops.div_backward (x = g, y = b, z = a).
+    order of ops.div_backward (x = g, y = b, z = a). into_x: write the result into x itself and
+    return x (the walk passes a g it owns); computed into a buffer first, so that x is untouched
+    when None is returned.
     """
     cdef int tx, ty, tz
     cdef Py_ssize_t nx, ny, nz, i
+    cdef double buf[SMALL]
+    cdef cnp.ndarray out
+    cdef void *dst
     if not _small_ok(x, &tx, &nx):
         return None
+    if into_x and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>x):
+        into_x = False
     if code != NEG:
         if not _small_ok(y, &ty, &ny) or ty != tx or not _same_shape(<cnp.ndarray>x, <cnp.ndarray>y):
             return None
         if code == DIVGRAD and (not _small_ok(z, &tz, &nz) or tz != tx
                                 or not _same_shape(<cnp.ndarray>x, <cnp.ndarray>z)):
             return None
-    cdef cnp.ndarray out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x), cnp.PyArray_DIMS(<cnp.ndarray>x),
-                                             tx, 0)
+    if into_x:
+        out = <cnp.ndarray>x
+        dst = buf
+    else:
+        out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x), cnp.PyArray_DIMS(<cnp.ndarray>x), tx, 0)
+        dst = cnp.PyArray_DATA(out)
     feclearexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID)
-    _small_loop(code, out, x, y, z, tx, nx)
+    _small_loop(code, dst, x, y, z, tx, nx)
     if fetestexcept(FE_DIVBYZERO | FE_OVERFLOW | FE_INVALID):
         return None
+    if into_x:
+        memcpy(cnp.PyArray_DATA(out), buf, nx * (sizeof(float) if tx == cnp.NPY_FLOAT else sizeof(double)))
     return out
 
 
-cdef inline void _small_loop(int code, cnp.ndarray out, object x, object y, object z, int tx, Py_ssize_t nx):
+cdef inline void _small_loop(int code, void *dst, object x, object y, object z, int tx, Py_ssize_t nx):
     cdef Py_ssize_t i
     cdef float *of
     cdef const float *xf
@@ -257,7 +366,7 @@ cdef inline void _small_loop(int code, cnp.ndarray out, object x, object y, obje
     cdef const double *yd
     cdef const double *zd
     if tx == cnp.NPY_FLOAT:
-        of = <float *>cnp.PyArray_DATA(out)
+        of = <float *>dst
         xf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
         if code == NEG:
             for i in range(nx):
@@ -281,7 +390,7 @@ cdef inline void _small_loop(int code, cnp.ndarray out, object x, object y, obje
             for i in range(nx):
                 of[i] = ((-(xf[i] / yf[i])) * zf[i]) / yf[i]
     else:
-        od = <double *>cnp.PyArray_DATA(out)
+        od = <double *>dst
         xd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>x)
         if code == NEG:
             for i in range(nx):
@@ -309,8 +418,6 @@ cdef inline void _small_loop(int code, cnp.ndarray out, object x, object y, obje
 cdef inline object _small_forward(object op, object a, object b):
     """(out, saved) of add/sub/mul/div on small same-shape arrays, as the op's forward returns; or None."""
     cdef int code
-    if not _unchanged(op):
-        return None
     if op is _op_mul:
         code = MUL
     elif op is _op_add:
@@ -321,49 +428,72 @@ cdef inline object _small_forward(object op, object a, object b):
         code = DIV
     else:
         return None
+    if not _forward_unchanged(op):
+        return None
     out = _small(code, a, b, None)
     if out is None:
         return None
     if code == ADD or code == SUB:
-        return out, (a.shape, b.shape)
+        shape = a.shape  # b's too (the same shape)
+        return out, (shape, shape)
     return out, (a, b)
 
 
-cdef object _small_backward(object op, object g, object saved, tuple inputs):
+cdef inline bint _shape_is(object g, object shape):
+    """g is an ndarray of shape `shape` (a tuple of ints), compared without making g.shape."""
+    if type(g) is not ndarray or type(shape) is not tuple:
+        return False
+    cdef int nd = cnp.PyArray_NDIM(<cnp.ndarray>g), i
+    if nd != PyTuple_GET_SIZE(shape):
+        return False
+    cdef cnp.npy_intp *dims = cnp.PyArray_DIMS(<cnp.ndarray>g)
+    for i in range(nd):
+        d = (<tuple>shape)[i]
+        if type(d) is not int or dims[i] != <cnp.npy_intp>d:
+            return False
+    return True
+
+
+cdef object _small_backward(object op, object rule, object g, object saved, tuple inputs, bint reuse_g):
     """The gradients the rule of add/sub/mul/div/neg returns, for small same-shape operands; or None.
 
     Same values as the rules in ops.py (which unbroadcast nothing when the shapes agree); a gradient
-    for an input that requires none is None instead (the engine drops it either way).
+    for an input that requires none is None instead (the engine drops it either way). Every gradient
+    it returns is an array it has just allocated, or `g` itself: passed through (add, sub), or, when
+    `reuse_g` (the walk owns g exclusively and nothing compares it afterwards), overwritten with the
+    last gradient it computes (after the others, which still read g).
     """
     cdef Py_ssize_t n = PyTuple_GET_SIZE(inputs)
-    if not _unchanged(op):
+    if not _rule_unchanged(op, rule):
         return None
     if op is _op_neg:
-        gx = _small(NEG, g, None, None)
+        gx = _small(NEG, g, None, None, reuse_g)
         return None if gx is None else (gx,)
     if op is _op_exp or op is _op_log:  # exp: g * y (the saved output); log: g / x
         if type(saved) is not tuple or PyTuple_GET_SIZE(saved) != 1:
             return None
-        gx = _small(MUL if op is _op_exp else DIV, g, saved[0], None)
+        gx = _small(MUL if op is _op_exp else DIV, g, saved[0], None, reuse_g)
         return None if gx is None else (gx,)
     if n != 2 or type(saved) is not tuple or PyTuple_GET_SIZE(saved) != 2:
         return None
-    need_a = inputs[0].requires_grad
-    need_b = inputs[1].requires_grad
+    cdef bint need_a = _requires_grad(inputs[0])  # inputs are Tensors (checked by _apply)
+    cdef bint need_b = _requires_grad(inputs[1])
     if op is _op_mul or op is _op_div:  # operands of one shape only: no unbroadcasting here
         a, b = saved
-        if type(a) is not ndarray or type(b) is not ndarray or a.shape != b.shape:
+        if type(a) is not ndarray or type(b) is not ndarray or not _same_shape(a, b):
             return None
     if op is _op_mul:
         a, b = saved
-        ga = _small(MUL, g, b, None) if need_a else None
-        gb = _small(MUL, g, a, None) if need_b else None
-        if (need_a and ga is None) or (need_b and gb is None):
+        gb = _small(MUL, g, a, None, reuse_g and not need_a) if need_b else None
+        if need_b and gb is None:
+            return None
+        ga = _small(MUL, g, b, None, reuse_g) if need_a else None
+        if need_a and ga is None:
             return None
         return ga, gb
     if op is _op_add or op is _op_sub:
         a_shape, b_shape = saved
-        if type(g) is not ndarray or a_shape != b_shape or g.shape != a_shape:
+        if not _shape_is(g, a_shape) or (b_shape is not a_shape and not _shape_is(g, b_shape)):
             return None
         if op is _op_add:
             return g, g
@@ -373,11 +503,11 @@ cdef object _small_backward(object op, object g, object saved, tuple inputs):
         return g, gb
     if op is _op_div:
         a, b = saved
-        ga = _small(DIV, g, b, None)
-        if ga is None:
-            return None
         gb = _small(DIVGRAD, g, b, a) if need_b else None
         if need_b and gb is None:
+            return None
+        ga = _small(DIV, g, b, None, reuse_g)
+        if ga is None:
             return None
         return ga, gb
     return None
@@ -385,18 +515,27 @@ cdef object _small_backward(object op, object g, object saved, tuple inputs):
 
 # --- Tensor operators (tensor.py installs these as Tensor.__add__ ...) ------------------------------
 
+cdef inline object _dtype_of(object data):
+    """data.dtype (for an ndarray, its descriptor read from the struct: the same object)."""
+    if type(data) is ndarray:
+        return <object>cnp.PyArray_DESCR(<cnp.ndarray>data)
+    return data.dtype
+
+
 cdef inline object _coerce(object value, object like):
     """tensor.coerce: Tensors of like's dtype and Python floats/ints by the short path, else Python's."""
     cdef cnp.ndarray arr
     cdef int t
     cdef double v
+    if type(like) is not Tensor:  # called with something else as self: the Python coerce decides
+        return _py_coerce(value, like)
     if type(value) is Tensor:
-        if value.data.dtype is like.data.dtype:
+        if _dtype_of(_data(value)) is _dtype_of(_data(like)):
             return value
         return _py_coerce(value, like)
     if type(value) is float or (type(value) is int and -9007199254740992 <= value <= 9007199254740992):
         v = value  # exact for these ints, so one rounding to float32 (as NumPy's)
-        dt = like.data
+        dt = _data(like)
         if type(dt) is not ndarray:
             return _py_coerce(value, like)
         t = cnp.PyArray_TYPE(<cnp.ndarray>dt)
@@ -452,8 +591,10 @@ def tensor_backward(self, gradient=None, retain_graph=False, keep_grads=False):
     """Tensor.backward (its Python text in tensor.py); an omitted gradient's ones made in C."""
     cdef cnp.ndarray g
     cdef int t
-    data = self.data
-    if gradient is not None or not self.requires_grad or type(data) is not ndarray or _recorder is not None:
+    if not isinstance(self, Tensor) or gradient is not None or _recorder is not None:
+        return _py_backward(self, gradient, retain_graph, keep_grads)
+    data = _data(self)
+    if not _requires_grad(self) or type(data) is not ndarray:
         return _py_backward(self, gradient, retain_graph, keep_grads)
     t = cnp.PyArray_TYPE(<cnp.ndarray>data)
     if cnp.PyArray_SIZE(<cnp.ndarray>data) != 1 or (t != cnp.NPY_FLOAT and t != cnp.NPY_DOUBLE):
@@ -463,10 +604,11 @@ def tensor_backward(self, gradient=None, retain_graph=False, keep_grads=False):
         (<float *>cnp.PyArray_DATA(g))[0] = 1
     else:
         (<double *>cnp.PyArray_DATA(g))[0] = 1
-    if self._node is None:
-        self.grad = g if self.grad is None else self.grad + g
+    if _node_of(self) is None:
+        grad = _field(self, _GRAD, "grad")
+        _set_field(self, _GRAD, g if grad is None else grad + g)
     else:
-        run_backward(self, g, bool(retain_graph), bool(keep_grads))
+        _run_backward(self, g, bool(retain_graph), bool(keep_grads))
 
 
 def apply(op, *inputs, **attrs):
@@ -488,36 +630,51 @@ cdef object _apply(object op, tuple inputs, dict attrs):
     cdef Py_ssize_t n = PyTuple_GET_SIZE(inputs)
     cdef Py_ssize_t i
     cdef bint requires_grad = False
+    cdef list arrays = None  # the inputs' data beyond two (a0, a1: the first two)
     if n == 0:
         raise TypeError(f"{op.name}: apply needs at least one input tensor")
-    cdef list arrays = [None] * n
-    dtype = None
-    for i in range(n):
-        t = inputs[i]
-        data = t.data
-        dt = data.dtype
-        if dtype is None:
-            dtype = dt
-        elif dt is not dtype and dt != dtype:
+    t = _check_tensor(inputs[0])
+    a0 = _data(t)
+    dtype = _dtype_of(a0)
+    requires_grad = _requires_grad(t)
+    a1 = None
+    if n >= 2:
+        t = _check_tensor(inputs[1])
+        a1 = _data(t)
+        dt = _dtype_of(a1)
+        if dt is not dtype and dt != dtype:
             raise TypeError(f"{op.name}: inputs mix {dtype} and {dt}; convert one explicitly")
-        arrays[i] = data
-        if t.requires_grad:
+        if _requires_grad(t):
             requires_grad = True
-    requires_grad = requires_grad and _state.enabled
-    if op.takes_needs:
+        if n > 2:
+            arrays = [a0, a1]
+            for i in range(2, n):
+                t = _check_tensor(inputs[i])
+                data = _data(t)
+                dt = _dtype_of(data)
+                if dt is not dtype and dt != dtype:
+                    raise TypeError(f"{op.name}: inputs mix {dtype} and {dt}; convert one explicitly")
+                arrays.append(data)
+                if _requires_grad(t):
+                    requires_grad = True
+    # is_grad_enabled(); the thread-local flag is read only while some thread is inside no_grad()
+    requires_grad = requires_grad and (_grad_off[0] == 0 or _state.enabled)
+    if _op_field(op, _TAKES_NEEDS, "takes_needs"):
         if attrs is None:
             attrs = {}
-        attrs["needs"] = tuple([requires_grad and t.requires_grad for t in inputs])
+        attrs["needs"] = tuple([requires_grad and x.requires_grad for x in inputs])
     if attrs:
+        if arrays is None:
+            arrays = [a0] if n == 1 else [a0, a1]
         out, saved = op.forward(*arrays, **attrs)
-    elif n == 2 and (fast := _small_forward(op, arrays[0], arrays[1])) is not None:
+    elif n == 2 and (fast := _small_forward(op, a0, a1)) is not None:
         out, saved = fast
-    elif n == 1 and op is _op_neg and _unchanged(op) and (fast := _small(NEG, arrays[0], None, None)) is not None:
+    elif n == 1 and op is _op_neg and _forward_unchanged(op) and (fast := _small(NEG, a0, None, None)) is not None:
         out, saved = fast, ()
     elif n == 1:
-        out, saved = op.forward(arrays[0])
+        out, saved = op.forward(a0)
     elif n == 2:
-        out, saved = op.forward(arrays[0], arrays[1])
+        out, saved = op.forward(a0, a1)
     else:
         out, saved = op.forward(*arrays)
     if type(out) is not ndarray:  # NumPy returns scalars from 0-d arithmetic
@@ -529,11 +686,11 @@ cdef object _apply(object op, tuple inputs, dict attrs):
     if cnp.PyArray_BASE(<cnp.ndarray>out) != NULL:  # a view of an input's data: one version counter
         owner = _memory_owner(out)
         for t in inputs:
-            if _memory_owner(t.data) is owner:
-                result._vc = _version_counter(t)
+            if _memory_owner(_data(t)) is owner:
+                _set_field(result, _VC, _version_counter(t))
                 break
     if requires_grad:
-        result._node = _new_node(op, inputs, saved, out, result._vc)
+        _set_field(result, _NODE, _new_node(op, inputs, saved, out, _field(result, _VC, "_vc")))
     if _recorder is not None:
         _recorder.op(op, inputs, attrs, result)
     return result
@@ -550,28 +707,53 @@ cdef set _held(tuple node_inputs, object saved, object g, bint g_owned):
     return held
 
 
+cdef inline bint _same_dtype(cnp.ndarray a, cnp.ndarray b):
+    """a.dtype == b.dtype, read from the structs."""
+    cdef cnp.PyArray_Descr *da = cnp.PyArray_DESCR(a)
+    cdef cnp.PyArray_Descr *db = cnp.PyArray_DESCR(b)
+    return da == db or cnp.PyArray_EquivTypes(<cnp.dtype>da, <cnp.dtype>db)
+
+
 def run_backward(root, gradient, bint retain_graph, bint keep_grads):
     """Backpropagate `gradient` from tensor `root` into the `.grad` of every leaf that requires grad.
 
     See autograd.run_backward (the Python text of this walk) and docs/ARCHITECTURE.md, "Backward
     and buffer ownership": the same rule, the same order, the same errors.
     """
-    cdef Node node, parent_node, root_node = root._node
-    cdef dict pending = {root_node: [gradient, False]}  # the caller may hold the root gradient
-    cdef list heap = [(-root_node.seq, root_node)]
+    _run_backward(_check_tensor(root), gradient, retain_graph, keep_grads)
+
+
+cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_grads):
+    cdef Node node, parent_node, root_node = _node_of(root)
+    # pending and the heap as in autograd.run_backward, but while one node alone waits for its turn
+    # (always, in a chain) it waits in `top` with its [gradient, owned] slot in `top_slot`, off the
+    # heap and out of the dict: popping the heap would return it next anyway
+    cdef dict pending = {}
+    cdef list heap = []
+    cdef Node top = root_node
+    cdef list top_slot = [gradient, False]  # the caller may hold the root gradient
     cdef bint debug = _debug.enabled
-    cdef bint g_owned
+    cdef bint g_owned, fresh, bad
     cdef long long last_inplace = _inplace.last
-    cdef list taken, slot, other
+    cdef list taken, slot
     cdef set held, shared
     cdef tuple inputs
-    cdef Py_ssize_t i, n
+    cdef Py_ssize_t i, j, n
+    cdef bint owned
     record = None
     if debug:
         record = _DebugRecord(root)
-    while heap:
-        node = <Node>(heappop(heap)[1])
-        slot = <list>pending.pop(node)
+    while True:
+        if top is not None:
+            node = top
+            slot = top_slot
+            top = None
+            top_slot = None
+        elif heap:
+            node = <Node>(heappop(heap)[1])
+            slot = <list>pending.pop(node)
+        else:
+            break
         g = slot[0]
         g_owned = slot[1]
         if node.released:
@@ -588,21 +770,22 @@ def run_backward(root, gradient, bint retain_graph, bint keep_grads):
             node.grad = g
             g_owned = False  # node.grad keeps g: it must never be accumulated into
         op = node.op
-        rule = op.backward
+        rule = _op_field(op, _BACKWARD, "backward")
         if rule is None:
             raise NotImplementedError(f"op '{op.name}' has no backward rule")
         saved = node.saved
+        inputs = node.inputs
         if debug:
             g_before = record.before(node, g)
-        grads = _small_backward(op, g, saved, node.inputs)
-        if grads is None:
+        grads = _small_backward(op, rule, g, saved, inputs, g_owned and not debug)
+        fresh = grads is not None  # its gradients, but g, are arrays it has just made
+        if not fresh:
             grads = rule(g, *saved)
         if debug:
             record.after(node, g, g_before, grads)
         if not retain_graph:
             node.saved = None
             node.released = True
-        inputs = node.inputs
         n = PyTuple_GET_SIZE(inputs)
         if len(grads) != n:
             raise RuntimeError(
@@ -610,16 +793,20 @@ def run_backward(root, gradient, bint retain_graph, bint keep_grads):
                 f"{n} inputs"
             )
         # first pass: check each gradient, find its memory owner, count the owners
-        taken = []  # [input, gradient, owner id or None when it cannot be owned anyway]
+        taken = []  # input, gradient, owner id (None when it cannot be owned anyway): 3 per input
         held = None  # what others hold, computed only when some gradient could be owned
         shared = None  # owners returned for more than one input
         for i in range(n):
             gi = grads[i]
-            t = inputs[i]
-            if gi is None or not t.requires_grad:
+            t = inputs[i]  # a Tensor (checked by _apply)
+            if gi is None or not _requires_grad(t):
                 continue
-            data = t.data
-            if gi.shape != data.shape or gi.dtype != data.dtype:
+            data = _data(t)
+            if type(gi) is ndarray and type(data) is ndarray:
+                bad = not _same_shape(gi, data) or not _same_dtype(gi, data)
+            else:
+                bad = gi.shape != data.shape or gi.dtype != data.dtype
+            if bad:
                 raise RuntimeError(
                     f"the backward rule of op '{op.name}' returned a {gi.dtype} gradient of shape "
                     f"{gi.shape} for an input of shape {data.shape} and dtype {data.dtype}"
@@ -627,6 +814,14 @@ def run_backward(root, gradient, bint retain_graph, bint keep_grads):
             # read-only buffers (np.broadcast_to from sum/mean, NumPy scalars) are never owned
             if gi is g:  # passed through (add, sub): only an exclusively held g can pass on
                 owner = id(_memory_owner(g)) if g_owned else None
+            elif fresh:  # made by the tape just now: nobody else can hold it
+                owner = id(gi)
+            elif (type(gi) is ndarray and cnp.PyArray_BASE(<cnp.ndarray>gi) == NULL and Py_REFCNT(gi) == 2
+                  and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>gi) and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>gi)):
+                # its own memory, referenced only by `grads` and `gi`: no input, saved array, g or
+                # other gradient holds it or a view of it (a view references its base), which is
+                # what the sweep below would find, found without it (PyTorch's use count)
+                owner = id(gi)
             elif type(gi) is ndarray and cnp.PyArray_ISWRITEABLE(<cnp.ndarray>gi) and cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>gi):
                 owner = id(gi if cnp.PyArray_BASE(<cnp.ndarray>gi) == NULL else _memory_owner(gi))
                 if held is None:
@@ -639,26 +834,43 @@ def run_backward(root, gradient, bint retain_graph, bint keep_grads):
                 if shared is not None and owner in shared:  # a third holder (or more)
                     owner = None
                 else:
-                    for other in taken:
-                        if other[2] == owner:
-                            other[2] = None
+                    for j in range(2, PyList_GET_SIZE(taken), 3):
+                        if taken[j] == owner:
+                            taken[j] = None
                             if shared is None:
                                 shared = set()
                             shared.add(owner)
                             owner = None
                             break
-            taken.append([t, gi, owner])
+            taken.append(t)
+            taken.append(gi)
+            taken.append(owner)
         # second pass: hand each gradient to its input's pending slot
-        for other in taken:
-            t = other[0]
-            gi = other[1]
-            parent = t._node
-            key = t if parent is None else parent  # a tensor key hashes by identity
-            found = pending.get(key)
+        for j in range(0, PyList_GET_SIZE(taken), 3):
+            t = taken[j]
+            gi = taken[j + 1]
+            owned = taken[j + 2] is not None
+            parent = _node_of(t)
+            if parent is None:
+                found = pending.get(t)  # a tensor key hashes by identity
+            elif parent is top:
+                found = top_slot
+            else:
+                found = pending.get(parent)
             if found is None:
-                pending[key] = [gi, other[2] is not None]
-                if parent is not None:
+                if parent is None:
+                    pending[t] = [gi, owned]
+                elif top is None and not heap:  # nothing else waits: parent waits alone, in top
+                    top = <Node>parent
+                    top_slot = [gi, owned]
+                else:
+                    if top is not None:  # a second node waits: both go on the heap
+                        pending[top] = top_slot
+                        heappush(heap, (-top.seq, top))
+                        top = None
+                        top_slot = None
                     parent_node = <Node>parent
+                    pending[parent_node] = [gi, owned]
                     heappush(heap, (-parent_node.seq, parent_node))
             else:
                 slot = <list>found
@@ -669,16 +881,18 @@ def run_backward(root, gradient, bint retain_graph, bint keep_grads):
                     # NumPy returns a scalar for 0-d operands: keep every gradient an ndarray
                     slot[0] = total if type(total) is ndarray else _np_array(total)
                     slot[1] = True
-    for t, slot in pending.items():  # only leaves are left
-        _accumulate_leaf(t, slot[0], slot[1])
+    for key, slot in pending.items():  # only leaves are left
+        _accumulate_leaf(key, slot[0], slot[1])
     if debug:
         record.check()
 
 
 cdef _accumulate_leaf(t, gi, bint owned):
-    if t.grad is None:
+    grad = _field(t, _GRAD, "grad")
+    if grad is None:
         if not owned:  # borrowed: .grad gets its own C-contiguous copy
-            gi = _np_array(gi, dtype=t.data.dtype, order="C")
-        t.grad = gi
+            gi = _np_array(gi, dtype=_dtype_of(_data(t)), order="C")
+        _set_field(t, _GRAD, gi)
     else:
-        t.grad += gi
+        grad += gi
+        _set_field(t, _GRAD, grad)

@@ -28,6 +28,10 @@ class _GradMode(threading.local):
 
 
 _state = _GradMode()
+# how many threads are inside no_grad() right now; while none is, every thread records, and the
+# compiled tape reads this list instead of the (slower) thread-local flag. Too high is harmless.
+_grad_off = [0]
+_grad_off_lock = threading.Lock()
 
 
 class _Debug:
@@ -70,10 +74,16 @@ def no_grad():
     """
     previous = is_grad_enabled()
     _state.enabled = False
+    if previous:
+        with _grad_off_lock:
+            _grad_off[0] += 1
     try:
         yield
     finally:
         _state.enabled = previous
+        if previous:
+            with _grad_off_lock:
+                _grad_off[0] -= 1
 
 
 class Node:

@@ -116,3 +116,19 @@ def test_small_arithmetic_warns_as_numpy_does():
     assert big.item() == np.inf
     with np.errstate(all="ignore"):  # and stays quiet when NumPy is told to
         assert np.isnan((fg.tensor(np.inf) - np.inf).item())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_gradient_overwritten_in_place_is_intact_when_numpy_must_redo_the_op(dtype):
+    # y = x * a * b: the walk owns the gradient g*b that reaches x * a and may write x's gradient
+    # into it; an overflow in one element hands that op to NumPy, which must still see g*b itself
+    big = np.finfo(dtype).max / 2
+    x_, a_, b_ = (np.array(v, dtype=dtype) for v in ([1e-30, 1.0], [big, 3.0], [4.0, 2.0]))
+    x = fg.tensor(x_, requires_grad=True)
+    y = x * fg.tensor(a_) * fg.tensor(b_)
+    with pytest.warns(RuntimeWarning, match="overflow"):
+        y.backward(np.ones(2, dtype))
+    with np.errstate(over="ignore"):
+        want = (np.ones(2, dtype) * b_) * a_  # [inf, 6]; from a clobbered g: [inf, 18]
+    np.testing.assert_array_equal(x.grad, want)
+    assert want[1] == 6
