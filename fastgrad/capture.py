@@ -583,14 +583,18 @@ class _Compiler:
 
     def bwd_batchnorm(self, record, g):
         training, x, mean, invstd, gamma, needs_x = record[5]
-        n, d = x.shape
-        dx = self.dest(record, 0, x.shape) if needs_x else None
+        return self.norm_backward("batchnorm_bwd", record, g, x, mean, invstd, gamma, needs_x)
+
+    def norm_backward(self, kind, record, g, x2, mean, invstd, gamma, needs_x):
+        """dx (if needed), dgamma, dbeta of batch or layer norm: one instruction (x2 is x as (n, d))."""
+        d = gamma.size
+        dx = self.dest(record, 0, record[1][0].data.shape) if needs_x else None
         dgamma = self.dest(record, 1, gamma.shape)
         dbeta = self.dest(record, 2, gamma.shape)
         acc = np.empty(2 * d, np.float64)
         self.plan.keep.append(acc)
-        self.emit("batchnorm_bwd", a=g, b=x, c=dx, d=mean, e=invstd, f=gamma, g=dgamma, h=dbeta, i=acc,
-                  n=n, m=d)
+        self.emit(kind, a=g, b=x2, c=dx, d=mean, e=invstd, f=gamma, g=dgamma, h=dbeta, i=acc,
+                  n=x2.shape[0], m=d)
         return ([(0, dx, True)] if dx is not None else []) + [(1, dgamma, True), (2, dbeta, True)]
 
     def fwd_layernorm(self, record, arrays, out):
@@ -954,18 +958,7 @@ class _Compiler:
 
     def bwd_layernorm(self, record, g):
         x2, mean, invstd, gamma, needs_x = record[5]
-        d = gamma.size
-        n = x2.shape[0]
-        inputs = record[1]
-        dx = self.dest(record, 0, inputs[0].data.shape) if needs_x else None
-        dgamma = self.dest(record, 1, gamma.shape)
-        dbeta = self.dest(record, 2, gamma.shape)
-        acc = np.empty(2 * d, np.float64)
-        self.plan.keep.append(acc)
-        self.emit("layernorm_bwd", a=g, b=x2, c=dx, d=mean, e=invstd, f=gamma, g=dgamma, h=dbeta, i=acc,
-                  n=n, m=d)
-        out = [(1, dgamma, True), (2, dbeta, True)]
-        return ([(0, dx, True)] if dx is not None else []) + out
+        return self.norm_backward("layernorm_bwd", record, g, x2, mean, invstd, gamma, needs_x)
 
     def bwd_maxout(self, record, g):
         idx, pieces = record[5]
