@@ -738,9 +738,11 @@ class _Compiler:
     def accumulate(self, slot, slot_owned, gi, gi_owned):
         """slot + gi as the eager engine adds them (in place into an owned slot, else into a new
         buffer); a _Scaled term is added in the same pass that writes it. Returns [value, owned]."""
-        if type(slot) is _Bcast:
+        if type(slot) is _Bcast or (type(slot) is _Scaled and type(gi) is _Scaled):
+            # the slot is written first: its sum with gi's terms then follows the eager order,
+            # ((slot + t) + t), not slot + (t + t)
             slot, slot_owned = self.materialize(slot, self.new(slot.shape)), True
-        if type(gi) is _Bcast or (type(gi) is _Scaled and type(slot) is _Scaled):
+        if type(gi) is _Bcast:
             gi, gi_owned = self.materialize(gi, self.new(gi.shape)), True
         if type(gi) is _Scaled:  # slot + t (+ t)
             out = slot if slot_owned else self.new(slot.shape)

@@ -548,3 +548,32 @@ def test_dropout_through_fastgrads_own_generator_replays_too():
     assert got == expected and replay.replays == 11
     for p, q in zip(m1.parameters(), m2.parameters()):
         assert np.array_equal(p.data, q.data)
+
+
+def test_two_lazy_gradients_meeting_in_one_slot_add_in_the_eager_order():
+    """v1 gets s w first (from (v1 * w).sum(), the later op) and then s v1 twice (from (v1 * v1).sum()):
+    eager adds ((s w + s v1) + s v1), which the fused pass must repeat (found by the fuzzer: it
+    had added s w + (s v1 + s v1), one ulp off)."""
+    def make():
+        x = fg.tensor(np.array([-0.82, -0.21, 1.13, 1.02]), requires_grad=True)
+        a = fg.tensor(np.array(-0.29), requires_grad=True)
+        w = fg.tensor(np.array([-1.10, -0.95, 1.34, -0.04]))
+        opt = fg.optim.SGD([x, a], lr=1e-3)
+
+        def step():
+            opt.zero_grad()
+            v1 = x * (a * x)
+            loss = (v1 * v1).sum() + (v1 * w).sum()
+            loss.backward()
+            opt.step()
+            return loss
+
+        return (x, a), step
+
+    (p1, eager), (p2, step) = make(), make()
+    replay = fg.capture(step)
+    for _ in range(6):
+        assert replay().item() == eager().item()
+    assert replay.replays == 5
+    for s, t in zip(p1, p2):
+        assert np.array_equal(s.grad, t.grad) and np.array_equal(s.data, t.data)
