@@ -131,24 +131,25 @@ def neuron_contenders() -> dict:
 def chain_contenders(op: str) -> dict:
     """label -> k -> callable: forward and backward of a k-op chain on a 1-element value."""
     out = {}
-    x = fg.tensor([0.5], requires_grad=True)
-    c = fg.tensor([0.99])
 
-    def fg_chain(k):
-        def run():
-            x.grad = None
-            y = x
-            if op == "mul":
-                for _ in range(k):
-                    y = y * c
-            else:
-                for _ in range(k):
-                    y = y.tanh()
-            y.backward()
-            return x.grad
-        return run
+    def tensor_chain(x, c):
+        """The chain over a library's tensors (fastgrad's and torch's spell it alike)."""
+        def chain(k):
+            def run():
+                x.grad = None
+                y = x
+                if op == "mul":
+                    for _ in range(k):
+                        y = y * c
+                else:
+                    for _ in range(k):
+                        y = y.tanh()
+                y.backward()
+                return x.grad
+            return run
+        return chain
 
-    out["fastgrad"] = fg_chain
+    out["fastgrad"] = tensor_chain(fg.tensor([0.5], requires_grad=True), fg.tensor([0.99]))
 
     if Value is not None:
         def mg_chain(k):
@@ -168,24 +169,7 @@ def chain_contenders(op: str) -> dict:
         out["micrograd"] = mg_chain
 
     if torch is not None:
-        tx = torch.tensor([0.5], requires_grad=True)
-        tc = torch.tensor([0.99])
-
-        def torch_chain(k):
-            def run():
-                tx.grad = None
-                y = tx
-                if op == "mul":
-                    for _ in range(k):
-                        y = y * tc
-                else:
-                    for _ in range(k):
-                        y = y.tanh()
-                y.backward()
-                return tx.grad
-            return run
-
-        out["torch"] = torch_chain
+        out["torch"] = tensor_chain(torch.tensor([0.5], requires_grad=True), torch.tensor([0.99]))
     return out
 
 
