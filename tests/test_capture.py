@@ -5,6 +5,7 @@ reproduce its losses and parameters exactly (np.array_equal) over 100 steps, for
 both losses, every optimizer, float32 and float64, with and without flat parameter buffers. The
 eager step is in turn checked against finite differences and torch by the rest of the suite.
 """
+import re
 import resource
 import tracemalloc
 import warnings
@@ -584,3 +585,64 @@ def test_two_lazy_gradients_meeting_in_one_slot_add_in_the_eager_order():
     assert replay.replays == 5
     for s, t in zip(p1, p2):
         assert np.array_equal(s.grad, t.grad) and np.array_equal(s.data, t.data)
+
+
+def _bad_steps():
+    """(step, reason) pairs for records a replay could not reproduce, one per reason."""
+    model = fg.nn.MLP([4, 6, 3], seed=0)
+    opt = fg.optim.SGD(model.parameters(), lr=0.1)
+
+    def twice(X, y):
+        opt.zero_grad()
+        L = fg.softmax_cross_entropy(model(X), y)
+        L.backward(retain_graph=True)
+        L.backward()
+        return L
+
+    def after(X, y):
+        opt.zero_grad()
+        L = fg.softmax_cross_entropy(model(X), y)
+        L.backward()
+        return L + 1.0
+
+    def early(X, y):
+        opt.zero_grad()
+        opt.step()
+        L = fg.softmax_cross_entropy(model(X), y)
+        L.backward()
+        return L
+
+    def seeded(X, y):
+        opt.zero_grad()
+        L = fg.softmax_cross_entropy(model(X), y)
+        L.backward(gradient=np.float32(2.0))
+        return L
+
+    def fresh_generator(X, y):
+        opt.zero_grad()
+        h = fg.functional.dropout(model(X), 0.5, generator=np.random.default_rng(0))
+        L = fg.softmax_cross_entropy(h, y)
+        L.backward()
+        return L
+
+    def view(X, y):
+        opt.zero_grad()
+        L = fg.softmax_cross_entropy(model(fg.tensor(X[:, ::-1])), y)
+        L.backward()
+        return L
+
+    return [(twice, "backward() runs more than once"), (after, "runs after backward()"),
+            (early, "an optimizer steps before backward()"), (seeded, "explicit gradient"),
+            (fresh_generator, "a generator made inside the step"),
+            (view, "a view or a part of an argument")]
+
+
+@pytest.mark.parametrize("index", range(6))
+def test_each_reason_to_run_eagerly_is_named(index):
+    step, reason = _bad_steps()[index]
+    replay = fg.capture(step)
+    X, y = next(batches(1, [4, 6, 3], 5, np.float32))
+    with pytest.warns(fg.CaptureWarning, match=re.escape(reason)) as caught:
+        for _ in range(3):
+            replay(X, y)
+    assert len(caught) == 1 and replay.replays == 0 and reason in replay.last_reason
