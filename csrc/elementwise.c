@@ -116,6 +116,31 @@
             da__n[i] = a_wins ? dy : (T)0;                                                     \
             db__n[i] = a_wins ? (T)0 : dy;                                                     \
         }                                                                                      \
+    }                                                                                          \
+                                                                                               \
+    void fg_gate_forward_##S(int act, const T *x__n, T *y__n, ptrdiff_t n, T p)                \
+    {                                                                                          \
+        switch (act) {                                                                         \
+        case FG_ACT_RELU: fg_relu_forward_##S(x__n, y__n, n); break;                           \
+        case FG_ACT_LEAKY_RELU: fg_leaky_relu_forward_##S(x__n, y__n, n, p); break;            \
+        case FG_ACT_SIGMOID: fg_sigmoid_forward_##S(x__n, y__n, n); break;                     \
+        case FG_ACT_TANH: fg_tanh_forward_##S(x__n, y__n, n); break;                           \
+        case FG_ACT_ELU: fg_elu_forward_##S(x__n, y__n, n, p); break;                          \
+        default: break;                                                                        \
+        }                                                                                      \
+    }                                                                                          \
+                                                                                               \
+    void fg_gate_backward_##S(int act, const T *dy__n, const T *s__n, T *dx__n, ptrdiff_t n,   \
+                              T p)                                                             \
+    {                                                                                          \
+        switch (act) {                                                                         \
+        case FG_ACT_RELU: fg_relu_backward_##S(dy__n, s__n, dx__n, n); break;                  \
+        case FG_ACT_LEAKY_RELU: fg_leaky_relu_backward_##S(dy__n, s__n, dx__n, n, p); break;   \
+        case FG_ACT_SIGMOID: fg_sigmoid_backward_##S(dy__n, s__n, dx__n, n); break;            \
+        case FG_ACT_TANH: fg_tanh_backward_##S(dy__n, s__n, dx__n, n); break;                  \
+        case FG_ACT_ELU: fg_elu_backward_##S(dy__n, s__n, dx__n, n, p); break;                 \
+        default: break;                                                                        \
+        }                                                                                      \
     }
 
 FG_DEFINE_ELEMENTWISE(float, f32, fg_exp_neg_f32, fg_expm1_neg_f32, fabsf, copysignf)
