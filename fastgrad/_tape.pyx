@@ -19,6 +19,7 @@ from cpython.ref cimport Py_INCREF, Py_REFCNT, Py_XDECREF
 from cpython.list cimport PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcpy
+from cython cimport floating
 from fastgrad._kernels cimport gate_backward, gate_forward
 
 import numpy as np
@@ -364,63 +365,38 @@ cdef object _small(int code, object x, object y, object z, bint into_x=False):
 
 
 cdef inline void _small_loop(int code, void *dst, object x, object y, object z, int tx, Py_ssize_t nx):
-    cdef Py_ssize_t i
-    cdef float *of
-    cdef const float *xf
-    cdef const float *yf
-    cdef const float *zf
-    cdef double *od
-    cdef const double *xd
-    cdef const double *yd
-    cdef const double *zd
     if tx == cnp.NPY_FLOAT:
-        of = <float *>dst
-        xf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
-        if code == NEG:
-            for i in range(nx):
-                of[i] = -xf[i]
-            return
-        yf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>y)
-        if code == ADD:
-            for i in range(nx):
-                of[i] = xf[i] + yf[i]
-        elif code == SUB:
-            for i in range(nx):
-                of[i] = xf[i] - yf[i]
-        elif code == MUL:
-            for i in range(nx):
-                of[i] = xf[i] * yf[i]
-        elif code == DIV:
-            for i in range(nx):
-                of[i] = xf[i] / yf[i]
-        else:
-            zf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>z)
-            for i in range(nx):
-                of[i] = ((-(xf[i] / yf[i])) * zf[i]) / yf[i]
+        _small_typed(code, <float *>dst, x, y, z, nx)
     else:
-        od = <double *>dst
-        xd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>x)
-        if code == NEG:
-            for i in range(nx):
-                od[i] = -xd[i]
-            return
-        yd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>y)
-        if code == ADD:
-            for i in range(nx):
-                od[i] = xd[i] + yd[i]
-        elif code == SUB:
-            for i in range(nx):
-                od[i] = xd[i] - yd[i]
-        elif code == MUL:
-            for i in range(nx):
-                od[i] = xd[i] * yd[i]
-        elif code == DIV:
-            for i in range(nx):
-                od[i] = xd[i] / yd[i]
-        else:
-            zd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>z)
-            for i in range(nx):
-                od[i] = ((-(xd[i] / yd[i])) * zd[i]) / yd[i]
+        _small_typed(code, <double *>dst, x, y, z, nx)
+
+
+cdef inline void _small_typed(int code, floating *out, object x, object y, object z, Py_ssize_t nx):
+    cdef Py_ssize_t i
+    cdef const floating *xs = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef const floating *ys
+    cdef const floating *zs
+    if code == NEG:
+        for i in range(nx):
+            out[i] = -xs[i]
+        return
+    ys = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    if code == ADD:
+        for i in range(nx):
+            out[i] = xs[i] + ys[i]
+    elif code == SUB:
+        for i in range(nx):
+            out[i] = xs[i] - ys[i]
+    elif code == MUL:
+        for i in range(nx):
+            out[i] = xs[i] * ys[i]
+    elif code == DIV:
+        for i in range(nx):
+            out[i] = xs[i] / ys[i]
+    else:
+        zs = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>z)
+        for i in range(nx):
+            out[i] = ((-(xs[i] / ys[i])) * zs[i]) / ys[i]
 
 
 # The gates without parameters on small arrays: the C kernel the op's forward and rule call
@@ -451,12 +427,12 @@ cdef object _small_gate(int act, object x):
         return None
     cdef cnp.ndarray y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x),
                                            cnp.PyArray_DIMS(<cnp.ndarray>x), t, 0)
+    cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef void *py = cnp.PyArray_DATA(y)
     if t == cnp.NPY_FLOAT:
-        gate_forward(act, <const float *>cnp.PyArray_DATA(<cnp.ndarray>x),
-                     <float *>cnp.PyArray_DATA(y), n, <float>0)
+        gate_forward(act, <const float *>px, <float *>py, n, 0)
     else:
-        gate_forward(act, <const double *>cnp.PyArray_DATA(<cnp.ndarray>x),
-                     <double *>cnp.PyArray_DATA(y), n, <double>0)
+        gate_forward(act, <const double *>px, <double *>py, n, 0)
     return y
 
 
@@ -480,17 +456,14 @@ cdef object _small_gate_grad(int act, object g, object y, bint into_g):
     else:
         out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>g), cnp.PyArray_DIMS(<cnp.ndarray>g), tg, 0)
         dst = cnp.PyArray_DATA(out)
-    cdef size_t itemsize
+    cdef void *pg = cnp.PyArray_DATA(<cnp.ndarray>g)
+    cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
     if tg == cnp.NPY_FLOAT:
-        gate_backward(act, <const float *>cnp.PyArray_DATA(<cnp.ndarray>g),
-                      <const float *>cnp.PyArray_DATA(<cnp.ndarray>y), <float *>dst, ng, <float>0)
-        itemsize = sizeof(float)
+        gate_backward(act, <const float *>pg, <const float *>py, <float *>dst, ng, 0)
     else:
-        gate_backward(act, <const double *>cnp.PyArray_DATA(<cnp.ndarray>g),
-                      <const double *>cnp.PyArray_DATA(<cnp.ndarray>y), <double *>dst, ng, <double>0)
-        itemsize = sizeof(double)
+        gate_backward(act, <const double *>pg, <const double *>py, <double *>dst, ng, 0)
     if into_g:
-        memcpy(cnp.PyArray_DATA(<cnp.ndarray>g), buf, ng * itemsize)
+        memcpy(pg, buf, ng * cnp.PyArray_ITEMSIZE(<cnp.ndarray>g))
         return g
     return out
 
