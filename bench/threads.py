@@ -189,7 +189,14 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="fewer, shorter rounds")
     parser.add_argument("--no-cli", action="store_true", help="skip timing the training command")
     parser.add_argument("--only", default="", help="only the cases whose name contains this text")
+    parser.add_argument("--stale-estimate", action="store_true",
+                        help="take the other processes' load as 0 throughout (fastgrad's estimate always "
+                        "says the cores are free): the worst case of an estimate that lags, where only "
+                        "the stall check (csrc/adapt.c) keeps teams off a busy core")
     args = parser.parse_args(argv)
+    if args.stale_estimate:
+        for module in (_kernels, _linalg):
+            module._adapt_force_others(0.0)
     rounds, target = (5, 0.01) if args.quick else (9, 0.04)
     default_threads = fg.get_num_threads()
     print("## default threads with and without a competing busy process (float32)\n")
@@ -221,7 +228,8 @@ def main(argv=None):
     try:
         print(f"- {rounds} interleaved rounds per condition of ~{target * 1e3:.0f} ms (the same calls in "
               "every condition); medians; ratios are medians of same-round ratios; \"no competitor\": "
-              "a pass before the competitor first ran\n")
+              "a pass before the competitor first ran"
+              + ("; load estimate forced to 0 (--stale-estimate)" if args.stale_estimate else "") + "\n")
         head = ["case", "no competitor: default / 1 thread", *CONDITIONS, "default / 1 thread",
                 "busy: default / 1 thread", "stalls"]
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
