@@ -67,6 +67,7 @@ static int n_wins(const slot_t *s)
 }
 
 static void stalled(int64_t now);
+static int stall_run;
 
 /* --- cores other processes are using: a team is not even tried on a core that is not free ---- */
 
@@ -81,17 +82,22 @@ static int others_known = 0;       /* whether others_cores holds a measurement y
 static long online_cpus = 0;       /* cores; sysconf reads a file, so once per window */
 
 /* A team call that took far longer than this call site's known time waited for a core that another
- * process took since the last estimate (the estimate lags by up to a window): then no team is tried
- * until a new window, opened at that moment, has been read, and for longer (doubling, up to
- * 8 windows) while stalls keep coming. After a stall a core counts as taken from 0.25 of a core
- * (else 0.5): a load that comes and goes makes a team wait often, and one wait costs more (a time
- * slice of the other process, 1-40 ms) than a second thread saves in many calls. */
+ * process took since the last estimate (the estimate lags by up to a window). One such stall alone
+ * may be an interrupt or another process's burst of a few milliseconds (on the quiet 2-core VM,
+ * about one per 0.5 s of two-thread mnist steps); the next team call stalling too (at any call site:
+ * a process that holds a core stalls every team) stops every team until a new window, opened at
+ * that moment, has been read; for twice as long (up to 8 windows) when it happens again within a
+ * window of the last stop's end (the estimate keeps missing a load, e.g. one forced for tests).
+ * After that a core counts as taken from 0.25 of a core (else 0.5) for 4 s: a load
+ * that comes and goes makes a team wait often, and one wait costs more (a time slice of the other
+ * process, 1-40 ms) than a second thread saves in many calls. */
 #define STALL_MIN_NS 1000000LL /* a stall: slower than twice the known time, and by at least 1 ms */
-#define STALL_FORGET_NS (20 * OTHERS_WINDOW_NS) /* stalls this long ago no longer count */
-static int64_t stall_until = 0; /* no team before this */
-static int64_t stall_last = 0;  /* when the last stall was seen (0: none since reset) */
-static int stall_level = 0;     /* stalls in a row, each less than STALL_FORGET_NS after the last */
-static int64_t n_stalls = 0;    /* stalls since reset (statistics) */
+#define STALL_FORGET_NS (20 * OTHERS_WINDOW_NS) /* how long the lower threshold holds after */
+static int64_t stall_until = 0;     /* no team before this */
+static int64_t stop_ns = OTHERS_WINDOW_NS; /* how long the last stop lasted */
+static int stall_run = 0;           /* team calls in a row (with a known time) that stalled */
+static int64_t stall_confirmed = 0; /* when a second stall in a row last stopped the teams */
+static int64_t n_stalls = 0;        /* stalls since reset (statistics) */
 
 /* The machine's busy CPU time in seconds (the first line of /proc/stat, in USER_HZ ticks), or -1
  * where there is no such file (not Linux): then nothing is capped. */
@@ -163,12 +169,15 @@ void fg_adapt_force_others(double cores)
 static void stalled(int64_t now)
 {
     n_stalls++;
-    if (stall_last == 0 || now - stall_last > STALL_FORGET_NS)
-        stall_level = 0;
-    if (stall_level < 4)
-        stall_level++;
-    stall_last = now;
-    stall_until = now + (OTHERS_WINDOW_NS << (stall_level - 1)); /* 0.2, 0.4, 0.8, 1.6 s */
+    if (++stall_run < 2)
+        return;
+    stall_run = 0;
+    stall_confirmed = now;
+    if (stall_until != 0 && now - stall_until < OTHERS_WINDOW_NS)
+        stop_ns = stop_ns < 8 * OTHERS_WINDOW_NS ? 2 * stop_ns : stop_ns;
+    else
+        stop_ns = OTHERS_WINDOW_NS;
+    stall_until = now + stop_ns;
     if (others_forced < 0) { /* what came before the stall no longer describes the load */
         others_busy = -1;
         read_window(now);
@@ -189,9 +198,8 @@ static int free_cores(int n)
     double others = fg_adapt_others();
     if (others_forced < 0 && !others_known && others_busy >= 0)
         return 1; /* the first estimate is not in yet (50 ms after import): do not guess "free" */
-    if (stall_level > 0 && now - stall_last > STALL_FORGET_NS)
-        stall_level = 0;
-    int taken = (int)(others + (stall_level > 0 ? 0.75 : 0.5));
+    int lowered = stall_confirmed != 0 && now - stall_confirmed < STALL_FORGET_NS;
+    int taken = (int)(others + (lowered ? 0.75 : 0.5));
     if (taken == 0)
         return n; /* the setting rules (even above the core count, if asked for) */
     int free = (int)cpus - taken;
@@ -244,6 +252,8 @@ void fg_adapt_record(uint64_t key, int threads, int64_t ns)
             ref = s->best1;
         if (ref > 0 && ns > 2 * ref && ns - ref > STALL_MIN_NS)
             stalled(fg_now_ns());
+        else if (ref > 0)
+            stall_run = 0;
     }
     if (s->phase == DECIDED) {
         /* both choices are judged alike, by the faster of their last two calls: two slow team
@@ -289,8 +299,9 @@ void fg_adapt_reset(void)
     for (int i = 0; i < SLOTS; i++)
         slots[i].key = 0;
     n_serial = n_parallel = 0;
-    stall_until = stall_last = 0;
-    stall_level = 0;
+    stall_until = stall_confirmed = 0;
+    stop_ns = OTHERS_WINDOW_NS;
+    stall_run = 0;
     n_stalls = 0;
 }
 
