@@ -67,7 +67,7 @@ static int n_wins(const slot_t *s)
 }
 
 static void stalled(int64_t now);
-static int stall_run;
+static int64_t since_stall;
 
 /* --- cores other processes are using: a team is not even tried on a core that is not free ---- */
 
@@ -84,18 +84,19 @@ static long online_cpus = 0;       /* cores; sysconf reads a file, so once per w
 /* A team call that took far longer than this call site's known time waited for a core that another
  * process took since the last estimate (the estimate lags by up to a window). One such stall alone
  * may be an interrupt or another process's burst of a few milliseconds (on the quiet 2-core VM,
- * about one per 0.5 s of two-thread mnist steps); the next team call stalling too (at any call site:
- * a process that holds a core stalls every team) stops every team until a new window, opened at
- * that moment, has been read; for twice as long (up to 8 windows) when it happens again within a
+ * about one in 5000 team calls of two-thread mnist steps); a second one within STALL_CONFIRM team
+ * calls (at any call site; beside a process that holds a core, 2-4% of them stalled) stops every
+ * team until a new window, opened at that moment, has been read; for twice as long (up to 8 windows) when it happens again within a
  * window of the last stop's end (the estimate keeps missing a load, e.g. one forced for tests).
  * After that a core counts as taken from 0.25 of a core (else 0.5) for 4 s: a load
  * that comes and goes makes a team wait often, and one wait costs more (a time slice of the other
  * process, 1-40 ms) than a second thread saves in many calls. */
 #define STALL_MIN_NS 1000000LL /* a stall: slower than twice the known time, and by at least 1 ms */
+#define STALL_CONFIRM 64       /* team calls (with a known time) within which a second stall counts */
 #define STALL_FORGET_NS (20 * OTHERS_WINDOW_NS) /* how long the lower threshold holds after */
 static int64_t stall_until = 0;     /* no team before this */
 static int64_t stop_ns = OTHERS_WINDOW_NS; /* how long the last stop lasted */
-static int stall_run = 0;           /* team calls in a row (with a known time) that stalled */
+static int64_t since_stall = -1;    /* team calls with a known time since the last stall (-1: none) */
 static int64_t stall_confirmed = 0; /* when a second stall in a row last stopped the teams */
 static int64_t n_stalls = 0;        /* stalls since reset (statistics) */
 
@@ -169,9 +170,10 @@ void fg_adapt_force_others(double cores)
 static void stalled(int64_t now)
 {
     n_stalls++;
-    if (++stall_run < 2)
+    int confirmed = since_stall >= 0 && since_stall < STALL_CONFIRM;
+    since_stall = confirmed ? -1 : 0; /* after a stop, a new one takes two stalls again */
+    if (!confirmed)
         return;
-    stall_run = 0;
     stall_confirmed = now;
     if (stall_until != 0 && now - stall_until < OTHERS_WINDOW_NS)
         stop_ns = stop_ns < 8 * OTHERS_WINDOW_NS ? 2 * stop_ns : stop_ns;
@@ -252,8 +254,8 @@ void fg_adapt_record(uint64_t key, int threads, int64_t ns)
             ref = s->best1;
         if (ref > 0 && ns > 2 * ref && ns - ref > STALL_MIN_NS)
             stalled(fg_now_ns());
-        else if (ref > 0)
-            stall_run = 0;
+        else if (ref > 0 && since_stall >= 0)
+            since_stall++;
     }
     if (s->phase == DECIDED) {
         /* both choices are judged alike, by the faster of their last two calls: two slow team
@@ -301,7 +303,7 @@ void fg_adapt_reset(void)
     n_serial = n_parallel = 0;
     stall_until = stall_confirmed = 0;
     stop_ns = OTHERS_WINDOW_NS;
-    stall_run = 0;
+    since_stall = -1;
     n_stalls = 0;
 }
 

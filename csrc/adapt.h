@@ -31,8 +31,8 @@ int fg_adapt_threads(uint64_t key, int n);
  * fg_adapt_others returns that estimate; fg_adapt_force_others(c >= 0) fixes it for tests (c < 0:
  * measure again). Where /proc/stat is missing nothing is capped. Until the first estimate is in
  * (50 ms after import) no team is tried. A team call far slower than the call site's known time
- * (twice it, and by 1 ms: it waited for a core taken since the estimate) is a stall; the next team
- * call stalling too stops every team at once for a new window. fg_adapt_stalls counts them (reset by
+ * (twice it, and by 1 ms: it waited for a core taken since the estimate) is a stall; a second one
+ * within 64 team calls stops every team at once for a new window. fg_adapt_stalls counts them (reset by
  * fg_adapt_reset, which also lifts a stop). */
 double fg_adapt_others(void);
 void fg_adapt_force_others(double cores);

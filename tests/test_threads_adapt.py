@@ -65,10 +65,13 @@ def test_two_team_calls_that_waited_for_a_taken_core_stop_every_team_for_a_windo
     L._adapt_record(SITE, 10, 10, 10, 2, 5_000_000)  # 5 ms: it waited for a core
     assert L.adapt_stalls() == 1
     assert L._adapt_choose(SITE, 12, 12, 12, 2) == 2  # one stall alone (an interrupt?) stops nothing
-    L._adapt_record(SITE, 10, 10, 10, 2, 100_000)  # and a normal team call after it ends the run
+    for _ in range(64):  # and one 64 normal team calls later is alone again
+        L._adapt_record(SITE, 10, 10, 10, 2, 100_000)
     L._adapt_record(SITE, 10, 10, 10, 2, 5_000_000)
     assert L.adapt_stalls() == 2 and L._adapt_choose(SITE, 12, 12, 12, 2) == 2
-    L._adapt_record(SITE, 12, 12, 12, 2, 45_000_000)  # the next team call too, at another call site
+    for _ in range(63):
+        L._adapt_record(SITE, 10, 10, 10, 2, 100_000)
+    L._adapt_record(SITE, 12, 12, 12, 2, 45_000_000)  # a second within 64 team calls, anywhere
     assert L.adapt_stalls() == 3
     assert L._adapt_choose(SITE, 10, 10, 10, 2) == 1  # every call site stops at once
     assert L._adapt_choose(SITE, 12, 12, 12, 2) == 1
