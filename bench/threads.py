@@ -4,7 +4,7 @@
     python bench/threads.py --quick     # fewer, shorter rounds
 
 For each case, fastgrad's contender (and JAX's jitted step for the training steps, when jax is
-installed) is timed in two passes, each interleaved round by round in one process:
+installed) is timed in passes, each interleaved round by round in one process:
 
 1. Quiet, before the competitor ever runs: "1 thread" (fg.set_num_threads(1)) against "default"
    (OMP_NUM_THREADS, else every core). What a second thread gains on a free machine.
@@ -17,14 +17,17 @@ installed) is timed in two passes, each interleaved round by round in one proces
 
    The competing process is started once and paused (SIGSTOP) in the quiet rounds, so busy and quiet
    rounds alternate every few tens of milliseconds without start-up costs: the hardest case for
-   fastgrad's load estimate (csrc/adapt.c), which lags by up to 0.2 s, so busy rounds often begin
-   while it still says "free" -- as for a user whose other job has just started. The order inside
-   each pair alternates between rounds, and every condition runs the same number of calls per round
+   fastgrad's load estimate (csrc/adapt.c), which lags by up to 0.2 s. The order inside each pair
+   alternates between rounds, and every condition runs the same number of calls per round
    (calibrated once on one thread, quiet), so no condition is timed on a cold single call.
+3. The onset, for the training steps: each round runs the step for 0.6 s with the competitor
+   paused, then resumes it and times about 0.2 s of steps at once (one thread vs default): the
+   time in which the load estimate still says "free", as for a user whose other job has just
+   started.
 
 The issue's target is the "busy: default / 1 thread" column: default threads under load at most
 1.2x the one-thread time under the same load. "stalls" counts the team calls that waited for a
-core taken since the last estimate (each stops every team for a while). Then
+core taken since the last estimate (two close together stop every team for a while). Last,
 `python -m fastgrad.train` (the README's run) is timed the same four ways, as a whole process.
 """
 from __future__ import annotations
@@ -144,6 +147,28 @@ def measure_conditions(fn, rounds, number, competitor, default_threads):
     return times, stalls() - before
 
 
+def measure_onset(fn, rounds, number, competitor, default_threads):
+    """Seconds per call over `number` calls right after the competitor starts, on one thread and
+    on the default threads: each round first runs the calls for 0.6 s with the competitor paused
+    (so the load estimate says the cores are free and the call sites have chosen their teams),
+    then resumes it and times the calls at once -- a user whose other job has just started."""
+    times = {"1 thread": [], "default": []}
+    for r in range(rounds):
+        for cond in ("1 thread", "default") if r % 2 == 0 else ("default", "1 thread"):
+            fg.set_num_threads(1 if cond == "1 thread" else default_threads)
+            competitor.pause()
+            end = time.perf_counter() + 0.6
+            while time.perf_counter() < end:
+                fn()
+            competitor.proc.send_signal(signal.SIGCONT)  # no settling: the onset is what is timed
+            t0 = time.perf_counter()
+            for _ in range(number):
+                fn()
+            times[cond].append((time.perf_counter() - t0) / number)
+    competitor.pause()
+    return times
+
+
 def set_condition(cond, competitor, default_threads):
     fg.set_num_threads(1 if cond.startswith("1 thread") else default_threads)
     if cond.endswith("busy"):
@@ -238,6 +263,20 @@ def main(argv=None):
             lines.append(row(name, quiet[name], times, n_stalls))
             print(f"  measured {name}", file=sys.stderr)
         print("\n".join(lines))
+        steps = [(name, fn) for name, fn in fns if name.startswith("SGD step")]
+        if steps:
+            print("\nRight after the competitor starts (each round: 0.6 s quiet, then the competitor "
+                  "resumes and ~0.2 s of calls are timed at once; time per call, medians of same-round ratios)\n")
+            print("| onset: case | 1 thread | default | default / 1 thread | stalls |")
+            print("|---|---|---|---|---|")
+        for name, fn in steps:
+            number = max(1, int(numbers[name] * 0.2 / target))  # about 0.2 s on one thread, quiet
+            before = stalls()
+            times = measure_onset(fn, rounds, number, competitor, default_threads)
+            med = {c: statistics.median(v) for c, v in times.items()}
+            print(f"| onset: {name} | {report.fmt_time(med['1 thread'])} | {report.fmt_time(med['default'])} | "
+                  f"{ratio(times, 'default', '1 thread'):.2f} | {stalls() - before} |")
+            print(f"  measured {name} (onset)", file=sys.stderr)
         if not args.no_cli:
             times = cli_times(3 if args.quick else 5, competitor, default_threads)
             print("\n`python -m fastgrad.train` (whole process, seconds)\n")
