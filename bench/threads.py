@@ -50,11 +50,21 @@ from fastgrad import _kernels, _linalg  # noqa: E402
 CONDITIONS = ("1 thread", "default", "1 thread, busy", "default, busy")
 
 
+def _die_with_parent():
+    """In the competitor: be killed when this script dies (a paused orphan would stay forever)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
+
+
 class Competitor:
     """One process spinning on a core, paused and resumed with signals."""
 
     def __init__(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        self.proc = subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=_die_with_parent)
         self.pause()
 
     def pause(self):
