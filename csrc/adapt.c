@@ -66,6 +66,9 @@ static int n_wins(const slot_t *s)
     return s->lastn < s->best1;
 }
 
+static void stalled(int64_t now);
+static int64_t since_stall;
+
 /* --- cores other processes are using: a team is not even tried on a core that is not free ---- */
 
 #define OTHERS_WINDOW_NS 200000000LL /* how often the machine's CPU time is read again (0.2 s) */
@@ -76,6 +79,26 @@ static int64_t others_wall = 0;    /* when the window began */
 static double others_busy = -1;    /* the machine's busy CPU seconds then (-1: not yet read) */
 static double others_self = 0;     /* this process's CPU seconds then */
 static int others_known = 0;       /* whether others_cores holds a measurement yet */
+static long online_cpus = 0;       /* cores; sysconf reads a file, so once per window */
+
+/* A team call that took far longer than this call site's known time waited for a core that another
+ * process took since the last estimate (the estimate lags by up to a window). One such stall alone
+ * may be an interrupt or another process's burst of a few milliseconds (on the quiet 2-core VM,
+ * about one in 5000 team calls of two-thread mnist steps); a second one within STALL_CONFIRM team
+ * calls (at any call site; beside a process that holds a core, 2-4% of them stalled) stops every
+ * team until a new window, opened at that moment, has been read; for twice as long (up to 8 windows) when it happens again within a
+ * window of the last stop's end (the estimate keeps missing a load, e.g. one forced for tests).
+ * After that a core counts as taken from 0.25 of a core (else 0.5) for 4 s: a load
+ * that comes and goes makes a team wait often, and one wait costs more (a time slice of the other
+ * process, 1-40 ms) than a second thread saves in many calls. */
+#define STALL_MIN_NS 1000000LL /* a stall: slower than twice the known time, and by at least 1 ms */
+#define STALL_CONFIRM 64       /* team calls (with a known time) within which a second stall counts */
+#define STALL_FORGET_NS (20 * OTHERS_WINDOW_NS) /* how long the lower threshold holds after */
+static int64_t stall_until = 0;     /* no team before this */
+static int64_t stop_ns = OTHERS_WINDOW_NS; /* how long the last stop lasted */
+static int64_t since_stall = -1;    /* team calls with a known time since the last stall (-1: none) */
+static int64_t stall_confirmed = 0; /* when a second stall in a row last stopped the teams */
+static int64_t n_stalls = 0;        /* stalls since reset (statistics) */
 
 /* The machine's busy CPU time in seconds (the first line of /proc/stat, in USER_HZ ticks), or -1
  * where there is no such file (not Linux): then nothing is capped. */
@@ -105,6 +128,26 @@ static double self_seconds(void)
     return (double)(r.ru_utime.tv_sec + r.ru_stime.tv_sec) + 1e-6 * (double)(r.ru_utime.tv_usec + r.ru_stime.tv_usec);
 }
 
+/* The machine's busy CPU time less this process's own since the window began, read now, and a
+ * new window opened (called only when a window is over, or on a stall). */
+static void read_window(int64_t now)
+{
+    double busy = machine_busy_seconds();
+    double self = self_seconds();
+    online_cpus = 0; /* read again at the next team call (a core may have gone offline) */
+    if (busy < 0)
+        return;
+    if (others_busy >= 0 && now > others_wall) {
+        double others = (busy - others_busy) - (self - others_self);
+        double cores = others / ((double)(now - others_wall) * 1e-9);
+        others_cores = cores > 0 ? cores : 0;
+        others_known = 1;
+    }
+    others_busy = busy;
+    others_self = self;
+    others_wall = now;
+}
+
 double fg_adapt_others(void)
 {
     if (others_forced >= 0)
@@ -115,19 +158,7 @@ double fg_adapt_others(void)
     int64_t window = others_known ? OTHERS_WINDOW_NS : OTHERS_WINDOW_NS / 4;
     if (others_busy >= 0 && now - others_wall < window)
         return others_cores;
-    double busy = machine_busy_seconds();
-    double self = self_seconds();
-    if (busy < 0)
-        return 0;
-    if (others_busy >= 0 && now > others_wall) {
-        double others = (busy - others_busy) - (self - others_self);
-        double cores = others / ((double)(now - others_wall) * 1e-9);
-        others_cores = cores > 0 ? cores : 0;
-        others_known = 1;
-    }
-    others_busy = busy;
-    others_self = self;
-    others_wall = now;
+    read_window(now);
     return others_cores;
 }
 
@@ -136,13 +167,41 @@ void fg_adapt_force_others(double cores)
     others_forced = cores;
 }
 
+static void stalled(int64_t now)
+{
+    n_stalls++;
+    int confirmed = since_stall >= 0 && since_stall < STALL_CONFIRM;
+    since_stall = confirmed ? -1 : 0; /* after a stop, a new one takes two stalls again */
+    if (!confirmed)
+        return;
+    stall_confirmed = now;
+    if (stall_until != 0 && now - stall_until < OTHERS_WINDOW_NS)
+        stop_ns = stop_ns < 8 * OTHERS_WINDOW_NS ? 2 * stop_ns : stop_ns;
+    else
+        stop_ns = OTHERS_WINDOW_NS;
+    stall_until = now + stop_ns;
+    if (others_forced < 0) { /* what came before the stall no longer describes the load */
+        others_busy = -1;
+        read_window(now);
+    }
+}
+
 /* The team size the free cores allow: n less the cores other processes keep busy (at least 1). */
 static int free_cores(int n)
 {
-    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (online_cpus == 0)
+        online_cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    long cpus = online_cpus;
     if (cpus < 1)
         return n;
-    int taken = (int)(fg_adapt_others() + 0.5);
+    int64_t now = fg_now_ns();
+    if (now < stall_until)
+        return 1;
+    double others = fg_adapt_others();
+    if (others_forced < 0 && !others_known && others_busy >= 0)
+        return 1; /* the first estimate is not in yet (50 ms after import): do not guess "free" */
+    int lowered = stall_confirmed != 0 && now - stall_confirmed < STALL_FORGET_NS;
+    int taken = (int)(others + (lowered ? 0.75 : 0.5));
     if (taken == 0)
         return n; /* the setting rules (even above the core count, if asked for) */
     int free = (int)cpus - taken;
@@ -189,6 +248,15 @@ void fg_adapt_record(uint64_t key, int threads, int64_t ns)
         n_serial++;
     else
         n_parallel++;
+    if (threads > 1 && (s->phase == DECIDED || s->phase == PROBING)) {
+        int64_t ref = s->lastn; /* what a team call here is known to take (or one thread, if less) */
+        if (s->best1 > 0 && (ref <= 0 || s->best1 < ref))
+            ref = s->best1;
+        if (ref > 0 && ns > 2 * ref && ns - ref > STALL_MIN_NS)
+            stalled(fg_now_ns());
+        else if (ref > 0 && since_stall >= 0)
+            since_stall++;
+    }
     if (s->phase == DECIDED) {
         /* both choices are judged alike, by the faster of their last two calls: two slow team
          * calls in a row (a busy core) switch to one thread at once */
@@ -233,12 +301,21 @@ void fg_adapt_reset(void)
     for (int i = 0; i < SLOTS; i++)
         slots[i].key = 0;
     n_serial = n_parallel = 0;
+    stall_until = stall_confirmed = 0;
+    stop_ns = OTHERS_WINDOW_NS;
+    since_stall = -1;
+    n_stalls = 0;
 }
 
 void fg_adapt_counts(int64_t *serial, int64_t *parallel)
 {
     *serial = n_serial;
     *parallel = n_parallel;
+}
+
+int64_t fg_adapt_stalls(void)
+{
+    return n_stalls;
 }
 
 /* ---- BLAS's thread count ---------------------------------------------------------------------- */

@@ -29,9 +29,14 @@ int fg_adapt_threads(uint64_t key, int n);
  * time of the whole machine (/proc/stat) less this process's own (getrusage), over the last 0.2 s,
  * rounded to cores. (A team on a core that another process holds waits for that core's time slices.)
  * fg_adapt_others returns that estimate; fg_adapt_force_others(c >= 0) fixes it for tests (c < 0:
- * measure again). Where /proc/stat is missing nothing is capped. */
+ * measure again). Where /proc/stat is missing nothing is capped. Until the first estimate is in
+ * (50 ms after import) no team is tried. A team call far slower than the call site's known time
+ * (twice it, and by 1 ms: it waited for a core taken since the estimate) is a stall; a second one
+ * within 64 team calls stops every team at once for a new window. fg_adapt_stalls counts them (reset by
+ * fg_adapt_reset, which also lifts a stop). */
 double fg_adapt_others(void);
 void fg_adapt_force_others(double cores);
+int64_t fg_adapt_stalls(void);
 /* Record that a call with `key` on `threads` threads took `ns` nanoseconds. */
 void fg_adapt_record(uint64_t key, int threads, int64_t ns);
 /* Monotonic clock in nanoseconds. */

@@ -553,6 +553,7 @@ cdef extern from "adapt.h" nogil:
     void fg_adapt_counts(long long *serial, long long *parallel)
     void fg_adapt_force_others(double cores)
     double fg_adapt_others()
+    long long fg_adapt_stalls()
 
 
 def adapt_counts():
@@ -561,6 +562,12 @@ def adapt_counts():
     cdef long long serial = 0, parallel = 0
     fg_adapt_counts(&serial, &parallel)
     return int(serial), int(parallel)
+
+
+def adapt_stalls():
+    """Kernel team calls since the last `adapt_reset()` that waited for a core another process
+    took (each stopped every team for a while: csrc/adapt.c)."""
+    return int(fg_adapt_stalls())
 
 
 def adapt_reset():

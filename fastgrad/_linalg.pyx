@@ -48,6 +48,7 @@ cdef extern from "adapt.h" nogil:
     void fg_adapt_counts(int64_t *serial, int64_t *parallel)
     double fg_adapt_others()
     void fg_adapt_force_others(double cores)
+    int64_t fg_adapt_stalls()
 
 cdef int CHUNKS_TARGET = 16
 cdef int blas_threads = 1  # the setting (fg.set_num_threads); 1 or n is used per call
@@ -442,6 +443,12 @@ def adapt_counts():
 def adapt_reset():
     """Forget every timing (each call site measures one and n threads again)."""
     fg_adapt_reset()
+
+
+def adapt_stalls():
+    """Team products since the last `adapt_reset()` that waited for a core another process took
+    (each stopped every team for a while: csrc/adapt.c)."""
+    return int(fg_adapt_stalls())
 
 
 def adapt_others():

@@ -18,6 +18,7 @@ def _restore_threads():
     before = fg.get_num_threads()
     for module in (L, K):  # what the machine's other processes do must not decide these tests
         module._adapt_force_others(0.0)
+        module.adapt_reset()  # nor a stall an earlier test's real timings happened to show
     yield
     for module in (L, K):
         module._adapt_force_others(-1.0)
@@ -51,6 +52,45 @@ def test_two_slow_parallel_calls_switch_to_one_thread_at_once():
     assert L._adapt_choose(SITE, 5, 5, 5, 2) == 2
     L._adapt_record(SITE, 5, 5, 5, 2, 40_000)  # two in a row: a busy core, the team waits for it
     assert L._adapt_choose(SITE, 5, 5, 5, 2) == 1
+
+
+def test_two_team_calls_that_waited_for_a_taken_core_stop_every_team_for_a_window():
+    L.adapt_reset()
+    measure(SITE, (10, 10, 10), [100_000, 100_000], [180_000, 180_000])  # the team wins
+    L._adapt_record(SITE, 10, 10, 10, 2, 900_000)  # 9x, but under 1 ms more: jitter, not a stall
+    assert L.adapt_stalls() == 0 and L._adapt_choose(SITE, 10, 10, 10, 2) == 2
+    measure(SITE, (12, 12, 12), [20_000_000, 20_000_000], [36_000_000, 36_000_000])
+    L._adapt_record(SITE, 12, 12, 12, 2, 30_000_000)  # a large call 1.5x slower: not a stall
+    assert L.adapt_stalls() == 0 and L._adapt_choose(SITE, 12, 12, 12, 2) == 2
+    L._adapt_record(SITE, 10, 10, 10, 2, 5_000_000)  # 5 ms: it waited for a core
+    assert L.adapt_stalls() == 1
+    assert L._adapt_choose(SITE, 12, 12, 12, 2) == 2  # one stall alone (an interrupt?) stops nothing
+    for _ in range(64):  # and one 64 normal team calls later is alone again
+        L._adapt_record(SITE, 10, 10, 10, 2, 100_000)
+    L._adapt_record(SITE, 10, 10, 10, 2, 5_000_000)
+    assert L.adapt_stalls() == 2 and L._adapt_choose(SITE, 12, 12, 12, 2) == 2
+    for _ in range(63):
+        L._adapt_record(SITE, 10, 10, 10, 2, 100_000)
+    L._adapt_record(SITE, 12, 12, 12, 2, 45_000_000)  # a second within 64 team calls, anywhere
+    assert L.adapt_stalls() == 3
+    assert L._adapt_choose(SITE, 10, 10, 10, 2) == 1  # every call site stops at once
+    assert L._adapt_choose(SITE, 12, 12, 12, 2) == 1
+    assert L._adapt_choose(SITE, 11, 11, 11, 2) == 1  # a new one is not even measured
+    time.sleep(0.25)  # past the window (0.2 s) that the stop lasts
+    assert L._adapt_choose(SITE, 14, 14, 14, 2) == 2  # the load (forced: 0) says free: measured
+    L.adapt_reset()
+    assert L.adapt_stalls() == 0
+
+
+def test_after_stalls_a_quarter_core_of_load_counts_as_a_taken_core():
+    L._adapt_force_others(0.3)  # another process uses 30% of a core
+    measure(SITE, (13, 13, 13), [100_000, 100_000], [180_000, 180_000])  # 0.3 rounds to 0: free
+    assert L._adapt_choose(SITE, 13, 13, 13, 2) == 2
+    L._adapt_record(SITE, 13, 13, 13, 2, 5_000_000)  # two stalls
+    L._adapt_record(SITE, 13, 13, 13, 2, 5_000_000)
+    time.sleep(0.25)
+    cpus = __import__("os").cpu_count() or 1
+    assert L._adapt_choose(SITE, 15, 15, 15, 2) == (1 if cpus <= 2 else 2)  # 2 cores: 1 left
 
 
 def test_the_losing_choice_is_tried_again_later():
