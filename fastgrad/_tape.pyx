@@ -125,9 +125,12 @@ cdef class Node:
     `out_data` and `out_vc` are the output's data and version counter (see `mark_modified`); the
     data stays alive with the output tensor anyway, so holding it costs no memory.
 
+    `inputs` holds the input tensors in argument order, and an autograd.Constant where an argument
+    is integer data (the losses' labels), which takes no gradient.
+
     PyTorch's accessors read the graph without the fields: `name()` is the op's name,
-    `next_functions` is a tuple with one `(node, 0)` pair per input, node None for a leaf or a
-    constant (`Tensor.grad_fn` is the node of an op output, None for a leaf).
+    `next_functions` is a tuple with one `(node, 0)` pair per input, node None for a leaf, a
+    constant or a Constant (`Tensor.grad_fn` is the node of an op output, None for a leaf).
     """
 
     cdef public object op
@@ -135,6 +138,10 @@ cdef class Node:
     cdef public object saved
     cdef public long long seq
     cdef public bint released
+    # whether some input is a Constant: the walk then drops what the rule returns for it before it
+    # reads the inputs' fields in place (a Constant has not the Tensor layout); False, as a new
+    # object's fields are zeroed, for every node _apply makes. Beside `released`, in its padding.
+    cdef readonly bint constant_inputs
     cdef public object grad
     cdef public object out_data
     cdef public object out_vc
@@ -142,6 +149,7 @@ cdef class Node:
     def __init__(self, op, inputs, saved, out_data=None, out_vc=None):
         self.op = op
         self.inputs = tuple(inputs)
+        self.constant_inputs = any([type(t) is Constant for t in self.inputs])
         self.saved = saved
         self.seq = next(_sequence)
         self.released = False
@@ -172,6 +180,49 @@ cdef class Node:
 
     def __repr__(self):
         return f"<Node {self.op.name} #{self.seq}>"
+
+
+@cython.final
+cdef class Constant:
+    """An input of an op that is no Tensor and takes no gradient: the integer labels of the losses.
+
+    autograd.Constant compiled (its docstring says it all; autograd.py swaps this one in, as it
+    does Node): `data` the intp array, `name`; `requires_grad` False, `grad`, `grad_fn`, `_node`
+    and `_vc` None, as a constant tensor answers.
+    """
+
+    cdef public object data
+    cdef public object name
+    requires_grad = False
+    grad = None
+    grad_fn = None
+    is_leaf = True
+    _node = None
+    _vc = None
+
+    def __init__(self, data, name=None):
+        if type(data) is not ndarray:
+            raise TypeError(f"Constant: expected a NumPy array, got {type(data).__name__}")
+        self.data = data
+        self.name = name
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def numpy(self):
+        return self.data
+
+    def __repr__(self):
+        return f"<Constant {self.name or ''} {self.data.dtype} {self.data.shape}>".replace("  ", " ")
 
 
 # --- the fields of a Tensor, read and written in place --------------------------------------------
@@ -633,13 +684,17 @@ cdef object _apply(object op, tuple inputs, dict attrs):
     cdef list arrays = None  # the inputs' data beyond two (a0, a1: the first two)
     if n == 0:
         raise TypeError(f"{op.name}: apply needs at least one input tensor")
-    t = _check_tensor(inputs[0])
+    t = inputs[0]
+    if not isinstance(t, Tensor):  # a Constant (labels), or no tensor at all: _apply_constants decides
+        return _apply_constants(op, inputs, attrs)
     a0 = _data(t)
     dtype = _dtype_of(a0)
     requires_grad = _requires_grad(t)
     a1 = None
     if n >= 2:
-        t = _check_tensor(inputs[1])
+        t = inputs[1]
+        if not isinstance(t, Tensor):
+            return _apply_constants(op, inputs, attrs)
         a1 = _data(t)
         dt = _dtype_of(a1)
         if dt is not dtype and dt != dtype:
@@ -649,7 +704,9 @@ cdef object _apply(object op, tuple inputs, dict attrs):
         if n > 2:
             arrays = [a0, a1]
             for i in range(2, n):
-                t = _check_tensor(inputs[i])
+                t = inputs[i]
+                if not isinstance(t, Tensor):
+                    return _apply_constants(op, inputs, attrs)
                 data = _data(t)
                 dt = _dtype_of(data)
                 if dt is not dtype and dt != dtype:
@@ -694,6 +751,100 @@ cdef object _apply(object op, tuple inputs, dict attrs):
     if _recorder is not None:
         _recorder.op(op, inputs, attrs, result)
     return result
+
+
+cdef object _apply_constants(object op, tuple inputs, dict attrs):
+    """`_apply` when some input is no Tensor: a `Constant` (the losses' labels: integer data that
+    takes no gradient) passes its data to the forward, is exempt from the one-dtype rule and never
+    requires grad; anything else raises as `_apply` did. tensor.apply is the Python text (the
+    dtype of the first input is the one the others must have). Off the operator path: attributes
+    read by name, not in place."""
+    cdef list arrays = []
+    cdef bint requires_grad = False
+    dtype = None
+    for t in inputs:
+        if type(t) is Constant:
+            data = (<Constant>t).data
+            if dtype is None:
+                dtype = _dtype_of(data)
+            arrays.append(data)
+            continue
+        t = _check_tensor(t)
+        data = _data(t)
+        dt = _dtype_of(data)
+        if dtype is None:
+            dtype = dt
+        elif dt is not dtype and dt != dtype:
+            raise TypeError(f"{op.name}: inputs mix {dtype} and {dt}; convert one explicitly")
+        arrays.append(data)
+        if _requires_grad(t):
+            requires_grad = True
+    requires_grad = requires_grad and (_grad_off[0] == 0 or _state.enabled)
+    if _op_field(op, _TAKES_NEEDS, "takes_needs"):
+        if attrs is None:
+            attrs = {}
+        attrs["needs"] = tuple([requires_grad and x.requires_grad for x in inputs])
+    if attrs:
+        out, saved = op.forward(*arrays, **attrs)
+    else:
+        out, saved = op.forward(*arrays)
+    if type(out) is not ndarray:  # NumPy returns scalars from 0-d arithmetic
+        if isinstance(out, cnp.generic):
+            out = PyArray_FromScalar(out, NULL)
+        else:
+            out = _np_array(out)
+    result = _wrap_apart(out, requires_grad)
+    if cnp.PyArray_BASE(<cnp.ndarray>out) != NULL:  # a view of an input tensor's data: one version counter
+        owner = _memory_owner(out)
+        for t in inputs:
+            if type(t) is not Constant and _memory_owner(t.data) is owner:
+                _set_field(result, _VC, _version_counter(t))
+                break
+    if requires_grad:
+        _set_field(result, _NODE, _constant_node(op, inputs, saved, out, _field(result, _VC, "_vc")))
+    if _recorder is not None:
+        _recorder.op(op, inputs, attrs, result)
+    return result
+
+
+# _wrap and _new_node again, for _apply_constants: calling the inline ones from a second place made
+# the C compiler stop inlining them into _apply (measured: about +14 instructions per op of the
+# lecture neuron), and the Python constructors cost ~6k instructions per loss
+
+
+cdef object _wrap_apart(object data, bint requires_grad):
+    t = PyType_GenericAlloc(<PyTypeObject *>Tensor, 0)
+    _set_field(t, _DATA, data)
+    _set_field(t, _GRAD, None)
+    _set_field(t, _REQUIRES_GRAD, True if requires_grad else False)
+    _set_field(t, _NODE, None)
+    _set_field(t, _NAME, None)
+    _set_field(t, _VC, None)
+    return t
+
+
+cdef Node _constant_node(object op, tuple inputs, object saved, object out_data, object out_vc):
+    cdef Node node = Node.__new__(Node)
+    node.op = op
+    node.inputs = inputs
+    node.constant_inputs = True
+    node.saved = saved
+    node.seq = next(_sequence)
+    node.released = False
+    node.grad = None
+    node.out_data = out_data
+    node.out_vc = out_vc
+    return node
+
+
+cdef object _no_constant_grads(tuple inputs, object grads):
+    """`grads` with None for every Constant input: `grads` itself when it has None there already
+    (the op table's rules), else a new tuple (kept out of the walk's body, off its path)."""
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(inputs)
+    for i in range(n):
+        if type(inputs[i]) is Constant and grads[i] is not None:
+            return tuple([None if type(inputs[k]) is Constant else grads[k] for k in range(n)])
+    return grads
 
 
 cdef set _held(tuple node_inputs, object saved, object g, bint g_owned):
@@ -792,13 +943,15 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
                 f"the backward rule of op '{op.name}' returned {len(grads)} gradients for "
                 f"{n} inputs"
             )
+        if node.constant_inputs:  # the labels take no gradient, whatever a rule returns for them
+            grads = _no_constant_grads(inputs, grads)
         # first pass: check each gradient, find its memory owner, count the owners
         taken = []  # input, gradient, owner id (None when it cannot be owned anyway): 3 per input
         held = None  # what others hold, computed only when some gradient could be owned
         shared = None  # owners returned for more than one input
         for i in range(n):
             gi = grads[i]
-            t = inputs[i]  # a Tensor (checked by _apply)
+            t = inputs[i]  # a Tensor (checked by _apply; a Constant's gradient is None by now)
             if gi is None or not _requires_grad(t):
                 continue
             data = _data(t)
