@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The tape in Cython: `Node`, `apply` (run an op, record its node) and `run_backward` (the walk).
+"""The tape in Cython: `Node`, `Constant`, `apply` (run an op, record its node) and `run_backward`.
 
 The same logic as the Python tape it replaces (fastgrad/autograd.py and tensor.py keep the Python
 text of both, used with FASTGRAD_PURE_TAPE=1, and docs/ARCHITECTURE.md describes them): the
@@ -757,30 +757,37 @@ cdef object _apply_constants(object op, tuple inputs, dict attrs):
     """`_apply` when some input is no Tensor: a `Constant` (the losses' labels: integer data that
     takes no gradient) passes its data to the forward, is exempt from the one-dtype rule and never
     requires grad; anything else raises as `_apply` did. tensor.apply is the Python text (the
-    dtype of the first input is the one the others must have). Off the operator path: attributes
-    read by name, not in place."""
+    dtype of the first input is the one the others must have).
+
+    Off the operator path, and kept apart from it: attributes are read by name and the result and
+    its node made by copies of _wrap/_new_node, not by the inline helpers `_apply` uses — more
+    calls of those made the C compiler stop inlining them there (measured: about +14 to +28
+    instructions per op)."""
     cdef list arrays = []
     cdef bint requires_grad = False
+    cdef Constant c
     dtype = None
     for t in inputs:
         if type(t) is Constant:
-            data = (<Constant>t).data
+            c = <Constant>t
             if dtype is None:
-                dtype = _dtype_of(data)
-            arrays.append(data)
+                dtype = c.data.dtype
+            arrays.append(c.data)
             continue
-        t = _check_tensor(t)
-        data = _data(t)
-        dt = _dtype_of(data)
+        if not isinstance(t, Tensor):  # fails as `t.data` would, as in _check_tensor
+            t.data
+            raise TypeError(f"expected a fastgrad Tensor, got {type(t).__name__}")
+        data = t.data
+        dt = data.dtype
         if dtype is None:
             dtype = dt
         elif dt is not dtype and dt != dtype:
             raise TypeError(f"{op.name}: inputs mix {dtype} and {dt}; convert one explicitly")
         arrays.append(data)
-        if _requires_grad(t):
+        if t.requires_grad:
             requires_grad = True
     requires_grad = requires_grad and (_grad_off[0] == 0 or _state.enabled)
-    if _op_field(op, _TAKES_NEEDS, "takes_needs"):
+    if op.takes_needs:
         if attrs is None:
             attrs = {}
         attrs["needs"] = tuple([requires_grad and x.requires_grad for x in inputs])
@@ -794,36 +801,48 @@ cdef object _apply_constants(object op, tuple inputs, dict attrs):
         else:
             out = _np_array(out)
     result = _wrap_apart(out, requires_grad)
-    if cnp.PyArray_BASE(<cnp.ndarray>out) != NULL:  # a view of an input tensor's data: one version counter
-        owner = _memory_owner(out)
+    if out.base is not None:  # a view of an input tensor's data: one version counter
+        owner = out
+        while isinstance(owner.base, ndarray):
+            owner = owner.base
         for t in inputs:
-            if type(t) is not Constant and _memory_owner(t.data) is owner:
-                _set_field(result, _VC, _version_counter(t))
-                break
+            if type(t) is not Constant:
+                base = t.data
+                while isinstance(base.base, ndarray):
+                    base = base.base
+                if base is owner:
+                    result._vc = _version_counter(t)
+                    break
     if requires_grad:
-        _set_field(result, _NODE, _constant_node(op, inputs, saved, out, _field(result, _VC, "_vc")))
+        result._node = _constant_node(op, inputs, saved, out, result._vc)
     if _recorder is not None:
         _recorder.op(op, inputs, attrs, result)
     return result
 
 
-# _wrap and _new_node again, for _apply_constants: calling the inline ones from a second place made
-# the C compiler stop inlining them into _apply (measured: about +14 instructions per op of the
-# lecture neuron), and the Python constructors cost ~6k instructions per loss
+cdef void _store(object t, Py_ssize_t offset, object value):
+    """_set_field, apart (see _apply_constants)."""
+    cdef PyObject **p = <PyObject **>((<char *><PyObject *>t) + offset)
+    cdef PyObject *old = p[0]
+    Py_INCREF(value)
+    p[0] = <PyObject *>value
+    Py_XDECREF(old)
 
 
 cdef object _wrap_apart(object data, bint requires_grad):
+    """_wrap, apart (see _apply_constants)."""
     t = PyType_GenericAlloc(<PyTypeObject *>Tensor, 0)
-    _set_field(t, _DATA, data)
-    _set_field(t, _GRAD, None)
-    _set_field(t, _REQUIRES_GRAD, True if requires_grad else False)
-    _set_field(t, _NODE, None)
-    _set_field(t, _NAME, None)
-    _set_field(t, _VC, None)
+    _store(t, _DATA, data)
+    _store(t, _GRAD, None)
+    _store(t, _REQUIRES_GRAD, True if requires_grad else False)
+    _store(t, _NODE, None)
+    _store(t, _NAME, None)
+    _store(t, _VC, None)
     return t
 
 
 cdef Node _constant_node(object op, tuple inputs, object saved, object out_data, object out_vc):
+    """_new_node, apart (see _apply_constants), for a node with a Constant input."""
     cdef Node node = Node.__new__(Node)
     node.op = op
     node.inputs = inputs
