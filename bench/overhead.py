@@ -247,7 +247,30 @@ def main(argv=None) -> dict:
             a, b = slope(KS, times)
             results[f"chain {op} {label}"] = {"slope": b, "intercept": a, "times": times}
             print(f"  {label:12s}" + "".join(f"{t:9.1f}" for t in times) + f" {b:8.2f} {a:10.2f}")
+    print_targets(results)
     return results
+
+
+# the neuron from separate gates before issue 10 (39-55 us, one thread, the same machine)
+NEURON_BEFORE_US = (39.0, 55.0)
+
+
+def print_targets(results: dict) -> None:
+    """Issue 10's targets for the tape, each met or missed by the measured amount."""
+    print("\nissue 10's targets")
+    gates = results["neuron"]["fastgrad gates"]
+    mg = results["neuron"].get("micrograd")
+    if mg:
+        r = gates / mg
+        print(f"  neuron (gates) / micrograd {r:.2f} (target <= 1): {'met' if r <= 1 else 'MISSED'}")
+    lo, hi = NEURON_BEFORE_US
+    print(f"  neuron {gates:.1f} us, {lo / gates:.1f}-{hi / gates:.1f}x faster than the {lo:.0f}-{hi:.0f} us "
+          f"before issue 10 (target >= 3x): {'met' if lo / gates >= 3 else 'MISSED'}")
+    for op in ("mul", "tanh"):
+        b = results[f"chain {op} fastgrad"]["slope"]
+        torch_b = results.get(f"chain {op} torch", {}).get("slope")
+        vs = f"; PyTorch {torch_b:.2f} us" if torch_b else ""
+        print(f"  one more '{op}' {b:.2f} us (target <= 1.5{vs}): {'met' if b <= 1.5 else 'MISSED'}")
 
 
 if __name__ == "__main__":

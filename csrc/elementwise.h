@@ -37,7 +37,13 @@
     /* da = dy where a >= b or a is NaN, else 0; db = dy - da: the gradient goes to the        \
      * operand forward returned (ties to a, a NaN to the NaN operand, a if both are NaN) */    \
     void fg_maximum_backward_##S(const T *dy__n, const T *a__n, const T *b__n, T *da__n,       \
-                                 T *db__n, ptrdiff_t n);
+                                 T *db__n, ptrdiff_t n);                                   \
+    /* the gate of activation code `act` (enum fg_activation, activations.h; p its parameter): \
+     * y = f(x), and dx = f'(.) dy from s = y or x as the activation's row says (FROM); NONE   \
+     * or an unknown code writes nothing (the callers validate codes) */                      \
+    void fg_gate_forward_##S(int act, const T *x__n, T *y__n, ptrdiff_t n, T p);               \
+    void fg_gate_backward_##S(int act, const T *dy__n, const T *s__n, T *dx__n, ptrdiff_t n,   \
+                              T p);
 
 FG_DECLARE_ELEMENTWISE(float, f32)
 FG_DECLARE_ELEMENTWISE(double, f64)

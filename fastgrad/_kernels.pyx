@@ -24,36 +24,21 @@ cdef extern from "common.h" nogil:
     enum: FG_OMP_MIN_EXP
 
 cdef extern from "elementwise.h" nogil:
-    void fg_relu_forward_f32(const float *x, float *y, Py_ssize_t n)
-    void fg_relu_forward_f64(const double *x, double *y, Py_ssize_t n)
-    void fg_relu_backward_f32(const float *dy, const float *y, float *dx, Py_ssize_t n)
-    void fg_relu_backward_f64(const double *dy, const double *y, double *dx, Py_ssize_t n)
-    void fg_leaky_relu_forward_f32(const float *x, float *y, Py_ssize_t n, float slope)
-    void fg_leaky_relu_forward_f64(const double *x, double *y, Py_ssize_t n, double slope)
-    void fg_leaky_relu_backward_f32(const float *dy, const float *x, float *dx, Py_ssize_t n,
-                                    float slope)
-    void fg_leaky_relu_backward_f64(const double *dy, const double *x, double *dx, Py_ssize_t n,
-                                    double slope)
-    void fg_elu_forward_f32(const float *x, float *y, Py_ssize_t n, float alpha)
-    void fg_elu_forward_f64(const double *x, double *y, Py_ssize_t n, double alpha)
-    void fg_elu_backward_f32(const float *dy, const float *x, float *dx, Py_ssize_t n,
-                             float alpha)
-    void fg_elu_backward_f64(const double *dy, const double *x, double *dx, Py_ssize_t n,
-                             double alpha)
-    void fg_sigmoid_forward_f32(const float *x, float *y, Py_ssize_t n)
-    void fg_sigmoid_forward_f64(const double *x, double *y, Py_ssize_t n)
-    void fg_sigmoid_backward_f32(const float *dy, const float *y, float *dx, Py_ssize_t n)
-    void fg_sigmoid_backward_f64(const double *dy, const double *y, double *dx, Py_ssize_t n)
-    void fg_tanh_forward_f32(const float *x, float *y, Py_ssize_t n)
-    void fg_tanh_forward_f64(const double *x, double *y, Py_ssize_t n)
-    void fg_tanh_backward_f32(const float *dy, const float *y, float *dx, Py_ssize_t n)
-    void fg_tanh_backward_f64(const double *dy, const double *y, double *dx, Py_ssize_t n)
     void fg_maximum_forward_f32(const float *a, const float *b, float *y, Py_ssize_t n)
     void fg_maximum_forward_f64(const double *a, const double *b, double *y, Py_ssize_t n)
     void fg_maximum_backward_f32(const float *dy, const float *a, const float *b, float *da,
                                  float *db, Py_ssize_t n)
     void fg_maximum_backward_f64(const double *dy, const double *a, const double *b, double *da,
                                  double *db, Py_ssize_t n)
+    void fg_gate_forward_f32(int act, const float *x, float *y, Py_ssize_t n, float p)
+    void fg_gate_forward_f64(int act, const double *x, double *y, Py_ssize_t n, double p)
+    void fg_gate_backward_f32(int act, const float *dy, const float *s, float *dx, Py_ssize_t n,
+                              float p)
+    void fg_gate_backward_f64(int act, const double *dy, const double *s, double *dx, Py_ssize_t n,
+                              double p)
+
+cdef extern from "activations.h" nogil:
+    enum: FG_ACT_RELU, FG_ACT_LEAKY_RELU, FG_ACT_SIGMOID, FG_ACT_TANH, FG_ACT_ELU
 
 cdef extern from "routing.h" nogil:
     void fg_max_forward_f32(const float *x, Py_ssize_t o, Py_ssize_t w, Py_ssize_t i, float *y,
@@ -82,18 +67,6 @@ cdef extern from "losses.h" nogil:
                       float delta, float *grad, double *loss)
     double fg_svm_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
                       double delta, double *grad, double *loss)
-
-ctypedef void (*unary_f32)(const float *, float *, Py_ssize_t) noexcept nogil
-ctypedef void (*unary_f64)(const double *, double *, Py_ssize_t) noexcept nogil
-ctypedef void (*binary_f32)(const float *, const float *, float *, Py_ssize_t) noexcept nogil
-ctypedef void (*binary_f64)(const double *, const double *, double *, Py_ssize_t) noexcept nogil
-# the same with one scalar parameter (a slope, an alpha) after the size
-ctypedef void (*unary_p_f32)(const float *, float *, Py_ssize_t, float) noexcept nogil
-ctypedef void (*unary_p_f64)(const double *, double *, Py_ssize_t, double) noexcept nogil
-ctypedef void (*binary_p_f32)(const float *, const float *, float *, Py_ssize_t, float) noexcept nogil
-ctypedef void (*binary_p_f64)(const double *, const double *, double *, Py_ssize_t,
-                              double) noexcept nogil
-
 
 # ------------------------------------------------------------------------------------------------
 # threads
@@ -168,73 +141,101 @@ cdef int _check_index(object a, str op, str arg, tuple shape, Py_ssize_t stop) e
 # ------------------------------------------------------------------------------------------------
 # elementwise gates
 
-cdef cnp.ndarray _unary(object x, unary_f32 f32, unary_f64 f64, str op):
+cdef cnp.ndarray _gate(object x, int act, double p, str op):
+    """y = f(x) of activation `act`, into a new array."""
     cdef int t = _check(x, op, "x")
-    cdef cnp.ndarray xa = <cnp.ndarray>x
-    cdef cnp.ndarray y = _empty_like(xa, t)
-    cdef Py_ssize_t n = xa.size
-    cdef void *px = _data(xa)
+    cdef cnp.ndarray y = _empty_like(<cnp.ndarray>x, t)
+    cdef Py_ssize_t n = y.size
+    cdef void *px = _data(<cnp.ndarray>x)
     cdef void *py = _data(y)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            f32(<const float *>px, <float *>py, n)
+            gate_forward(act, <const float *>px, <float *>py, n, <float>p)
         else:
-            f64(<const double *>px, <double *>py, n)
+            gate_forward(act, <const double *>px, <double *>py, n, p)
     return y
 
 
-cdef cnp.ndarray _binary(object a, object b, binary_f32 f32, binary_f64 f64, str op, str arg_a,
-                         str arg_b):
-    cdef int t = _check_same(a, b, op, arg_a, arg_b)
-    cdef cnp.ndarray aa = <cnp.ndarray>a
-    cdef cnp.ndarray out = _empty_like(aa, t)
-    cdef Py_ssize_t n = aa.size
-    cdef void *pa = _data(aa)
-    cdef void *pb = _data(<cnp.ndarray>b)
-    cdef void *po = _data(out)
+cdef cnp.ndarray _gate_grad(object dy, object s, int act, double p, str op, str arg_s):
+    """dx = f'(s) dy of activation `act` (s its saved output or input), into a new array."""
+    cdef int t = _check_same(dy, s, op, "dy", arg_s)
+    cdef cnp.ndarray dx = _empty_like(<cnp.ndarray>dy, t)
+    cdef Py_ssize_t n = dx.size
+    cdef void *pg = _data(<cnp.ndarray>dy)
+    cdef void *ps = _data(<cnp.ndarray>s)
+    cdef void *pd = _data(dx)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            f32(<const float *>pa, <const float *>pb, <float *>po, n)
+            gate_backward(act, <const float *>pg, <const float *>ps, <float *>pd, n, <float>p)
         else:
-            f64(<const double *>pa, <const double *>pb, <double *>po, n)
-    return out
+            gate_backward(act, <const double *>pg, <const double *>ps, <double *>pd, n, p)
+    return dx
 
 
 def relu_forward(x):
     """y = max(x, 0)."""
-    return _unary(x, fg_relu_forward_f32, fg_relu_forward_f64, "relu_forward")
+    return _gate(x, FG_ACT_RELU, 0.0, "relu_forward")
 
 
 def relu_backward(dy, y):
     """dx = dy * [y > 0], from the saved output y."""
-    return _binary(dy, y, fg_relu_backward_f32, fg_relu_backward_f64, "relu_backward", "dy", "y")
+    return _gate_grad(dy, y, FG_ACT_RELU, 0.0, "relu_backward", "y")
 
 
 def sigmoid_forward(x):
     """y = 1 / (1 + exp(-x)), finite for every x."""
-    return _unary(x, fg_sigmoid_forward_f32, fg_sigmoid_forward_f64, "sigmoid_forward")
+    return _gate(x, FG_ACT_SIGMOID, 0.0, "sigmoid_forward")
 
 
 def sigmoid_backward(dy, y):
     """dx = dy * y * (1 - y), from the saved output y."""
-    return _binary(dy, y, fg_sigmoid_backward_f32, fg_sigmoid_backward_f64, "sigmoid_backward",
-                   "dy", "y")
+    return _gate_grad(dy, y, FG_ACT_SIGMOID, 0.0, "sigmoid_backward", "y")
 
 
 def tanh_forward(x):
     """y = tanh(x)."""
-    return _unary(x, fg_tanh_forward_f32, fg_tanh_forward_f64, "tanh_forward")
+    return _gate(x, FG_ACT_TANH, 0.0, "tanh_forward")
 
 
 def tanh_backward(dy, y):
     """dx = dy * (1 - y**2), from the saved output y."""
-    return _binary(dy, y, fg_tanh_backward_f32, fg_tanh_backward_f64, "tanh_backward", "dy", "y")
+    return _gate_grad(dy, y, FG_ACT_TANH, 0.0, "tanh_backward", "y")
+
+
+def leaky_relu_forward(x, double negative_slope):
+    """y = x where x > 0, else negative_slope * x."""
+    return _gate(x, FG_ACT_LEAKY_RELU, negative_slope, "leaky_relu_forward")
+
+
+def leaky_relu_backward(dy, x, double negative_slope):
+    """dx = dy where x > 0, else negative_slope * dy (the slope at 0 is negative_slope)."""
+    return _gate_grad(dy, x, FG_ACT_LEAKY_RELU, negative_slope, "leaky_relu_backward", "x")
+
+
+def elu_forward(x, double alpha):
+    """y = x where x > 0, else alpha * (exp(x) - 1)."""
+    return _gate(x, FG_ACT_ELU, alpha, "elu_forward")
+
+
+def elu_backward(dy, x, double alpha):
+    """dx = dy where x > 0, else dy * alpha * exp(x), from the input x."""
+    return _gate_grad(dy, x, FG_ACT_ELU, alpha, "elu_backward", "x")
 
 
 def maximum_forward(a, b):
     """y = max(a, b) elementwise, a and b of one shape (NaN if either is NaN)."""
-    return _binary(a, b, fg_maximum_forward_f32, fg_maximum_forward_f64, "maximum_forward", "a",
-                   "b")
+    cdef int t = _check_same(a, b, "maximum_forward", "a", "b")
+    cdef cnp.ndarray y = _empty_like(<cnp.ndarray>a, t)
+    cdef Py_ssize_t n = y.size
+    cdef void *pa = _data(<cnp.ndarray>a)
+    cdef void *pb = _data(<cnp.ndarray>b)
+    cdef void *py = _data(y)
+    with nogil:
+        if t == cnp.NPY_FLOAT32:
+            _maximum(<const float *>pa, <const float *>pb, <float *>py, n)
+        else:
+            _maximum(<const double *>pa, <const double *>pb, <double *>py, n)
+    return y
 
 
 def maximum_backward(dy, a, b):
@@ -251,64 +252,12 @@ def maximum_backward(dy, a, b):
     cdef void *pdb = _data(db)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fg_maximum_backward_f32(<const float *>pg, <const float *>pa, <const float *>pb,
-                                    <float *>pda, <float *>pdb, n)
+            _maximum_grad(<const float *>pg, <const float *>pa, <const float *>pb, <float *>pda,
+                          <float *>pdb, n)
         else:
-            fg_maximum_backward_f64(<const double *>pg, <const double *>pa, <const double *>pb,
-                                    <double *>pda, <double *>pdb, n)
+            _maximum_grad(<const double *>pg, <const double *>pa, <const double *>pb,
+                          <double *>pda, <double *>pdb, n)
     return da, db
-
-
-cdef cnp.ndarray _unary_p(object x, double p, unary_p_f32 f32, unary_p_f64 f64, str op):
-    cdef int t = _check(x, op, "x")
-    cdef cnp.ndarray y = _empty_like(<cnp.ndarray>x, t)
-    cdef Py_ssize_t n = y.size
-    cdef void *px = _data(<cnp.ndarray>x)
-    cdef void *py = _data(y)
-    with nogil:
-        if t == cnp.NPY_FLOAT32:
-            f32(<const float *>px, <float *>py, n, <float>p)
-        else:
-            f64(<const double *>px, <double *>py, n, p)
-    return y
-
-
-cdef cnp.ndarray _binary_p(object dy, object x, double p, binary_p_f32 f32, binary_p_f64 f64,
-                           str op):
-    cdef int t = _check_same(dy, x, op, "dy", "x")
-    cdef cnp.ndarray dx = _empty_like(<cnp.ndarray>dy, t)
-    cdef Py_ssize_t n = dx.size
-    cdef void *pg = _data(<cnp.ndarray>dy)
-    cdef void *px = _data(<cnp.ndarray>x)
-    cdef void *pd = _data(dx)
-    with nogil:
-        if t == cnp.NPY_FLOAT32:
-            f32(<const float *>pg, <const float *>px, <float *>pd, n, <float>p)
-        else:
-            f64(<const double *>pg, <const double *>px, <double *>pd, n, p)
-    return dx
-
-
-def leaky_relu_forward(x, double negative_slope):
-    """y = x where x > 0, else negative_slope * x."""
-    return _unary_p(x, negative_slope, fg_leaky_relu_forward_f32, fg_leaky_relu_forward_f64,
-                    "leaky_relu_forward")
-
-
-def leaky_relu_backward(dy, x, double negative_slope):
-    """dx = dy where x > 0, else negative_slope * dy (the slope at 0 is negative_slope)."""
-    return _binary_p(dy, x, negative_slope, fg_leaky_relu_backward_f32,
-                     fg_leaky_relu_backward_f64, "leaky_relu_backward")
-
-
-def elu_forward(x, double alpha):
-    """y = x where x > 0, else alpha * (exp(x) - 1)."""
-    return _unary_p(x, alpha, fg_elu_forward_f32, fg_elu_forward_f64, "elu_forward")
-
-
-def elu_backward(dy, x, double alpha):
-    """dx = dy where x > 0, else dy * alpha * exp(x), from the input x."""
-    return _binary_p(dy, x, alpha, fg_elu_backward_f32, fg_elu_backward_f64, "elu_backward")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,9 +301,9 @@ def max_forward(x, Py_ssize_t start, Py_ssize_t stop):
     cdef Py_ssize_t *pi = <Py_ssize_t *>_data(idx)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fg_max_forward_f32(<const float *>px, co, cw, ci, <float *>py, pi)
+            _max_forward(<const float *>px, co, cw, ci, <float *>py, pi)
         else:
-            fg_max_forward_f64(<const double *>px, co, cw, ci, <double *>py, pi)
+            _max_forward(<const double *>px, co, cw, ci, <double *>py, pi)
     return y, idx
 
 
@@ -374,9 +323,9 @@ def max_backward(dy, idx, tuple shape, Py_ssize_t start, Py_ssize_t stop):
     cdef void *pd = _data(dx)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fg_max_backward_f32(<const float *>pg, pi, co, cw, ci, <float *>pd)
+            _max_backward(<const float *>pg, pi, co, cw, ci, <float *>pd)
         else:
-            fg_max_backward_f64(<const double *>pg, pi, co, cw, ci, <double *>pd)
+            _max_backward(<const double *>pg, pi, co, cw, ci, <double *>pd)
     return dx
 
 
@@ -400,9 +349,9 @@ def maxout_forward(z, Py_ssize_t pieces):
     cdef Py_ssize_t *pi = <Py_ssize_t *>_data(idx)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fg_maxout_forward_f32(<const float *>pz, n, h, pieces, <float *>py, pi)
+            maxout_forward_into(<const float *>pz, n, h, pieces, <float *>py, pi)
         else:
-            fg_maxout_forward_f64(<const double *>pz, n, h, pieces, <double *>py, pi)
+            maxout_forward_into(<const double *>pz, n, h, pieces, <double *>py, pi)
     return y, idx
 
 
@@ -417,15 +366,15 @@ def maxout_backward(dy, idx, Py_ssize_t pieces):
     if h and pieces > PY_SSIZE_T_MAX // h or n and h * pieces > PY_SSIZE_T_MAX // n:
         raise ValueError(f"maxout_backward: dy {dy.shape} with pieces={pieces} gives more "
                          "elements than fit a Py_ssize_t")
-    cdef cnp.ndarray dz = np.zeros((n, h * pieces), dtype=dy.dtype)  # the kernel only scatters
+    cdef cnp.ndarray dz = np.empty((n, h * pieces), dtype=dy.dtype)  # zeroed, then scattered into
     cdef void *pg = _data(<cnp.ndarray>dy)
     cdef const Py_ssize_t *pi = <const Py_ssize_t *>_data(<cnp.ndarray>idx)
     cdef void *pd = _data(dz)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fg_maxout_backward_f32(<const float *>pg, pi, n, h, pieces, <float *>pd)
+            maxout_backward_into(<const float *>pg, pi, n, h, pieces, <float *>pd)
         else:
-            fg_maxout_backward_f64(<const double *>pg, pi, n, h, pieces, <double *>pd)
+            maxout_backward_into(<const double *>pg, pi, n, h, pieces, <double *>pd)
     return dz
 
 
@@ -454,9 +403,9 @@ def softmax_cross_entropy(scores, labels, bint want_grad=True):
     cdef double loss
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            loss = fg_softmax_ce_f32(<const float *>ps, pl, n, c, <float *>pg, &loss_n[0])
+            loss = softmax_ce(<const float *>ps, pl, n, c, <float *>pg, &loss_n[0])
         else:
-            loss = fg_softmax_ce_f64(<const double *>ps, pl, n, c, <double *>pg, &loss_n[0])
+            loss = softmax_ce(<const double *>ps, pl, n, c, <double *>pg, &loss_n[0])
     return loss, grad
 
 
@@ -473,9 +422,9 @@ def svm_loss(scores, labels, double delta, bint want_grad=True):
     cdef double loss
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            loss = fg_svm_f32(<const float *>ps, pl, n, c, <float>delta, <float *>pg, &loss_n[0])
+            loss = svm(<const float *>ps, pl, n, c, <float>delta, <float *>pg, &loss_n[0])
         else:
-            loss = fg_svm_f64(<const double *>ps, pl, n, c, delta, <double *>pg, &loss_n[0])
+            loss = svm(<const double *>ps, pl, n, c, delta, <double *>pg, &loss_n[0])
     return loss, grad
 
 
@@ -494,120 +443,106 @@ cdef extern from "affine.h" nogil:
                                     Py_ssize_t n, Py_ssize_t m, int act, double param)
 
 
-cdef void bias_act_forward_f32(float *z, const float *b, float *y, Py_ssize_t n, Py_ssize_t m,
-                               int act, float param) noexcept nogil:
-    fg_bias_act_forward_f32(z, b, y, n, m, act, param)
+# the C-level entry points of _kernels.pxd: one function over `floating` each, the pointer types
+# choosing the float or double kernel at compile time
 
-
-cdef void bias_act_forward_f64(double *z, const double *b, double *y, Py_ssize_t n, Py_ssize_t m,
-                               int act, double param) noexcept nogil:
-    fg_bias_act_forward_f64(z, b, y, n, m, act, param)
-
-
-cdef void act_backward_colsum_f32(const float *dy, const float *s, float *dz, float *db,
-                                  Py_ssize_t n, Py_ssize_t m, int act, float param) noexcept nogil:
-    fg_act_backward_colsum_f32(dy, s, dz, db, n, m, act, param)
-
-
-cdef void act_backward_colsum_f64(const double *dy, const double *s, double *dz, double *db,
-                                  Py_ssize_t n, Py_ssize_t m, int act, double param) noexcept nogil:
-    fg_act_backward_colsum_f64(dy, s, dz, db, n, m, act, param)
-
-
-cdef void maxout_forward_f32(const float *z, Py_ssize_t n, Py_ssize_t h, Py_ssize_t p, float *y,
-                             Py_ssize_t *idx) noexcept nogil:
-    fg_maxout_forward_f32(z, n, h, p, y, idx)
-
-
-cdef void maxout_forward_f64(const double *z, Py_ssize_t n, Py_ssize_t h, Py_ssize_t p, double *y,
-                             Py_ssize_t *idx) noexcept nogil:
-    fg_maxout_forward_f64(z, n, h, p, y, idx)
-
-
-cdef void maxout_backward_f32(const float *dy, const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t h,
-                              Py_ssize_t p, float *dz) noexcept nogil:
-    memset(dz, 0, n * h * p * sizeof(float))
-    fg_maxout_backward_f32(dy, idx, n, h, p, dz)
-
-
-cdef void maxout_backward_f64(const double *dy, const Py_ssize_t *idx, Py_ssize_t n, Py_ssize_t h,
-                              Py_ssize_t p, double *dz) noexcept nogil:
-    memset(dz, 0, n * h * p * sizeof(double))
-    fg_maxout_backward_f64(dy, idx, n, h, p, dz)
-
-
-cdef void gate_forward_f32(int gate, const float *x, float *y, Py_ssize_t n, float param) noexcept nogil:
-    if gate == 0:
-        fg_relu_forward_f32(x, y, n)
-    elif gate == 1:
-        fg_leaky_relu_forward_f32(x, y, n, param)
-    elif gate == 2:
-        fg_elu_forward_f32(x, y, n, param)
-    elif gate == 3:
-        fg_sigmoid_forward_f32(x, y, n)
+cdef void gate_forward(int act, const floating *x, floating *y, Py_ssize_t n,
+                       floating p) noexcept nogil:
+    if floating is float:
+        fg_gate_forward_f32(act, x, y, n, p)
     else:
-        fg_tanh_forward_f32(x, y, n)
+        fg_gate_forward_f64(act, x, y, n, p)
 
 
-cdef void gate_forward_f64(int gate, const double *x, double *y, Py_ssize_t n, double param) noexcept nogil:
-    if gate == 0:
-        fg_relu_forward_f64(x, y, n)
-    elif gate == 1:
-        fg_leaky_relu_forward_f64(x, y, n, param)
-    elif gate == 2:
-        fg_elu_forward_f64(x, y, n, param)
-    elif gate == 3:
-        fg_sigmoid_forward_f64(x, y, n)
+cdef void gate_backward(int act, const floating *dy, const floating *s, floating *dx, Py_ssize_t n,
+                        floating p) noexcept nogil:
+    if floating is float:
+        fg_gate_backward_f32(act, dy, s, dx, n, p)
     else:
-        fg_tanh_forward_f64(x, y, n)
+        fg_gate_backward_f64(act, dy, s, dx, n, p)
 
 
-cdef void gate_backward_f32(int gate, const float *dy, const float *s, float *dx, Py_ssize_t n,
-                            float param) noexcept nogil:
-    if gate == 0:
-        fg_relu_backward_f32(dy, s, dx, n)
-    elif gate == 1:
-        fg_leaky_relu_backward_f32(dy, s, dx, n, param)
-    elif gate == 2:
-        fg_elu_backward_f32(dy, s, dx, n, param)
-    elif gate == 3:
-        fg_sigmoid_backward_f32(dy, s, dx, n)
+cdef void bias_act_forward(floating *z, const floating *b, floating *y, Py_ssize_t n, Py_ssize_t m,
+                           int act, floating p) noexcept nogil:
+    if floating is float:
+        fg_bias_act_forward_f32(z, b, y, n, m, act, p)
     else:
-        fg_tanh_backward_f32(dy, s, dx, n)
+        fg_bias_act_forward_f64(z, b, y, n, m, act, p)
 
 
-cdef void gate_backward_f64(int gate, const double *dy, const double *s, double *dx, Py_ssize_t n,
-                            double param) noexcept nogil:
-    if gate == 0:
-        fg_relu_backward_f64(dy, s, dx, n)
-    elif gate == 1:
-        fg_leaky_relu_backward_f64(dy, s, dx, n, param)
-    elif gate == 2:
-        fg_elu_backward_f64(dy, s, dx, n, param)
-    elif gate == 3:
-        fg_sigmoid_backward_f64(dy, s, dx, n)
+cdef void act_backward_colsum(const floating *dy, const floating *s, floating *dz, floating *db,
+                              Py_ssize_t n, Py_ssize_t m, int act, floating p) noexcept nogil:
+    if floating is float:
+        fg_act_backward_colsum_f32(dy, s, dz, db, n, m, act, p)
     else:
-        fg_tanh_backward_f64(dy, s, dx, n)
+        fg_act_backward_colsum_f64(dy, s, dz, db, n, m, act, p)
 
 
-cdef double softmax_ce_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
-                           float *grad, double *loss_n) noexcept nogil:
-    return fg_softmax_ce_f32(scores, labels, n, c, grad, loss_n)
+cdef double softmax_ce(const floating *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                       floating *grad, double *loss_n) noexcept nogil:
+    if floating is float:
+        return fg_softmax_ce_f32(scores, labels, n, c, grad, loss_n)
+    else:
+        return fg_softmax_ce_f64(scores, labels, n, c, grad, loss_n)
 
 
-cdef double softmax_ce_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
-                           double *grad, double *loss_n) noexcept nogil:
-    return fg_softmax_ce_f64(scores, labels, n, c, grad, loss_n)
+cdef double svm(const floating *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
+                floating delta, floating *grad, double *loss_n) noexcept nogil:
+    if floating is float:
+        return fg_svm_f32(scores, labels, n, c, delta, grad, loss_n)
+    else:
+        return fg_svm_f64(scores, labels, n, c, delta, grad, loss_n)
 
 
-cdef double svm_f32(const float *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
-                    float delta, float *grad, double *loss_n) noexcept nogil:
-    return fg_svm_f32(scores, labels, n, c, delta, grad, loss_n)
+cdef void maxout_forward_into(const floating *z, Py_ssize_t n, Py_ssize_t h, Py_ssize_t p,
+                              floating *y, Py_ssize_t *idx) noexcept nogil:
+    if floating is float:
+        fg_maxout_forward_f32(z, n, h, p, y, idx)
+    else:
+        fg_maxout_forward_f64(z, n, h, p, y, idx)
 
 
-cdef double svm_f64(const double *scores, const Py_ssize_t *labels, Py_ssize_t n, Py_ssize_t c,
-                    double delta, double *grad, double *loss_n) noexcept nogil:
-    return fg_svm_f64(scores, labels, n, c, delta, grad, loss_n)
+cdef void maxout_backward_into(const floating *dy, const Py_ssize_t *idx, Py_ssize_t n,
+                               Py_ssize_t h, Py_ssize_t p, floating *dz) noexcept nogil:
+    memset(dz, 0, n * h * p * sizeof(floating))
+    if floating is float:
+        fg_maxout_backward_f32(dy, idx, n, h, p, dz)
+    else:
+        fg_maxout_backward_f64(dy, idx, n, h, p, dz)
+
+
+# the same for the kernels only this module's bindings call
+
+cdef inline void _maximum(const floating *a, const floating *b, floating *y,
+                          Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fg_maximum_forward_f32(a, b, y, n)
+    else:
+        fg_maximum_forward_f64(a, b, y, n)
+
+
+cdef inline void _maximum_grad(const floating *dy, const floating *a, const floating *b,
+                               floating *da, floating *db, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fg_maximum_backward_f32(dy, a, b, da, db, n)
+    else:
+        fg_maximum_backward_f64(dy, a, b, da, db, n)
+
+
+cdef inline void _max_forward(const floating *x, Py_ssize_t o, Py_ssize_t w, Py_ssize_t i,
+                              floating *y, Py_ssize_t *idx) noexcept nogil:
+    if floating is float:
+        fg_max_forward_f32(x, o, w, i, y, idx)
+    else:
+        fg_max_forward_f64(x, o, w, i, y, idx)
+
+
+cdef inline void _max_backward(const floating *dy, const Py_ssize_t *idx, Py_ssize_t o,
+                               Py_ssize_t w, Py_ssize_t i, floating *dx) noexcept nogil:
+    if floating is float:
+        fg_max_backward_f32(dy, idx, o, w, i, dx)
+    else:
+        fg_max_backward_f64(dy, idx, o, w, i, dx)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -21,8 +21,7 @@ import numpy as np
 
 cnp.import_array()
 
-from fastgrad._kernels cimport (act_backward_colsum_f32, act_backward_colsum_f64,
-                                bias_act_forward_f32, bias_act_forward_f64)
+from fastgrad._kernels cimport act_backward_colsum, bias_act_forward
 
 cdef extern from "activations.h" nogil:
     enum: FG_ACT_NONE
@@ -66,11 +65,6 @@ cdef extern from "forkgate.h" nogil:
     void fg_fork_parent()
     void fg_fork_child()
     int fg_fork_gate_enabled()
-
-ctypedef fused floating:
-    float
-    double
-
 
 def _activation_table():
     names, params, from_input = {}, [], []
@@ -211,8 +205,8 @@ cdef inline void _gemm_block(int c, int width, int dim, bint by_columns, bint ta
         _gemm1(ta, tb, w, n, k, A + (lo if ta else lo * k), lda, B, ldb, C + lo * n, n)
 
 
-cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const floating *B,
-                floating *C) noexcept nogil:
+cdef void gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const floating *B,
+               floating *C) noexcept nogil:
     """Row-major C (m, n) := op(A) op(B), op(A) of shape (m, k), op(B) of shape (k, n); m, n, k > 0.
 
     op(X) is X or X^T as the flag says; A and B are row-major buffers. Small products are one BLAS
@@ -256,16 +250,6 @@ cdef void _gemm(bint ta, bint tb, int m, int n, int k, const floating *A, const 
         fg_adapt_record(key, threads, fg_now_ns() - t0)
 
 
-cdef void gemm_f32(bint ta, bint tb, int m, int n, int k, const float *A, const float *B,
-                   float *C) noexcept nogil:
-    _gemm(ta, tb, m, n, k, A, B, C)
-
-
-cdef void gemm_f64(bint ta, bint tb, int m, int n, int k, const double *A, const double *B,
-                   double *C) noexcept nogil:
-    _gemm(ta, tb, m, n, k, A, B, C)
-
-
 cdef cnp.ndarray _product(Matrix a, bint ta, Matrix b, bint tb, int t, str op, object a_shape,
                           object b_shape):
     """op(a) @ op(b) as a new C-contiguous array (zeros when the inner size is 0)."""
@@ -289,10 +273,10 @@ cdef cnp.ndarray _product(Matrix a, bint ta, Matrix b, bint tb, int t, str op, o
     tb = tb != b.trans
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            _gemm(ta, tb, <int>m, <int>n, <int>k, <const float *>a.data, <const float *>b.data,
+            gemm(ta, tb, <int>m, <int>n, <int>k, <const float *>a.data, <const float *>b.data,
                   <float *>pc)
         else:
-            _gemm(ta, tb, <int>m, <int>n, <int>k, <const double *>a.data, <const double *>b.data,
+            gemm(ta, tb, <int>m, <int>n, <int>k, <const double *>a.data, <const double *>b.data,
                   <double *>pc)
     return out
 
@@ -363,10 +347,9 @@ def affine_forward(x, W, b, activation=None, double negative_slope=0.01, double 
     cdef void *pb = cnp.PyArray_DATA(<cnp.ndarray>b)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            bias_act_forward_f32(<float *>pz, <const float *>pb, <float *>py, n, m, act,
-                                 <float>param)
+            bias_act_forward(<float *>pz, <const float *>pb, <float *>py, n, m, act, <float>param)
         else:
-            bias_act_forward_f64(<double *>pz, <const double *>pb, <double *>py, n, m, act, param)
+            bias_act_forward(<double *>pz, <const double *>pb, <double *>py, n, m, act, param)
     return y, (None if act == FG_ACT_NONE else z)
 
 
@@ -420,11 +403,11 @@ def affine_backward(dy, saved, x, W, activation=None, double negative_slope=0.01
     if act != FG_ACT_NONE or sum_here:
         with nogil:
             if t == cnp.NPY_FLOAT32:
-                act_backward_colsum_f32(<const float *>pdy, <const float *>ps, <float *>pdz,
-                                        <float *>pdb, n, m, act, <float>param)
+                act_backward_colsum(<const float *>pdy, <const float *>ps, <float *>pdz,
+                                    <float *>pdb, n, m, act, <float>param)
             else:
-                act_backward_colsum_f64(<const double *>pdy, <const double *>ps, <double *>pdz,
-                                        <double *>pdb, n, m, act, param)
+                act_backward_colsum(<const double *>pdy, <const double *>ps, <double *>pdz,
+                                    <double *>pdb, n, m, act, param)
     if need_db and not sum_here:
         db = dz.sum(axis=0)
     cdef Matrix dzm = _matrix(dz, "affine_backward", "dz")

@@ -111,13 +111,13 @@ def batchnorm_forward(x, gamma, beta, double eps, running_mean=None, running_var
     cdef double *pacc = <double *>_data(acc)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fg_batchnorm_forward_f32(<const float *>px, <const float *>pg, <const float *>pb, n, d,
-                                     eps, <float *>py, <float *>pm, <float *>pi, <float *>prm,
-                                     <float *>prv, momentum, pacc)
+            batchnorm_forward_into(<const float *>px, <const float *>pg, <const float *>pb, n, d,
+                                   eps, <float *>py, <float *>pm, <float *>pi, <float *>prm,
+                                   <float *>prv, momentum, pacc)
         else:
-            fg_batchnorm_forward_f64(<const double *>px, <const double *>pg, <const double *>pb, n,
-                                     d, eps, <double *>py, <double *>pm, <double *>pi,
-                                     <double *>prm, <double *>prv, momentum, pacc)
+            batchnorm_forward_into(<const double *>px, <const double *>pg, <const double *>pb, n,
+                                   d, eps, <double *>py, <double *>pm, <double *>pi,
+                                   <double *>prm, <double *>prv, momentum, pacc)
     return y, mean, invstd
 
 
@@ -145,22 +145,14 @@ cdef tuple _norm_backward(object dy, object x, object mean, object invstd, objec
     cdef void *pdb = _data(dbeta)
     cdef double *pacc = <double *>_data(acc)
     with nogil:
-        if batch and t == cnp.NPY_FLOAT32:
-            fg_batchnorm_backward_f32(<const float *>pdy, <const float *>px, <const float *>pm,
-                                      <const float *>pi, <const float *>pg, n, d, <float *>pdx,
-                                      <float *>pdg, <float *>pdb, pacc)
-        elif batch:
-            fg_batchnorm_backward_f64(<const double *>pdy, <const double *>px, <const double *>pm,
-                                      <const double *>pi, <const double *>pg, n, d, <double *>pdx,
-                                      <double *>pdg, <double *>pdb, pacc)
-        elif t == cnp.NPY_FLOAT32:
-            fg_layernorm_backward_f32(<const float *>pdy, <const float *>px, <const float *>pm,
-                                      <const float *>pi, <const float *>pg, n, d, <float *>pdx,
-                                      <float *>pdg, <float *>pdb, pacc)
+        if t == cnp.NPY_FLOAT32:
+            norm_backward_into(batch, <const float *>pdy, <const float *>px, <const float *>pm,
+                               <const float *>pi, <const float *>pg, n, d, <float *>pdx,
+                               <float *>pdg, <float *>pdb, pacc)
         else:
-            fg_layernorm_backward_f64(<const double *>pdy, <const double *>px, <const double *>pm,
-                                      <const double *>pi, <const double *>pg, n, d, <double *>pdx,
-                                      <double *>pdg, <double *>pdb, pacc)
+            norm_backward_into(batch, <const double *>pdy, <const double *>px, <const double *>pm,
+                               <const double *>pi, <const double *>pg, n, d, <double *>pdx,
+                               <double *>pdg, <double *>pdb, pacc)
     return dx, dgamma, dbeta
 
 
@@ -191,11 +183,11 @@ def layernorm_forward(x, gamma, beta, double eps):
     cdef void *pi = _data(invstd)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            fg_layernorm_forward_f32(<const float *>px, <const float *>pg, <const float *>pb, n, d,
-                                     eps, <float *>py, <float *>pm, <float *>pi)
+            layernorm_forward_into(<const float *>px, <const float *>pg, <const float *>pb, n, d,
+                                   eps, <float *>py, <float *>pm, <float *>pi)
         else:
-            fg_layernorm_forward_f64(<const double *>px, <const double *>pg, <const double *>pb, n,
-                                     d, eps, <double *>py, <double *>pm, <double *>pi)
+            layernorm_forward_into(<const double *>px, <const double *>pg, <const double *>pb, n,
+                                   d, eps, <double *>py, <double *>pm, <double *>pi)
     return y, mean, invstd
 
 
@@ -204,54 +196,38 @@ def layernorm_backward(dy, x, mean, invstd, gamma, bint needs_x=True):
     return _norm_backward(dy, x, mean, invstd, gamma, needs_x, False)
 
 
-# --- the entry points of _norm.pxd (for fastgrad/_plan.pyx) -----------------------------------
+# --- the entry points of _norm.pxd: one function over `floating` each ------------------------
 
-cdef void layernorm_forward_f32(const float *x, const float *gamma, const float *beta, Py_ssize_t n,
-                                Py_ssize_t d, double eps, float *y, float *mean,
-                                float *invstd) noexcept nogil:
-    fg_layernorm_forward_f32(x, gamma, beta, n, d, eps, y, mean, invstd)
-
-
-cdef void layernorm_forward_f64(const double *x, const double *gamma, const double *beta,
-                                Py_ssize_t n, Py_ssize_t d, double eps, double *y, double *mean,
-                                double *invstd) noexcept nogil:
-    fg_layernorm_forward_f64(x, gamma, beta, n, d, eps, y, mean, invstd)
+cdef void layernorm_forward_into(const floating *x, const floating *gamma, const floating *beta,
+                                 Py_ssize_t n, Py_ssize_t d, double eps, floating *y,
+                                 floating *mean, floating *invstd) noexcept nogil:
+    if floating is float:
+        fg_layernorm_forward_f32(x, gamma, beta, n, d, eps, y, mean, invstd)
+    else:
+        fg_layernorm_forward_f64(x, gamma, beta, n, d, eps, y, mean, invstd)
 
 
-cdef void layernorm_backward_f32(const float *dy, const float *x, const float *mean,
-                                 const float *invstd, const float *gamma, Py_ssize_t n, Py_ssize_t d,
-                                 float *dx, float *dgamma, float *dbeta, double *acc) noexcept nogil:
-    fg_layernorm_backward_f32(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)
+cdef void batchnorm_forward_into(const floating *x, const floating *gamma, const floating *beta,
+                                 Py_ssize_t n, Py_ssize_t d, double eps, floating *y,
+                                 floating *mean, floating *invstd, floating *rm, floating *rv,
+                                 double momentum, double *acc) noexcept nogil:
+    if floating is float:
+        fg_batchnorm_forward_f32(x, gamma, beta, n, d, eps, y, mean, invstd, rm, rv, momentum, acc)
+    else:
+        fg_batchnorm_forward_f64(x, gamma, beta, n, d, eps, y, mean, invstd, rm, rv, momentum, acc)
 
 
-cdef void layernorm_backward_f64(const double *dy, const double *x, const double *mean,
-                                 const double *invstd, const double *gamma, Py_ssize_t n,
-                                 Py_ssize_t d, double *dx, double *dgamma, double *dbeta,
-                                 double *acc) noexcept nogil:
-    fg_layernorm_backward_f64(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)
-
-
-cdef void batchnorm_forward_f32(const float *x, const float *gamma, const float *beta, Py_ssize_t n,
-                                Py_ssize_t d, double eps, float *y, float *mean, float *invstd,
-                                float *rm, float *rv, double momentum, double *acc) noexcept nogil:
-    fg_batchnorm_forward_f32(x, gamma, beta, n, d, eps, y, mean, invstd, rm, rv, momentum, acc)
-
-
-cdef void batchnorm_forward_f64(const double *x, const double *gamma, const double *beta,
-                                Py_ssize_t n, Py_ssize_t d, double eps, double *y, double *mean,
-                                double *invstd, double *rm, double *rv, double momentum,
-                                double *acc) noexcept nogil:
-    fg_batchnorm_forward_f64(x, gamma, beta, n, d, eps, y, mean, invstd, rm, rv, momentum, acc)
-
-
-cdef void batchnorm_backward_f32(const float *dy, const float *x, const float *mean,
-                                 const float *invstd, const float *gamma, Py_ssize_t n, Py_ssize_t d,
-                                 float *dx, float *dgamma, float *dbeta, double *acc) noexcept nogil:
-    fg_batchnorm_backward_f32(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)
-
-
-cdef void batchnorm_backward_f64(const double *dy, const double *x, const double *mean,
-                                 const double *invstd, const double *gamma, Py_ssize_t n,
-                                 Py_ssize_t d, double *dx, double *dgamma, double *dbeta,
-                                 double *acc) noexcept nogil:
-    fg_batchnorm_backward_f64(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)
+cdef void norm_backward_into(bint batch, const floating *dy, const floating *x,
+                             const floating *mean, const floating *invstd, const floating *gamma,
+                             Py_ssize_t n, Py_ssize_t d, floating *dx, floating *dgamma,
+                             floating *dbeta, double *acc) noexcept nogil:
+    if floating is float:
+        if batch:
+            fg_batchnorm_backward_f32(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)
+        else:
+            fg_layernorm_backward_f32(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)
+    else:
+        if batch:
+            fg_batchnorm_backward_f64(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)
+        else:
+            fg_layernorm_backward_f64(dy, x, mean, invstd, gamma, n, d, dx, dgamma, dbeta, acc)

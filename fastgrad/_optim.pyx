@@ -47,73 +47,63 @@ cdef extern from "optim.h" nogil:
 # nearest, as NumPy rounds a Python float that meets a float32 array. `beta**t` in Python is
 # C pow(beta, double(t)).
 
-cdef void sgd_f32(float *w, const float *dw, Py_ssize_t n, double lr,
-                  double weight_decay) noexcept nogil:
-    fg_sgd_f32(w, dw, n, <float>lr, <float>weight_decay)
+cdef void sgd_update(floating *w, const floating *dw, Py_ssize_t n, double lr,
+                     double weight_decay) noexcept nogil:
+    if floating is float:
+        fg_sgd_f32(w, dw, n, <float>lr, <float>weight_decay)
+    else:
+        fg_sgd_f64(w, dw, n, lr, weight_decay)
 
 
-cdef void sgd_f64(double *w, const double *dw, Py_ssize_t n, double lr,
-                  double weight_decay) noexcept nogil:
-    fg_sgd_f64(w, dw, n, lr, weight_decay)
+cdef void sgd_momentum_update(floating *w, const floating *dw, floating *v, Py_ssize_t n,
+                              double lr, double momentum, double weight_decay) noexcept nogil:
+    if floating is float:
+        fg_sgd_momentum_f32(w, dw, v, n, <float>lr, <float>momentum, <float>weight_decay)
+    else:
+        fg_sgd_momentum_f64(w, dw, v, n, lr, momentum, weight_decay)
 
 
-cdef void sgd_momentum_f32(float *w, const float *dw, float *v, Py_ssize_t n, double lr,
-                           double momentum, double weight_decay) noexcept nogil:
-    fg_sgd_momentum_f32(w, dw, v, n, <float>lr, <float>momentum, <float>weight_decay)
+cdef void rmsprop_update(floating *w, const floating *dw, floating *c, Py_ssize_t n, double lr,
+                         double decay, double eps, double weight_decay) noexcept nogil:
+    cdef floating lr_ = <floating>lr, decay_ = <floating>decay, rest = <floating>(1.0 - decay)
+    cdef floating eps_ = <floating>eps, wd = <floating>weight_decay
+    if floating is float:
+        fg_rmsprop_f32(w, dw, c, n, lr_, decay_, rest, eps_, wd)
+    else:
+        fg_rmsprop_f64(w, dw, c, n, lr_, decay_, rest, eps_, wd)
 
 
-cdef void sgd_momentum_f64(double *w, const double *dw, double *v, Py_ssize_t n, double lr,
-                           double momentum, double weight_decay) noexcept nogil:
-    fg_sgd_momentum_f64(w, dw, v, n, lr, momentum, weight_decay)
+cdef void adam_update(floating *w, const floating *dw, floating *m, floating *v, Py_ssize_t n,
+                      double lr, double beta1, double beta2, double eps, double weight_decay,
+                      Py_ssize_t t) noexcept nogil:
+    _adam(False, w, dw, m, v, n, lr, beta1, beta2, eps, weight_decay, t)
 
 
-cdef void rmsprop_f32(float *w, const float *dw, float *c, Py_ssize_t n, double lr, double decay,
-                      double eps, double weight_decay) noexcept nogil:
-    fg_rmsprop_f32(w, dw, c, n, <float>lr, <float>decay, <float>(1.0 - decay), <float>eps,
-                   <float>weight_decay)
+cdef void adamw_update(floating *w, const floating *dw, floating *m, floating *v, Py_ssize_t n,
+                       double lr, double beta1, double beta2, double eps, double weight_decay,
+                       Py_ssize_t t) noexcept nogil:
+    _adam(True, w, dw, m, v, n, lr, beta1, beta2, eps, weight_decay, t)
 
 
-cdef void rmsprop_f64(double *w, const double *dw, double *c, Py_ssize_t n, double lr,
-                      double decay, double eps, double weight_decay) noexcept nogil:
-    fg_rmsprop_f64(w, dw, c, n, lr, decay, 1.0 - decay, eps, weight_decay)
-
-
-cdef void adam_f32(float *w, const float *dw, float *m, float *v, Py_ssize_t n, double lr,
-                   double beta1, double beta2, double eps, double weight_decay,
-                   Py_ssize_t t) noexcept nogil:
+cdef inline void _adam(bint decoupled, floating *w, const floating *dw, floating *m, floating *v,
+                       Py_ssize_t n, double lr, double beta1, double beta2, double eps,
+                       double weight_decay, Py_ssize_t t) noexcept nogil:
     cdef double step_size = lr / (1.0 - pow(beta1, <double>t))
     cdef double bias_sqrt2 = sqrt(1.0 - pow(beta2, <double>t))
-    fg_adam_f32(w, dw, m, v, n, <float>step_size, <float>beta1, <float>(1.0 - beta1),
-                <float>beta2, <float>(1.0 - beta2), <float>bias_sqrt2, <float>eps,
-                <float>weight_decay)
-
-
-cdef void adam_f64(double *w, const double *dw, double *m, double *v, Py_ssize_t n, double lr,
-                   double beta1, double beta2, double eps, double weight_decay,
-                   Py_ssize_t t) noexcept nogil:
-    cdef double step_size = lr / (1.0 - pow(beta1, <double>t))
-    cdef double bias_sqrt2 = sqrt(1.0 - pow(beta2, <double>t))
-    fg_adam_f64(w, dw, m, v, n, step_size, beta1, 1.0 - beta1, beta2, 1.0 - beta2, bias_sqrt2,
-                eps, weight_decay)
-
-
-cdef void adamw_f32(float *w, const float *dw, float *m, float *v, Py_ssize_t n, double lr,
-                    double beta1, double beta2, double eps, double weight_decay,
-                    Py_ssize_t t) noexcept nogil:
-    cdef double step_size = lr / (1.0 - pow(beta1, <double>t))
-    cdef double bias_sqrt2 = sqrt(1.0 - pow(beta2, <double>t))
-    fg_adamw_f32(w, dw, m, v, n, <float>step_size, <float>beta1, <float>(1.0 - beta1),
-                 <float>beta2, <float>(1.0 - beta2), <float>bias_sqrt2, <float>eps,
-                 <float>weight_decay, <float>(1.0 - lr * weight_decay))
-
-
-cdef void adamw_f64(double *w, const double *dw, double *m, double *v, Py_ssize_t n, double lr,
-                    double beta1, double beta2, double eps, double weight_decay,
-                    Py_ssize_t t) noexcept nogil:
-    cdef double step_size = lr / (1.0 - pow(beta1, <double>t))
-    cdef double bias_sqrt2 = sqrt(1.0 - pow(beta2, <double>t))
-    fg_adamw_f64(w, dw, m, v, n, step_size, beta1, 1.0 - beta1, beta2, 1.0 - beta2, bias_sqrt2,
-                 eps, weight_decay, 1.0 - lr * weight_decay)
+    cdef floating s = <floating>step_size, b1 = <floating>beta1, r1 = <floating>(1.0 - beta1)
+    cdef floating b2 = <floating>beta2, r2 = <floating>(1.0 - beta2), bs = <floating>bias_sqrt2
+    cdef floating e = <floating>eps, wd = <floating>weight_decay
+    cdef floating keep = <floating>(1.0 - lr * weight_decay)
+    if floating is float:
+        if decoupled:
+            fg_adamw_f32(w, dw, m, v, n, s, b1, r1, b2, r2, bs, e, wd, keep)
+        else:
+            fg_adam_f32(w, dw, m, v, n, s, b1, r1, b2, r2, bs, e, wd)
+    else:
+        if decoupled:
+            fg_adamw_f64(w, dw, m, v, n, s, b1, r1, b2, r2, bs, e, wd, keep)
+        else:
+            fg_adam_f64(w, dw, m, v, n, s, b1, r1, b2, r2, bs, e, wd)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -189,9 +179,9 @@ def sgd(w, dw, double lr, double weight_decay=0.0):
     cdef void *pd = _data(dw)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            sgd_f32(<float *>pw, <const float *>pd, n, lr, weight_decay)
+            sgd_update(<float *>pw, <const float *>pd, n, lr, weight_decay)
         else:
-            sgd_f64(<double *>pw, <const double *>pd, n, lr, weight_decay)
+            sgd_update(<double *>pw, <const double *>pd, n, lr, weight_decay)
 
 
 def sgd_momentum(w, dw, v, double lr, double momentum, double weight_decay=0.0):
@@ -204,11 +194,11 @@ def sgd_momentum(w, dw, v, double lr, double momentum, double weight_decay=0.0):
     cdef void *pv = _data(v)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            sgd_momentum_f32(<float *>pw, <const float *>pd, <float *>pv, n, lr, momentum,
-                             weight_decay)
+            sgd_momentum_update(<float *>pw, <const float *>pd, <float *>pv, n, lr, momentum,
+                                weight_decay)
         else:
-            sgd_momentum_f64(<double *>pw, <const double *>pd, <double *>pv, n, lr, momentum,
-                             weight_decay)
+            sgd_momentum_update(<double *>pw, <const double *>pd, <double *>pv, n, lr, momentum,
+                                weight_decay)
 
 
 def rmsprop(w, dw, c, double lr, double decay, double eps, double weight_decay=0.0):
@@ -221,11 +211,11 @@ def rmsprop(w, dw, c, double lr, double decay, double eps, double weight_decay=0
     cdef void *pc = _data(c)
     with nogil:
         if t == cnp.NPY_FLOAT32:
-            rmsprop_f32(<float *>pw, <const float *>pd, <float *>pc, n, lr, decay, eps,
-                        weight_decay)
+            rmsprop_update(<float *>pw, <const float *>pd, <float *>pc, n, lr, decay, eps,
+                           weight_decay)
         else:
-            rmsprop_f64(<double *>pw, <const double *>pd, <double *>pc, n, lr, decay, eps,
-                        weight_decay)
+            rmsprop_update(<double *>pw, <const double *>pd, <double *>pc, n, lr, decay, eps,
+                           weight_decay)
 
 
 def adam(w, dw, m, v, double lr, double beta1, double beta2, double eps, double weight_decay,
@@ -241,11 +231,11 @@ def adam(w, dw, m, v, double lr, double beta1, double beta2, double eps, double 
     cdef void *pv = _data(v)
     with nogil:
         if dt == cnp.NPY_FLOAT32:
-            adam_f32(<float *>pw, <const float *>pd, <float *>pm, <float *>pv, n, lr, beta1, beta2,
-                     eps, weight_decay, t)
+            adam_update(<float *>pw, <const float *>pd, <float *>pm, <float *>pv, n, lr, beta1,
+                        beta2, eps, weight_decay, t)
         else:
-            adam_f64(<double *>pw, <const double *>pd, <double *>pm, <double *>pv, n, lr, beta1,
-                     beta2, eps, weight_decay, t)
+            adam_update(<double *>pw, <const double *>pd, <double *>pm, <double *>pv, n, lr, beta1,
+                        beta2, eps, weight_decay, t)
 
 
 def adamw(w, dw, m, v, double lr, double beta1, double beta2, double eps, double weight_decay,
@@ -261,8 +251,8 @@ def adamw(w, dw, m, v, double lr, double beta1, double beta2, double eps, double
     cdef void *pv = _data(v)
     with nogil:
         if dt == cnp.NPY_FLOAT32:
-            adamw_f32(<float *>pw, <const float *>pd, <float *>pm, <float *>pv, n, lr, beta1,
-                      beta2, eps, weight_decay, t)
+            adamw_update(<float *>pw, <const float *>pd, <float *>pm, <float *>pv, n, lr, beta1,
+                         beta2, eps, weight_decay, t)
         else:
-            adamw_f64(<double *>pw, <const double *>pd, <double *>pm, <double *>pv, n, lr, beta1,
-                      beta2, eps, weight_decay, t)
+            adamw_update(<double *>pw, <const double *>pd, <double *>pm, <double *>pv, n, lr, beta1,
+                         beta2, eps, weight_decay, t)

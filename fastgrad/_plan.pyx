@@ -17,26 +17,19 @@ cimport cython
 cimport numpy as cnp
 from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
+from cython cimport floating
 
-from fastgrad._kernels cimport (act_backward_colsum_f32, act_backward_colsum_f64,
-                                bias_act_forward_f32, bias_act_forward_f64, gate_backward_f32,
-                                gate_backward_f64, gate_forward_f32, gate_forward_f64,
-                                maxout_backward_f32, maxout_backward_f64, maxout_forward_f32,
-                                maxout_forward_f64, softmax_ce_f32, softmax_ce_f64, svm_f32, svm_f64)
-from fastgrad._linalg cimport gemm_f32, gemm_f64
-from fastgrad._norm cimport (batchnorm_backward_f32, batchnorm_backward_f64, batchnorm_forward_f32,
-                             batchnorm_forward_f64, layernorm_backward_f32, layernorm_backward_f64,
-                             layernorm_forward_f32, layernorm_forward_f64)
-from fastgrad._optim cimport (adam_f32, adam_f64, adamw_f32, adamw_f64, rmsprop_f32, rmsprop_f64,
-                              sgd_f32, sgd_f64, sgd_momentum_f32, sgd_momentum_f64)
+from fastgrad._kernels cimport (act_backward_colsum, bias_act_forward, gate_backward, gate_forward,
+                                maxout_backward_into, maxout_forward_into, softmax_ce, svm)
+from fastgrad._linalg cimport gemm
+from fastgrad._norm cimport batchnorm_forward_into, layernorm_forward_into, norm_backward_into
+from fastgrad._optim cimport (adam_update, adamw_update, rmsprop_update, sgd_momentum_update,
+                              sgd_update)
 
 import numpy as np
+from fastgrad._linalg import ACTIVATIONS
 
 cnp.import_array()
-
-ctypedef fused real:
-    float
-    double
 
 
 cdef enum:
@@ -60,7 +53,7 @@ cdef enum:
     LAYERNORM = 16      # c = y (n, m) of a = x with b = gamma, f = beta, eps p; d, e = mean, invstd (n,)
     LAYERNORM_BWD = 17  # c = dx (or NULL), g = dgamma, h = dbeta from a = dy, b = x, d, e, f = gamma;
                         # i = 2 m doubles of scratch
-    GATE = 18     # c = gate `op` of a (n elements), parameter p (_kernels.pxd numbers the gates)
+    GATE = 18     # c = gate `op` (its activation code, GATES) of a (n elements), parameter p
     GATE_BWD = 19  # c = a (dy) times the gate's derivative read from b (its saved y or x)
     BATCHNORM = 20      # as LAYERNORM over columns: d, e (m,); g, h the running mean and variance
                         # (updated with momentum q; NULL: none); i = m doubles of scratch
@@ -78,7 +71,7 @@ KINDS = {"gemm": GEMM, "bias_act": BIAS_ACT, "act_bwd": ACT_BWD, "sce": SCE, "sv
          "optim": OPTIM, "layernorm": LAYERNORM, "layernorm_bwd": LAYERNORM_BWD,
          "gate": GATE, "gate_bwd": GATE_BWD, "batchnorm": BATCHNORM, "batchnorm_bwd": BATCHNORM_BWD,
          "dropout": DROPOUT}
-GATES = {"relu": 0, "leaky_relu": 1, "elu": 2, "sigmoid": 3, "tanh": 4}
+GATES = {name: code for name, code in ACTIVATIONS.items() if name is not None}
 # the optimizer rules of fastgrad._optim (OPTIM's op); each reads its row (lr, three
 # hyperparameters, weight decay, step) of OptimizerRows.hyper, filled before every run
 RULES = {"sgd": 0, "sgd_momentum": 1, "rmsprop": 2, "adam": 3, "adamw": 4}
@@ -102,10 +95,10 @@ cdef struct Instr:
     void *i
 
 
-cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:
+cdef floating _pairwise(const floating *a, Py_ssize_t n) noexcept nogil:
     """NumPy's pairwise summation (numpy/_core/src/umath/loops_utils.h.src, pairwise_sum): blocks of
     at most 128 summed by 8 accumulators, halves (rounded to a multiple of 8) summed recursively."""
-    cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+    cdef floating r0, r1, r2, r3, r4, r5, r6, r7, res
     cdef Py_ssize_t i, n2
     if n < 8:
         res = 0
@@ -130,9 +123,9 @@ cdef real _pairwise(const real *a, Py_ssize_t n) noexcept nogil:
     return _pairwise(a, n2) + _pairwise(a + n2, n - n2)
 
 
-cdef real _pairwise_sq(const real *a, Py_ssize_t n) noexcept nogil:
+cdef floating _pairwise_sq(const floating *a, Py_ssize_t n) noexcept nogil:
     """_pairwise of the squares a[i] * a[i] (each rounded, as the array a * a would hold them)."""
-    cdef real r0, r1, r2, r3, r4, r5, r6, r7, res
+    cdef floating r0, r1, r2, r3, r4, r5, r6, r7, res
     cdef Py_ssize_t i, n2
     if n < 8:
         res = 0
@@ -159,12 +152,12 @@ cdef real _pairwise_sq(const real *a, Py_ssize_t n) noexcept nogil:
     return _pairwise_sq(a, n2) + _pairwise_sq(a + n2, n - n2)
 
 
-cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:
-    cdef const real *a = <const real *>s.a
-    cdef const real *d = <const real *>s.d
-    cdef real *c = <real *>s.c
-    cdef real f = (<const real *>s.b)[0]
-    cdef real t
+cdef void _scaled(const Instr *s, floating *dummy) noexcept nogil:
+    cdef const floating *a = <const floating *>s.a
+    cdef const floating *d = <const floating *>s.d
+    cdef floating *c = <floating *>s.c
+    cdef floating f = (<const floating *>s.b)[0]
+    cdef floating t
     cdef Py_ssize_t i, n = s.n
     # one loop per case, no branch inside (so that each vectorizes)
     if d == NULL and s.k >= 2:
@@ -194,46 +187,31 @@ cdef void _scaled(const Instr *s, real *dummy) noexcept nogil:
             c[i] = f * a[i] + d[i]
 
 
-cdef void _optim(const Instr *s, real *dummy) noexcept nogil:
+cdef void _optim(const Instr *s, floating *dummy) noexcept nogil:
     cdef const double *h = <const double *>s.e  # lr, p1, p2, p3, weight decay, step
-    cdef real *w = <real *>s.a
-    cdef const real *dw = <const real *>s.b
+    cdef floating *w = <floating *>s.a
+    cdef const floating *dw = <const floating *>s.b
     cdef Py_ssize_t n = s.n, t = <Py_ssize_t>h[5]
     if s.op == 0:
-        if real is float:
-            sgd_f32(w, dw, n, h[0], h[4])
-        else:
-            sgd_f64(w, dw, n, h[0], h[4])
+        sgd_update(w, dw, n, h[0], h[4])
     elif s.op == 1:
-        if real is float:
-            sgd_momentum_f32(w, dw, <float *>s.c, n, h[0], h[1], h[4])
-        else:
-            sgd_momentum_f64(w, dw, <double *>s.c, n, h[0], h[1], h[4])
+        sgd_momentum_update(w, dw, <floating *>s.c, n, h[0], h[1], h[4])
     elif s.op == 2:
-        if real is float:
-            rmsprop_f32(w, dw, <float *>s.c, n, h[0], h[1], h[2], h[4])
-        else:
-            rmsprop_f64(w, dw, <double *>s.c, n, h[0], h[1], h[2], h[4])
+        rmsprop_update(w, dw, <floating *>s.c, n, h[0], h[1], h[2], h[4])
     elif s.op == 3:
-        if real is float:
-            adam_f32(w, dw, <float *>s.c, <float *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
-        else:
-            adam_f64(w, dw, <double *>s.c, <double *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
+        adam_update(w, dw, <floating *>s.c, <floating *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
     else:
-        if real is float:
-            adamw_f32(w, dw, <float *>s.c, <float *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
-        else:
-            adamw_f64(w, dw, <double *>s.c, <double *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
+        adamw_update(w, dw, <floating *>s.c, <floating *>s.d, n, h[0], h[1], h[2], h[3], h[4], t)
 
 
-cdef void _dropout(const Instr *s, real *dummy) noexcept nogil:
-    """functional.dropout and ops.dropout: keep = draws >= p (doubles), mask = keep ? (real)(1 /
+cdef void _dropout(const Instr *s, floating *dummy) noexcept nogil:
+    """functional.dropout and ops.dropout: keep = draws >= p (doubles), mask = keep ? (floating)(1 /
     (1 - p)) : 0, y = x * mask."""
-    cdef const real *x = <const real *>s.a
+    cdef const floating *x = <const floating *>s.a
     cdef const double *draws = <const double *>s.b
-    cdef real *y = <real *>s.c
-    cdef real *mask = <real *>s.d
-    cdef real scale = <real>s.q
+    cdef floating *y = <floating *>s.c
+    cdef floating *mask = <floating *>s.d
+    cdef floating scale = <floating>s.q
     cdef double p = s.p
     cdef Py_ssize_t i
     for i in range(s.n):
@@ -241,7 +219,7 @@ cdef void _dropout(const Instr *s, real *dummy) noexcept nogil:
         y[i] = x[i] * mask[i]
 
 
-cdef inline real _op(int op, real x, real y) noexcept nogil:
+cdef inline floating _op(int op, floating x, floating y) noexcept nogil:
     if op == 0:
         return x + y
     if op == 1:
@@ -251,12 +229,12 @@ cdef inline real _op(int op, real x, real y) noexcept nogil:
     return x / y
 
 
-cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
-    cdef const real *a = <const real *>s.a
-    cdef const real *b = <const real *>s.b
-    cdef real *c = <real *>s.c
+cdef void _binary(const Instr *s, floating *dummy) noexcept nogil:
+    cdef const floating *a = <const floating *>s.a
+    cdef const floating *b = <const floating *>s.b
+    cdef floating *c = <floating *>s.c
     cdef Py_ssize_t i, j, r, n = s.n, m = s.m
-    cdef real x, y
+    cdef floating x, y
     cdef int op = s.op
     if s.ma == FULL and s.mb == FULL:
         if op == 0:
@@ -293,47 +271,23 @@ cdef void _binary(const Instr *s, real *dummy) noexcept nogil:
                 c[i + j] = _op(op, a[j], b[i + j])
 
 
-cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
+cdef void _exec(const Instr *s, floating *dummy) noexcept nogil:
     cdef Py_ssize_t i, n = s.n
-    cdef real v
-    cdef real *c = <real *>s.c
-    cdef const real *a = <const real *>s.a
+    cdef floating v
+    cdef floating *c = <floating *>s.c
+    cdef const floating *a = <const floating *>s.a
     cdef int kind = s.kind
     if kind == GEMM:
-        if real is float:
-            gemm_f32(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const float *>s.a,
-                     <const float *>s.b, <float *>s.c)
-        else:
-            gemm_f64(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, <const double *>s.a,
-                     <const double *>s.b, <double *>s.c)
+        gemm(s.ta, s.tb, <int>s.m, <int>s.n, <int>s.k, a, <const floating *>s.b, c)
     elif kind == BIAS_ACT:
-        if real is float:
-            bias_act_forward_f32(<float *>s.a, <const float *>s.b, <float *>s.c, s.n, s.m, s.act,
-                                 <float>s.p)
-        else:
-            bias_act_forward_f64(<double *>s.a, <const double *>s.b, <double *>s.c, s.n, s.m, s.act,
-                                 s.p)
+        bias_act_forward(<floating *>s.a, <const floating *>s.b, c, s.n, s.m, s.act, <floating>s.p)
     elif kind == ACT_BWD or kind == COLSUM:
-        if real is float:
-            act_backward_colsum_f32(<const float *>s.a, <const float *>s.b, <float *>s.c,
-                                    <float *>s.d, s.n, s.m, s.act, <float>s.p)
-        else:
-            act_backward_colsum_f64(<const double *>s.a, <const double *>s.b, <double *>s.c,
-                                    <double *>s.d, s.n, s.m, s.act, s.p)
+        act_backward_colsum(a, <const floating *>s.b, c, <floating *>s.d, s.n, s.m, s.act, <floating>s.p)
     elif kind == SCE:
-        if real is float:
-            (<float *>s.e)[0] = <float>softmax_ce_f32(<const float *>s.a, <const Py_ssize_t *>s.b,
-                                                      s.n, s.m, <float *>s.c, <double *>s.d)
-        else:
-            (<double *>s.e)[0] = softmax_ce_f64(<const double *>s.a, <const Py_ssize_t *>s.b,
-                                                s.n, s.m, <double *>s.c, <double *>s.d)
+        (<floating *>s.e)[0] = <floating>softmax_ce(a, <const Py_ssize_t *>s.b, s.n, s.m, c, <double *>s.d)
     elif kind == SVM:
-        if real is float:
-            (<float *>s.e)[0] = <float>svm_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,
-                                               <float>s.p, <float *>s.c, <double *>s.d)
-        else:
-            (<double *>s.e)[0] = svm_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m,
-                                         s.p, <double *>s.c, <double *>s.d)
+        (<floating *>s.e)[0] = <floating>svm(a, <const Py_ssize_t *>s.b, s.n, s.m, <floating>s.p, c,
+                                     <double *>s.d)
     elif kind == BINARY:
         _binary(s, dummy)
     elif kind == NEG:
@@ -347,7 +301,7 @@ cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
         v = 0
         c[0] = v + _pairwise(a, n)
     elif kind == COPY:
-        memcpy(c, a, n * sizeof(real))
+        memcpy(c, a, n * sizeof(floating))
     elif kind == SUMSQ:
         v = 0
         c[0] = v + _pairwise_sq(a, n)
@@ -356,61 +310,26 @@ cdef void _exec(const Instr *s, real *dummy) noexcept nogil:
     elif kind == OPTIM:
         _optim(s, dummy)
     elif kind == GATE:
-        if real is float:
-            gate_forward_f32(s.op, <const float *>s.a, <float *>s.c, n, <float>s.p)
-        else:
-            gate_forward_f64(s.op, <const double *>s.a, <double *>s.c, n, s.p)
+        gate_forward(s.op, a, c, n, <floating>s.p)
     elif kind == GATE_BWD:
-        if real is float:
-            gate_backward_f32(s.op, <const float *>s.a, <const float *>s.b, <float *>s.c, n, <float>s.p)
-        else:
-            gate_backward_f64(s.op, <const double *>s.a, <const double *>s.b, <double *>s.c, n, s.p)
+        gate_backward(s.op, a, <const floating *>s.b, c, n, <floating>s.p)
     elif kind == DROPOUT:
         _dropout(s, dummy)
     elif kind == BATCHNORM:
-        if real is float:
-            batchnorm_forward_f32(<const float *>s.a, <const float *>s.b, <const float *>s.f, s.n, s.m,
-                                  s.p, <float *>s.c, <float *>s.d, <float *>s.e, <float *>s.g,
-                                  <float *>s.h, s.q, <double *>s.i)
-        else:
-            batchnorm_forward_f64(<const double *>s.a, <const double *>s.b, <const double *>s.f, s.n,
-                                  s.m, s.p, <double *>s.c, <double *>s.d, <double *>s.e,
-                                  <double *>s.g, <double *>s.h, s.q, <double *>s.i)
-    elif kind == BATCHNORM_BWD:
-        if real is float:
-            batchnorm_backward_f32(<const float *>s.a, <const float *>s.b, <const float *>s.d,
-                                   <const float *>s.e, <const float *>s.f, s.n, s.m, <float *>s.c,
-                                   <float *>s.g, <float *>s.h, <double *>s.i)
-        else:
-            batchnorm_backward_f64(<const double *>s.a, <const double *>s.b, <const double *>s.d,
-                                   <const double *>s.e, <const double *>s.f, s.n, s.m, <double *>s.c,
-                                   <double *>s.g, <double *>s.h, <double *>s.i)
+        batchnorm_forward_into(a, <const floating *>s.b, <const floating *>s.f, s.n, s.m, s.p, c,
+                               <floating *>s.d, <floating *>s.e, <floating *>s.g, <floating *>s.h, s.q,
+                               <double *>s.i)
+    elif kind == BATCHNORM_BWD or kind == LAYERNORM_BWD:
+        norm_backward_into(kind == BATCHNORM_BWD, a, <const floating *>s.b, <const floating *>s.d,
+                           <const floating *>s.e, <const floating *>s.f, s.n, s.m, c, <floating *>s.g,
+                           <floating *>s.h, <double *>s.i)
     elif kind == LAYERNORM:
-        if real is float:
-            layernorm_forward_f32(<const float *>s.a, <const float *>s.b, <const float *>s.f, s.n, s.m,
-                                  s.p, <float *>s.c, <float *>s.d, <float *>s.e)
-        else:
-            layernorm_forward_f64(<const double *>s.a, <const double *>s.b, <const double *>s.f, s.n,
-                                  s.m, s.p, <double *>s.c, <double *>s.d, <double *>s.e)
-    elif kind == LAYERNORM_BWD:
-        if real is float:
-            layernorm_backward_f32(<const float *>s.a, <const float *>s.b, <const float *>s.d,
-                                   <const float *>s.e, <const float *>s.f, s.n, s.m, <float *>s.c,
-                                   <float *>s.g, <float *>s.h, <double *>s.i)
-        else:
-            layernorm_backward_f64(<const double *>s.a, <const double *>s.b, <const double *>s.d,
-                                   <const double *>s.e, <const double *>s.f, s.n, s.m, <double *>s.c,
-                                   <double *>s.g, <double *>s.h, <double *>s.i)
+        layernorm_forward_into(a, <const floating *>s.b, <const floating *>s.f, s.n, s.m, s.p, c,
+                               <floating *>s.d, <floating *>s.e)
     elif kind == MAXOUT:
-        if real is float:
-            maxout_forward_f32(<const float *>s.a, s.n, s.m, s.k, <float *>s.c, <Py_ssize_t *>s.b)
-        else:
-            maxout_forward_f64(<const double *>s.a, s.n, s.m, s.k, <double *>s.c, <Py_ssize_t *>s.b)
+        maxout_forward_into(a, s.n, s.m, s.k, c, <Py_ssize_t *>s.b)
     elif kind == MAXOUT_BWD:
-        if real is float:
-            maxout_backward_f32(<const float *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <float *>s.c)
-        else:
-            maxout_backward_f64(<const double *>s.a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, <double *>s.c)
+        maxout_backward_into(a, <const Py_ssize_t *>s.b, s.n, s.m, s.k, c)
 
 
 @cython.final
@@ -556,7 +475,7 @@ cdef class Program:
             s.d = self._buffer(spec, "d", n, True, None)
         elif kind == GATE or kind == GATE_BWD:
             s.op = spec["op"]
-            if not 0 <= s.op <= 4:
+            if s.op not in GATES.values():
                 raise ValueError(f"capture: unknown gate {s.op}")
             s.a = self._buffer(spec, "a", n, False, None)
             if kind == GATE_BWD:

@@ -19,6 +19,8 @@ from cpython.ref cimport Py_INCREF, Py_REFCNT, Py_XDECREF
 from cpython.list cimport PyList_GET_SIZE
 from cpython.tuple cimport PyTuple_GET_SIZE
 from libc.string cimport memcpy
+from cython cimport floating
+from fastgrad._kernels cimport gate_backward, gate_forward
 
 import numpy as np
 from heapq import heappop, heappush
@@ -30,6 +32,9 @@ cdef extern from "<fenv.h>" nogil:
     int FE_DIVBYZERO, FE_OVERFLOW, FE_INVALID
     int feclearexcept(int excepts)
     int fetestexcept(int excepts)
+
+cdef extern from "activations.h" nogil:
+    enum: FG_ACT_RELU, FG_ACT_SIGMOID, FG_ACT_TANH
 
 cdef extern from "numpy/arrayobject.h":
     # a NumPy scalar (np.float32(...)) as a 0-d array of its own dtype; the C behind np.array(s)
@@ -62,6 +67,7 @@ cdef object _version_counter = None
 cdef object _py_coerce = None
 cdef object _op_add = None, _op_sub = None, _op_mul = None, _op_div = None, _op_neg = None
 cdef object _op_exp = None, _op_log = None
+cdef object _op_relu = None, _op_sigmoid = None, _op_tanh = None
 cdef object _py_backward = None
 cdef dict _own_rules = {}  # op -> (forward, backward) as the op table defined them
 cdef object _recorder = None  # fastgrad.capture's recorder while it records a step
@@ -93,12 +99,15 @@ def bind(tensor_cls, state, debug, inplace, sequence, debug_record, check_versio
     """Hand the tape the objects it shares with autograd.py and tensor.py (called once at import)."""
     global Tensor, _state, _debug, _inplace, _sequence, _DebugRecord, _check_versions, _version_counter
     global _grad_off, _py_coerce, _op_add, _op_sub, _op_mul, _op_div, _op_neg, _op_exp, _op_log, _py_backward
+    global _op_relu, _op_sigmoid, _op_tanh
     _grad_off = grad_off
     _py_coerce = coerce
     _py_backward = backward
     _op_exp, _op_log = ops.exp, ops.log
+    _op_relu, _op_sigmoid, _op_tanh = ops.relu, ops.sigmoid, ops.tanh
     _op_add, _op_sub, _op_mul, _op_div, _op_neg = ops.add, ops.sub, ops.mul, ops.div, ops.neg
-    for op in (ops.add, ops.sub, ops.mul, ops.div, ops.neg, ops.exp, ops.log):
+    for op in (ops.add, ops.sub, ops.mul, ops.div, ops.neg, ops.exp, ops.log, ops.relu, ops.sigmoid,
+               ops.tanh):
         _own_rules[op] = (op.forward, op.backward)
     global _DATA, _GRAD, _REQUIRES_GRAD, _NODE, _VC, _NAME, _FORWARD, _BACKWARD, _TAKES_NEEDS, _Op
     _DATA, _GRAD, _REQUIRES_GRAD, _NODE, _VC, _NAME = _slot_offsets(
@@ -407,63 +416,107 @@ cdef object _small(int code, object x, object y, object z, bint into_x=False):
 
 
 cdef inline void _small_loop(int code, void *dst, object x, object y, object z, int tx, Py_ssize_t nx):
-    cdef Py_ssize_t i
-    cdef float *of
-    cdef const float *xf
-    cdef const float *yf
-    cdef const float *zf
-    cdef double *od
-    cdef const double *xd
-    cdef const double *yd
-    cdef const double *zd
     if tx == cnp.NPY_FLOAT:
-        of = <float *>dst
-        xf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>x)
-        if code == NEG:
-            for i in range(nx):
-                of[i] = -xf[i]
-            return
-        yf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>y)
-        if code == ADD:
-            for i in range(nx):
-                of[i] = xf[i] + yf[i]
-        elif code == SUB:
-            for i in range(nx):
-                of[i] = xf[i] - yf[i]
-        elif code == MUL:
-            for i in range(nx):
-                of[i] = xf[i] * yf[i]
-        elif code == DIV:
-            for i in range(nx):
-                of[i] = xf[i] / yf[i]
-        else:
-            zf = <const float *>cnp.PyArray_DATA(<cnp.ndarray>z)
-            for i in range(nx):
-                of[i] = ((-(xf[i] / yf[i])) * zf[i]) / yf[i]
+        _small_typed(code, <float *>dst, x, y, z, nx)
     else:
-        od = <double *>dst
-        xd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>x)
-        if code == NEG:
-            for i in range(nx):
-                od[i] = -xd[i]
-            return
-        yd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>y)
-        if code == ADD:
-            for i in range(nx):
-                od[i] = xd[i] + yd[i]
-        elif code == SUB:
-            for i in range(nx):
-                od[i] = xd[i] - yd[i]
-        elif code == MUL:
-            for i in range(nx):
-                od[i] = xd[i] * yd[i]
-        elif code == DIV:
-            for i in range(nx):
-                od[i] = xd[i] / yd[i]
-        else:
-            zd = <const double *>cnp.PyArray_DATA(<cnp.ndarray>z)
-            for i in range(nx):
-                od[i] = ((-(xd[i] / yd[i])) * zd[i]) / yd[i]
+        _small_typed(code, <double *>dst, x, y, z, nx)
+
+
+cdef inline void _small_typed(int code, floating *out, object x, object y, object z, Py_ssize_t nx):
+    cdef Py_ssize_t i
+    cdef const floating *xs = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef const floating *ys
+    cdef const floating *zs
+    if code == NEG:
+        for i in range(nx):
+            out[i] = -xs[i]
+        return
+    ys = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>y)
+    if code == ADD:
+        for i in range(nx):
+            out[i] = xs[i] + ys[i]
+    elif code == SUB:
+        for i in range(nx):
+            out[i] = xs[i] - ys[i]
+    elif code == MUL:
+        for i in range(nx):
+            out[i] = xs[i] * ys[i]
+    elif code == DIV:
+        for i in range(nx):
+            out[i] = xs[i] / ys[i]
+    else:
+        zs = <const floating *>cnp.PyArray_DATA(<cnp.ndarray>z)
+        for i in range(nx):
+            out[i] = ((-(xs[i] / ys[i])) * zs[i]) / ys[i]
+
+
+# The gates without parameters on small arrays: the C kernel the op's forward and rule call
+# (fastgrad._kernels' entry points, the same bits), called from here without the op table's Python
+# functions and the binding's checks (_small_ok checks what the binding would). The kernels raise no
+# floating-point warnings, so nothing needs handing back to NumPy.
+
+cdef inline int _gate_code(object op):
+    """The activation code of relu, sigmoid and tanh, else -1 (the caller checks that the op's
+    forward or rule is still the op table's own)."""
+    cdef int act
+    if op is _op_tanh:
+        act = FG_ACT_TANH
+    elif op is _op_sigmoid:
+        act = FG_ACT_SIGMOID
+    elif op is _op_relu:
+        act = FG_ACT_RELU
+    else:
+        return -1
+    return act
+
+
+cdef object _small_gate(int act, object x):
+    """y = act(x) as the op's forward computes it (a new array), or None when x is not small."""
+    cdef int t
+    cdef Py_ssize_t n
+    if not _small_ok(x, &t, &n):
+        return None
+    cdef cnp.ndarray y = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>x),
+                                           cnp.PyArray_DIMS(<cnp.ndarray>x), t, 0)
+    cdef void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
+    cdef void *py = cnp.PyArray_DATA(y)
+    if t == cnp.NPY_FLOAT:
+        gate_forward(act, <const float *>px, <float *>py, n, 0)
+    else:
+        gate_forward(act, <const double *>px, <double *>py, n, 0)
+    return y
+
+
+cdef object _small_gate_grad(int act, object g, object y, bint into_g):
+    """dx = act'(y) g as the op's rule computes it, or None unless g and the saved output y are small
+    arrays of one shape and dtype. into_g: the result is written over g (computed into a buffer
+    first: the kernels take no aliased arguments) and g returned."""
+    cdef int tg, ty
+    cdef Py_ssize_t ng, ny
+    cdef double buf[SMALL]
+    cdef cnp.ndarray out
+    cdef void *dst
+    if not _small_ok(g, &tg, &ng) or not _small_ok(y, &ty, &ny) or ty != tg:
+        return None
+    if not _same_shape(<cnp.ndarray>g, <cnp.ndarray>y):
+        return None
+    if into_g and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>g):
+        into_g = False
+    if into_g:
+        dst = buf
+    else:
+        out = cnp.PyArray_EMPTY(cnp.PyArray_NDIM(<cnp.ndarray>g), cnp.PyArray_DIMS(<cnp.ndarray>g), tg, 0)
+        dst = cnp.PyArray_DATA(out)
+    cdef void *pg = cnp.PyArray_DATA(<cnp.ndarray>g)
+    cdef void *py = cnp.PyArray_DATA(<cnp.ndarray>y)
+    if tg == cnp.NPY_FLOAT:
+        gate_backward(act, <const float *>pg, <const float *>py, <float *>dst, ng, 0)
+    else:
+        gate_backward(act, <const double *>pg, <const double *>py, <double *>dst, ng, 0)
+    if into_g:
+        memcpy(pg, buf, ng * cnp.PyArray_ITEMSIZE(<cnp.ndarray>g))
+        return g
+    return out
 
 
 cdef inline object _small_forward(object op, object a, object b):
@@ -519,6 +572,12 @@ cdef object _small_backward(object op, object rule, object g, object saved, tupl
         return None
     if op is _op_neg:
         gx = _small(NEG, g, None, None, reuse_g)
+        return None if gx is None else (gx,)
+    cdef int act = _gate_code(op)
+    if act >= 0:  # relu, sigmoid, tanh: saved (y,)
+        if type(saved) is not tuple or PyTuple_GET_SIZE(saved) != 1:
+            return None
+        gx = _small_gate_grad(act, g, saved[0], reuse_g)
         return None if gx is None else (gx,)
     if op is _op_exp or op is _op_log:  # exp: g * y (the saved output); log: g / x
         if type(saved) is not tuple or PyTuple_GET_SIZE(saved) != 1:
@@ -638,6 +697,26 @@ def tensor_neg(self):
     return _apply(_op_neg, (self,), None)
 
 
+def tensor_exp(self):
+    return _apply(_op_exp, (self,), None)
+
+
+def tensor_log(self):
+    return _apply(_op_log, (self,), None)
+
+
+def tensor_relu(self):
+    return _apply(_op_relu, (self,), None)
+
+
+def tensor_sigmoid(self):
+    return _apply(_op_sigmoid, (self,), None)
+
+
+def tensor_tanh(self):
+    return _apply(_op_tanh, (self,), None)
+
+
 def tensor_backward(self, gradient=None, retain_graph=False, keep_grads=False):
     """Tensor.backward (its Python text in tensor.py); an omitted gradient's ones made in C."""
     cdef cnp.ndarray g
@@ -682,6 +761,7 @@ cdef object _apply(object op, tuple inputs, dict attrs):
     cdef Py_ssize_t i
     cdef bint requires_grad = False
     cdef list arrays = None  # the inputs' data beyond two (a0, a1: the first two)
+    cdef int act
     if n == 0:
         raise TypeError(f"{op.name}: apply needs at least one input tensor")
     t = inputs[0]
@@ -728,6 +808,8 @@ cdef object _apply(object op, tuple inputs, dict attrs):
         out, saved = fast
     elif n == 1 and op is _op_neg and _forward_unchanged(op) and (fast := _small(NEG, a0, None, None)) is not None:
         out, saved = fast, ()
+    elif n == 1 and (act := _gate_code(op)) >= 0 and _forward_unchanged(op) and (fast := _small_gate(act, a0)) is not None:
+        out, saved = fast, (fast,)
     elif n == 1:
         out, saved = op.forward(a0)
     elif n == 2:

@@ -831,7 +831,11 @@ if autograd._tape is not None:  # the compiled tape (see autograd.py): the same 
     # the arithmetic operators straight into the tape (one Python frame less per op)
     for _name in ("add", "radd", "sub", "rsub", "mul", "rmul", "truediv", "rtruediv", "neg"):
         setattr(Tensor, f"__{_name}__", getattr(autograd._tape, f"tensor_{_name}"))
-    del _name
+    for _name in ("exp", "log", "relu", "sigmoid", "tanh"):  # the unary methods too, same docs
+        _method = getattr(autograd._tape, f"tensor_{_name}")
+        _method.__doc__ = getattr(Tensor, _name).__doc__
+        setattr(Tensor, _name, _method)
+    del _name, _method
     _python_backward = Tensor.backward
     Tensor.backward = autograd._tape.tensor_backward  # one-element roots by the short path
     Tensor.backward.__doc__ = _python_backward.__doc__

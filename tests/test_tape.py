@@ -134,6 +134,42 @@ def test_a_gradient_overwritten_in_place_is_intact_when_numpy_must_redo_the_op(d
     assert want[1] == 6
 
 
+# relu, sigmoid and tanh on small tensors: the tape calls the gate kernels itself (fastgrad/_tape.pyx,
+# _small_gate); the values must be the bits the kernels give inside a large array (their vector and
+# threaded loops), forward and backward, through a chain whose gradients the walk overwrites in place
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(), (1,), (3, 4), (64,), (65,)])  # (65,): past the small path
+@pytest.mark.parametrize("gate", ["relu", "sigmoid", "tanh"])
+def test_small_gates_are_the_kernels_bits_forward_and_backward(dtype, shape, gate):
+    from fastgrad import _kernels as K
+
+    forward, backward = getattr(K, f"{gate}_forward"), getattr(K, f"{gate}_backward")
+    rng = np.random.default_rng(11)
+    size = int(np.prod(shape))
+    special = np.array([0.0, -0.0, 1e-8, -1e-8, 0.5, -0.5, 3.0, -3.0, 20.0, -20.0, 1e4, -1e4], dtype)
+    a = np.resize(np.concatenate([special, (rng.standard_normal(size) * 4).astype(dtype)]), size)
+    g = rng.standard_normal(size).astype(dtype)
+    # the oracle: the kernels on arrays of 200,000 elements (past every thread threshold) whose first
+    # entries are a and g
+    big_a = np.concatenate([a, rng.standard_normal(200_000).astype(dtype)])
+    big_g = np.concatenate([g, rng.standard_normal(200_000).astype(dtype)])
+    y1 = forward(big_a)
+    y2 = forward(y1)
+    dx2 = backward(big_g, y2)  # d/dy1 of gate(gate(.)), then d/dx
+    dx = backward(dx2, y1)
+    x = fg.tensor(a.reshape(shape), dtype=dtype, requires_grad=True)
+    out = getattr(getattr(x, gate)(), gate)()
+    out.backward(g.reshape(shape))
+    assert out.dtype == dtype and x.grad.dtype == dtype and x.grad.shape == shape
+    np.testing.assert_array_equal(out.data.ravel(), y2[:size])
+    np.testing.assert_array_equal(x.grad.ravel(), dx[:size])
+    # and the values are the gate's (an independent formula, to rounding)
+    ref = {"relu": lambda v: np.maximum(v, 0), "sigmoid": lambda v: 1 / (1 + np.exp(-v.astype(np.float64))),
+           "tanh": lambda v: np.tanh(v.astype(np.float64))}[gate]
+    with np.errstate(over="ignore"):
+        np.testing.assert_allclose(out.data.ravel(), ref(ref(a)).astype(dtype), rtol=1e-5, atol=1e-6)
+
+
 # the losses' labels: an input slot of the node that takes no gradient (a Constant, not a Tensor)
 def _softmax_grad(s, y):
     """(softmax(s) - onehot(y)) / N, in float64 from NumPy (the oracle)."""
