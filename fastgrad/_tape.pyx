@@ -28,6 +28,9 @@ from types import MemberDescriptorType
 
 cnp.import_array()
 
+cdef extern from *:
+    bint _unlikely "unlikely"(bint)  # Cython's __builtin_expect(!!(x), 0): the cold branch out of the way
+
 cdef extern from "<fenv.h>" nogil:
     int FE_DIVBYZERO, FE_OVERFLOW, FE_INVALID
     int feclearexcept(int excepts)
@@ -742,7 +745,13 @@ def tensor_backward(self, gradient=None, retain_graph=False, keep_grads=False):
 
 
 def apply(op, *inputs, **attrs):
-    """Run `op` forward on the inputs' data and, when a gradient is wanted, record its node."""
+    """Run `op` forward on the inputs' data and, when a gradient is wanted, record its node.
+
+    An input may be a Constant (the losses' labels): `_apply_constants` runs such a call, found
+    here so that `_apply`, which the operators call directly, stays as it is."""
+    for t in inputs:
+        if type(t) is Constant:
+            return _apply_constants(op, inputs, attrs)
     return _apply(op, inputs, attrs)
 
 
@@ -764,17 +773,13 @@ cdef object _apply(object op, tuple inputs, dict attrs):
     cdef int act
     if n == 0:
         raise TypeError(f"{op.name}: apply needs at least one input tensor")
-    t = inputs[0]
-    if not isinstance(t, Tensor):  # a Constant (labels), or no tensor at all: _apply_constants decides
-        return _apply_constants(op, inputs, attrs)
+    t = _check_tensor(inputs[0])
     a0 = _data(t)
     dtype = _dtype_of(a0)
     requires_grad = _requires_grad(t)
     a1 = None
     if n >= 2:
-        t = inputs[1]
-        if not isinstance(t, Tensor):
-            return _apply_constants(op, inputs, attrs)
+        t = _check_tensor(inputs[1])
         a1 = _data(t)
         dt = _dtype_of(a1)
         if dt is not dtype and dt != dtype:
@@ -784,9 +789,7 @@ cdef object _apply(object op, tuple inputs, dict attrs):
         if n > 2:
             arrays = [a0, a1]
             for i in range(2, n):
-                t = inputs[i]
-                if not isinstance(t, Tensor):
-                    return _apply_constants(op, inputs, attrs)
+                t = _check_tensor(inputs[i])
                 data = _data(t)
                 dt = _dtype_of(data)
                 if dt is not dtype and dt != dtype:
@@ -1044,7 +1047,7 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
                 f"the backward rule of op '{op.name}' returned {len(grads)} gradients for "
                 f"{n} inputs"
             )
-        if node.constant_inputs:  # the labels take no gradient, whatever a rule returns for them
+        if _unlikely(node.constant_inputs):  # the labels take no gradient, whatever a rule returns for them
             grads = _no_constant_grads(inputs, grads)
         # first pass: check each gradient, find its memory owner, count the owners
         taken = []  # input, gradient, owner id (None when it cannot be owned anyway): 3 per input
