@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The tape in Cython: `Node`, `apply` (run an op, record its node) and `run_backward` (the walk).
+"""The tape in Cython: `Node`, `Constant`, `apply` (run an op, record its node) and `run_backward`.
 
 The same logic as the Python tape it replaces (fastgrad/autograd.py and tensor.py keep the Python
 text of both, used with FASTGRAD_PURE_TAPE=1, and docs/ARCHITECTURE.md describes them): the
@@ -27,6 +27,9 @@ from heapq import heappop, heappush
 from types import MemberDescriptorType
 
 cnp.import_array()
+
+cdef extern from *:
+    bint _unlikely "unlikely"(bint)  # Cython's __builtin_expect(!!(x), 0): the cold branch out of the way
 
 cdef extern from "<fenv.h>" nogil:
     int FE_DIVBYZERO, FE_OVERFLOW, FE_INVALID
@@ -134,9 +137,12 @@ cdef class Node:
     `out_data` and `out_vc` are the output's data and version counter (see `mark_modified`); the
     data stays alive with the output tensor anyway, so holding it costs no memory.
 
+    `inputs` holds the input tensors in argument order, and an autograd.Constant where an argument
+    is integer data (the losses' labels), which takes no gradient.
+
     PyTorch's accessors read the graph without the fields: `name()` is the op's name,
-    `next_functions` is a tuple with one `(node, 0)` pair per input, node None for a leaf or a
-    constant (`Tensor.grad_fn` is the node of an op output, None for a leaf).
+    `next_functions` is a tuple with one `(node, 0)` pair per input, node None for a leaf, a
+    constant or a Constant (`Tensor.grad_fn` is the node of an op output, None for a leaf).
     """
 
     cdef public object op
@@ -144,6 +150,10 @@ cdef class Node:
     cdef public object saved
     cdef public long long seq
     cdef public bint released
+    # whether some input is a Constant: the walk then drops what the rule returns for it before it
+    # reads the inputs' fields in place (a Constant has not the Tensor layout); False, as a new
+    # object's fields are zeroed, for every node _apply makes. Beside `released`, in its padding.
+    cdef readonly bint constant_inputs
     cdef public object grad
     cdef public object out_data
     cdef public object out_vc
@@ -151,6 +161,7 @@ cdef class Node:
     def __init__(self, op, inputs, saved, out_data=None, out_vc=None):
         self.op = op
         self.inputs = tuple(inputs)
+        self.constant_inputs = any([type(t) is Constant for t in self.inputs])
         self.saved = saved
         self.seq = next(_sequence)
         self.released = False
@@ -181,6 +192,49 @@ cdef class Node:
 
     def __repr__(self):
         return f"<Node {self.op.name} #{self.seq}>"
+
+
+@cython.final
+cdef class Constant:
+    """An input of an op that is no Tensor and takes no gradient: the integer labels of the losses.
+
+    autograd.Constant compiled (its docstring says it all; autograd.py swaps this one in, as it
+    does Node): `data` the intp array, `name`; `requires_grad` False, `grad`, `grad_fn`, `_node`
+    and `_vc` None, as a constant tensor answers.
+    """
+
+    cdef public object data
+    cdef public object name
+    requires_grad = False
+    grad = None
+    grad_fn = None
+    is_leaf = True
+    _node = None
+    _vc = None
+
+    def __init__(self, data, name=None):
+        if type(data) is not ndarray:
+            raise TypeError(f"Constant: expected a NumPy array, got {type(data).__name__}")
+        self.data = data
+        self.name = name
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def numpy(self):
+        return self.data
+
+    def __repr__(self):
+        return f"<Constant {self.name or ''} {self.data.dtype} {self.data.shape}>".replace("  ", " ")
 
 
 # --- the fields of a Tensor, read and written in place --------------------------------------------
@@ -691,7 +745,13 @@ def tensor_backward(self, gradient=None, retain_graph=False, keep_grads=False):
 
 
 def apply(op, *inputs, **attrs):
-    """Run `op` forward on the inputs' data and, when a gradient is wanted, record its node."""
+    """Run `op` forward on the inputs' data and, when a gradient is wanted, record its node.
+
+    An input may be a Constant (the losses' labels): `_apply_constants` runs such a call, found
+    here so that `_apply`, which the operators call directly, stays as it is."""
+    for t in inputs:
+        if type(t) is Constant:
+            return _apply_constants(op, inputs, attrs)
     return _apply(op, inputs, attrs)
 
 
@@ -776,6 +836,119 @@ cdef object _apply(object op, tuple inputs, dict attrs):
     if _recorder is not None:
         _recorder.op(op, inputs, attrs, result)
     return result
+
+
+cdef object _apply_constants(object op, tuple inputs, dict attrs):
+    """`_apply` when some input is no Tensor: a `Constant` (the losses' labels: integer data that
+    takes no gradient) passes its data to the forward, is exempt from the one-dtype rule and never
+    requires grad; anything else raises as `_apply` did. tensor.apply is the Python text (the
+    dtype of the first input is the one the others must have).
+
+    Off the operator path, and kept apart from it: attributes are read by name and the result and
+    its node made by copies of _wrap/_new_node, not by the inline helpers `_apply` uses — more
+    calls of those made the C compiler stop inlining them there (measured: about +14 to +28
+    instructions per op)."""
+    cdef list arrays = []
+    cdef bint requires_grad = False
+    cdef Constant c
+    dtype = None
+    for t in inputs:
+        if type(t) is Constant:
+            c = <Constant>t
+            if dtype is None:
+                dtype = c.data.dtype
+            arrays.append(c.data)
+            continue
+        if not isinstance(t, Tensor):  # fails as `t.data` would, as in _check_tensor
+            t.data
+            raise TypeError(f"expected a fastgrad Tensor, got {type(t).__name__}")
+        data = t.data
+        dt = data.dtype
+        if dtype is None:
+            dtype = dt
+        elif dt is not dtype and dt != dtype:
+            raise TypeError(f"{op.name}: inputs mix {dtype} and {dt}; convert one explicitly")
+        arrays.append(data)
+        if t.requires_grad:
+            requires_grad = True
+    requires_grad = requires_grad and (_grad_off[0] == 0 or _state.enabled)
+    if op.takes_needs:
+        if attrs is None:
+            attrs = {}
+        attrs["needs"] = tuple([requires_grad and x.requires_grad for x in inputs])
+    if attrs:
+        out, saved = op.forward(*arrays, **attrs)
+    else:
+        out, saved = op.forward(*arrays)
+    if type(out) is not ndarray:  # NumPy returns scalars from 0-d arithmetic
+        if isinstance(out, cnp.generic):
+            out = PyArray_FromScalar(out, NULL)
+        else:
+            out = _np_array(out)
+    result = _wrap_apart(out, requires_grad)
+    if out.base is not None:  # a view of an input tensor's data: one version counter
+        owner = out
+        while isinstance(owner.base, ndarray):
+            owner = owner.base
+        for t in inputs:
+            if type(t) is not Constant:
+                base = t.data
+                while isinstance(base.base, ndarray):
+                    base = base.base
+                if base is owner:
+                    result._vc = _version_counter(t)
+                    break
+    if requires_grad:
+        result._node = _constant_node(op, inputs, saved, out, result._vc)
+    if _recorder is not None:
+        _recorder.op(op, inputs, attrs, result)
+    return result
+
+
+cdef void _store(object t, Py_ssize_t offset, object value):
+    """_set_field, apart (see _apply_constants)."""
+    cdef PyObject **p = <PyObject **>((<char *><PyObject *>t) + offset)
+    cdef PyObject *old = p[0]
+    Py_INCREF(value)
+    p[0] = <PyObject *>value
+    Py_XDECREF(old)
+
+
+cdef object _wrap_apart(object data, bint requires_grad):
+    """_wrap, apart (see _apply_constants)."""
+    t = PyType_GenericAlloc(<PyTypeObject *>Tensor, 0)
+    _store(t, _DATA, data)
+    _store(t, _GRAD, None)
+    _store(t, _REQUIRES_GRAD, True if requires_grad else False)
+    _store(t, _NODE, None)
+    _store(t, _NAME, None)
+    _store(t, _VC, None)
+    return t
+
+
+cdef Node _constant_node(object op, tuple inputs, object saved, object out_data, object out_vc):
+    """_new_node, apart (see _apply_constants), for a node with a Constant input."""
+    cdef Node node = Node.__new__(Node)
+    node.op = op
+    node.inputs = inputs
+    node.constant_inputs = True
+    node.saved = saved
+    node.seq = next(_sequence)
+    node.released = False
+    node.grad = None
+    node.out_data = out_data
+    node.out_vc = out_vc
+    return node
+
+
+cdef object _no_constant_grads(tuple inputs, object grads):
+    """`grads` with None for every Constant input: `grads` itself when it has None there already
+    (the op table's rules), else a new tuple (kept out of the walk's body, off its path)."""
+    cdef Py_ssize_t i, n = PyTuple_GET_SIZE(inputs)
+    for i in range(n):
+        if type(inputs[i]) is Constant and grads[i] is not None:
+            return tuple([None if type(inputs[k]) is Constant else grads[k] for k in range(n)])
+    return grads
 
 
 cdef set _held(tuple node_inputs, object saved, object g, bint g_owned):
@@ -874,13 +1047,15 @@ cdef _run_backward(object root, object gradient, bint retain_graph, bint keep_gr
                 f"the backward rule of op '{op.name}' returned {len(grads)} gradients for "
                 f"{n} inputs"
             )
+        if _unlikely(node.constant_inputs):  # the labels take no gradient, whatever a rule returns for them
+            grads = _no_constant_grads(inputs, grads)
         # first pass: check each gradient, find its memory owner, count the owners
         taken = []  # input, gradient, owner id (None when it cannot be owned anyway): 3 per input
         held = None  # what others hold, computed only when some gradient could be owned
         shared = None  # owners returned for more than one input
         for i in range(n):
             gi = grads[i]
-            t = inputs[i]  # a Tensor (checked by _apply)
+            t = inputs[i]  # a Tensor (checked by _apply; a Constant's gradient is None by now)
             if gi is None or not _requires_grad(t):
                 continue
             data = _data(t)

@@ -1,8 +1,9 @@
 """The tape: nodes recorded as ops run, and the reverse walk that applies the chain rule.
 
 Every differentiable op that runs while gradients are enabled creates a `Node` holding its row of the
-op table, its input tensors, what the forward saved for backward, and a sequence number. Only the
-output tensor points at its node, so a graph that is never backpropagated is freed with its tensors.
+op table, its inputs (tensors, and `Constant`s for integer labels: inputs that take no gradient),
+what the forward saved for backward, and a sequence number. Only the output tensor points at its
+node, so a graph that is never backpropagated is freed with its tensors.
 
 `backward` visits the nodes that receive a gradient from the root (iteratively, through a heap: a
 100k-node chain is fine) in descending sequence order, which is a reverse topological order because an
@@ -86,8 +87,56 @@ def no_grad():
                 _grad_off[0] -= 1
 
 
+class Constant:
+    """An input of an op that is no Tensor and takes no gradient: the integer labels of the losses.
+
+    Tensors hold float32/float64 data only (docs/DESIGN.md), so integer class labels enter the
+    graph as this stand-in: `data` is the C-contiguous intp array the row's forward reads (held as
+    given, no copy), `name` what drawings call it. It answers what the tape reads of an input as a
+    constant tensor does (`requires_grad` False; `grad`, `grad_fn`, `_node` and the version counter
+    `_vc` None), so `next_functions` gives `(None, 0)` for it, as PyTorch does for a target that
+    needs no gradient; the row's rule returns None for it and neither walk sends it a gradient.
+    `apply` exempts it from the one-dtype rule of its inputs.
+    """
+
+    __slots__ = ("data", "name")
+    requires_grad = False
+    grad = None
+    grad_fn = None
+    is_leaf = True
+    _node = None
+    _vc = None
+
+    def __init__(self, data: np.ndarray, name: str | None = None):
+        if type(data) is not np.ndarray:
+            raise TypeError(f"Constant: expected a NumPy array, got {type(data).__name__}")
+        self.data = data
+        self.name = name
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def ndim(self):
+        return self.data.ndim
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def __repr__(self):
+        return f"<Constant {self.name or ''} {self.data.dtype} {self.data.shape}>".replace("  ", " ")
+
+
 class Node:
-    """One recorded op application: op row, input tensors, saved buffers, sequence number.
+    """One recorded op application: op row, inputs, saved buffers, sequence number.
+
+    `inputs` are the op's input tensors in argument order, and a `Constant` where an argument is
+    integer data (the losses' labels).
 
     `grad` holds this node's output gradient after a backward with `keep_grads=True` (for drawing).
     `out_data` and `out_vc` are the output's data and version counter (see `mark_modified`); the
@@ -112,7 +161,8 @@ class Node:
 
     @property
     def next_functions(self):
-        """((node of input 0, 0), (node of input 1, 0), ...): None where an input is no op output."""
+        """((node of input 0, 0), (node of input 1, 0), ...): None where an input is no op output
+        (a leaf, a constant tensor, a `Constant` such as the labels)."""
         return tuple([(t._node, 0) for t in self.inputs])
 
     def __call__(self, grad):
@@ -376,6 +426,8 @@ def _accumulate_leaf(t, gi: np.ndarray, owned: bool) -> None:
 
 
 def _describe(t) -> str:
+    if type(t) is Constant:
+        return f"the constant input {t.name!r} of shape {t.shape}"
     what = f"tensor {t.name!r}" if t.name else "a tensor"
     if t._node is not None:
         what += f" (output of op '{t._node.op.name}' #{t._node.seq})"
@@ -448,4 +500,5 @@ else:
     from . import _tape
 
     Node = _tape.Node  # noqa: F811 (the compiled node replaces the Python one)
+    Constant = _tape.Constant  # noqa: F811 (and the compiled Constant, cheaper to make)
     run_backward = _tape.run_backward  # noqa: F811

@@ -50,6 +50,7 @@ import numpy as np
 from . import _linalg as L
 from . import _plan
 from . import autograd
+from .autograd import Constant
 from . import flat as _flat
 from .tensor import Tensor
 
@@ -462,8 +463,8 @@ class _Compiler:
             rule = getattr(self, "fwd_" + op.name, None)
             if rule is None:
                 raise _Unsupported(f"op '{op.name}' has no replay rule")
-            arrays = [self.value(t, op.name, k) if id(t) not in self.squares else t.data
-                      for k, t in enumerate(inputs)]
+            arrays = [t.data if type(t) is Constant or id(t) in self.squares else self.value(t, op.name, k)
+                      for k, t in enumerate(inputs)]  # a Constant (labels): its op's rule reads it
             rule(record, arrays, self.out(result, op.name, inputs))
             self.produced[id(result)] = record
 
@@ -640,7 +641,9 @@ class _Compiler:
     def fwd_loss(self, record, arrays, out):
         op, inputs, attrs, result, node, saved = record
         scores = arrays[0]
-        labels = attrs.get("labels")
+        # the labels are the node's second input, a Constant (functional.py checked them: an intp
+        # array); traced by identity: an argument's buffer changes each call, anything else is fixed
+        labels = inputs[1].data if len(inputs) == 2 and type(inputs[1]) is Constant else None
         if type(labels) is not np.ndarray or scores.ndim != 2:
             raise _Unsupported(f"op '{op.name}' with labels of type {type(labels).__name__}")
         if id(labels) not in self.placeholders:
@@ -648,7 +651,9 @@ class _Compiler:
                 if np.shares_memory(labels, buf):
                     raise _Unsupported(f"the labels of op '{op.name}' are converted from an argument outside "
                                        "the tape (pass integer labels as they are)")
-            labels = np.require(labels, dtype=np.intp, requirements="CA")
+            # frozen at capture, as any value from outside the arguments: a copy, so that changing
+            # the caller's array later cannot hand the program labels that were never range-checked
+            labels = np.array(labels, dtype=np.intp, order="C")
             self.plan.keep.append(labels)
         elif labels.dtype != np.intp:
             raise _Unsupported(f"the labels of op '{op.name}' are {labels.dtype}")

@@ -10,7 +10,7 @@ import numbers
 import numpy as np
 
 from . import ops
-from .autograd import _recording
+from .autograd import Constant, _recording
 from .random import default_generator
 from .tensor import Tensor, apply, coerce, to_array
 
@@ -183,6 +183,13 @@ def _labels(labels, op: str) -> np.ndarray:
     return np.ascontiguousarray(labels)
 
 
+def _label_input(scores: Tensor, labels, op: str) -> Constant:
+    """The labels as the loss row's second input: checked against the scores, an intp array
+    (the argument itself when it is one, so that a captured step finds its input buffer), held by
+    a `Constant`, an input that takes no gradient (Tensors are float only)."""
+    return Constant(ops.check_labels(op, scores.data, _labels(labels, op)), "labels")
+
+
 def sumsq(x) -> Tensor:
     """The sum of the squares of every entry of x, a 0-d tensor; its gradient is 2 x.
 
@@ -203,8 +210,8 @@ def softmax_cross_entropy(scores, labels) -> Tensor:
     >>> round(softmax_cross_entropy(tensor([[0.0, 0.0]]), [0]).item(), 4)  # log 2
     0.6931
     """
-    return apply(ops.softmax_cross_entropy, as_tensor(scores),
-                 labels=_labels(labels, "softmax_cross_entropy"))
+    scores = as_tensor(scores)
+    return apply(ops.softmax_cross_entropy, scores, _label_input(scores, labels, "softmax_cross_entropy"))
 
 
 def svm_loss(scores, labels, delta=1.0) -> Tensor:
@@ -213,8 +220,8 @@ def svm_loss(scores, labels, delta=1.0) -> Tensor:
     >>> svm_loss(tensor([[1.0, 1.5]]), [0]).item()  # max(0, 1.5 - 1 + 1)
     1.5
     """
-    return apply(ops.svm_loss, as_tensor(scores), labels=_labels(labels, "svm_loss"),
-                 delta=float(delta))
+    scores = as_tensor(scores)
+    return apply(ops.svm_loss, scores, _label_input(scores, labels, "svm_loss"), delta=float(delta))
 
 
 # ---------------------------------------------------------------------------------------------

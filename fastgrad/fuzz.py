@@ -1300,7 +1300,7 @@ def _results(body):
 
 @dataclass
 class Failure:
-    """What went wrong: kind is forward, grad, exception, alias, mutated, dtype or oracle."""
+    """What went wrong: kind is forward, grad, exception, alias, mutated, dtype, graph or oracle."""
 
     kind: str
     dtype: str
@@ -1439,6 +1439,18 @@ def run_engine(p: Program, dtype: str, orc: Oracle) -> list:
             if excess > 1:
                 fails.append(Failure("grad", dtype, f"{name}._node.grad (keep_grads) {_show(node.grad)}, "
                                      f"expected {_show(want)}"))
+
+    # a loss's labels are its node's second input: a Constant holding them as intp, no gradient
+    for ins in p.instrs:
+        node = results[ins.out]._node if ins.op in ("softmax_cross_entropy", "svm_loss") else None
+        if node is None:
+            continue
+        y = node.inputs[1] if len(node.inputs) == 2 else None
+        if (type(y) is not fg.autograd.Constant or y.data.dtype != np.intp or y.grad is not None
+                or not np.array_equal(y.data, ins.attrs["labels"]) or node.next_functions[1] != (None, 0)):
+            fails.append(Failure("graph", dtype, f"{ins.out}: op '{ins.op}' has inputs {node.inputs!r} and "
+                                 f"next_functions {node.next_functions!r}; expected the labels "
+                                 f"{ins.attrs['labels']} as an intp Constant with (None, 0)"))
 
     # nothing the tape touched may change, and no .grad may share memory with anything
     for k, t in leaves.items():

@@ -739,36 +739,39 @@ def check_labels(op: str, scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
 # g is 1, the usual case).
 
 
+# The labels are the rows' second input: an intp array that functional.py has checked
+# (`check_labels`) and hands to `apply` as an `autograd.Constant`, an input that takes no gradient
+# (the rules return None for it). The binding checks them again (dtype, shape, range) before C runs.
+
+
 @primitive("softmax_cross_entropy", takes_needs=True)
-def softmax_cross_entropy(scores, labels, needs=(True,)):
+def softmax_cross_entropy(scores, labels, needs=(True, False)):
     """-mean_i log softmax(scores_i)[labels_i], through a stable log-sum-exp.
 
     Saved: d loss / d scores = (softmax(scores) - onehot(labels)) / N.
     """
-    labels = check_labels("softmax_cross_entropy", scores, labels)
     loss, grad = K.softmax_cross_entropy(scores, labels, needs[0])
     return np.asarray(loss, dtype=scores.dtype), (grad,)
 
 
 @softmax_cross_entropy.defbackward
 def softmax_cross_entropy_backward(g, grad):
-    return (_scaled_by(grad, g),)
+    return _scaled_by(grad, g), None  # the labels take no gradient
 
 
 @primitive("svm_loss", takes_needs=True)
-def svm_loss(scores, labels, delta=1.0, needs=(True,)):
+def svm_loss(scores, labels, delta=1.0, needs=(True, False)):
     """mean_i sum_{j != y_i} max(0, s_ij - s_iy_i + delta): CS231n's multiclass hinge loss.
 
     Saved: d loss / d scores = ([margin > 0] - onehot(labels) * count(margins > 0)) / N.
     """
-    labels = check_labels("svm_loss", scores, labels)
     loss, grad = K.svm_loss(scores, labels, delta, needs[0])
     return np.asarray(loss, dtype=scores.dtype), (grad,)
 
 
 @svm_loss.defbackward
 def svm_loss_backward(g, grad):
-    return (_scaled_by(grad, g),)
+    return _scaled_by(grad, g), None  # the labels take no gradient
 
 
 def _scaled_by(grad, g):

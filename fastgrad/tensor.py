@@ -9,7 +9,8 @@ import numpy as np
 
 from . import ops
 from . import autograd
-from .autograd import Node, _memory_owner, _recording, is_grad_enabled, mark_modified, run_backward, version_counter
+from .autograd import (Constant, Node, _memory_owner, _recording, is_grad_enabled, mark_modified, run_backward,
+                       version_counter)
 
 _DTYPES = {np.dtype(np.float32), np.dtype(np.float64)}
 
@@ -787,7 +788,7 @@ def apply(op: ops.Op, *inputs: Tensor, **attrs) -> Tensor:
     dtype = inputs[0].data.dtype
     for t in inputs:
         data = t.data
-        if data.dtype != dtype:
+        if data.dtype != dtype and type(t) is not Constant:  # a Constant (labels) is integer data
             raise TypeError(f"{op.name}: inputs mix {dtype} and {data.dtype}; convert one explicitly")
         arrays.append(data)
         if t.requires_grad:

@@ -187,6 +187,60 @@ def test_labels_out_of_range_raise_before_anything_changes():
     assert all(np.array_equal(b, p.data) for b, p in zip(before, model.parameters()))
 
 
+@pytest.mark.parametrize("label_dtype", [np.int64, np.int32, np.uint8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_labels_that_change_each_call_replay_as_eager(loss, dtype, label_dtype):
+    """One batch X for every call, only the labels change: a plan that kept the first call's
+    labels (instead of reading the loss node's labels input from the argument) would go wrong."""
+    sizes = [5, 8, 4]
+    eager_model, _, eager = make_step(sizes, loss=loss, dtype=dtype)
+    model, _, step = make_step(sizes, loss=loss, dtype=dtype)
+    replay = fg.capture(step)
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((6, 5)).astype(dtype)
+    losses = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", fg.CaptureWarning)  # this step must replay
+        for _ in range(20):
+            y = rng.integers(0, 4, 6).astype(label_dtype)
+            expected = eager(X, y).item()
+            assert replay(X, y).item() == expected
+            losses.append(expected)
+    assert replay.captures == 1 and replay.replays == 19
+    assert len(set(losses)) > 10  # the labels did change the loss
+    for p, q in zip(eager_model.parameters(), model.parameters()):
+        assert np.array_equal(p.data, q.data) and np.array_equal(p.grad, q.grad)
+    (plan,) = replay.plans.values()
+    op = {"softmax": "softmax_cross_entropy", "svm": "svm_loss"}[loss]
+    assert [(i, checks) for i, _, checks in plan.inputs] == [(0, []), (1, [(4, op)])]  # range-checked
+
+
+def test_labels_from_outside_the_arguments_are_frozen_at_capture():
+    """As every value read from outside the arguments: changing the array afterwards (here to
+    labels out of range, which the program would read out of bounds) changes no replay."""
+    sizes = [5, 8, 4]
+    model, opt, _ = make_step(sizes)
+    _, _, twin = make_step(sizes)
+    y = np.array([0, 1, 2, 3, 0, 1])
+    frozen = y.copy()
+
+    def step(X):
+        opt.zero_grad()
+        L = fg.softmax_cross_entropy(model(X), y) + model.l2(1e-3)
+        L.backward()
+        opt.step()
+        return L
+
+    replay = fg.capture(step)
+    X = np.random.default_rng(5).standard_normal((6, 5)).astype(np.float32)
+    assert replay(X).item() == twin(X, frozen).item()
+    y[:] = 99
+    for _ in range(3):
+        assert replay(X).item() == twin(X, frozen).item()
+    assert replay.replays == 3
+
+
 def test_forward_only_steps_replay_under_no_grad():
     model = fg.nn.MLP([5, 7, 3], seed=0)
     predict = fg.capture(lambda X: model(X))

@@ -51,3 +51,22 @@ def test_squared_norm_of_matrix_vector_product(dtype):
     f.backward()
     np.testing.assert_allclose(W.grad, [[0.088, 0.176], [0.104, 0.208]], rtol=1e-6)
     np.testing.assert_allclose(x.grad, [-0.112, 0.636], rtol=1e-6)
+
+
+def test_the_walkthrough_of_a_loss_shows_its_labels_as_a_constant(capsys):
+    from fastgrad import lecture
+
+    W = fg.tensor([[1.0, -1.0], [0.5, 2.0]], dtype="float64", requires_grad=True, name="W")
+    x = fg.tensor([[1.0, 0.0], [0.0, 1.0]], dtype="float64", name="x")  # scores = W
+    f = fg.softmax_cross_entropy(x @ W, [1, 0])
+    lecture.walkthrough(f, [W])
+    out = capsys.readouterr().out
+    assert out.count("to labels: constant, no gradient") == 1
+    jac_scores, jac_labels = lecture.local_jacobians(f.grad_fn, (), np.float64)
+    assert jac_labels is None
+    # d loss / d scores = (softmax - onehot) / N, by hand for the rows [1, -1] (label 1), [0.5, 2] (label 0)
+    p = np.exp([[1.0, -1.0], [0.5, 2.0]])
+    p /= p.sum(axis=1, keepdims=True)
+    p[[0, 1], [1, 0]] -= 1
+    np.testing.assert_allclose(jac_scores, p / 2, rtol=1e-12)
+    np.testing.assert_allclose(W.grad, p / 2, rtol=1e-12)  # x is the identity

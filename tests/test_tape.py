@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import fastgrad as fg
-from fastgrad import autograd
+from fastgrad import autograd, ops
 
 
 def test_grad_fn_is_none_for_leaves_and_constants():
@@ -38,7 +38,7 @@ def test_grad_fn_names_and_next_functions_walk_the_graph():
 SCRIPT = r"""
 import json, math
 import fastgrad as fg
-from fastgrad import autograd
+from fastgrad import autograd, ops
 w0, w1, w2, x0, x1 = (fg.tensor(v, requires_grad=True, dtype="float64") for v in (2.0, -3.0, -3.0, -1.0, -2.0))
 f = 1 / (1 + fg.exp(-(w0 * x0 + w1 * x1 + w2)))
 f.backward()
@@ -168,3 +168,109 @@ def test_small_gates_are_the_kernels_bits_forward_and_backward(dtype, shape, gat
            "tanh": lambda v: np.tanh(v.astype(np.float64))}[gate]
     with np.errstate(over="ignore"):
         np.testing.assert_allclose(out.data.ravel(), ref(ref(a)).astype(dtype), rtol=1e-5, atol=1e-6)
+
+
+# the losses' labels: an input slot of the node that takes no gradient (a Constant, not a Tensor)
+def _softmax_grad(s, y):
+    """(softmax(s) - onehot(y)) / N, in float64 from NumPy (the oracle)."""
+    s = s.astype(np.float64)
+    p = np.exp(s - s.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    p[np.arange(len(y)), y] -= 1
+    return p / len(y)
+
+
+def _svm_grad(s, y, delta=1.0):
+    """d/ds of mean_i sum_{j != y_i} max(0, s_ij - s_iy_i + delta), by hand."""
+    s = s.astype(np.float64)
+    n = len(y)
+    m = (s - s[np.arange(n), y][:, None] + delta > 0).astype(np.float64)
+    m[np.arange(n), y] = 0
+    m[np.arange(n), y] = -m.sum(axis=1)
+    return m / n
+
+
+LOSSES = {"softmax_cross_entropy": (fg.softmax_cross_entropy, _softmax_grad), "svm_loss": (fg.svm_loss, _svm_grad)}
+LABEL_FORMS = {
+    "list": lambda y: [int(k) for k in y],
+    "int64": lambda y: y.astype(np.int64),
+    "int32": lambda y: y.astype(np.int32),
+    "uint8": lambda y: y.astype(np.uint8),
+    "strided": lambda y: np.repeat(y, 2)[::2],  # not contiguous
+    "tensor": lambda y: fg.tensor(y.astype(np.float32)),  # float labels with integer values
+}
+
+
+@pytest.mark.parametrize("form", list(LABEL_FORMS))
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss", list(LOSSES))
+def test_a_loss_node_holds_its_labels_as_an_input_that_takes_no_gradient(loss, dtype, form):
+    fn, oracle = LOSSES[loss]
+    rng = np.random.default_rng(3)
+    s = (rng.standard_normal((5, 4)) * 2).astype(dtype)
+    y = np.array([0, 3, 1, 3, 2])
+    W = fg.tensor(np.eye(4), dtype=dtype, requires_grad=True)
+    scores = fg.tensor(s, dtype=dtype) @ W  # an op output: next_functions names its node
+    out = fn(scores, LABEL_FORMS[form](y))
+    node = out.grad_fn
+    assert node.name() == loss and len(node.inputs) == 2 and node.inputs[0] is scores
+    labels = node.inputs[1]
+    assert type(labels) is autograd.Constant and not isinstance(labels, fg.Tensor)
+    assert labels.data.dtype == np.intp and labels.data.flags.c_contiguous
+    np.testing.assert_array_equal(labels.data, y)
+    assert labels.requires_grad is False and labels.grad_fn is None and labels.name == "labels"
+    assert node.next_functions == ((scores.grad_fn, 0), (None, 0))
+    assert node.next_functions[0][0].name() == "matmul"
+    # the node's rule (PyTorch's grad_fn(g)): a gradient for the scores, None for the labels
+    ds, dy = node(np.array(2.0, dtype=dtype))
+    assert dy is None
+    tol = dict(rtol=1e-5, atol=1e-7) if dtype == "float32" else dict(rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(ds, 2 * oracle(s, y), **tol)
+    out.backward()
+    np.testing.assert_allclose(W.grad, s.astype(np.float64).T @ oracle(s, y), **tol)
+    assert labels.grad is None  # the walk sent it nothing
+
+
+def test_an_intp_array_of_labels_is_the_input_itself():
+    """No copy: a captured step finds its labels argument's buffer in the node by identity."""
+    y = np.array([1, 0, 2], dtype=np.intp)
+    out = fg.softmax_cross_entropy(fg.tensor(np.zeros((3, 3)), requires_grad=True), y)
+    assert out.grad_fn.inputs[1].data is y
+
+
+def test_a_rule_that_returns_a_gradient_for_the_labels_sends_it_nowhere(monkeypatch):
+    """Even a rule replaced at run time (here returning ones for the labels slot) cannot make the
+    walk treat the Constant as a tensor: its gradient is dropped, as for a constant tensor."""
+    row = ops.TABLE["softmax_cross_entropy"]
+    own = row.backward
+    monkeypatch.setattr(row, "backward", lambda g, grad: (own(g, grad)[0], np.ones(3)))
+    s = np.array([[1.0, 2.0, 0.5], [0.0, -1.0, 1.0], [2.0, 2.0, 2.0]])
+    x = fg.tensor(s, dtype="float64", requires_grad=True)
+    out = fg.softmax_cross_entropy(x * 1.0, [2, 0, 1])
+    out.backward()
+    np.testing.assert_allclose(x.grad, _softmax_grad(s, np.array([2, 0, 1])), rtol=1e-12)
+    assert out.grad_fn is not None and out.grad_fn.inputs[1].grad is None
+
+
+def test_no_labels_input_without_a_gradient_to_record():
+    with fg.no_grad():
+        out = fg.svm_loss(fg.tensor(np.zeros((2, 3)), requires_grad=True), [0, 1])
+    assert out.grad_fn is None and out.item() == 2.0  # two margins of delta = 1 per row, mean of 2
+    assert fg.softmax_cross_entropy(fg.tensor(np.zeros((2, 2))), [0, 1]).grad_fn is None
+
+
+def test_a_node_made_by_hand_with_a_constant_input_is_walked_safely(monkeypatch):
+    """Node(...) called directly (not by apply) learns that an input is a Constant too: the walk
+    drops the gradient a rule returns for it instead of reading it as a tensor."""
+    row = ops.TABLE["svm_loss"]
+    monkeypatch.setattr(row, "backward", lambda g, grad: (grad * g, np.ones(2)))
+    x = fg.tensor(np.zeros((2, 3)), dtype="float64", requires_grad=True)
+    labels = autograd.Constant(np.array([0, 2], dtype=np.intp), "labels")
+    out, saved = row.forward(x.data, labels.data, needs=(True, False))
+    y = fg.Tensor._wrap(out, True)
+    y._node = autograd.Node(row, (x, labels), saved, out)
+    assert y.grad_fn.next_functions == ((None, 0), (None, 0))
+    y.backward()
+    # all margins are delta = 1 > 0: ds_ij = 1/N off the label, -(C-1)/N on it
+    np.testing.assert_array_equal(x.grad, [[-1.0, 0.5, 0.5], [0.5, 0.5, -1.0]])
+    assert labels.grad is None

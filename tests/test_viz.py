@@ -200,6 +200,23 @@ def test_names_constants_and_a_value_used_twice():
     assert nodes[[i for i, t in titles.items() if t == "div"][0]]["penwidth"][1] == "2"  # the root
 
 
+def test_a_loss_draws_its_labels_as_a_constant_input():
+    W = fg.tensor([[1.0, -1.0, 0.5], [0.0, 2.0, -0.5]], requires_grad=True, name="W")
+    x = fg.tensor([[1.0, 2.0], [-1.0, 0.5]], name="x")
+    loss = fg.softmax_cross_entropy(x @ W, [2, 0])
+    loss.backward(keep_grads=True)
+    nodes, edges, _ = parse_dot(viz.to_dot(loss))
+    titles = {node_id: label_rows(a)[0] for node_id, a in nodes.items()}
+    (labels_id,) = [i for i, t in titles.items() if t == "labels"]
+    (loss_id,) = [i for i, t in titles.items() if t == "softmax_cross_entropy"]
+    (matmul_id,) = [i for i, t in titles.items() if t == "matmul"]
+    assert edges.count((labels_id, loss_id)) == 1 and edges.count((matmul_id, loss_id)) == 1
+    assert edges.index((matmul_id, loss_id)) < edges.index((labels_id, loss_id))  # argument order
+    rows = label_rows(nodes[labels_id])
+    assert len(rows) == 2 and rows[1] == "value [2, 0]"  # its value and no gradient row
+    assert nodes[labels_id]["style"][1] == "dashed"
+
+
 def test_arrays_small_in_full_large_as_shape_and_summary():
     rng = np.random.default_rng(0)
     W = fg.tensor(rng.standard_normal((30, 40), np.float32), requires_grad=True, name="W")
