@@ -1,5 +1,5 @@
 # cython: language_level=3
-"""The tape in Cython: `Node`, `Constant`, `apply` (run an op, record its node) and `run_backward`.
+"""The tape in Cython: `Node`, `apply` (run an op, record its node) and `run_backward` (the walk).
 
 The same logic as the Python tape it replaces (fastgrad/autograd.py and tensor.py keep the Python
 text of both, used with FASTGRAD_PURE_TAPE=1, and docs/ARCHITECTURE.md describes them): the
@@ -59,6 +59,7 @@ cdef object _MemberDescriptor = MemberDescriptorType
 
 # bound by autograd.py at import (bind()): shared with the Python tape
 cdef type Tensor = None
+cdef type Constant = None  # autograd.Constant: the one class both tapes use for the labels
 cdef object _state = None
 cdef list _grad_off = [0]  # autograd._grad_off: how many threads are inside no_grad()
 cdef object _debug = None
@@ -98,9 +99,9 @@ cdef inline bint _rule_unchanged(object op, object rule):
 
 
 def bind(tensor_cls, state, debug, inplace, sequence, debug_record, check_versions, version_counter,
-         coerce, ops, backward, grad_off):
+         coerce, ops, backward, grad_off, constant_cls):
     """Hand the tape the objects it shares with autograd.py and tensor.py (called once at import)."""
-    global Tensor, _state, _debug, _inplace, _sequence, _DebugRecord, _check_versions, _version_counter
+    global Tensor, Constant, _state, _debug, _inplace, _sequence, _DebugRecord, _check_versions, _version_counter
     global _grad_off, _py_coerce, _op_add, _op_sub, _op_mul, _op_div, _op_neg, _op_exp, _op_log, _py_backward
     global _op_relu, _op_sigmoid, _op_tanh
     _grad_off = grad_off
@@ -120,6 +121,7 @@ def bind(tensor_cls, state, debug, inplace, sequence, debug_record, check_versio
     _Op = type(ops.add)
     _FORWARD, _BACKWARD, _TAKES_NEEDS = _slot_offsets(_Op, ("forward", "backward", "takes_needs"))
     Tensor = tensor_cls
+    Constant = constant_cls
     _state = state
     _debug = debug
     _inplace = inplace
@@ -192,49 +194,6 @@ cdef class Node:
 
     def __repr__(self):
         return f"<Node {self.op.name} #{self.seq}>"
-
-
-@cython.final
-cdef class Constant:
-    """An input of an op that is no Tensor and takes no gradient: the integer labels of the losses.
-
-    autograd.Constant compiled (its docstring says it all; autograd.py swaps this one in, as it
-    does Node): `data` the intp array, `name`; `requires_grad` False, `grad`, `grad_fn`, `_node`
-    and `_vc` None, as a constant tensor answers.
-    """
-
-    cdef public object data
-    cdef public object name
-    requires_grad = False
-    grad = None
-    grad_fn = None
-    is_leaf = True
-    _node = None
-    _vc = None
-
-    def __init__(self, data, name=None):
-        if type(data) is not ndarray:
-            raise TypeError(f"Constant: expected a NumPy array, got {type(data).__name__}")
-        self.data = data
-        self.name = name
-
-    @property
-    def shape(self):
-        return self.data.shape
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    @property
-    def ndim(self):
-        return self.data.ndim
-
-    def numpy(self):
-        return self.data
-
-    def __repr__(self):
-        return f"<Constant {self.name or ''} {self.data.dtype} {self.data.shape}>".replace("  ", " ")
 
 
 # --- the fields of a Tensor, read and written in place --------------------------------------------
@@ -850,14 +809,13 @@ cdef object _apply_constants(object op, tuple inputs, dict attrs):
     instructions per op)."""
     cdef list arrays = []
     cdef bint requires_grad = False
-    cdef Constant c
     dtype = None
     for t in inputs:
         if type(t) is Constant:
-            c = <Constant>t
+            data = t.data
             if dtype is None:
-                dtype = c.data.dtype
-            arrays.append(c.data)
+                dtype = data.dtype
+            arrays.append(data)
             continue
         if not isinstance(t, Tensor):  # fails as `t.data` would, as in _check_tensor
             t.data

@@ -500,5 +500,4 @@ else:
     from . import _tape
 
     Node = _tape.Node  # noqa: F811 (the compiled node replaces the Python one)
-    Constant = _tape.Constant  # noqa: F811 (and the compiled Constant, cheaper to make)
     run_backward = _tape.run_backward  # noqa: F811

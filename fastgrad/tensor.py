@@ -824,7 +824,7 @@ def _apply2(op: ops.Op, a: Tensor, b: Tensor) -> Tensor:
 if autograd._tape is not None:  # the compiled tape (see autograd.py): the same apply, cheaper
     autograd._tape.bind(Tensor, autograd._state, autograd._debug, autograd._inplace, autograd._sequence,
                         autograd._DebugRecord, autograd._check_versions, version_counter, coerce, ops,
-                        Tensor.backward, autograd._grad_off)
+                        Tensor.backward, autograd._grad_off, autograd.Constant)
     apply = autograd._tape.apply  # noqa: F811
     _apply1 = autograd._tape.apply1  # noqa: F811
     _apply2 = autograd._tape.apply2  # noqa: F811
