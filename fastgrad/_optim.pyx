@@ -221,28 +221,20 @@ def rmsprop(w, dw, c, double lr, double decay, double eps, double weight_decay=0
 def adam(w, dw, m, v, double lr, double beta1, double beta2, double eps, double weight_decay,
          Py_ssize_t t):
     """One Adam step at step count t >= 1 (L2 decay coupled into g), in place."""
-    _check_step(t, "Adam")
-    cdef int dt = _check_buffers("Adam", ("the parameter", "its gradient", "exp_avg", "exp_avg_sq"),
-                                 (w, dw, m, v))
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>w)
-    cdef void *pw = _data(w)
-    cdef void *pd = _data(dw)
-    cdef void *pm = _data(m)
-    cdef void *pv = _data(v)
-    with nogil:
-        if dt == cnp.NPY_FLOAT32:
-            adam_update(<float *>pw, <const float *>pd, <float *>pm, <float *>pv, n, lr, beta1,
-                        beta2, eps, weight_decay, t)
-        else:
-            adam_update(<double *>pw, <const double *>pd, <double *>pm, <double *>pv, n, lr, beta1,
-                        beta2, eps, weight_decay, t)
+    _adam_binding(False, "Adam", w, dw, m, v, lr, beta1, beta2, eps, weight_decay, t)
 
 
 def adamw(w, dw, m, v, double lr, double beta1, double beta2, double eps, double weight_decay,
           Py_ssize_t t):
     """One AdamW step at step count t >= 1 (w *= 1 - lr weight_decay first), in place."""
-    _check_step(t, "AdamW")
-    cdef int dt = _check_buffers("AdamW", ("the parameter", "its gradient", "exp_avg", "exp_avg_sq"),
+    _adam_binding(True, "AdamW", w, dw, m, v, lr, beta1, beta2, eps, weight_decay, t)
+
+
+cdef int _adam_binding(bint decoupled, str op, object w, object dw, object m, object v, double lr,
+                       double beta1, double beta2, double eps, double weight_decay,
+                       Py_ssize_t t) except -1:
+    _check_step(t, op)
+    cdef int dt = _check_buffers(op, ("the parameter", "its gradient", "exp_avg", "exp_avg_sq"),
                                  (w, dw, m, v))
     cdef Py_ssize_t n = cnp.PyArray_SIZE(<cnp.ndarray>w)
     cdef void *pw = _data(w)
@@ -251,8 +243,9 @@ def adamw(w, dw, m, v, double lr, double beta1, double beta2, double eps, double
     cdef void *pv = _data(v)
     with nogil:
         if dt == cnp.NPY_FLOAT32:
-            adamw_update(<float *>pw, <const float *>pd, <float *>pm, <float *>pv, n, lr, beta1,
-                         beta2, eps, weight_decay, t)
+            _adam(decoupled, <float *>pw, <const float *>pd, <float *>pm, <float *>pv, n, lr, beta1,
+                  beta2, eps, weight_decay, t)
         else:
-            adamw_update(<double *>pw, <const double *>pd, <double *>pm, <double *>pv, n, lr, beta1,
-                         beta2, eps, weight_decay, t)
+            _adam(decoupled, <double *>pw, <const double *>pd, <double *>pm, <double *>pv, n, lr,
+                  beta1, beta2, eps, weight_decay, t)
+    return 0
