@@ -455,6 +455,17 @@ def test_program_checks_its_buffers_before_running():
         _plan.Program([{"kind": "copy", "a": f, "c": ro, "n": 4}], np.float32)
     with pytest.raises(ValueError, match="product sizes"):
         _plan.Program([{"kind": "gemm", "a": f, "b": f, "c": f, "m": 0, "n": 2, "k": 2}], np.float32)
+    # gate codes are the activation codes (csrc/activations.h); NONE (0) and unknown codes are refused
+    assert _plan.GATES == {k: v for k, v in fg._linalg.ACTIVATIONS.items() if k is not None}
+    for code in (fg._linalg.ACTIVATIONS[None], max(_plan.GATES.values()) + 1, -1):
+        with pytest.raises(ValueError, match=f"unknown gate {code}"):
+            _plan.Program([{"kind": "gate", "op": code, "a": f, "c": np.zeros(4, np.float32), "n": 4}],
+                          np.float32)
+    y = np.zeros(4, np.float32)
+    x = np.array([-1.0, 0.0, 0.5, 2.0], np.float32)
+    _plan.Program([{"kind": "gate", "op": _plan.GATES["tanh"], "a": x, "c": y, "n": 4, "p": 0.0}], np.float32).run()
+    np.testing.assert_array_equal(y, fg._kernels.tanh_forward(x))  # the eager gate's bits
+    np.testing.assert_allclose(y, np.tanh(x), rtol=1e-6)  # and tanh's values
 
 
 def test_train_fit_uses_the_captured_step_with_the_eager_numbers():
